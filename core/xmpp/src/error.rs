@@ -1,0 +1,65 @@
+use thiserror::Error;
+
+/// Why a connection, login or registration did not succeed. The variants are the ones a
+/// caller acts on differently: retry later (network), ask the user (auth), refuse (TLS,
+/// policy), or report (protocol).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    #[error("network: {0}")]
+    Network(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("the server does not offer TLS; refusing to continue without encryption")]
+    NoTls,
+    #[error("authentication failed: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Auth { condition: String, text: Option<String> },
+    #[error("no acceptable authentication mechanism offered")]
+    NoMechanism,
+    #[error("registration refused: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Registration { condition: String, text: Option<String> },
+    #[error("the server does not offer in-band registration")]
+    RegistrationUnsupported,
+    #[error("stream error from server: {0}")]
+    Stream(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl ConnectError {
+    /// Errors that retrying later may fix (as opposed to wrong credentials or certificates).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Network(_) | ConnectError::Timeout(_) | ConnectError::Stream(_)
+        )
+    }
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            ConnectError::Timeout("no response from server")
+        } else {
+            ConnectError::Network(e.to_string())
+        }
+    }
+}
+
+/// Errors of a running session's requests.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the session is closed")]
+    Closed,
+    #[error("no response in time")]
+    Timeout,
+    #[error("the server answered with an error: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Stanza { condition: String, text: Option<String> },
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+    #[error("invalid argument: {0}")]
+    BadArgument(String),
+}

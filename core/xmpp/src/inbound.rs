@@ -1,0 +1,441 @@
+//! Classification of inbound stanzas into typed events. Pure functions: every stanza from
+//! the network is treated as hostile until checked here, and the checks are unit-tested with
+//! scripted stanzas (see tests at the bottom and HOSTILE-INPUTS.md).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::ns;
+
+use crate::elem::{el, ElExt};
+use crate::jid::{split_bare, BareJid};
+
+pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+pub const NS_PING: &str = "urn:xmpp:ping";
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const NS_HINTS: &str = "urn:xmpp:hints";
+
+/// What our client advertises in disco#info.
+pub const FEATURES: &[&str] = &[NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_CARBONS, NS_SID];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    None,
+    To,
+    From,
+    Both,
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterItem {
+    pub jid: BareJid,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// A subscription request from us is pending.
+    pub ask: bool,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// The other party of the conversation.
+    pub peer: BareJid,
+    /// Sent by another device of ours (a "sent" carbon).
+    pub outgoing: bool,
+    /// Arrived as a carbon copy rather than addressed to this resource.
+    pub carbon: bool,
+    /// Full JID of the sender, for receipts.
+    pub from_full: String,
+    pub body: String,
+    /// The stanza's `id` attribute.
+    pub id: Option<String>,
+    pub origin_id: Option<String>,
+    /// XEP-0359 id assigned by our own archive (only kept when `by` is our account).
+    pub stanza_id: Option<String>,
+    pub stanza_id_by: Option<String>,
+    /// Delay stamp (offline/archived delivery), clamped to sane values.
+    pub timestamp_ms: Option<i64>,
+    pub wants_receipt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message(ChatMessage),
+    /// XEP-0184 receipt from a peer: the message with this id reached one of their devices.
+    Receipt { from: BareJid, id: String },
+    /// A message we sent bounced.
+    MessageError { id: String, condition: String },
+    RosterPush(RosterItem),
+    SubscriptionRequest { from: BareJid },
+    Subscribed { from: BareJid },
+    Unsubscribed { from: BareJid },
+    Presence { from_full: String, available: bool },
+    /// The server acknowledged (XEP-0198) the stanza we sent with this tracking id.
+    Acked { id: String },
+    /// The session ended; reason given.
+    Closed(crate::ConnectError),
+}
+
+/// What the driver must do with an inbound stanza.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub events: Vec<Event>,
+    pub reply: Option<Element>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Earliest believable timestamp (2000-01-01); a stamp before it, or more than a minute in
+/// the future, is replaced by "now" (Pidgin CVE-2013-6477 crashed on far-future stamps).
+const MIN_PLAUSIBLE_MS: i64 = 946_684_800_000;
+
+fn parse_stamp(stamp: &str) -> Option<i64> {
+    let dt: xmpp_parsers::date::DateTime = stamp.parse().ok()?;
+    let ms = dt.0.timestamp_millis();
+    let now = now_ms();
+    if ms < MIN_PLAUSIBLE_MS || ms > now + 60_000 {
+        return Some(now);
+    }
+    Some(ms)
+}
+
+pub struct Context<'a> {
+    pub own: &'a BareJid,
+    pub own_full: &'a str,
+}
+
+impl Context<'_> {
+    /// RFC 6120 §8.1.2.1: a stanza without `from` comes from our own account.
+    fn sender_bare(&self, el: &Element) -> Option<String> {
+        match el.attr("from") {
+            None => Some(self.own.as_str().to_owned()),
+            Some(f) => split_bare(f),
+        }
+    }
+
+    fn from_own_account(&self, el: &Element) -> bool {
+        match el.attr("from") {
+            None => true,
+            Some(f) => split_bare(f).as_deref() == Some(self.own.as_str()) && !f.contains('/'),
+        }
+    }
+}
+
+pub fn classify(el: &Element, cx: &Context<'_>) -> Outcome {
+    if el.ns() != ns::JABBER_CLIENT {
+        return Outcome::default();
+    }
+    match el.name() {
+        "message" => Outcome { events: classify_message(el, cx), reply: None },
+        "presence" => Outcome { events: classify_presence(el, cx), reply: None },
+        "iq" => classify_iq(el, cx),
+        _ => Outcome::default(),
+    }
+}
+
+fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
+    let type_ = el.attr("type").unwrap_or("normal");
+    if type_ == "error" {
+        let condition = el
+            .get_child("error", ns::JABBER_CLIENT)
+            .and_then(|e| e.children().find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text"))
+            .map(|c| c.name().to_owned())
+            .unwrap_or_else(|| "undefined-condition".into());
+        return el
+            .attr("id")
+            .map(|id| vec![Event::MessageError { id: id.to_owned(), condition }])
+            .unwrap_or_default();
+    }
+    // Carbons: only our own server may send them, on behalf of our bare JID
+    // (XEP-0280 §Security; CVE-2017-5589 and friends).
+    for (kind, outgoing) in [("received", false), ("sent", true)] {
+        if let Some(wrapper) = el.get_child(kind, NS_CARBONS) {
+            if !cx.from_own_account(el) || el.attr("from").is_none() {
+                tracing::warn!("dropping carbon not sent by our own account");
+                return Vec::new();
+            }
+            let Some(inner) = wrapper
+                .get_child("forwarded", NS_FORWARD)
+                .and_then(|f| f.get_child("message", ns::JABBER_CLIENT))
+            else {
+                return Vec::new();
+            };
+            return direct_message(inner, cx, true, outgoing);
+        }
+    }
+    direct_message(el, cx, false, false)
+}
+
+fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) -> Vec<Event> {
+    let type_ = el.attr("type").unwrap_or("normal");
+    if type_ != "chat" && type_ != "normal" {
+        return Vec::new();
+    }
+    let from_bare = match cx.sender_bare(el) {
+        Some(f) => f,
+        None => return Vec::new(),
+    };
+    if outgoing && from_bare != cx.own.as_str() {
+        // A "sent" carbon whose inner sender is not us would let a peer put words in our mouth.
+        return Vec::new();
+    }
+    let peer_str = if outgoing {
+        match el.attr("to").and_then(split_bare) {
+            Some(p) => p,
+            None => return Vec::new(),
+        }
+    } else {
+        from_bare
+    };
+    let Ok(peer) = BareJid::parse(&peer_str) else { return Vec::new() };
+
+    let mut events = Vec::new();
+    if let Some(r) = el.get_child("received", NS_RECEIPTS) {
+        if let (Some(id), false) = (r.attr("id"), outgoing) {
+            events.push(Event::Receipt { from: peer.clone(), id: id.to_owned() });
+        }
+    }
+    let body = el
+        .children()
+        .find(|c| c.is("body", ns::JABBER_CLIENT))
+        .map(|b| b.text());
+    let Some(body) = body else { return events };
+    if body.trim().is_empty() {
+        return events;
+    }
+    let origin_id = el.get_child("origin-id", NS_SID).and_then(|o| o.attr("id")).map(str::to_owned);
+    let (stanza_id, stanza_id_by) = el
+        .children()
+        .filter(|c| c.is("stanza-id", NS_SID))
+        // XEP-0359: only an id stamped by our own archive is trustworthy.
+        .find(|c| c.attr("by") == Some(cx.own.as_str()))
+        .map(|c| (c.attr("id").map(str::to_owned), c.attr("by").map(str::to_owned)))
+        .unwrap_or((None, None));
+    let timestamp_ms = el
+        .get_child("delay", NS_DELAY)
+        .and_then(|d| d.attr("stamp"))
+        .and_then(parse_stamp);
+    events.push(Event::Message(ChatMessage {
+        peer,
+        outgoing,
+        carbon,
+        from_full: el.attr("from").unwrap_or(cx.own.as_str()).to_owned(),
+        body,
+        id: el.attr("id").map(str::to_owned),
+        origin_id,
+        stanza_id,
+        stanza_id_by,
+        timestamp_ms,
+        wants_receipt: el.has_child("request", NS_RECEIPTS) && el.attr("id").is_some(),
+    }));
+    events
+}
+
+fn classify_presence(el: &Element, cx: &Context<'_>) -> Vec<Event> {
+    let Some(from_attr) = el.attr("from") else { return Vec::new() };
+    let Some(from_bare) = split_bare(from_attr) else { return Vec::new() };
+    let Ok(from) = BareJid::parse(&from_bare) else { return Vec::new() };
+    match el.attr("type") {
+        Some("subscribe") if from != *cx.own => vec![Event::SubscriptionRequest { from }],
+        Some("subscribed") => vec![Event::Subscribed { from }],
+        Some("unsubscribed") => vec![Event::Unsubscribed { from }],
+        None => vec![Event::Presence { from_full: from_attr.to_owned(), available: true }],
+        Some("unavailable") => vec![Event::Presence { from_full: from_attr.to_owned(), available: false }],
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn iq_error_reply(st: &Element, condition: &'static str, type_: &'static str) -> Element {
+    el("iq", ns::JABBER_CLIENT)
+        .attr("type", "error")
+        .attr("id", st.attr("id").unwrap_or(""))
+        .attr_opt("to", st.attr("from"))
+        .child(
+            el("error", ns::JABBER_CLIENT)
+                .attr("type", type_)
+                .child(el(condition, ns::XMPP_STANZAS)),
+        )
+        .build()
+}
+
+fn iq_result(st: &Element) -> crate::elem::El {
+    el("iq", ns::JABBER_CLIENT)
+        .attr("type", "result")
+        .attr("id", st.attr("id").unwrap_or(""))
+        .attr_opt("to", st.attr("from"))
+}
+
+fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
+    let type_ = st.attr("type").unwrap_or("");
+    if type_ != "get" && type_ != "set" {
+        // Responses are matched by the driver; anything left over is unsolicited.
+        return Outcome::default();
+    }
+    if st.attr("id").is_none() {
+        return Outcome::default();
+    }
+    let Some(payload) = st.children().next() else {
+        return Outcome { events: Vec::new(), reply: Some(iq_error_reply(st, "bad-request", "modify")) };
+    };
+    match (type_, payload.name(), payload.ns().as_str()) {
+        ("set", "query", ns::ROSTER) => {
+            // RFC 6121 §2.1.6: a roster push not from our own account MUST be ignored.
+            if !cx.from_own_account(st) {
+                tracing::warn!("ignoring roster push from a foreign entity");
+                return Outcome {
+                    events: Vec::new(),
+                    reply: Some(iq_error_reply(st, "service-unavailable", "cancel")),
+                };
+            }
+            let items = parse_roster_items(payload);
+            if items.len() != 1 {
+                return Outcome { events: Vec::new(), reply: Some(iq_error_reply(st, "bad-request", "modify")) };
+            }
+            Outcome {
+                events: items.into_iter().map(Event::RosterPush).collect(),
+                reply: Some(iq_result(st).build()),
+            }
+        }
+        ("get", "ping", NS_PING) => Outcome { events: Vec::new(), reply: Some(iq_result(st).build()) },
+        ("get", "query", NS_DISCO_INFO) => {
+            let mut q = el("query", NS_DISCO_INFO)
+                .child(el("identity", NS_DISCO_INFO).attr("category", "client").attr("type", "phone").attr("name", "Linnet"));
+            for f in FEATURES {
+                q = q.child(el("feature", NS_DISCO_INFO).attr("var", *f));
+            }
+            if let Some(node) = payload.attr("node") {
+                q = q.attr("node", node);
+            }
+            Outcome { events: Vec::new(), reply: Some(iq_result(st).child(q).build()) }
+        }
+        _ => Outcome { events: Vec::new(), reply: Some(iq_error_reply(st, "service-unavailable", "cancel")) },
+    }
+}
+
+pub(crate) fn parse_roster_items(query: &Element) -> Vec<RosterItem> {
+    query
+        .children()
+        .filter(|c| c.is("item", ns::ROSTER))
+        .filter_map(|item| {
+            let jid = BareJid::parse(item.attr("jid")?).ok()?;
+            let subscription = match item.attr("subscription").unwrap_or("none") {
+                "to" => Subscription::To,
+                "from" => Subscription::From,
+                "both" => Subscription::Both,
+                "remove" => Subscription::Remove,
+                _ => Subscription::None,
+            };
+            Some(RosterItem {
+                jid,
+                name: item.attr("name").filter(|n| !n.is_empty()).map(str::to_owned),
+                subscription,
+                ask: item.attr("ask") == Some("subscribe"),
+                groups: item.children().filter(|g| g.is("group", ns::ROSTER)).map(|g| g.text()).collect(),
+            })
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+pub(crate) fn text_of(el: &Element, name: &str, ns_: &str) -> Option<String> {
+    el.child_text(name, ns_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Element {
+        xml.parse().expect("test XML")
+    }
+
+    fn only_message(events: Vec<Event>) -> ChatMessage {
+        match <[Event; 1]>::try_from(events) {
+            Ok([Event::Message(m)]) => m,
+            other => panic!("expected one message, got {other:?}"),
+        }
+    }
+
+    fn cx<'a>(own: &'a BareJid) -> Context<'a> {
+        Context { own, own_full: "me@example.org/phone" }
+    }
+
+    #[test]
+    fn plain_chat_message() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let out = classify(&parse("<message xmlns='jabber:client' from='Bob@example.org/pc' to='me@example.org/phone' type='chat' id='m1'><body>hi</body><request xmlns='urn:xmpp:receipts'/><origin-id xmlns='urn:xmpp:sid:0' id='o1'/><stanza-id xmlns='urn:xmpp:sid:0' id='s1' by='me@example.org'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='evil.org'/></message>"), &cx(&own));
+        let [Event::Message(m)] = out.events.as_slice() else { panic!("{:?}", out.events) };
+        assert_eq!(m.peer.as_str(), "bob@example.org");
+        assert!(!m.outgoing && !m.carbon && m.wants_receipt);
+        assert_eq!(m.origin_id.as_deref(), Some("o1"));
+        assert_eq!(m.stanza_id.as_deref(), Some("s1"));
+        assert_eq!(m.body, "hi");
+    }
+
+    #[test]
+    fn spoofed_carbons_are_ignored() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        // From a peer instead of our own account.
+        for from in ["eve@example.org", "me@example.org/other", "example.org"] {
+            let xml = format!("<message xmlns='jabber:client' from='{from}' to='me@example.org/phone'><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='me@example.org/pc' to='bob@example.org' type='chat'><body>forged</body></message></forwarded></sent></message>");
+            assert!(classify(&parse(&xml), &cx(&own)).events.is_empty(), "{from}");
+        }
+        // A genuine wrapper whose inner "sent" message is not from us.
+        let xml = "<message xmlns='jabber:client' from='me@example.org' to='me@example.org/phone'><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='eve@example.org/x' to='bob@example.org' type='chat'><body>forged</body></message></forwarded></sent></message>";
+        assert!(classify(&parse(xml), &cx(&own)).events.is_empty());
+    }
+
+    #[test]
+    fn genuine_carbons() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let sent = "<message xmlns='jabber:client' from='me@example.org' to='me@example.org/phone'><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='me@example.org/pc' to='bob@example.org' type='chat' id='x'><body>hello</body></message></forwarded></sent></message>";
+        let m = only_message(classify(&parse(sent), &cx(&own)).events);
+        assert!(m.outgoing && m.carbon);
+        assert_eq!(m.peer.as_str(), "bob@example.org");
+        let recv = "<message xmlns='jabber:client' from='me@example.org' to='me@example.org/phone'><received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='bob@example.org/pc' to='me@example.org/pc' type='chat' id='y'><body>yo</body></message></forwarded></received></message>";
+        let m = only_message(classify(&parse(recv), &cx(&own)).events);
+        assert!(!m.outgoing && m.carbon);
+    }
+
+    #[test]
+    fn foreign_roster_push_is_ignored() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let xml = "<iq xmlns='jabber:client' type='set' id='p1' from='eve@example.org/x'><query xmlns='jabber:iq:roster'><item jid='eve@example.org' subscription='both'/></query></iq>";
+        let out = classify(&parse(xml), &cx(&own));
+        assert!(out.events.is_empty());
+        assert_eq!(out.reply.as_ref().and_then(|r| r.attr("type")), Some("error"));
+        let ok = "<iq xmlns='jabber:client' type='set' id='p2'><query xmlns='jabber:iq:roster'><item jid='bob@example.org' subscription='both' name='Bob'><group>Friends</group></item></query></iq>";
+        let out = classify(&parse(ok), &cx(&own));
+        assert_eq!(out.reply.as_ref().and_then(|r| r.attr("type")), Some("result"));
+        let [Event::RosterPush(item)] = out.events.as_slice() else { panic!() };
+        assert_eq!(item.subscription, Subscription::Both);
+        assert_eq!(item.groups, vec!["Friends".to_owned()]);
+    }
+
+    #[test]
+    fn absurd_timestamps_are_clamped() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let xml = "<message xmlns='jabber:client' from='bob@example.org/pc' type='chat'><body>x</body><delay xmlns='urn:xmpp:delay' stamp='9999-12-31T23:59:59Z'/></message>";
+        let m = only_message(classify(&parse(xml), &cx(&own)).events);
+        assert!(m.timestamp_ms.unwrap() <= now_ms() + 1000);
+    }
+
+    #[test]
+    fn unknown_iq_gets_error_and_ping_gets_result() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let out = classify(&parse("<iq xmlns='jabber:client' type='get' id='1' from='x@y/z'><foo xmlns='urn:foo'/></iq>"), &cx(&own));
+        assert_eq!(out.reply.unwrap().attr("type"), Some("error"));
+        let out = classify(&parse("<iq xmlns='jabber:client' type='get' id='2' from='example.org'><ping xmlns='urn:xmpp:ping'/></iq>"), &cx(&own));
+        assert_eq!(out.reply.unwrap().attr("type"), Some("result"));
+    }
+}

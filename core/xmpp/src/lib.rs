@@ -1,0 +1,26 @@
+//! linnet-xmpp: the XMPP session. The only crate that touches xmpp-parsers, minidom and jid
+//! types; everything it exposes is plain Rust data.
+
+mod connect;
+mod elem;
+mod error;
+pub mod inbound;
+pub mod jid;
+pub mod scram;
+mod session;
+mod tls;
+
+pub use connect::{connect, register, ConnectConfig, Connection, Negotiated, ServerAddr};
+pub use error::{ConnectError, RequestError};
+pub use inbound::{ChatMessage, Event, RosterItem, Subscription};
+pub use jid::{BareJid, JidError};
+pub use session::{chat_stanza, stanza_to_string, Session};
+pub use tls::TlsOptions;
+
+/// A fresh random id for stanzas (and origin-ids): 128 bits, URL-safe.
+pub fn new_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,426 @@
+//! The session driver: one task owns the XML stream; the `Session` handle sends commands to
+//! it and events come back on a channel. Stream management (XEP-0198) acknowledgements are
+//! turned into `Event::Acked` so that the layer above marks messages "sent" only once the
+//! server has them.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::xmlstream::ReadError;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::ns;
+
+use crate::connect::{stream_error_condition, Connection, Negotiated, Stream};
+use crate::elem::el;
+use crate::error::{ConnectError, RequestError};
+use crate::inbound::{self, Context, Event, RosterItem, NS_CARBONS, NS_PING, NS_RECEIPTS, NS_SID};
+use crate::jid::{split_bare, BareJid};
+
+enum Cmd {
+    /// A stanza; when tracked, `Event::Acked(id)` follows the server's acknowledgement.
+    Send { stanza: Element, track: Option<String> },
+    Iq { stanza: Element, reply: oneshot::Sender<Result<Element, RequestError>> },
+    Close { done: oneshot::Sender<()> },
+}
+
+/// Handle to a running session. Cheap to clone; the session ends when `close` is called,
+/// the connection fails, or every handle is dropped.
+#[derive(Clone)]
+pub struct Session {
+    tx: mpsc::UnboundedSender<Cmd>,
+    pub negotiated: Negotiated,
+    own: BareJid,
+    request_timeout: Duration,
+}
+
+impl Session {
+    pub fn start(conn: Connection, own: BareJid) -> (Session, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let negotiated = conn.negotiated.clone();
+        let request_timeout = conn.step_timeout;
+        let driver = Driver {
+            own: own.clone(),
+            own_full: negotiated.bound_jid.clone(),
+            sm: negotiated.sm_id.is_some(),
+            stream: conn.stream,
+            events: ev_tx,
+            pending_iqs: HashMap::new(),
+            unacked: VecDeque::new(),
+            sent_count: 0,
+            acked_count: 0,
+            inbound_count: 0,
+            probe_outstanding: false,
+        };
+        tokio::spawn(driver.run(rx));
+        (Session { tx, negotiated, own, request_timeout }, ev_rx)
+    }
+
+    pub fn own_jid(&self) -> &BareJid {
+        &self.own
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn send(&self, stanza: Element, track: Option<String>) -> Result<(), RequestError> {
+        self.tx.send(Cmd::Send { stanza, track }).map_err(|_| RequestError::Closed)
+    }
+
+    /// Sends an IQ and waits for the matching response from the entity it was sent to.
+    pub async fn iq(&self, type_: &'static str, to: Option<&str>, payload: Element) -> Result<Element, RequestError> {
+        let id = crate::new_id();
+        let stanza = el("iq", ns::JABBER_CLIENT)
+            .attr("type", type_)
+            .attr("id", &id)
+            .attr_opt("to", to)
+            .child(payload)
+            .build();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx.send(Cmd::Iq { stanza, reply: reply_tx }).map_err(|_| RequestError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, reply_rx).await {
+            Err(_) => Err(RequestError::Timeout),
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// A 1:1 chat message with a receipt request; `id` doubles as the XEP-0359 origin-id so
+    /// that receipts, carbons and re-sends all name the same message.
+    pub fn send_chat(&self, to: &BareJid, body: &str, id: &str) -> Result<(), RequestError> {
+        if body.is_empty() {
+            return Err(RequestError::BadArgument("empty message body".into()));
+        }
+        self.send(chat_stanza(to, body, id), Some(id.to_owned()))
+    }
+
+    /// Re-sends a stanza built earlier (outbox), tracked under `id`.
+    pub fn send_raw_tracked(&self, stanza_xml: &str, id: &str) -> Result<(), RequestError> {
+        let stanza: Element = stanza_xml
+            .parse()
+            .map_err(|_| RequestError::BadArgument("stored stanza is not XML".into()))?;
+        self.send(stanza, Some(id.to_owned()))
+    }
+
+    pub fn send_receipt(&self, to_full: &str, id: &str) -> Result<(), RequestError> {
+        let stanza = el("message", ns::JABBER_CLIENT)
+            .attr("to", to_full)
+            .attr("id", crate::new_id())
+            .child(el("received", NS_RECEIPTS).attr("id", id))
+            .child(el("store", inbound::NS_HINTS))
+            .build();
+        self.send(stanza, None)
+    }
+
+    pub fn send_presence(&self, to: Option<&BareJid>, type_: Option<&'static str>) -> Result<(), RequestError> {
+        let stanza = el("presence", ns::JABBER_CLIENT)
+            .attr_opt("to", to.map(BareJid::as_str))
+            .attr_opt("type", type_)
+            .build();
+        self.send(stanza, None)
+    }
+
+    pub async fn fetch_roster(&self) -> Result<Vec<RosterItem>, RequestError> {
+        let reply = self.iq("get", None, el("query", ns::ROSTER).build()).await?;
+        let query = reply
+            .get_child("query", ns::ROSTER)
+            .ok_or_else(|| RequestError::Unexpected("roster result without query".into()))?;
+        Ok(inbound::parse_roster_items(query))
+    }
+
+    pub async fn roster_set(&self, jid: &BareJid, name: Option<&str>) -> Result<(), RequestError> {
+        let item = el("item", ns::ROSTER).attr("jid", jid.as_str()).attr_opt("name", name);
+        self.iq("set", None, el("query", ns::ROSTER).child(item).build()).await.map(|_| ())
+    }
+
+    pub async fn roster_remove(&self, jid: &BareJid) -> Result<(), RequestError> {
+        let item = el("item", ns::ROSTER).attr("jid", jid.as_str()).attr("subscription", "remove");
+        self.iq("set", None, el("query", ns::ROSTER).child(item).build()).await.map(|_| ())
+    }
+
+    pub async fn enable_carbons(&self) -> Result<(), RequestError> {
+        self.iq("set", None, el("enable", NS_CARBONS).build()).await.map(|_| ())
+    }
+
+    pub async fn ping(&self) -> Result<(), RequestError> {
+        let domain = self.own.domain().to_owned();
+        self.iq("get", Some(&domain), el("ping", NS_PING).build()).await.map(|_| ())
+    }
+
+    /// XEP-0077 password change on the logged-in account.
+    pub async fn change_password(&self, new_password: &str) -> Result<(), RequestError> {
+        if new_password.is_empty() {
+            return Err(RequestError::BadArgument("empty password".into()));
+        }
+        let local = self.own.local().unwrap_or_default().to_owned();
+        let q = el("query", ns::REGISTER)
+            .child(el("username", ns::REGISTER).text(local))
+            .child(el("password", ns::REGISTER).text(new_password.to_owned()));
+        let domain = self.own.domain().to_owned();
+        self.iq("set", Some(&domain), q.build()).await.map(|_| ())
+    }
+
+    /// XEP-0077 account removal. The server usually closes the stream right after.
+    pub async fn delete_account(&self) -> Result<(), RequestError> {
+        let q = el("query", ns::REGISTER).child(el("remove", ns::REGISTER));
+        let domain = self.own.domain().to_owned();
+        match self.iq("set", Some(&domain), q.build()).await {
+            Ok(_) | Err(RequestError::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the stream politely and waits until the driver is done.
+    pub async fn close(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(Cmd::Close { done: done_tx }).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
+        }
+    }
+}
+
+pub fn chat_stanza(to: &BareJid, body: &str, id: &str) -> Element {
+    el("message", ns::JABBER_CLIENT)
+        .attr("to", to.as_str())
+        .attr("type", "chat")
+        .attr("id", id)
+        .child(el("body", ns::JABBER_CLIENT).text(body.to_owned()))
+        .child(el("request", NS_RECEIPTS))
+        .child(el("origin-id", NS_SID).attr("id", id))
+        .child(el("markable", "urn:xmpp:chat-markers:0"))
+        .build()
+}
+
+/// Serialized form of a stanza for the outbox.
+pub fn stanza_to_string(el: &Element) -> String {
+    String::from(el)
+}
+
+struct PendingIq {
+    to: Option<String>,
+    reply: oneshot::Sender<Result<Element, RequestError>>,
+}
+
+struct Driver {
+    own: BareJid,
+    own_full: String,
+    sm: bool,
+    stream: Stream,
+    events: mpsc::UnboundedSender<Event>,
+    pending_iqs: HashMap<String, PendingIq>,
+    /// Tracking ids of stanzas sent but not yet acknowledged, oldest first.
+    unacked: VecDeque<Option<String>>,
+    sent_count: u32,
+    acked_count: u32,
+    inbound_count: u32,
+    probe_outstanding: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let reason = loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    None => {
+                        let _ = self.stream.shutdown().await;
+                        break ConnectError::Network("session dropped".into());
+                    }
+                    Some(Cmd::Close { done }) => {
+                        self.flush_acks_before_close().await;
+                        let _ = self.stream.shutdown().await;
+                        let _ = done.send(());
+                        break ConnectError::Network("closed by us".into());
+                    }
+                    Some(cmd) => if let Err(e) = self.handle_cmd(cmd).await { break e },
+                },
+                item = self.stream.next() => match item {
+                    Some(Ok(el)) => if let Err(e) = self.handle_inbound(el).await { break e },
+                    Some(Err(ReadError::SoftTimeout)) => {
+                        if let Err(e) = self.probe().await { break e }
+                    }
+                    Some(Err(ReadError::ParseError(e))) => {
+                        // Non-fatal: the element is dropped, the stream goes on.
+                        tracing::warn!(error = %e, "dropping unparsable element");
+                        self.inbound_count = self.inbound_count.wrapping_add(1);
+                    }
+                    Some(Err(ReadError::HardError(e))) => break e.into(),
+                    Some(Err(ReadError::StreamFooterReceived)) | None => {
+                        break ConnectError::Network("server closed the stream".into())
+                    }
+                },
+            }
+        };
+        for (_, p) in self.pending_iqs.drain() {
+            let _ = p.reply.send(Err(RequestError::Closed));
+        }
+        tracing::debug!(reason = %reason, "session ended");
+        let _ = self.events.send(Event::Closed(reason));
+    }
+
+    async fn flush_acks_before_close(&mut self) {
+        if self.sm && !self.unacked.is_empty() {
+            let _ = self.stream.send(&el("r", ns::SM).build()).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !self.unacked.is_empty() {
+                match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                    Ok(Some(Ok(el))) => {
+                        if self.handle_inbound(el).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, stanza: &Element, track: Option<String>) -> Result<(), ConnectError> {
+        self.stream.send(stanza).await?;
+        if self.sm {
+            self.sent_count = self.sent_count.wrapping_add(1);
+            self.unacked.push_back(track);
+        } else if let Some(id) = track {
+            // Without stream management a flushed write is the best evidence we can get.
+            let _ = self.events.send(Event::Acked { id });
+        }
+        Ok(())
+    }
+
+    async fn handle_cmd(&mut self, cmd: Cmd) -> Result<(), ConnectError> {
+        match cmd {
+            Cmd::Send { stanza, track } => {
+                let request_ack = self.sm && track.is_some();
+                self.write(&stanza, track).await?;
+                if request_ack {
+                    self.stream.send(&el("r", ns::SM).build()).await?;
+                }
+            }
+            Cmd::Iq { stanza, reply } => {
+                let id = stanza.attr("id").unwrap_or_default().to_owned();
+                let to = stanza.attr("to").map(str::to_owned);
+                self.write(&stanza, None).await?;
+                self.pending_iqs.insert(id, PendingIq { to, reply });
+            }
+            Cmd::Close { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self) -> Result<(), ConnectError> {
+        if self.probe_outstanding {
+            return Ok(());
+        }
+        self.probe_outstanding = true;
+        if self.sm {
+            self.stream.send(&el("r", ns::SM).build()).await?;
+        } else {
+            let ping = el("iq", ns::JABBER_CLIENT)
+                .attr("type", "get")
+                .attr("id", crate::new_id())
+                .attr("to", self.own.domain())
+                .child(el("ping", NS_PING))
+                .build();
+            self.write(&ping, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether an IQ response comes from the entity we asked (RFC 6120 §8.1.2.1): a reply to
+    /// a request without `to` may come from our bare JID or have no `from`.
+    fn iq_reply_matches(&self, asked: Option<&str>, from: Option<&str>) -> bool {
+        match (asked, from) {
+            (None, None) => true,
+            (None, Some(f)) => f == self.own.as_str() || f == self.own_full,
+            (Some(a), Some(f)) => a == f || split_bare(a) == split_bare(f) && !a.contains('/') && !f.contains('/'),
+            (Some(a), None) => a == self.own.as_str() || a == self.own.domain(),
+        }
+    }
+
+    async fn handle_inbound(&mut self, el: Element) -> Result<(), ConnectError> {
+        self.probe_outstanding = false;
+        if el.ns() == ns::SM {
+            return self.handle_sm(&el).await;
+        }
+        if el.is("error", ns::STREAM) {
+            return Err(ConnectError::Stream(stream_error_condition(&el)));
+        }
+        if el.ns() != ns::JABBER_CLIENT {
+            return Ok(());
+        }
+        self.inbound_count = self.inbound_count.wrapping_add(1);
+        if el.name() == "iq" && matches!(el.attr("type"), Some("result") | Some("error")) {
+            let id = el.attr("id").unwrap_or_default();
+            let matches = self
+                .pending_iqs
+                .get(id)
+                .map(|p| self.iq_reply_matches(p.to.as_deref(), el.attr("from")))
+                .unwrap_or(false);
+            if matches {
+                if let Some(p) = self.pending_iqs.remove(id) {
+                    let result = if el.attr("type") == Some("result") {
+                        Ok(el)
+                    } else {
+                        let err = el.get_child("error", ns::JABBER_CLIENT);
+                        let condition = err
+                            .and_then(|e| e.children().find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text"))
+                            .map(|c| c.name().to_owned())
+                            .unwrap_or_else(|| "undefined-condition".into());
+                        let text = err.and_then(|e| e.get_child("text", ns::XMPP_STANZAS)).map(|t| t.text());
+                        Err(RequestError::Stanza { condition, text })
+                    };
+                    let _ = p.reply.send(result);
+                }
+            }
+            return Ok(());
+        }
+        let cx = Context { own: &self.own, own_full: &self.own_full };
+        let outcome = inbound::classify(&el, &cx);
+        if let Some(reply) = outcome.reply {
+            self.write(&reply, None).await?;
+        }
+        for ev in outcome.events {
+            let _ = self.events.send(ev);
+        }
+        Ok(())
+    }
+
+    async fn handle_sm(&mut self, nonza: &Element) -> Result<(), ConnectError> {
+        match nonza.name() {
+            "r" => {
+                let a = el_a(self.inbound_count);
+                self.stream.send(&a).await?;
+            }
+            "a" => {
+                let h: u32 = nonza
+                    .attr("h")
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(|| ConnectError::Protocol("<a/> without valid h".into()))?;
+                let newly = h.wrapping_sub(self.acked_count);
+                if newly as usize > self.unacked.len() {
+                    // XEP-0198: acknowledging more than we sent is a fatal protocol error.
+                    let err = el("error", ns::STREAM)
+                        .child(el("undefined-condition", "urn:ietf:params:xml:ns:xmpp-streams"))
+                        .child(el("handled-count-too-high", ns::SM).attr("h", h.to_string()).attr("send-count", self.sent_count.to_string()))
+                        .build();
+                    let _ = self.stream.send(&err).await;
+                    return Err(ConnectError::Protocol("server acknowledged more stanzas than we sent".into()));
+                }
+                for _ in 0..newly {
+                    if let Some(Some(id)) = self.unacked.pop_front() {
+                        let _ = self.events.send(Event::Acked { id });
+                    }
+                }
+                self.acked_count = h;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn el_a(h: u32) -> Element {
+    el("a", ns::SM).attr("h", h.to_string()).build()
+}
