@@ -1,1 +1,318 @@
-//! Test harness
+//! Test harness: the real servers started by `scripts/servers start` (the test command does
+//! that), fresh accounts, clients in temporary directories, and waiting on snapshots.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use linnet_client::{
+    AccountId, ChatListSnapshot, Client, ClientOptions, ConversationListener, ConversationSnapshot,
+    DbKey, ServerOverride, Subscription, TlsOptions,
+};
+use rand::Rng;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Prosody,
+    Ejabberd,
+}
+
+impl Server {
+    fn prefix(self) -> &'static str {
+        match self {
+            Server::Prosody => "PROSODY",
+            Server::Ejabberd => "EJABBERD",
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The servers' environment as written by `scripts/servers start`. A missing file is a
+/// failure, not a skip: these tests exist to run against real servers.
+pub fn env() -> HashMap<String, String> {
+    let path = std::env::var("LINNET_SERVERS_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".run/servers.env"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; start the servers with scripts/servers start (scripts/test does)",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+pub fn var(key: &str) -> String {
+    env()
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("{key} missing from servers.env"))
+}
+
+pub fn domain(server: Server) -> String {
+    var(&format!("{}_DOMAIN", server.prefix()))
+}
+
+pub fn server_override(server: Server, direct_tls: bool) -> ServerOverride {
+    let p = server.prefix();
+    let port_key = if direct_tls {
+        format!("{p}_TLS_PORT")
+    } else {
+        format!("{p}_PORT")
+    };
+    ServerOverride {
+        host: var(&format!("{p}_HOST")),
+        port: var(&port_key).parse().expect("port"),
+        direct_tls,
+    }
+}
+
+/// Trusts only the test CA, so that a wrong certificate can never pass because of the
+/// machine's own roots.
+pub fn tls() -> TlsOptions {
+    let pem = std::fs::read(var("LINNET_CA")).expect("test CA");
+    TlsOptions {
+        extra_ca_pem: Some(pem),
+        only_extra_ca: true,
+    }
+}
+
+pub fn options() -> ClientOptions {
+    ClientOptions {
+        tls: tls(),
+        step_timeout: Duration::from_secs(10),
+        min_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(2),
+    }
+}
+
+pub fn fresh_username(tag: &str) -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("{tag}{n:016x}")
+}
+
+pub fn fresh_jid(server: Server, tag: &str) -> String {
+    format!("{}@{}", fresh_username(tag), domain(server))
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A client with its own database in a temporary directory (kept alive by the struct).
+pub struct TestClient {
+    pub client: Client,
+    pub account: AccountId,
+    pub jid: String,
+    pub dir: tempfile::TempDir,
+    list: watch::Receiver<Arc<ChatListSnapshot>>,
+    _sub: Subscription,
+}
+
+impl TestClient {
+    pub fn new_client() -> (Client, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = DbKey::generate().expect("key");
+        let client = Client::open(dir.path(), &key, options()).expect("open client");
+        (client, dir)
+    }
+
+    fn wrap(client: Client, account: AccountId, jid: String, dir: tempfile::TempDir) -> TestClient {
+        let (tx, list) = watch::channel(client.chat_list());
+        let sub = client.subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
+            tx.send_replace(s);
+        });
+        TestClient {
+            client,
+            account,
+            jid,
+            dir,
+            list,
+            _sub: sub,
+        }
+    }
+
+    /// Registers a fresh account in-band and logs it in.
+    pub async fn register(server: Server, tag: &str) -> TestClient {
+        let jid = fresh_jid(server, tag);
+        let (client, dir) = Self::new_client();
+        let account = client
+            .register_account(&jid, PASSWORD, Some(server_override(server, false)))
+            .await
+            .expect("register");
+        client.login(account).await.expect("login");
+        Self::wrap(client, account, jid, dir)
+    }
+
+    /// A second device of an existing account.
+    pub async fn another_device(&self, server: Server) -> TestClient {
+        let (client, dir) = Self::new_client();
+        let account = client
+            .add_account(&self.jid, PASSWORD, Some(server_override(server, false)))
+            .expect("add account");
+        client.login(account).await.expect("login");
+        Self::wrap(client, account, self.jid.clone(), dir)
+    }
+
+    /// Waits until the chat list satisfies `pred`; panics with the last snapshot otherwise.
+    pub async fn wait_list<F: Fn(&ChatListSnapshot) -> bool>(
+        &self,
+        what: &str,
+        pred: F,
+    ) -> Arc<ChatListSnapshot> {
+        let mut rx = self.list.clone();
+        let fut = async {
+            loop {
+                let cur = rx.borrow_and_update().clone();
+                if pred(&cur) {
+                    return cur;
+                }
+                if rx.changed().await.is_err() {
+                    panic!("snapshot channel closed while waiting for {what}");
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(20), fut).await {
+            Ok(s) => s,
+            Err(_) => panic!(
+                "timed out waiting for {what}; last snapshot: {:#?}",
+                self.list.borrow()
+            ),
+        }
+    }
+
+    /// Waits for a conversation snapshot with `peer` that satisfies `pred`.
+    pub async fn wait_conversation<F: Fn(&ConversationSnapshot) -> bool>(
+        &self,
+        peer: &str,
+        what: &str,
+        pred: F,
+    ) -> Arc<ConversationSnapshot> {
+        let conv = self
+            .client
+            .open_conversation(self.account, peer)
+            .expect("conversation");
+        let (tx, mut rx) = watch::channel::<Option<Arc<ConversationSnapshot>>>(None);
+        struct L(watch::Sender<Option<Arc<ConversationSnapshot>>>);
+        impl ConversationListener for L {
+            fn on_update(&self, s: Arc<ConversationSnapshot>) {
+                self.0.send_replace(Some(s));
+            }
+        }
+        let _sub = self
+            .client
+            .subscribe_conversation(conv, L(tx))
+            .expect("subscribe");
+        let fut = async {
+            loop {
+                if let Some(cur) = rx.borrow_and_update().clone() {
+                    if pred(&cur) {
+                        return cur;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    panic!("conversation channel closed while waiting for {what}");
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(20), fut).await {
+            Ok(s) => s,
+            Err(_) => panic!("timed out waiting for {what}; last: {:#?}", rx.borrow()),
+        }
+    }
+}
+
+/// Records what a listener received, for ordering assertions.
+pub struct Recorder<T>(pub Arc<Mutex<Vec<Arc<T>>>>);
+
+impl<T> Clone for Recorder<T> {
+    fn clone(&self) -> Self {
+        Recorder(self.0.clone())
+    }
+}
+
+impl<T> Default for Recorder<T> {
+    fn default() -> Self {
+        Recorder(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<T> Recorder<T> {
+    pub fn snapshots(&self) -> Vec<Arc<T>> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Makes two fresh accounts on `server` mutual contacts and returns them logged in.
+pub async fn contacts_pair(server: Server) -> (TestClient, TestClient) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register(server, "bob").await;
+    a.client
+        .add_contact(a.account, &b.jid, Some("Bob"))
+        .await
+        .expect("add contact");
+    let a_jid = a.jid.clone();
+    b.wait_list("subscription request", |s| {
+        s.accounts
+            .iter()
+            .any(|acc| acc.subscription_requests.contains(&a_jid))
+    })
+    .await;
+    b.client
+        .approve_contact(b.account, &a.jid)
+        .await
+        .expect("approve");
+    for (me, other) in [(&a, &b.jid), (&b, &a.jid)] {
+        wait_until("mutual subscription", || {
+            me.client
+                .contacts(me.account)
+                .map(|cs| {
+                    cs.iter()
+                        .any(|c| &c.jid == other && c.subscription == "both")
+                })
+                .unwrap_or(false)
+        })
+        .await;
+    }
+    (a, b)
+}
+
+/// Polls a condition that has no snapshot of its own (e.g. the contact list).
+pub async fn wait_until<F: Fn() -> bool>(what: &str, cond: F) {
+    for _ in 0..400 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Generates one test per server from an async fn taking a `Server`.
+#[macro_export]
+macro_rules! both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod prosody {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::Server::Prosody).await }
+            )*
+        }
+        mod ejabberd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::Server::Ejabberd).await }
+            )*
+        }
+    };
+}

@@ -1,1 +1,767 @@
-//! placeholder
+//! linnet-client: the façade the FFI, the CLI and the tests use. It owns the database, one
+//! session task per logged-in account, and the snapshot model the UI renders.
+
+mod account;
+mod error;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use linnet_store::{ContactRecord, NewMessage, Store, Subscription as RosterSub};
+use linnet_xmpp::{BareJid, ServerAddr, Session};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use error::{ClientError, Result};
+pub use linnet_store::{AccountId, ConversationId, DbKey, DeliveryState, MessageId};
+pub use linnet_xmpp::TlsOptions;
+pub use snapshot::*;
+
+/// Longest message body we accept from the app (bytes); servers cap stanzas at 256 KiB or so.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const WINDOW_STEP: u32 = 50;
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub tls: TlsOptions,
+    /// Limit for each network step (connect, TLS, each response).
+    pub step_timeout: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`, with jitter.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            tls: TlsOptions::default(),
+            step_timeout: Duration::from_secs(20),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where to reach an account's server when DNS SRV should not be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOverride {
+    pub host: String,
+    pub port: u16,
+    pub direct_tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContactItem {
+    pub jid: String,
+    pub name: Option<String>,
+    pub subscription: String,
+    pub ask: bool,
+}
+
+pub(crate) struct Runtime {
+    pub task: JoinHandle<()>,
+    pub session: Arc<Mutex<Option<Session>>>,
+    pub wake: Arc<Notify>,
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct ConvSub {
+    tx: watch::Sender<Arc<ConversationSnapshot>>,
+    window: u32,
+    subscribers: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Model {
+    accounts: Vec<AccountItem>,
+    conversations: Vec<ConversationItem>,
+    names: HashMap<(AccountId, String), String>,
+}
+
+pub(crate) struct Inner {
+    store: Mutex<Store>,
+    pub opts: ClientOptions,
+    clock: VersionClock,
+    chat_list: watch::Sender<Arc<ChatListSnapshot>>,
+    model: Mutex<Model>,
+    runtimes: Mutex<HashMap<AccountId, Runtime>>,
+    conv_subs: Mutex<HashMap<ConversationId, ConvSub>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock must not take the whole client down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The Linnet client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Opens (or creates) the encrypted database in `data_dir`. Must be called inside a
+    /// tokio runtime.
+    pub fn open(data_dir: &Path, key: &DbKey, opts: ClientOptions) -> Result<Client> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| ClientError::Internal(format!("data dir: {e}")))?;
+        let store = Store::open(&data_dir.join("linnet.db"), key)?;
+        Self::with_store(store, opts)
+    }
+
+    pub fn with_store(store: Store, opts: ClientOptions) -> Result<Client> {
+        let (chat_list, _) = watch::channel(Arc::new(ChatListSnapshot {
+            version: 0,
+            accounts: Vec::new(),
+            conversations: Vec::new(),
+        }));
+        let inner = Arc::new(Inner {
+            store: Mutex::new(store),
+            opts,
+            clock: VersionClock::default(),
+            chat_list,
+            model: Mutex::new(Model::default()),
+            runtimes: Mutex::new(HashMap::new()),
+            conv_subs: Mutex::new(HashMap::new()),
+        });
+        inner.load_model()?;
+        inner.publish_chat_list();
+        Ok(Client { inner })
+    }
+
+    /// Creates an account on its server by in-band registration (XEP-0077, username and
+    /// password only) and adds it here. Does not log in.
+    pub async fn register_account(
+        &self,
+        jid: &str,
+        password: &str,
+        server: Option<ServerOverride>,
+    ) -> Result<AccountId> {
+        let bare = parse_account_jid(jid)?;
+        check_password(password)?;
+        if lock(&self.inner.store)
+            .account_by_jid(bare.as_str())?
+            .is_some()
+        {
+            return Err(ClientError::Policy("account already added".into()));
+        }
+        let mut cfg = self
+            .inner
+            .connect_config(&bare, password, server.as_ref(), None);
+        cfg.stream_management = false;
+        linnet_xmpp::register(&cfg).await?;
+        self.add_account(bare.as_str(), password, server)
+    }
+
+    /// Adds an existing account (no network). Log in with [`Client::login`].
+    pub fn add_account(
+        &self,
+        jid: &str,
+        password: &str,
+        server: Option<ServerOverride>,
+    ) -> Result<AccountId> {
+        let bare = parse_account_jid(jid)?;
+        check_password(password)?;
+        let id = {
+            let store = lock(&self.inner.store);
+            let id = store.add_account(bare.as_str(), password)?;
+            if let Some(s) = &server {
+                store.set_account_server(id, Some(&s.host), Some(s.port), s.direct_tls)?;
+            }
+            id
+        };
+        self.inner.load_model()?;
+        self.inner.publish_chat_list();
+        Ok(id)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<(AccountId, String)>> {
+        Ok(lock(&self.inner.store)
+            .accounts()?
+            .into_iter()
+            .map(|a| (a.id, a.jid))
+            .collect())
+    }
+
+    pub fn account_by_jid(&self, jid: &str) -> Result<Option<AccountId>> {
+        let bare = parse_account_jid(jid)?;
+        Ok(lock(&self.inner.store)
+            .account_by_jid(bare.as_str())?
+            .map(|a| a.id))
+    }
+
+    /// Connects the account and keeps it connected (reconnecting with backoff) until
+    /// `logout`. Returns the outcome of the first attempt; after a network failure the
+    /// account keeps retrying in the background, after an auth or TLS failure it stops.
+    pub async fn login(&self, account: AccountId) -> Result<()> {
+        lock(&self.inner.store).account(account)?;
+        if let Some(rt) = lock(&self.inner.runtimes).get(&account) {
+            if !rt.task.is_finished() {
+                return Ok(());
+            }
+        }
+        let (first_tx, first_rx) = oneshot::channel();
+        let session = Arc::new(Mutex::new(None));
+        let wake = Arc::new(Notify::new());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(account::run(
+            self.inner.clone(),
+            account,
+            session.clone(),
+            wake.clone(),
+            stop.clone(),
+            first_tx,
+        ));
+        lock(&self.inner.runtimes).insert(
+            account,
+            Runtime {
+                task,
+                session,
+                wake,
+                stop,
+            },
+        );
+        first_rx
+            .await
+            .unwrap_or_else(|_| Err(ClientError::Internal("login task ended".into())))
+    }
+
+    /// Disconnects politely (pending acknowledgements are awaited briefly) and stops
+    /// reconnecting.
+    pub async fn logout(&self, account: AccountId) -> Result<()> {
+        let rt = lock(&self.inner.runtimes).remove(&account);
+        if let Some(rt) = rt {
+            rt.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let session = lock(&rt.session).clone();
+            if let Some(s) = session {
+                s.close().await;
+            }
+            rt.wake.notify_one();
+            let _ = tokio::time::timeout(Duration::from_secs(5), rt.task).await;
+        }
+        self.inner
+            .set_connection(account, ConnectionState::Offline { reason: None });
+        Ok(())
+    }
+
+    /// Tells the client the network came back (or went away): waiting accounts retry now.
+    pub fn network_changed(&self, online: bool) {
+        if online {
+            for rt in lock(&self.inner.runtimes).values() {
+                rt.wake.notify_one();
+            }
+        }
+    }
+
+    /// The full JID the server bound for this account's current session.
+    pub fn bound_jid(&self, account: AccountId) -> Option<String> {
+        self.session(account)
+            .ok()
+            .map(|s| s.negotiated.bound_jid.clone())
+    }
+
+    /// How the current session was negotiated (mechanism, channel binding, TLS mode).
+    pub fn negotiated(&self, account: AccountId) -> Option<linnet_xmpp::Negotiated> {
+        self.session(account).ok().map(|s| s.negotiated.clone())
+    }
+
+    fn session(&self, account: AccountId) -> Result<Session> {
+        lock(&self.inner.runtimes)
+            .get(&account)
+            .and_then(|rt| lock(&rt.session).clone())
+            .filter(|s| !s.is_closed())
+            .ok_or_else(|| ClientError::Network("account is not connected".into()))
+    }
+
+    /// Sends a chat message. It is stored and shown as pending at once, kept in the outbox
+    /// until the server acknowledges it, and re-sent with the same id after a reconnect.
+    pub fn send_message(&self, account: AccountId, to: &str, body: &str) -> Result<MessageId> {
+        let peer = BareJid::parse(to)?;
+        if body.trim().is_empty() {
+            return Err(ClientError::BadInput("empty message".into()));
+        }
+        if body.len() > MAX_BODY_BYTES {
+            return Err(ClientError::BadInput("message too long".into()));
+        }
+        let own = {
+            let store = lock(&self.inner.store);
+            store.account(account)?.jid
+        };
+        let id = linnet_xmpp::new_id();
+        let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(&peer, body, &id));
+        let (message, conversation) = {
+            let mut store = lock(&self.inner.store);
+            store.transaction(|tx| {
+                let conversation = tx
+                    .conversation(account, peer.as_str(), true)?
+                    .ok_or(linnet_store::StoreError::NotFound("conversation"))?;
+                let inserted = tx.insert_message(&NewMessage {
+                    conversation,
+                    direction: Direction::Outgoing,
+                    sender: own.clone(),
+                    body: body.to_owned(),
+                    origin_id: Some(id.clone()),
+                    stanza_id: None,
+                    stanza_id_by: None,
+                    timestamp_ms: now_ms(),
+                    delivery_state: DeliveryState::Pending,
+                })?;
+                tx.outbox_push(account, Some(inserted.id()), "chat", &stanza)?;
+                Ok((inserted.id(), conversation))
+            })?
+        };
+        self.inner.conversation_changed(conversation);
+        self.inner.publish_chat_list();
+        if let Ok(session) = self.session(account) {
+            // If this fails the outbox still has it: the next session sends it.
+            let _ = session.send_raw_tracked(&stanza, &id);
+        }
+        Ok(message)
+    }
+
+    /// Marks everything in the conversation read.
+    pub fn mark_read(&self, conversation: ConversationId) -> Result<()> {
+        lock(&self.inner.store).mark_read(conversation, None)?;
+        self.inner.conversation_changed(conversation);
+        self.inner.publish_chat_list();
+        Ok(())
+    }
+
+    /// The conversation with `peer`, created if needed (to open a chat before any message).
+    pub fn open_conversation(&self, account: AccountId, peer: &str) -> Result<ConversationId> {
+        let peer = BareJid::parse(peer)?;
+        let id = lock(&self.inner.store)
+            .conversation(account, peer.as_str(), true)?
+            .ok_or_else(|| ClientError::Internal("conversation not created".into()))?;
+        self.inner.conversation_changed(id);
+        self.inner.publish_chat_list();
+        Ok(id)
+    }
+
+    /// Adds a contact to the roster and asks for presence subscription.
+    pub async fn add_contact(
+        &self,
+        account: AccountId,
+        jid: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
+        let peer = BareJid::parse(jid)?;
+        let session = self.session(account)?;
+        if peer == *session.own_jid() {
+            return Err(ClientError::BadInput("cannot add yourself".into()));
+        }
+        session.roster_set(&peer, name).await?;
+        session.send_presence(Some(&peer), Some("subscribe"))?;
+        Ok(())
+    }
+
+    /// Approves a subscription request, and asks for theirs in return if we do not have it.
+    pub async fn approve_contact(&self, account: AccountId, jid: &str) -> Result<()> {
+        let peer = BareJid::parse(jid)?;
+        let session = self.session(account)?;
+        session.send_presence(Some(&peer), Some("subscribed"))?;
+        let contact = lock(&self.inner.store).contact(account, peer.as_str())?;
+        let have_theirs = contact
+            .as_ref()
+            .map(|c| matches!(c.subscription, RosterSub::To | RosterSub::Both) || c.ask)
+            .unwrap_or(false);
+        if !have_theirs {
+            session.send_presence(Some(&peer), Some("subscribe"))?;
+        }
+        lock(&self.inner.store).remove_subscription_request(account, peer.as_str())?;
+        self.inner.refresh_account(account);
+        self.inner.publish_chat_list();
+        Ok(())
+    }
+
+    pub async fn deny_contact(&self, account: AccountId, jid: &str) -> Result<()> {
+        let peer = BareJid::parse(jid)?;
+        let session = self.session(account)?;
+        session.send_presence(Some(&peer), Some("unsubscribed"))?;
+        lock(&self.inner.store).remove_subscription_request(account, peer.as_str())?;
+        self.inner.refresh_account(account);
+        self.inner.publish_chat_list();
+        Ok(())
+    }
+
+    pub async fn remove_contact(&self, account: AccountId, jid: &str) -> Result<()> {
+        let peer = BareJid::parse(jid)?;
+        self.session(account)?.roster_remove(&peer).await?;
+        Ok(())
+    }
+
+    pub fn contacts(&self, account: AccountId) -> Result<Vec<ContactItem>> {
+        Ok(lock(&self.inner.store)
+            .contacts(account)?
+            .into_iter()
+            .map(contact_item)
+            .collect())
+    }
+
+    pub async fn change_password(&self, account: AccountId, new_password: &str) -> Result<()> {
+        check_password(new_password)?;
+        self.session(account)?.change_password(new_password).await?;
+        lock(&self.inner.store).set_account_password(account, new_password)?;
+        Ok(())
+    }
+
+    /// Deletes the account on the server, then everything of it here.
+    pub async fn delete_account(&self, account: AccountId) -> Result<()> {
+        self.session(account)?.delete_account().await?;
+        self.remove_account(account).await
+    }
+
+    /// Forgets the account on this device (the server account stays).
+    pub async fn remove_account(&self, account: AccountId) -> Result<()> {
+        self.logout(account).await?;
+        lock(&self.inner.store).remove_account(account)?;
+        self.inner.load_model()?;
+        self.inner.publish_chat_list();
+        Ok(())
+    }
+
+    pub fn chat_list(&self) -> Arc<ChatListSnapshot> {
+        self.inner.chat_list.borrow().clone()
+    }
+
+    /// Delivers the current chat list to `listener` before returning, then every change.
+    pub fn subscribe_chat_list(&self, listener: impl ChatListListener) -> Subscription {
+        let rx = self.inner.chat_list.subscribe();
+        let task = deliver(rx, move |s| listener.on_update(s));
+        Subscription::new(task, None)
+    }
+
+    pub fn subscribe_conversation(
+        &self,
+        conversation: ConversationId,
+        listener: impl ConversationListener,
+    ) -> Result<Subscription> {
+        let rx = {
+            let mut subs = lock(&self.inner.conv_subs);
+            if let Some(sub) = subs.get_mut(&conversation) {
+                sub.subscribers += 1;
+                sub.tx.subscribe()
+            } else {
+                let snap = self.inner.build_conversation(conversation, WINDOW_STEP)?;
+                let (tx, rx) = watch::channel(Arc::new(snap));
+                subs.insert(
+                    conversation,
+                    ConvSub {
+                        tx,
+                        window: WINDOW_STEP,
+                        subscribers: 1,
+                    },
+                );
+                rx
+            }
+        };
+        let task = deliver(rx, move |s| listener.on_update(s));
+        let inner = Arc::downgrade(&self.inner);
+        let on_drop = Box::new(move || {
+            if let Some(inner) = inner.upgrade() {
+                let mut subs = lock(&inner.conv_subs);
+                if let Some(sub) = subs.get_mut(&conversation) {
+                    sub.subscribers -= 1;
+                    if sub.subscribers == 0 {
+                        subs.remove(&conversation);
+                    }
+                }
+            }
+        });
+        Ok(Subscription::new(task, Some(on_drop)))
+    }
+
+    /// Widens a subscribed conversation's window by one page of older messages.
+    pub fn load_older(&self, conversation: ConversationId) -> Result<()> {
+        let window = {
+            let mut subs = lock(&self.inner.conv_subs);
+            let sub = subs
+                .get_mut(&conversation)
+                .ok_or_else(|| ClientError::NotFound("conversation subscription".into()))?;
+            sub.window += WINDOW_STEP;
+            sub.window
+        };
+        let snap = self.inner.build_conversation(conversation, window)?;
+        if let Some(sub) = lock(&self.inner.conv_subs).get(&conversation) {
+            sub.tx.send_replace(Arc::new(snap));
+        }
+        Ok(())
+    }
+
+    /// A conversation's messages, `limit` before `before` (newest page if `None`), oldest first.
+    pub fn messages(
+        &self,
+        conversation: ConversationId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageItem>> {
+        Ok(lock(&self.inner.store)
+            .messages(conversation, before, limit.min(1000))?
+            .into_iter()
+            .map(message_item)
+            .collect())
+    }
+
+    /// Logs every account out and stops all tasks.
+    pub async fn shutdown(&self) {
+        let ids: Vec<AccountId> = lock(&self.inner.runtimes).keys().copied().collect();
+        for id in ids {
+            let _ = self.logout(id).await;
+        }
+    }
+}
+
+fn parse_account_jid(jid: &str) -> Result<BareJid> {
+    let bare = BareJid::parse(jid)?;
+    if bare.local().is_none() {
+        return Err(ClientError::BadInput(
+            "an account JID needs a user name".into(),
+        ));
+    }
+    Ok(bare)
+}
+
+fn check_password(pw: &str) -> Result<()> {
+    if pw.is_empty() {
+        return Err(ClientError::BadInput("empty password".into()));
+    }
+    if pw.len() > 1024 {
+        return Err(ClientError::BadInput("password too long".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn contact_item(c: ContactRecord) -> ContactItem {
+    ContactItem {
+        jid: c.jid,
+        name: c.name,
+        subscription: match c.subscription {
+            RosterSub::None => "none",
+            RosterSub::To => "to",
+            RosterSub::From => "from",
+            RosterSub::Both => "both",
+            RosterSub::Remove => "remove",
+        }
+        .into(),
+        ask: c.ask,
+    }
+}
+
+fn message_item(m: linnet_store::MessageRecord) -> MessageItem {
+    MessageItem {
+        id: m.id,
+        direction: m.direction,
+        sender: m.sender,
+        body: m.body,
+        timestamp_ms: m.timestamp_ms,
+        state: m.delivery_state,
+    }
+}
+
+impl Inner {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    pub(crate) fn connect_config(
+        &self,
+        jid: &BareJid,
+        password: &str,
+        server: Option<&ServerOverride>,
+        resource: Option<&str>,
+    ) -> linnet_xmpp::ConnectConfig {
+        let mut cfg = linnet_xmpp::ConnectConfig::new(jid.clone(), password);
+        cfg.tls = self.opts.tls.clone();
+        cfg.step_timeout = self.opts.step_timeout;
+        cfg.server = server.map(|s| ServerAddr {
+            host: s.host.clone(),
+            port: s.port,
+            direct_tls: s.direct_tls,
+        });
+        if let Some(r) = resource {
+            cfg.resource = r.to_owned();
+        }
+        cfg
+    }
+
+    /// Rebuilds the whole in-memory model from the database (start-up, account changes).
+    fn load_model(&self) -> Result<()> {
+        let store = self.store();
+        let mut accounts = Vec::new();
+        let mut names = HashMap::new();
+        let old = lock(&self.model);
+        for a in store.accounts()? {
+            let connection = old
+                .accounts
+                .iter()
+                .find(|x| x.id == a.id)
+                .map(|x| x.connection.clone())
+                .unwrap_or(ConnectionState::Offline { reason: None });
+            for c in store.contacts(a.id)? {
+                if let Some(n) = c.name {
+                    names.insert((a.id, c.jid), n);
+                }
+            }
+            accounts.push(AccountItem {
+                id: a.id,
+                jid: a.jid,
+                connection,
+                subscription_requests: store.subscription_requests(a.id)?,
+            });
+        }
+        drop(old);
+        let conversations = store
+            .conversations()?
+            .into_iter()
+            .map(|c| conversation_item(c, &names))
+            .collect();
+        drop(store);
+        let mut model = lock(&self.model);
+        model.accounts = accounts;
+        model.conversations = conversations;
+        model.names = names;
+        Ok(())
+    }
+
+    pub(crate) fn publish_chat_list(&self) {
+        let model = lock(&self.model);
+        let snap = ChatListSnapshot {
+            version: self.clock.next(),
+            accounts: model.accounts.clone(),
+            conversations: model.conversations.clone(),
+        };
+        drop(model);
+        self.chat_list.send_replace(Arc::new(snap));
+    }
+
+    pub(crate) fn set_connection(&self, account: AccountId, state: ConnectionState) {
+        {
+            let mut model = lock(&self.model);
+            match model.accounts.iter_mut().find(|a| a.id == account) {
+                Some(a) if a.connection != state => a.connection = state,
+                _ => return,
+            }
+        }
+        self.publish_chat_list();
+    }
+
+    /// Re-reads an account's roster names and requests into the model.
+    pub(crate) fn refresh_account(&self, account: AccountId) {
+        let (requests, contacts) = {
+            let store = self.store();
+            (
+                store.subscription_requests(account),
+                store.contacts(account),
+            )
+        };
+        let mut model = lock(&self.model);
+        if let Ok(requests) = requests {
+            if let Some(a) = model.accounts.iter_mut().find(|a| a.id == account) {
+                a.subscription_requests = requests;
+            }
+        }
+        if let Ok(contacts) = contacts {
+            model.names.retain(|(a, _), _| *a != account);
+            for c in contacts {
+                if let Some(n) = c.name {
+                    model.names.insert((account, c.jid), n);
+                }
+            }
+            let Model {
+                conversations,
+                names,
+                ..
+            } = &mut *model;
+            for item in conversations.iter_mut().filter(|i| i.account == account) {
+                item.name = names.get(&(account, item.peer.clone())).cloned();
+            }
+        }
+    }
+
+    /// Brings one conversation's chat-list item (and its open snapshot, if subscribed) up
+    /// to date after a change. The caller publishes the chat list, so that a batch of
+    /// changes yields one update.
+    pub(crate) fn conversation_changed(&self, conversation: ConversationId) {
+        let summary = self.store().conversation_info(conversation);
+        if let Ok(summary) = summary {
+            let mut model = lock(&self.model);
+            let item = conversation_item(summary, &model.names);
+            let list = &mut model.conversations;
+            list.retain(|c| c.id != conversation);
+            // Keep "most recent first" without a full sort: insert at its place.
+            let pos = list
+                .iter()
+                .position(|c| (c.last_activity_ms, c.id.0) < (item.last_activity_ms, item.id.0))
+                .unwrap_or(list.len());
+            list.insert(pos, item);
+        }
+        let window = lock(&self.conv_subs).get(&conversation).map(|s| s.window);
+        if let Some(window) = window {
+            if let Ok(snap) = self.build_conversation(conversation, window) {
+                if let Some(sub) = lock(&self.conv_subs).get(&conversation) {
+                    sub.tx.send_replace(Arc::new(snap));
+                }
+            }
+        }
+    }
+
+    fn build_conversation(
+        &self,
+        conversation: ConversationId,
+        window: u32,
+    ) -> Result<ConversationSnapshot> {
+        let store = self.store();
+        let info = store.conversation_info(conversation)?;
+        let mut messages = store.messages(conversation, None, window + 1)?;
+        drop(store);
+        let has_more = messages.len() > window as usize;
+        if has_more {
+            messages.remove(0);
+        }
+        let name = lock(&self.model)
+            .names
+            .get(&(info.account, info.peer.clone()))
+            .cloned();
+        Ok(ConversationSnapshot {
+            version: self.clock.next(),
+            id: conversation,
+            account: info.account,
+            peer: info.peer,
+            name,
+            unread: info.unread_count,
+            messages: messages.into_iter().map(message_item).collect(),
+            has_more,
+        })
+    }
+}
+
+fn conversation_item(
+    c: linnet_store::ConversationSummary,
+    names: &HashMap<(AccountId, String), String>,
+) -> ConversationItem {
+    ConversationItem {
+        id: c.id,
+        account: c.account,
+        name: names.get(&(c.account, c.peer.clone())).cloned(),
+        peer: c.peer,
+        last_message: c.last_message.map(|m| MessagePreview {
+            id: m.id,
+            body: m.body,
+            direction: m.direction,
+            state: m.delivery_state,
+            timestamp_ms: m.timestamp_ms,
+        }),
+        unread: c.unread_count,
+        last_activity_ms: c.last_activity_ms,
+    }
+}

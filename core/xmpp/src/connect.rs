@@ -138,7 +138,10 @@ async fn send(stream: &mut Stream, el: &Element) -> Result<(), ConnectError> {
 }
 
 fn timeouts(cfg: &ConnectConfig) -> Timeouts {
-    Timeouts { read_timeout: cfg.keepalive, response_timeout: cfg.step_timeout }
+    Timeouts {
+        read_timeout: cfg.keepalive,
+        response_timeout: cfg.step_timeout,
+    }
 }
 
 async fn open_tcp(cfg: &ConnectConfig) -> Result<(TcpStream, bool), ConnectError> {
@@ -157,7 +160,11 @@ async fn open_tcp(cfg: &ConnectConfig) -> Result<(TcpStream, bool), ConnectError
 }
 
 fn header(domain: &str) -> StreamHeader<'_> {
-    StreamHeader { to: Some(Cow::Borrowed(domain)), from: None, id: None }
+    StreamHeader {
+        to: Some(Cow::Borrowed(domain)),
+        from: None,
+        id: None,
+    }
 }
 
 /// Connects and brings the stream up to TLS, returning the post-TLS features.
@@ -173,8 +180,8 @@ async fn secure_stream(
             .await
             .map_err(|_| ConnectError::Timeout("TLS handshake"))??
     } else {
-        let plain = initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(&domain), t)
-            .await?;
+        let plain =
+            initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(&domain), t).await?;
         let (_, mut plain) = recv_features_raw(plain, cfg.step_timeout).await?;
         let features = next_element(&mut plain, cfg.step_timeout).await?;
         if !features.is("features", ns::STREAM) || !features.has_child("starttls", ns::TLS) {
@@ -222,7 +229,12 @@ struct Choice {
 fn choose_mechanism(features: &Element, exporter: Option<&[u8]>) -> Result<Choice, ConnectError> {
     let mechs: Vec<String> = features
         .get_child("mechanisms", ns::SASL)
-        .map(|m| m.children().filter(|c| c.is("mechanism", ns::SASL)).map(|c| c.text()).collect())
+        .map(|m| {
+            m.children()
+                .filter(|c| c.is("mechanism", ns::SASL))
+                .map(|c| c.text())
+                .collect()
+        })
         .unwrap_or_default();
     let has = |m: &str| mechs.iter().any(|x| x == m);
     let cb_types: Vec<String> = features
@@ -241,7 +253,13 @@ fn choose_mechanism(features: &Element, exporter: Option<&[u8]>) -> Result<Choic
     ] {
         if has(plus) && exporter_ok {
             let data = exporter.map(<[u8]>::to_vec).unwrap_or_default();
-            return Ok(Choice { hash: Some(hash), binding: Binding::Bind { name: "tls-exporter", data } });
+            return Ok(Choice {
+                hash: Some(hash),
+                binding: Binding::Bind {
+                    name: "tls-exporter",
+                    data,
+                },
+            });
         }
         if has(plain) {
             let any_plus = mechs.iter().any(|m| m.ends_with("-PLUS"));
@@ -250,11 +268,17 @@ fn choose_mechanism(features: &Element, exporter: Option<&[u8]>) -> Result<Choic
             } else {
                 Binding::None
             };
-            return Ok(Choice { hash: Some(hash), binding });
+            return Ok(Choice {
+                hash: Some(hash),
+                binding,
+            });
         }
     }
     if has("PLAIN") {
-        return Ok(Choice { hash: None, binding: Binding::None });
+        return Ok(Choice {
+            hash: None,
+            binding: Binding::None,
+        });
     }
     Err(ConnectError::NoMechanism)
 }
@@ -275,7 +299,8 @@ fn decode_b64(el: &Element) -> Result<Vec<u8>, ConnectError> {
     if text == "=" || text.is_empty() {
         return Ok(Vec::new());
     }
-    B64.decode(text).map_err(|_| ConnectError::Protocol("SASL data is not base64".into()))
+    B64.decode(text)
+        .map_err(|_| ConnectError::Protocol("SASL data is not base64".into()))
 }
 
 async fn authenticate(
@@ -285,7 +310,10 @@ async fn authenticate(
     cfg: &ConnectConfig,
 ) -> Result<(&'static str, Option<&'static str>), ConnectError> {
     let choice = choose_mechanism(features, exporter)?;
-    let username = cfg.jid.local().ok_or_else(|| ConnectError::Config("JID has no local part".into()))?;
+    let username = cfg
+        .jid
+        .local()
+        .ok_or_else(|| ConnectError::Config("JID has no local part".into()))?;
     let Some(hash) = choice.hash else {
         // PLAIN: only reached over TLS (secure_stream guarantees it) and when no SCRAM exists.
         let mut payload = Zeroizing::new(Vec::new());
@@ -293,7 +321,10 @@ async fn authenticate(
         payload.extend_from_slice(username.as_bytes());
         payload.push(0);
         payload.extend_from_slice(cfg.password.as_bytes());
-        let auth = el("auth", ns::SASL).attr("mechanism", "PLAIN").text(B64.encode(&payload)).build();
+        let auth = el("auth", ns::SASL)
+            .attr("mechanism", "PLAIN")
+            .text(B64.encode(&payload))
+            .build();
         send(stream, &auth).await?;
         let reply = next_element(stream, cfg.step_timeout).await?;
         return if reply.is("success", ns::SASL) {
@@ -301,7 +332,9 @@ async fn authenticate(
         } else if reply.is("failure", ns::SASL) {
             Err(sasl_failure(&reply))
         } else {
-            Err(ConnectError::Protocol("unexpected element during SASL".into()))
+            Err(ConnectError::Protocol(
+                "unexpected element during SASL".into(),
+            ))
         };
     };
     let cb_name = match &choice.binding {
@@ -319,22 +352,27 @@ async fn authenticate(
         let reply = next_element(stream, cfg.step_timeout).await?;
         if reply.is("challenge", ns::SASL) {
             let data = decode_b64(&reply)?;
-            let response = scram
-                .client_final(&data)
-                .map_err(|e| ConnectError::Auth { condition: "scram".into(), text: Some(e.to_string()) })?;
+            let response = scram.client_final(&data).map_err(|e| ConnectError::Auth {
+                condition: "scram".into(),
+                text: Some(e.to_string()),
+            })?;
             let resp = el("response", ns::SASL).text(B64.encode(response)).build();
             send(stream, &resp).await?;
         } else if reply.is("success", ns::SASL) {
             let data = decode_b64(&reply)?;
-            scram.verify_server_final(&data).map_err(|e| ConnectError::Auth {
-                condition: "server-not-verified".into(),
-                text: Some(e.to_string()),
-            })?;
+            scram
+                .verify_server_final(&data)
+                .map_err(|e| ConnectError::Auth {
+                    condition: "server-not-verified".into(),
+                    text: Some(e.to_string()),
+                })?;
             return Ok((mech, cb_name));
         } else if reply.is("failure", ns::SASL) {
             return Err(sasl_failure(&reply));
         } else {
-            return Err(ConnectError::Protocol("unexpected element during SASL".into()));
+            return Err(ConnectError::Protocol(
+                "unexpected element during SASL".into(),
+            ));
         }
     }
 }
@@ -347,14 +385,13 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         authenticate(&mut stream, &features, exporter.as_deref(), cfg).await?;
 
     let domain = cfg.jid.domain().to_owned();
-    let pending = stream
-        .initiate_reset()
-        .send_header(header(&domain))
-        .await?;
+    let pending = stream.initiate_reset().send_header(header(&domain)).await?;
     let mut stream = pending.skip_features::<Element>();
     let features = next_element(&mut stream, cfg.step_timeout).await?;
     if !features.is("features", ns::STREAM) || !features.has_child("bind", ns::BIND) {
-        return Err(ConnectError::Protocol("server offers no resource binding".into()));
+        return Err(ConnectError::Protocol(
+            "server offers no resource binding".into(),
+        ));
     }
     let max_stanza_bytes = features
         .get_child("limits", "urn:xmpp:stream-limits:0")
@@ -380,7 +417,11 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
     // The server may rewrite the resource, never the account.
     match split_bare(&bound_jid) {
         Some(bare) if bare == cfg.jid.as_str() => {}
-        _ => return Err(ConnectError::Protocol("server bound a different account".into())),
+        _ => {
+            return Err(ConnectError::Protocol(
+                "server bound a different account".into(),
+            ))
+        }
     }
 
     let mut negotiated = Negotiated {
@@ -400,20 +441,37 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
             negotiated.sm_id = reply.attr("id").map(str::to_owned);
             negotiated.sm_resumable = matches!(reply.attr("resume"), Some("true") | Some("1"));
         } else if !reply.is("failed", ns::SM) {
-            return Err(ConnectError::Protocol("unexpected reply to <enable/>".into()));
+            return Err(ConnectError::Protocol(
+                "unexpected reply to <enable/>".into(),
+            ));
         }
     }
-    tracing::debug!(mechanism, ?channel_binding, direct, sm = negotiated.sm_id.is_some(), "logged in");
-    Ok(Connection { stream, negotiated, step_timeout: cfg.step_timeout })
+    tracing::debug!(
+        mechanism,
+        ?channel_binding,
+        direct,
+        sm = negotiated.sm_id.is_some(),
+        "logged in"
+    );
+    Ok(Connection {
+        stream,
+        negotiated,
+        step_timeout: cfg.step_timeout,
+    })
 }
 
 fn iq_error(reply: &Element) -> (String, Option<String>) {
     let err = reply.get_child("error", ns::JABBER_CLIENT);
     let condition = err
-        .and_then(|e| e.children().find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text"))
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
+        })
         .map(|c| c.name().to_owned())
         .unwrap_or_else(|| "undefined-condition".into());
-    let text = err.and_then(|e| e.get_child("text", ns::XMPP_STANZAS)).map(|t| t.text());
+    let text = err
+        .and_then(|e| e.get_child("text", ns::XMPP_STANZAS))
+        .map(|t| t.text());
     (condition, text)
 }
 
@@ -423,7 +481,10 @@ pub async fn register(cfg: &ConnectConfig) -> Result<(), ConnectError> {
     if !features.has_child("register", "http://jabber.org/features/iq-register") {
         return Err(ConnectError::RegistrationUnsupported);
     }
-    let username = cfg.jid.local().ok_or_else(|| ConnectError::Config("JID has no local part".into()))?;
+    let username = cfg
+        .jid
+        .local()
+        .ok_or_else(|| ConnectError::Config("JID has no local part".into()))?;
     let get_id = crate::new_id();
     let get = el("iq", ns::JABBER_CLIENT)
         .attr("type", "get")
@@ -434,7 +495,9 @@ pub async fn register(cfg: &ConnectConfig) -> Result<(), ConnectError> {
     send(&mut stream, &get).await?;
     let fields = next_element(&mut stream, cfg.step_timeout).await?;
     if fields.attr("id") != Some(get_id.as_str()) {
-        return Err(ConnectError::Protocol("unexpected reply to registration query".into()));
+        return Err(ConnectError::Protocol(
+            "unexpected reply to registration query".into(),
+        ));
     }
     if fields.attr("type") == Some("error") {
         let (condition, text) = iq_error(&fields);
@@ -445,7 +508,8 @@ pub async fn register(cfg: &ConnectConfig) -> Result<(), ConnectError> {
         .ok_or_else(|| ConnectError::Protocol("registration query without fields".into()))?;
     // We only ever give a username and a password; a server that insists on more (e-mail,
     // CAPTCHA forms) is not one we can register on without asking the user.
-    let legacy_fields_ok = query.has_child("username", ns::REGISTER) && query.has_child("password", ns::REGISTER);
+    let legacy_fields_ok =
+        query.has_child("username", ns::REGISTER) && query.has_child("password", ns::REGISTER);
     if !legacy_fields_ok {
         return Err(ConnectError::Registration {
             condition: "unsupported-form".into(),
@@ -466,7 +530,9 @@ pub async fn register(cfg: &ConnectConfig) -> Result<(), ConnectError> {
     send(&mut stream, &set).await?;
     let reply = next_element(&mut stream, cfg.step_timeout).await?;
     if reply.attr("id") != Some(set_id.as_str()) {
-        return Err(ConnectError::Protocol("unexpected reply to registration".into()));
+        return Err(ConnectError::Protocol(
+            "unexpected reply to registration".into(),
+        ));
     }
     let _ = stream.shutdown().await;
     match reply.attr("type") {
@@ -498,7 +564,13 @@ mod tests {
             "<features xmlns='http://etherx.jabber.org/streams'><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1-PLUS</mechanism><mechanism>SCRAM-SHA-1</mechanism></mechanisms><sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='tls-server-end-point'/><channel-binding type='tls-exporter'/></sasl-channel-binding></features>",
         );
         let c = choose_mechanism(&f, Some(&[1, 2])).unwrap();
-        assert_eq!(c.binding, Binding::Bind { name: "tls-exporter", data: vec![1, 2] });
+        assert_eq!(
+            c.binding,
+            Binding::Bind {
+                name: "tls-exporter",
+                data: vec![1, 2]
+            }
+        );
         // TLS 1.2: no exporter, so no -PLUS even though offered.
         let c = choose_mechanism(&f, None).unwrap();
         assert_eq!(c.binding, Binding::None);
@@ -517,6 +589,9 @@ mod tests {
         );
         assert!(choose_mechanism(&f, None).unwrap().hash.is_none());
         let f = features("<features xmlns='http://etherx.jabber.org/streams'/>");
-        assert!(matches!(choose_mechanism(&f, None), Err(ConnectError::NoMechanism)));
+        assert!(matches!(
+            choose_mechanism(&f, None),
+            Err(ConnectError::NoMechanism)
+        ));
     }
 }

@@ -12,11 +12,17 @@ pub enum ConnectError {
     #[error("the server does not offer TLS; refusing to continue without encryption")]
     NoTls,
     #[error("authentication failed: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
-    Auth { condition: String, text: Option<String> },
+    Auth {
+        condition: String,
+        text: Option<String>,
+    },
     #[error("no acceptable authentication mechanism offered")]
     NoMechanism,
     #[error("registration refused: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
-    Registration { condition: String, text: Option<String> },
+    Registration {
+        condition: String,
+        text: Option<String>,
+    },
     #[error("the server does not offer in-band registration")]
     RegistrationUnsupported,
     #[error("stream error from server: {0}")]
@@ -57,7 +63,10 @@ pub enum RequestError {
     #[error("no response in time")]
     Timeout,
     #[error("the server answered with an error: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
-    Stanza { condition: String, text: Option<String> },
+    Stanza {
+        condition: String,
+        text: Option<String>,
+    },
     #[error("unexpected response: {0}")]
     Unexpected(String),
     #[error("invalid argument: {0}")]

@@ -67,16 +67,33 @@ pub struct ChatMessage {
 pub enum Event {
     Message(ChatMessage),
     /// XEP-0184 receipt from a peer: the message with this id reached one of their devices.
-    Receipt { from: BareJid, id: String },
+    Receipt {
+        from: BareJid,
+        id: String,
+    },
     /// A message we sent bounced.
-    MessageError { id: String, condition: String },
+    MessageError {
+        id: String,
+        condition: String,
+    },
     RosterPush(RosterItem),
-    SubscriptionRequest { from: BareJid },
-    Subscribed { from: BareJid },
-    Unsubscribed { from: BareJid },
-    Presence { from_full: String, available: bool },
+    SubscriptionRequest {
+        from: BareJid,
+    },
+    Subscribed {
+        from: BareJid,
+    },
+    Unsubscribed {
+        from: BareJid,
+    },
+    Presence {
+        from_full: String,
+        available: bool,
+    },
     /// The server acknowledged (XEP-0198) the stanza we sent with this tracking id.
-    Acked { id: String },
+    Acked {
+        id: String,
+    },
     /// The session ended; reason given.
     Closed(crate::ConnectError),
 }
@@ -136,8 +153,14 @@ pub fn classify(el: &Element, cx: &Context<'_>) -> Outcome {
         return Outcome::default();
     }
     match el.name() {
-        "message" => Outcome { events: classify_message(el, cx), reply: None },
-        "presence" => Outcome { events: classify_presence(el, cx), reply: None },
+        "message" => Outcome {
+            events: classify_message(el, cx),
+            reply: None,
+        },
+        "presence" => Outcome {
+            events: classify_presence(el, cx),
+            reply: None,
+        },
         "iq" => classify_iq(el, cx),
         _ => Outcome::default(),
     }
@@ -148,12 +171,20 @@ fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
     if type_ == "error" {
         let condition = el
             .get_child("error", ns::JABBER_CLIENT)
-            .and_then(|e| e.children().find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text"))
+            .and_then(|e| {
+                e.children()
+                    .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
+            })
             .map(|c| c.name().to_owned())
             .unwrap_or_else(|| "undefined-condition".into());
         return el
             .attr("id")
-            .map(|id| vec![Event::MessageError { id: id.to_owned(), condition }])
+            .map(|id| {
+                vec![Event::MessageError {
+                    id: id.to_owned(),
+                    condition,
+                }]
+            })
             .unwrap_or_default();
     }
     // Carbons: only our own server may send them, on behalf of our bare JID
@@ -197,12 +228,17 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
     } else {
         from_bare
     };
-    let Ok(peer) = BareJid::parse(&peer_str) else { return Vec::new() };
+    let Ok(peer) = BareJid::parse(&peer_str) else {
+        return Vec::new();
+    };
 
     let mut events = Vec::new();
     if let Some(r) = el.get_child("received", NS_RECEIPTS) {
         if let (Some(id), false) = (r.attr("id"), outgoing) {
-            events.push(Event::Receipt { from: peer.clone(), id: id.to_owned() });
+            events.push(Event::Receipt {
+                from: peer.clone(),
+                id: id.to_owned(),
+            });
         }
     }
     let body = el
@@ -213,13 +249,21 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
     if body.trim().is_empty() {
         return events;
     }
-    let origin_id = el.get_child("origin-id", NS_SID).and_then(|o| o.attr("id")).map(str::to_owned);
+    let origin_id = el
+        .get_child("origin-id", NS_SID)
+        .and_then(|o| o.attr("id"))
+        .map(str::to_owned);
     let (stanza_id, stanza_id_by) = el
         .children()
         .filter(|c| c.is("stanza-id", NS_SID))
         // XEP-0359: only an id stamped by our own archive is trustworthy.
         .find(|c| c.attr("by") == Some(cx.own.as_str()))
-        .map(|c| (c.attr("id").map(str::to_owned), c.attr("by").map(str::to_owned)))
+        .map(|c| {
+            (
+                c.attr("id").map(str::to_owned),
+                c.attr("by").map(str::to_owned),
+            )
+        })
         .unwrap_or((None, None));
     let timestamp_ms = el
         .get_child("delay", NS_DELAY)
@@ -242,20 +286,36 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
 }
 
 fn classify_presence(el: &Element, cx: &Context<'_>) -> Vec<Event> {
-    let Some(from_attr) = el.attr("from") else { return Vec::new() };
-    let Some(from_bare) = split_bare(from_attr) else { return Vec::new() };
-    let Ok(from) = BareJid::parse(&from_bare) else { return Vec::new() };
+    let Some(from_attr) = el.attr("from") else {
+        return Vec::new();
+    };
+    let Some(from_bare) = split_bare(from_attr) else {
+        return Vec::new();
+    };
+    let Ok(from) = BareJid::parse(&from_bare) else {
+        return Vec::new();
+    };
     match el.attr("type") {
         Some("subscribe") if from != *cx.own => vec![Event::SubscriptionRequest { from }],
         Some("subscribed") => vec![Event::Subscribed { from }],
         Some("unsubscribed") => vec![Event::Unsubscribed { from }],
-        None => vec![Event::Presence { from_full: from_attr.to_owned(), available: true }],
-        Some("unavailable") => vec![Event::Presence { from_full: from_attr.to_owned(), available: false }],
+        None => vec![Event::Presence {
+            from_full: from_attr.to_owned(),
+            available: true,
+        }],
+        Some("unavailable") => vec![Event::Presence {
+            from_full: from_attr.to_owned(),
+            available: false,
+        }],
         _ => Vec::new(),
     }
 }
 
-pub(crate) fn iq_error_reply(st: &Element, condition: &'static str, type_: &'static str) -> Element {
+pub(crate) fn iq_error_reply(
+    st: &Element,
+    condition: &'static str,
+    type_: &'static str,
+) -> Element {
     el("iq", ns::JABBER_CLIENT)
         .attr("type", "error")
         .attr("id", st.attr("id").unwrap_or(""))
@@ -285,7 +345,10 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
         return Outcome::default();
     }
     let Some(payload) = st.children().next() else {
-        return Outcome { events: Vec::new(), reply: Some(iq_error_reply(st, "bad-request", "modify")) };
+        return Outcome {
+            events: Vec::new(),
+            reply: Some(iq_error_reply(st, "bad-request", "modify")),
+        };
     };
     match (type_, payload.name(), payload.ns().as_str()) {
         ("set", "query", ns::ROSTER) => {
@@ -299,26 +362,42 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
             }
             let items = parse_roster_items(payload);
             if items.len() != 1 {
-                return Outcome { events: Vec::new(), reply: Some(iq_error_reply(st, "bad-request", "modify")) };
+                return Outcome {
+                    events: Vec::new(),
+                    reply: Some(iq_error_reply(st, "bad-request", "modify")),
+                };
             }
             Outcome {
                 events: items.into_iter().map(Event::RosterPush).collect(),
                 reply: Some(iq_result(st).build()),
             }
         }
-        ("get", "ping", NS_PING) => Outcome { events: Vec::new(), reply: Some(iq_result(st).build()) },
+        ("get", "ping", NS_PING) => Outcome {
+            events: Vec::new(),
+            reply: Some(iq_result(st).build()),
+        },
         ("get", "query", NS_DISCO_INFO) => {
-            let mut q = el("query", NS_DISCO_INFO)
-                .child(el("identity", NS_DISCO_INFO).attr("category", "client").attr("type", "phone").attr("name", "Linnet"));
+            let mut q = el("query", NS_DISCO_INFO).child(
+                el("identity", NS_DISCO_INFO)
+                    .attr("category", "client")
+                    .attr("type", "phone")
+                    .attr("name", "Linnet"),
+            );
             for f in FEATURES {
                 q = q.child(el("feature", NS_DISCO_INFO).attr("var", *f));
             }
             if let Some(node) = payload.attr("node") {
                 q = q.attr("node", node);
             }
-            Outcome { events: Vec::new(), reply: Some(iq_result(st).child(q).build()) }
+            Outcome {
+                events: Vec::new(),
+                reply: Some(iq_result(st).child(q).build()),
+            }
         }
-        _ => Outcome { events: Vec::new(), reply: Some(iq_error_reply(st, "service-unavailable", "cancel")) },
+        _ => Outcome {
+            events: Vec::new(),
+            reply: Some(iq_error_reply(st, "service-unavailable", "cancel")),
+        },
     }
 }
 
@@ -337,10 +416,17 @@ pub(crate) fn parse_roster_items(query: &Element) -> Vec<RosterItem> {
             };
             Some(RosterItem {
                 jid,
-                name: item.attr("name").filter(|n| !n.is_empty()).map(str::to_owned),
+                name: item
+                    .attr("name")
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned),
                 subscription,
                 ask: item.attr("ask") == Some("subscribe"),
-                groups: item.children().filter(|g| g.is("group", ns::ROSTER)).map(|g| g.text()).collect(),
+                groups: item
+                    .children()
+                    .filter(|g| g.is("group", ns::ROSTER))
+                    .map(|g| g.text())
+                    .collect(),
             })
         })
         .collect()
@@ -367,14 +453,19 @@ mod tests {
     }
 
     fn cx<'a>(own: &'a BareJid) -> Context<'a> {
-        Context { own, own_full: "me@example.org/phone" }
+        Context {
+            own,
+            own_full: "me@example.org/phone",
+        }
     }
 
     #[test]
     fn plain_chat_message() {
         let own = BareJid::parse("me@example.org").unwrap();
         let out = classify(&parse("<message xmlns='jabber:client' from='Bob@example.org/pc' to='me@example.org/phone' type='chat' id='m1'><body>hi</body><request xmlns='urn:xmpp:receipts'/><origin-id xmlns='urn:xmpp:sid:0' id='o1'/><stanza-id xmlns='urn:xmpp:sid:0' id='s1' by='me@example.org'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='evil.org'/></message>"), &cx(&own));
-        let [Event::Message(m)] = out.events.as_slice() else { panic!("{:?}", out.events) };
+        let [Event::Message(m)] = out.events.as_slice() else {
+            panic!("{:?}", out.events)
+        };
         assert_eq!(m.peer.as_str(), "bob@example.org");
         assert!(!m.outgoing && !m.carbon && m.wants_receipt);
         assert_eq!(m.origin_id.as_deref(), Some("o1"));
@@ -388,7 +479,10 @@ mod tests {
         // From a peer instead of our own account.
         for from in ["eve@example.org", "me@example.org/other", "example.org"] {
             let xml = format!("<message xmlns='jabber:client' from='{from}' to='me@example.org/phone'><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='me@example.org/pc' to='bob@example.org' type='chat'><body>forged</body></message></forwarded></sent></message>");
-            assert!(classify(&parse(&xml), &cx(&own)).events.is_empty(), "{from}");
+            assert!(
+                classify(&parse(&xml), &cx(&own)).events.is_empty(),
+                "{from}"
+            );
         }
         // A genuine wrapper whose inner "sent" message is not from us.
         let xml = "<message xmlns='jabber:client' from='me@example.org' to='me@example.org/phone'><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='eve@example.org/x' to='bob@example.org' type='chat'><body>forged</body></message></forwarded></sent></message>";
@@ -413,11 +507,19 @@ mod tests {
         let xml = "<iq xmlns='jabber:client' type='set' id='p1' from='eve@example.org/x'><query xmlns='jabber:iq:roster'><item jid='eve@example.org' subscription='both'/></query></iq>";
         let out = classify(&parse(xml), &cx(&own));
         assert!(out.events.is_empty());
-        assert_eq!(out.reply.as_ref().and_then(|r| r.attr("type")), Some("error"));
+        assert_eq!(
+            out.reply.as_ref().and_then(|r| r.attr("type")),
+            Some("error")
+        );
         let ok = "<iq xmlns='jabber:client' type='set' id='p2'><query xmlns='jabber:iq:roster'><item jid='bob@example.org' subscription='both' name='Bob'><group>Friends</group></item></query></iq>";
         let out = classify(&parse(ok), &cx(&own));
-        assert_eq!(out.reply.as_ref().and_then(|r| r.attr("type")), Some("result"));
-        let [Event::RosterPush(item)] = out.events.as_slice() else { panic!() };
+        assert_eq!(
+            out.reply.as_ref().and_then(|r| r.attr("type")),
+            Some("result")
+        );
+        let [Event::RosterPush(item)] = out.events.as_slice() else {
+            panic!()
+        };
         assert_eq!(item.subscription, Subscription::Both);
         assert_eq!(item.groups, vec!["Friends".to_owned()]);
     }

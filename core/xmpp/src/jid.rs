@@ -16,7 +16,8 @@ pub struct BareJid(String);
 
 impl BareJid {
     pub fn parse(s: &str) -> Result<BareJid, JidError> {
-        let parsed = xmpp_parsers::jid::BareJid::new(s.trim()).map_err(|e| JidError(e.to_string()))?;
+        let parsed =
+            xmpp_parsers::jid::BareJid::new(s.trim()).map_err(|e| JidError(e.to_string()))?;
         Ok(BareJid(parsed.as_str().to_owned()))
     }
     pub fn from_parts(local: &str, domain: &str) -> Result<BareJid, JidError> {
@@ -77,7 +78,9 @@ mod tests {
         assert_eq!(j.as_str(), "alice@example.org");
         assert_eq!(j.local(), Some("alice"));
         assert_eq!(j.domain(), "example.org");
-        assert!(BareJid::parse("a@b/c").is_err() || BareJid::parse("a@b/c").unwrap().as_str() == "a@b");
+        assert!(
+            BareJid::parse("a@b/c").is_err() || BareJid::parse("a@b/c").unwrap().as_str() == "a@b"
+        );
         assert!(BareJid::parse("").is_err());
         assert!(BareJid::parse("@example.org").is_err());
         assert_eq!(split_bare("bob@x.org/phone").as_deref(), Some("bob@x.org"));

@@ -32,8 +32,7 @@ impl ScramHash {
                 m.finalize().into_bytes().to_vec()
             }
             ScramHash::Sha256 => {
-                let mut m =
-                    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+                let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
                 m.update(data);
                 m.finalize().into_bytes().to_vec()
             }
@@ -206,7 +205,10 @@ impl ScramClient {
             cbind_input.extend_from_slice(data);
         }
         let without_proof = format!("c={},r={}", B64.encode(&cbind_input), nonce);
-        let auth_message = format!("{},{},{}", self.client_first_bare, server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, server_first, without_proof
+        );
 
         let h = self.hash;
         let salted = h.salted_password(self.password.as_bytes(), &salt, iterations);
@@ -260,7 +262,9 @@ fn parse_attrs(s: &str) -> Result<Vec<(char, &str)>, ScramError> {
     s.split(',')
         .map(|part| {
             let mut chars = part.chars();
-            let key = chars.next().ok_or(ScramError::Malformed("empty attribute"))?;
+            let key = chars
+                .next()
+                .ok_or(ScramError::Malformed("empty attribute"))?;
             if chars.next() != Some('=') {
                 return Err(ScramError::Malformed("attribute without value"));
             }
@@ -289,15 +293,14 @@ mod tests {
         );
         assert_eq!(c.client_first(), b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
         let fin = c
-            .client_final(
-                b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
-            )
+            .client_final(b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096")
             .unwrap();
         assert_eq!(
             fin,
             b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
         );
-        c.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=").unwrap();
+        c.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=")
+            .unwrap();
         assert!(c.is_done());
     }
 
@@ -327,22 +330,33 @@ mod tests {
 
     #[test]
     fn rejects_forged_server_signature_and_bad_nonce() {
-        let mut c =
-            ScramClient::with_nonce(ScramHash::Sha1, "user", "pencil", Binding::None, "abc".into());
+        let mut c = ScramClient::with_nonce(
+            ScramHash::Sha1,
+            "user",
+            "pencil",
+            Binding::None,
+            "abc".into(),
+        );
         c.client_first();
         assert_eq!(
             c.client_final(b"r=xyzdef,s=QSXCR+Q6sek8bf92,i=4096"),
             Err(ScramError::NonceMismatch)
         );
-        let mut c =
-            ScramClient::with_nonce(ScramHash::Sha1, "user", "pencil", Binding::None, "abc".into());
+        let mut c = ScramClient::with_nonce(
+            ScramHash::Sha1,
+            "user",
+            "pencil",
+            Binding::None,
+            "abc".into(),
+        );
         c.client_first();
         assert_eq!(
             c.client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=1"),
             Err(ScramError::Iterations(1))
         );
         c.client_first();
-        c.client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap();
+        c.client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096")
+            .unwrap();
         assert_eq!(
             c.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="),
             Err(ScramError::BadServerSignature)
@@ -355,7 +369,10 @@ mod tests {
             ScramHash::Sha256,
             "a,b=c",
             "p",
-            Binding::Bind { name: "tls-exporter", data: vec![1, 2, 3] },
+            Binding::Bind {
+                name: "tls-exporter",
+                data: vec![1, 2, 3],
+            },
             "n".into(),
         );
         assert_eq!(c.mechanism_name(), "SCRAM-SHA-256-PLUS");

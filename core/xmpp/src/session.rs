@@ -20,9 +20,17 @@ use crate::jid::{split_bare, BareJid};
 
 enum Cmd {
     /// A stanza; when tracked, `Event::Acked(id)` follows the server's acknowledgement.
-    Send { stanza: Element, track: Option<String> },
-    Iq { stanza: Element, reply: oneshot::Sender<Result<Element, RequestError>> },
-    Close { done: oneshot::Sender<()> },
+    Send {
+        stanza: Element,
+        track: Option<String>,
+    },
+    Iq {
+        stanza: Element,
+        reply: oneshot::Sender<Result<Element, RequestError>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to a running session. Cheap to clone; the session ends when `close` is called,
@@ -55,7 +63,15 @@ impl Session {
             probe_outstanding: false,
         };
         tokio::spawn(driver.run(rx));
-        (Session { tx, negotiated, own, request_timeout }, ev_rx)
+        (
+            Session {
+                tx,
+                negotiated,
+                own,
+                request_timeout,
+            },
+            ev_rx,
+        )
     }
 
     pub fn own_jid(&self) -> &BareJid {
@@ -67,11 +83,18 @@ impl Session {
     }
 
     fn send(&self, stanza: Element, track: Option<String>) -> Result<(), RequestError> {
-        self.tx.send(Cmd::Send { stanza, track }).map_err(|_| RequestError::Closed)
+        self.tx
+            .send(Cmd::Send { stanza, track })
+            .map_err(|_| RequestError::Closed)
     }
 
     /// Sends an IQ and waits for the matching response from the entity it was sent to.
-    pub async fn iq(&self, type_: &'static str, to: Option<&str>, payload: Element) -> Result<Element, RequestError> {
+    pub async fn iq(
+        &self,
+        type_: &'static str,
+        to: Option<&str>,
+        payload: Element,
+    ) -> Result<Element, RequestError> {
         let id = crate::new_id();
         let stanza = el("iq", ns::JABBER_CLIENT)
             .attr("type", type_)
@@ -80,7 +103,12 @@ impl Session {
             .child(payload)
             .build();
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx.send(Cmd::Iq { stanza, reply: reply_tx }).map_err(|_| RequestError::Closed)?;
+        self.tx
+            .send(Cmd::Iq {
+                stanza,
+                reply: reply_tx,
+            })
+            .map_err(|_| RequestError::Closed)?;
         match tokio::time::timeout(self.request_timeout, reply_rx).await {
             Err(_) => Err(RequestError::Timeout),
             Ok(Err(_)) => Err(RequestError::Closed),
@@ -115,7 +143,11 @@ impl Session {
         self.send(stanza, None)
     }
 
-    pub fn send_presence(&self, to: Option<&BareJid>, type_: Option<&'static str>) -> Result<(), RequestError> {
+    pub fn send_presence(
+        &self,
+        to: Option<&BareJid>,
+        type_: Option<&'static str>,
+    ) -> Result<(), RequestError> {
         let stanza = el("presence", ns::JABBER_CLIENT)
             .attr_opt("to", to.map(BareJid::as_str))
             .attr_opt("type", type_)
@@ -124,7 +156,9 @@ impl Session {
     }
 
     pub async fn fetch_roster(&self) -> Result<Vec<RosterItem>, RequestError> {
-        let reply = self.iq("get", None, el("query", ns::ROSTER).build()).await?;
+        let reply = self
+            .iq("get", None, el("query", ns::ROSTER).build())
+            .await?;
         let query = reply
             .get_child("query", ns::ROSTER)
             .ok_or_else(|| RequestError::Unexpected("roster result without query".into()))?;
@@ -132,22 +166,34 @@ impl Session {
     }
 
     pub async fn roster_set(&self, jid: &BareJid, name: Option<&str>) -> Result<(), RequestError> {
-        let item = el("item", ns::ROSTER).attr("jid", jid.as_str()).attr_opt("name", name);
-        self.iq("set", None, el("query", ns::ROSTER).child(item).build()).await.map(|_| ())
+        let item = el("item", ns::ROSTER)
+            .attr("jid", jid.as_str())
+            .attr_opt("name", name);
+        self.iq("set", None, el("query", ns::ROSTER).child(item).build())
+            .await
+            .map(|_| ())
     }
 
     pub async fn roster_remove(&self, jid: &BareJid) -> Result<(), RequestError> {
-        let item = el("item", ns::ROSTER).attr("jid", jid.as_str()).attr("subscription", "remove");
-        self.iq("set", None, el("query", ns::ROSTER).child(item).build()).await.map(|_| ())
+        let item = el("item", ns::ROSTER)
+            .attr("jid", jid.as_str())
+            .attr("subscription", "remove");
+        self.iq("set", None, el("query", ns::ROSTER).child(item).build())
+            .await
+            .map(|_| ())
     }
 
     pub async fn enable_carbons(&self) -> Result<(), RequestError> {
-        self.iq("set", None, el("enable", NS_CARBONS).build()).await.map(|_| ())
+        self.iq("set", None, el("enable", NS_CARBONS).build())
+            .await
+            .map(|_| ())
     }
 
     pub async fn ping(&self) -> Result<(), RequestError> {
         let domain = self.own.domain().to_owned();
-        self.iq("get", Some(&domain), el("ping", NS_PING).build()).await.map(|_| ())
+        self.iq("get", Some(&domain), el("ping", NS_PING).build())
+            .await
+            .map(|_| ())
     }
 
     /// XEP-0077 password change on the logged-in account.
@@ -334,7 +380,9 @@ impl Driver {
         match (asked, from) {
             (None, None) => true,
             (None, Some(f)) => f == self.own.as_str() || f == self.own_full,
-            (Some(a), Some(f)) => a == f || split_bare(a) == split_bare(f) && !a.contains('/') && !f.contains('/'),
+            (Some(a), Some(f)) => {
+                a == f || split_bare(a) == split_bare(f) && !a.contains('/') && !f.contains('/')
+            }
             (Some(a), None) => a == self.own.as_str() || a == self.own.domain(),
         }
     }
@@ -365,10 +413,15 @@ impl Driver {
                     } else {
                         let err = el.get_child("error", ns::JABBER_CLIENT);
                         let condition = err
-                            .and_then(|e| e.children().find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text"))
+                            .and_then(|e| {
+                                e.children()
+                                    .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
+                            })
                             .map(|c| c.name().to_owned())
                             .unwrap_or_else(|| "undefined-condition".into());
-                        let text = err.and_then(|e| e.get_child("text", ns::XMPP_STANZAS)).map(|t| t.text());
+                        let text = err
+                            .and_then(|e| e.get_child("text", ns::XMPP_STANZAS))
+                            .map(|t| t.text());
                         Err(RequestError::Stanza { condition, text })
                     };
                     let _ = p.reply.send(result);
@@ -376,7 +429,10 @@ impl Driver {
             }
             return Ok(());
         }
-        let cx = Context { own: &self.own, own_full: &self.own_full };
+        let cx = Context {
+            own: &self.own,
+            own_full: &self.own_full,
+        };
         let outcome = inbound::classify(&el, &cx);
         if let Some(reply) = outcome.reply {
             self.write(&reply, None).await?;
@@ -402,11 +458,20 @@ impl Driver {
                 if newly as usize > self.unacked.len() {
                     // XEP-0198: acknowledging more than we sent is a fatal protocol error.
                     let err = el("error", ns::STREAM)
-                        .child(el("undefined-condition", "urn:ietf:params:xml:ns:xmpp-streams"))
-                        .child(el("handled-count-too-high", ns::SM).attr("h", h.to_string()).attr("send-count", self.sent_count.to_string()))
+                        .child(el(
+                            "undefined-condition",
+                            "urn:ietf:params:xml:ns:xmpp-streams",
+                        ))
+                        .child(
+                            el("handled-count-too-high", ns::SM)
+                                .attr("h", h.to_string())
+                                .attr("send-count", self.sent_count.to_string()),
+                        )
                         .build();
                     let _ = self.stream.send(&err).await;
-                    return Err(ConnectError::Protocol("server acknowledged more stanzas than we sent".into()));
+                    return Err(ConnectError::Protocol(
+                        "server acknowledged more stanzas than we sent".into(),
+                    ));
                 }
                 for _ in 0..newly {
                     if let Some(Some(id)) = self.unacked.pop_front() {

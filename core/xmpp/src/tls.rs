@@ -47,7 +47,9 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Conn
             added += 1;
         }
         if added == 0 {
-            return Err(ConnectError::Config("extra CA: no certificate in PEM".into()));
+            return Err(ConnectError::Config(
+                "extra CA: no certificate in PEM".into(),
+            ));
         }
     }
     if roots.is_empty() {
@@ -72,10 +74,12 @@ pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let stream = TlsConnector::from(config)
         .connect(name, io)
         .await
-        .map_err(|e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(tls) => ConnectError::Tls(tls.to_string()),
-            None => ConnectError::Network(e.to_string()),
-        })?;
+        .map_err(
+            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => ConnectError::Tls(tls.to_string()),
+                None => ConnectError::Network(e.to_string()),
+            },
+        )?;
     let (_, conn) = stream.get_ref();
     // RFC 9266: tls-exporter is defined for TLS 1.3; we offer no binding on older versions
     // rather than the weaker tls-unique.

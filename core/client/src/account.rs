@@ -1,0 +1,386 @@
+//! One task per logged-in account: connect, run the session, apply its events to the
+//! database and the model, reconnect with backoff.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use linnet_store::{
+    ContactRecord, DeliveryState, Direction, Inserted, NewMessage, Subscription as RosterSub,
+};
+use linnet_xmpp::{BareJid, ChatMessage, ConnectError, Event, RosterItem, Session, Subscription};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::{lock, now_ms, ClientError, ConnectionState, Inner, ServerOverride};
+use linnet_store::{AccountId, ConversationId};
+
+/// Events applied per batch before one snapshot is published: bounds latency under a flood
+/// while still coalescing bursts (e.g. offline messages at login).
+const BATCH: usize = 256;
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    account: AccountId,
+    slot: Arc<Mutex<Option<Session>>>,
+    wake: Arc<Notify>,
+    stop: Arc<AtomicBool>,
+    first: oneshot::Sender<Result<(), ClientError>>,
+) {
+    let mut first = Some(first);
+    let mut backoff = inner.opts.min_backoff;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let record = match inner.store().account(account) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(f) = first.take() {
+                    let _ = f.send(Err(e.into()));
+                }
+                break;
+            }
+        };
+        let Ok(jid) = BareJid::parse(&record.jid) else {
+            break;
+        };
+        let server = record.server_host.as_ref().map(|h| ServerOverride {
+            host: h.clone(),
+            port: record.server_port.unwrap_or(5222),
+            direct_tls: record.direct_tls,
+        });
+        let cfg = inner.connect_config(
+            &jid,
+            &record.password,
+            server.as_ref(),
+            record.resource.as_deref(),
+        );
+        drop(record);
+        inner.set_connection(account, ConnectionState::Connecting);
+        let attempt = linnet_xmpp::connect(&cfg).await;
+        let reason = match attempt {
+            Ok(conn) => {
+                backoff = inner.opts.min_backoff;
+                let (session, events) = Session::start(conn, jid.clone());
+                *lock(&slot) = Some(session.clone());
+                let setup = setup(&inner, account, &session).await;
+                match setup {
+                    Ok(()) => {
+                        inner.set_connection(account, ConnectionState::Online);
+                        if let Some(f) = first.take() {
+                            let _ = f.send(Ok(()));
+                        }
+                        let reason = pump(&inner, account, &session, events).await;
+                        *lock(&slot) = None;
+                        reason
+                    }
+                    Err(e) => {
+                        session.close().await;
+                        *lock(&slot) = None;
+                        e
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if !reason.is_transient() {
+            tracing::info!(account = account.0, error = %reason, "login failed; not retrying");
+            inner.set_connection(
+                account,
+                ConnectionState::Offline {
+                    reason: Some(reason.to_string()),
+                },
+            );
+            if let Some(f) = first.take() {
+                let _ = f.send(Err(reason.into()));
+            }
+            break;
+        }
+        // Full jitter on an exponential schedule, so that many clients dropped together by
+        // one outage do not come back in lockstep.
+        let delay = {
+            let ms = backoff.as_millis() as u64;
+            Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
+        };
+        backoff = (backoff * 2).min(inner.opts.max_backoff);
+        inner.set_connection(
+            account,
+            ConnectionState::Waiting {
+                retry_at_ms: now_ms() + delay.as_millis() as i64,
+                reason: reason.to_string(),
+            },
+        );
+        if let Some(f) = first.take() {
+            let _ = f.send(Err(reason.into()));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wake.notified() => { backoff = inner.opts.min_backoff; }
+        }
+    }
+}
+
+/// After login: roster, initial presence (which releases offline messages), carbons, and
+/// whatever the outbox still holds.
+async fn setup(inner: &Inner, account: AccountId, session: &Session) -> Result<(), ConnectError> {
+    let to_conn = |e: linnet_xmpp::RequestError| match e {
+        linnet_xmpp::RequestError::Timeout => ConnectError::Timeout("setup"),
+        other => ConnectError::Network(other.to_string()),
+    };
+    let roster = session.fetch_roster().await.map_err(to_conn)?;
+    let records: Vec<ContactRecord> = roster.iter().filter_map(contact_record).collect();
+    if let Err(e) = inner.store().replace_roster(account, &records, None) {
+        tracing::error!(error = %e, "storing roster failed");
+    }
+    inner.refresh_account(account);
+    if let Err(e) = session.enable_carbons().await {
+        tracing::info!(error = %e, "carbons not enabled");
+    }
+    session.send_presence(None, None).map_err(to_conn)?;
+    resend_outbox(inner, account, session);
+    inner.publish_chat_list();
+    Ok(())
+}
+
+fn resend_outbox(inner: &Inner, account: AccountId, session: &Session) {
+    let entries = match inner.store().outbox(account) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "reading outbox failed");
+            return;
+        }
+    };
+    for entry in entries {
+        let origin = entry
+            .message
+            .and_then(|m| inner.store().message(m).ok())
+            .and_then(|m| m.origin_id);
+        let Some(id) = origin else {
+            let _ = inner.store().outbox_remove(entry.id);
+            continue;
+        };
+        if session.send_raw_tracked(&entry.payload, &id).is_err() {
+            return;
+        }
+        let _ = inner.store().outbox_bump_attempts(entry.id);
+    }
+}
+
+async fn pump(
+    inner: &Inner,
+    account: AccountId,
+    session: &Session,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> ConnectError {
+    while let Some(ev) = events.recv().await {
+        let mut batch = vec![ev];
+        while batch.len() < BATCH {
+            match events.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        let mut closed = None;
+        let mut changed: Vec<ConversationId> = Vec::new();
+        let mut roster_changed = false;
+        for ev in batch {
+            match ev {
+                Event::Closed(reason) => closed = Some(reason),
+                ev => apply(
+                    inner,
+                    account,
+                    session,
+                    ev,
+                    &mut changed,
+                    &mut roster_changed,
+                ),
+            }
+        }
+        if roster_changed {
+            inner.refresh_account(account);
+        }
+        changed.sort_by_key(|c| c.0);
+        changed.dedup();
+        for c in &changed {
+            inner.conversation_changed(*c);
+        }
+        if roster_changed || !changed.is_empty() {
+            inner.publish_chat_list();
+        }
+        if let Some(reason) = closed {
+            return reason;
+        }
+    }
+    ConnectError::Network("session ended".into())
+}
+
+fn apply(
+    inner: &Inner,
+    account: AccountId,
+    session: &Session,
+    ev: Event,
+    changed: &mut Vec<ConversationId>,
+    roster_changed: &mut bool,
+) {
+    let result: Result<(), linnet_store::StoreError> = (|| {
+        match ev {
+            Event::Message(m) => on_message(inner, account, session, m, changed)?,
+            Event::Receipt { from, id } => {
+                let store = inner.store();
+                if let Some(msg) = store.message_by_account_origin_id(account, &id)? {
+                    // Only the peer the message went to can confirm its delivery.
+                    let peer = store.conversation_info(msg.conversation)?.peer;
+                    if msg.direction == Direction::Outgoing
+                        && peer == from.as_str()
+                        && store.set_delivery_state(msg.id, DeliveryState::Delivered)?
+                    {
+                        changed.push(msg.conversation);
+                    }
+                }
+            }
+            Event::MessageError { id, condition } => {
+                let store = inner.store();
+                if let Some(msg) = store.message_by_account_origin_id(account, &id)? {
+                    if msg.direction == Direction::Outgoing {
+                        tracing::info!(message = msg.id.0, condition = %condition, "message bounced");
+                        if store.set_delivery_state(msg.id, DeliveryState::Failed)? {
+                            changed.push(msg.conversation);
+                        }
+                    }
+                }
+            }
+            Event::Acked { id } => {
+                let store = inner.store();
+                if let Some(msg) = store.message_by_account_origin_id(account, &id)? {
+                    for entry in store.outbox(account)? {
+                        if entry.message == Some(msg.id) {
+                            store.outbox_remove(entry.id)?;
+                        }
+                    }
+                    if store.set_delivery_state(msg.id, DeliveryState::Sent)? {
+                        changed.push(msg.conversation);
+                    }
+                }
+            }
+            Event::RosterPush(item) => {
+                let store = inner.store();
+                if item.subscription == Subscription::Remove {
+                    store.remove_contact(account, item.jid.as_str())?;
+                } else if let Some(rec) = contact_record(&item) {
+                    if matches!(rec.subscription, RosterSub::From | RosterSub::Both) {
+                        store.remove_subscription_request(account, item.jid.as_str())?;
+                    }
+                    store.upsert_contact(account, &rec)?;
+                }
+                *roster_changed = true;
+            }
+            Event::SubscriptionRequest { from } => {
+                let store = inner.store();
+                let contact = store.contact(account, from.as_str())?;
+                // Approve without asking when they already see our presence (a re-sent
+                // request) or when we asked for theirs first: adding someone means wanting
+                // a mutual subscription.
+                let approve = contact
+                    .map(|c| {
+                        matches!(
+                            c.subscription,
+                            RosterSub::From | RosterSub::Both | RosterSub::To
+                        ) || c.ask
+                    })
+                    .unwrap_or(false);
+                if approve {
+                    let _ = session.send_presence(Some(&from), Some("subscribed"));
+                } else {
+                    store.add_subscription_request(account, from.as_str())?;
+                    *roster_changed = true;
+                }
+            }
+            Event::Unsubscribed { from } => {
+                inner
+                    .store()
+                    .remove_subscription_request(account, from.as_str())?;
+                *roster_changed = true;
+            }
+            Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // A database failure must not be acknowledged as success; the stanza stays
+        // un-stored and the error is visible in logs (no user data in it).
+        tracing::error!(account = account.0, error = %e, "applying event failed");
+    }
+}
+
+fn on_message(
+    inner: &Inner,
+    account: AccountId,
+    session: &Session,
+    m: ChatMessage,
+    changed: &mut Vec<ConversationId>,
+) -> Result<(), linnet_store::StoreError> {
+    let store = inner.store();
+    let Some(conversation) = store.conversation(account, m.peer.as_str(), true)? else {
+        return Ok(());
+    };
+    let own = session.own_jid().as_str().to_owned();
+    let inserted = store.insert_message(&NewMessage {
+        conversation,
+        direction: if m.outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        },
+        sender: if m.outgoing {
+            own
+        } else {
+            m.peer.as_str().to_owned()
+        },
+        body: m.body.clone(),
+        origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
+        stanza_id: m.stanza_id.clone(),
+        stanza_id_by: m.stanza_id_by.clone(),
+        timestamp_ms: m.timestamp_ms.unwrap_or_else(now_ms),
+        delivery_state: if m.outgoing {
+            DeliveryState::Sent
+        } else {
+            DeliveryState::Delivered
+        },
+    })?;
+    if let Inserted::New(_) = inserted {
+        changed.push(conversation);
+    }
+    // Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
+    // that we are online.
+    if m.wants_receipt && !m.carbon && !m.outgoing {
+        let allowed = store
+            .contact(account, m.peer.as_str())?
+            .map(|c| matches!(c.subscription, RosterSub::From | RosterSub::Both))
+            .unwrap_or(false);
+        if let (true, Some(id)) = (allowed, m.id.as_deref()) {
+            let _ = session.send_receipt(&m.from_full, id);
+        }
+    }
+    Ok(())
+}
+
+fn contact_record(item: &RosterItem) -> Option<ContactRecord> {
+    let subscription = match item.subscription {
+        Subscription::None => RosterSub::None,
+        Subscription::To => RosterSub::To,
+        Subscription::From => RosterSub::From,
+        Subscription::Both => RosterSub::Both,
+        Subscription::Remove => return None,
+    };
+    Some(ContactRecord {
+        jid: item.jid.as_str().to_owned(),
+        name: item.name.clone(),
+        subscription,
+        ask: item.ask,
+        groups: item.groups.clone(),
+    })
+}

@@ -1,0 +1,157 @@
+//! The state-snapshot layer (DESIGN.md §3): immutable, versioned snapshots split by screen,
+//! delivered to listeners as "current value first, then one update per change", coalesced.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use linnet_store::{AccountId, ConversationId, DeliveryState, Direction, MessageId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Not trying: logged out, never logged in, or a failure that retrying cannot fix.
+    Offline {
+        reason: Option<String>,
+    },
+    Connecting,
+    Online,
+    /// Disconnected; the next attempt is at `retry_at_ms` (ms since the epoch).
+    Waiting {
+        retry_at_ms: i64,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountItem {
+    pub id: AccountId,
+    pub jid: String,
+    pub connection: ConnectionState,
+    /// Pending incoming subscription requests (bare JIDs), for "X wants to add you".
+    pub subscription_requests: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessagePreview {
+    pub id: MessageId,
+    pub body: String,
+    pub direction: Direction,
+    pub state: DeliveryState,
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationItem {
+    pub id: ConversationId,
+    pub account: AccountId,
+    pub peer: String,
+    pub name: Option<String>,
+    pub last_message: Option<MessagePreview>,
+    pub unread: u32,
+    pub last_activity_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatListSnapshot {
+    pub version: u64,
+    pub accounts: Vec<AccountItem>,
+    /// Most recent activity first.
+    pub conversations: Vec<ConversationItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageItem {
+    pub id: MessageId,
+    pub direction: Direction,
+    pub sender: String,
+    pub body: String,
+    pub timestamp_ms: i64,
+    pub state: DeliveryState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationSnapshot {
+    pub version: u64,
+    pub id: ConversationId,
+    pub account: AccountId,
+    pub peer: String,
+    pub name: Option<String>,
+    pub unread: u32,
+    /// The newest messages, oldest first; `load_older` widens the window.
+    pub messages: Vec<MessageItem>,
+    /// Older messages exist beyond the window.
+    pub has_more: bool,
+}
+
+pub trait ChatListListener: Send + Sync + 'static {
+    fn on_update(&self, snapshot: Arc<ChatListSnapshot>);
+}
+
+pub trait ConversationListener: Send + Sync + 'static {
+    fn on_update(&self, snapshot: Arc<ConversationSnapshot>);
+}
+
+impl<F: Fn(Arc<ChatListSnapshot>) + Send + Sync + 'static> ChatListListener for F {
+    fn on_update(&self, snapshot: Arc<ChatListSnapshot>) {
+        self(snapshot)
+    }
+}
+
+/// Keeps a subscription alive; dropping it stops the updates.
+pub struct Subscription {
+    task: Option<JoinHandle<()>>,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Subscription {
+    pub(crate) fn new(task: JoinHandle<()>, on_drop: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        Subscription {
+            task: Some(task),
+            on_drop,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+/// Versions are global to a client so that every snapshot it publishes is ordered.
+#[derive(Default)]
+pub(crate) struct VersionClock(AtomicU64);
+
+impl VersionClock {
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Delivers the current value synchronously, then every later value the listener has not
+/// yet seen. `watch` keeps only the latest value, which is what coalesces bursts for a slow
+/// listener.
+pub(crate) fn deliver<T, F>(rx: watch::Receiver<Arc<T>>, mut call: F) -> JoinHandle<()>
+where
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<T>) + Send + 'static,
+{
+    let mut rx = rx;
+    let first = rx.borrow_and_update().clone();
+    call(first);
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let v = rx.borrow_and_update().clone();
+            call(v);
+        }
+    })
+}

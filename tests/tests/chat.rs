@@ -1,0 +1,263 @@
+//! Roster, messages, receipts, carbons, offline delivery and snapshots on the real servers.
+
+use std::sync::Arc;
+
+use linnet_client::{ChatListSnapshot, DeliveryState, Direction};
+use linnet_tests::*;
+
+async fn roster_add_and_approve(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    // Names set when adding show up in the chat list once a conversation exists.
+    a.client.open_conversation(a.account, &b.jid).unwrap();
+    a.wait_list("named conversation", |s| {
+        s.conversations
+            .iter()
+            .any(|c| c.peer == b.jid && c.name.as_deref() == Some("Bob"))
+    })
+    .await;
+    // The request is gone once approved.
+    let snap = b.client.chat_list();
+    assert!(snap.accounts[0].subscription_requests.is_empty());
+}
+
+async fn deny_leaves_no_subscription(server: Server) {
+    let a = TestClient::register(server, "asker").await;
+    let b = TestClient::register(server, "denier").await;
+    a.client.add_contact(a.account, &b.jid, None).await.unwrap();
+    let a_jid = a.jid.clone();
+    b.wait_list("request", |s| {
+        s.accounts[0].subscription_requests.contains(&a_jid)
+    })
+    .await;
+    b.client.deny_contact(b.account, &a.jid).await.unwrap();
+    b.wait_list("request gone", |s| {
+        s.accounts[0].subscription_requests.is_empty()
+    })
+    .await;
+    wait_until("a's pending request cancelled", || {
+        a.client
+            .contacts(a.account)
+            .map(|cs| {
+                cs.iter()
+                    .any(|c| c.jid == b.jid && !c.ask && c.subscription == "none")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+async fn messages_both_ways_with_receipts(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let sent = a
+        .client
+        .send_message(a.account, &b.jid, "Hello Bob 👋")
+        .unwrap();
+    // Optimistic: the message is in the snapshot at once, before any network round trip.
+    let conv = a
+        .client
+        .chat_list()
+        .conversations
+        .iter()
+        .find(|c| c.peer == b.jid)
+        .cloned()
+        .unwrap();
+    assert_eq!(conv.last_message.as_ref().unwrap().id, sent);
+    let got = b
+        .wait_conversation(&a.jid, "message from a", |s| {
+            s.messages.iter().any(|m| m.body == "Hello Bob 👋")
+        })
+        .await;
+    let m = got
+        .messages
+        .iter()
+        .find(|m| m.body == "Hello Bob 👋")
+        .unwrap();
+    assert_eq!(m.direction, Direction::Incoming);
+    assert_eq!(got.unread, 1);
+    a.wait_conversation(&b.jid, "receipt", |s| {
+        s.messages
+            .iter()
+            .any(|m| m.id == sent && m.state == DeliveryState::Delivered)
+    })
+    .await;
+
+    let reply = b
+        .client
+        .send_message(b.account, &a.jid, "Hi Alice")
+        .unwrap();
+    a.wait_conversation(&b.jid, "reply", |s| {
+        s.messages.iter().any(|m| m.body == "Hi Alice")
+    })
+    .await;
+    b.wait_conversation(&a.jid, "reply receipt", |s| {
+        s.messages
+            .iter()
+            .any(|m| m.id == reply && m.state == DeliveryState::Delivered)
+    })
+    .await;
+    // mark_read clears the unread count.
+    let conv_b = b.client.open_conversation(b.account, &a.jid).unwrap();
+    b.client.mark_read(conv_b).unwrap();
+    let s = b.client.chat_list();
+    assert_eq!(
+        s.conversations
+            .iter()
+            .find(|c| c.id == conv_b)
+            .unwrap()
+            .unread,
+        0
+    );
+}
+
+async fn carbons_keep_devices_in_sync(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let a2 = a.another_device(server).await;
+    b.client
+        .send_message(b.account, &a.jid, "to both of your devices")
+        .unwrap();
+    for dev in [&a, &a2] {
+        dev.wait_conversation(&b.jid, "incoming on each device", |s| {
+            s.messages
+                .iter()
+                .any(|m| m.body == "to both of your devices" && m.direction == Direction::Incoming)
+        })
+        .await;
+    }
+    a.client
+        .send_message(a.account, &b.jid, "sent from device one")
+        .unwrap();
+    let s = a2
+        .wait_conversation(&b.jid, "sent carbon on device two", |s| {
+            s.messages.iter().any(|m| m.body == "sent from device one")
+        })
+        .await;
+    let m = s
+        .messages
+        .iter()
+        .find(|m| m.body == "sent from device one")
+        .unwrap();
+    assert_eq!(m.direction, Direction::Outgoing);
+    // Each message appears once per device.
+    assert_eq!(
+        s.messages
+            .iter()
+            .filter(|m| m.body == "sent from device one")
+            .count(),
+        1
+    );
+}
+
+async fn offline_messages_arrive_on_login(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    b.client.logout(b.account).await.unwrap();
+    for i in 0..5 {
+        a.client
+            .send_message(a.account, &b.jid, &format!("while you were away {i}"))
+            .unwrap();
+    }
+    // The server has them (acknowledged via stream management) before B is back.
+    a.wait_conversation(&b.jid, "all sent", |s| {
+        s.messages
+            .iter()
+            .filter(|m| m.state >= DeliveryState::Sent)
+            .count()
+            == 5
+    })
+    .await;
+    b.client.login(b.account).await.unwrap();
+    let s = b
+        .wait_conversation(&a.jid, "offline messages", |s| {
+            s.messages
+                .iter()
+                .filter(|m| m.body.starts_with("while you were away"))
+                .count()
+                == 5
+        })
+        .await;
+    let bodies: Vec<_> = s.messages.iter().map(|m| m.body.as_str()).collect();
+    let expected: Vec<String> = (0..5).map(|i| format!("while you were away {i}")).collect();
+    assert_eq!(bodies, expected, "in order, once each");
+}
+
+async fn outbox_survives_being_offline(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    a.client.logout(a.account).await.unwrap();
+    let id = a
+        .client
+        .send_message(a.account, &b.jid, "queued while offline")
+        .unwrap();
+    let conv = a.client.open_conversation(a.account, &b.jid).unwrap();
+    let page = a.client.messages(conv, None, 10).unwrap();
+    assert_eq!(
+        page.iter().find(|m| m.id == id).unwrap().state,
+        DeliveryState::Pending
+    );
+    a.client.login(a.account).await.unwrap();
+    b.wait_conversation(&a.jid, "queued message", |s| {
+        s.messages.iter().any(|m| m.body == "queued while offline")
+    })
+    .await;
+    a.wait_conversation(&b.jid, "queued message delivered", |s| {
+        s.messages
+            .iter()
+            .any(|m| m.id == id && m.state == DeliveryState::Delivered)
+    })
+    .await;
+}
+
+async fn snapshots_initial_then_ordered_updates(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let rec: Recorder<ChatListSnapshot> = Recorder::default();
+    let sink = rec.clone();
+    let sub = a
+        .client
+        .subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
+            sink.0.lock().unwrap().push(s);
+        });
+    // Delivered synchronously by subscribe itself.
+    let first = rec.snapshots();
+    assert_eq!(first.len(), 1, "current snapshot first");
+    assert_eq!(first[0].version, a.client.chat_list().version);
+    for i in 0..20 {
+        b.client
+            .send_message(b.account, &a.jid, &format!("n{i}"))
+            .unwrap();
+    }
+    a.wait_list("20 messages", |s| {
+        s.conversations.iter().any(|c| {
+            c.peer == b.jid && c.last_message.as_ref().map(|m| m.body.as_str()) == Some("n19")
+        })
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(sub);
+    let all = rec.snapshots();
+    assert!(all.len() >= 2, "updates follow");
+    assert!(
+        all.windows(2).all(|w| w[0].version < w[1].version),
+        "versions increase"
+    );
+    let last = all.last().unwrap();
+    let conv = last.conversations.iter().find(|c| c.peer == b.jid).unwrap();
+    assert_eq!(conv.unread, 20);
+    // After the subscription is dropped nothing more is delivered.
+    let n = rec.snapshots().len();
+    b.client
+        .send_message(b.account, &a.jid, "after drop")
+        .unwrap();
+    a.wait_list("after drop", |s| {
+        s.conversations.iter().any(|c| c.unread == 21)
+    })
+    .await;
+    assert_eq!(rec.snapshots().len(), n);
+}
+
+both_servers!(
+    roster_add_and_approve,
+    deny_leaves_no_subscription,
+    messages_both_ways_with_receipts,
+    carbons_keep_devices_in_sync,
+    offline_messages_arrive_on_login,
+    outbox_survives_being_offline,
+    snapshots_initial_then_ordered_updates,
+);
