@@ -124,7 +124,15 @@ impl TestClient {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = DbKey::generate().expect("key");
         let client = Client::open(dir.path(), &key, options()).expect("open client");
+        std::fs::write(dir.path().join("test-key.hex"), key.to_hex().as_bytes()).expect("key file");
         (client, dir)
+    }
+
+    /// A second, read-only look at this client's database (for what snapshots do not show).
+    pub fn open_store(&self) -> linnet_store::Store {
+        let hex = std::fs::read_to_string(self.dir.path().join("test-key.hex")).expect("key file");
+        let key = DbKey::from_hex(hex.trim()).expect("key");
+        linnet_store::Store::open(&self.dir.path().join("linnet.db"), &key).expect("open store")
     }
 
     fn wrap(client: Client, account: AccountId, jid: String, dir: tempfile::TempDir) -> TestClient {

@@ -88,8 +88,38 @@ impl Session {
             .map_err(|_| RequestError::Closed)
     }
 
+    /// Sends a caller-built IQ (for bots, tools and tests) and returns the response as XML.
+    /// The `id` is replaced by a fresh one so the response can be matched.
+    pub async fn iq_xml(&self, iq: &str) -> Result<String, RequestError> {
+        let parsed: Element = iq
+            .parse()
+            .map_err(|_| RequestError::BadArgument("not well-formed XML".into()))?;
+        if !parsed.is("iq", ns::JABBER_CLIENT) || !matches!(parsed.attr("type"), Some("get") | Some("set")) {
+            return Err(RequestError::BadArgument("not an iq get/set in jabber:client".into()));
+        }
+        let payload = parsed
+            .children()
+            .next()
+            .cloned()
+            .ok_or_else(|| RequestError::BadArgument("iq without payload".into()))?;
+        let type_ = if parsed.attr("type") == Some("get") { "get" } else { "set" };
+        let reply = self.iq(type_, parsed.attr("to"), payload).await?;
+        Ok(String::from(&reply))
+    }
+
+    /// Sends a caller-built stanza as is (for bots, tools and tests).
+    pub fn send_xml(&self, stanza: &str) -> Result<(), RequestError> {
+        let parsed: Element = stanza
+            .parse()
+            .map_err(|_| RequestError::BadArgument("not well-formed XML".into()))?;
+        if parsed.ns() != ns::JABBER_CLIENT || !matches!(parsed.name(), "message" | "presence" | "iq") {
+            return Err(RequestError::BadArgument("not a stanza in jabber:client".into()));
+        }
+        self.send(parsed, None)
+    }
+
     /// Sends an IQ and waits for the matching response from the entity it was sent to.
-    pub async fn iq(
+    pub(crate) async fn iq(
         &self,
         type_: &'static str,
         to: Option<&str>,
