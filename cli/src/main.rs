@@ -1,1 +1,485 @@
-fn main() {}
+//! `linnet`: a headless Linnet client. Every command prints JSON (one object per line) on
+//! stdout and exits with a stable code, so scripts and other programs can drive it.
+//!
+//! Exit codes: 0 ok, 1 internal, 2 usage or bad input, 3 authentication, 4 TLS/security,
+//! 5 network, 6 not found, 7 refused by policy, 8 wrong database key.
+
+mod args;
+mod demo;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use linnet_client::{
+    AccountId, ChatListSnapshot, Client, ClientError, ClientOptions, ConversationListener,
+    ConversationSnapshot, DbKey, DeliveryState, ServerOverride, TlsOptions,
+};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use args::Args;
+
+const USAGE: &str = "usage: linnet [options] <command> [args]
+
+commands:
+  keygen                          print a new random database key (64 hex digits)
+  register <jid>                  create the account on its server (in-band) and add it here
+  add-account <jid>               add an existing account here (no network)
+  accounts                        list accounts
+  login                           log in once and report how the session was negotiated
+  roster add <jid> [--name N]     add a contact and ask for presence subscription
+  roster approve|deny <jid>       answer a subscription request
+  roster list                     list contacts
+  send <jid> <body> [--wait sent|delivered]
+  sync [--seconds N]              log in, fetch what is waiting, log out
+  chats                           print the chat-list snapshot
+  show <jid> [--limit N]          print one conversation's snapshot
+  history <jid> [--limit N]       messages as JSON lines, oldest first
+  watch [--seconds N]             stay online; snapshot updates out, JSON commands in (stdin)
+  change-password                 new password from --password-file/LINNET_PASSWORD
+  delete-account                  delete the account on the server and here
+  demo                            two fresh accounts chatting on a local server
+
+options:
+  --data-dir DIR       database directory (env LINNET_DATA_DIR; default ./linnet-data)
+  --key-file FILE      file with the 32-byte database key in hex (env LINNET_DB_KEY holds the key itself)
+  --account JID        which account (default: the only one)
+  --password-file F    password (env LINNET_PASSWORD; else first line of stdin)
+  --server HOST:PORT   connect here instead of DNS SRV   --direct-tls   TLS from the first byte
+  --ca FILE            extra trusted CA (PEM; env LINNET_CA)   --only-ca   trust only that CA
+";
+
+fn exit_code(e: &ClientError) -> i32 {
+    match e {
+        ClientError::Internal(_) => 1,
+        ClientError::BadInput(_) => 2,
+        ClientError::Auth(_) => 3,
+        ClientError::Tls(_) => 4,
+        ClientError::Network(_) => 5,
+        ClientError::NotFound(_) => 6,
+        ClientError::Policy(_) => 7,
+        ClientError::WrongKey => 8,
+    }
+}
+
+fn error_kind(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::Internal(_) => "internal",
+        ClientError::BadInput(_) => "bad_input",
+        ClientError::Auth(_) => "auth",
+        ClientError::Tls(_) => "tls",
+        ClientError::Network(_) => "network",
+        ClientError::NotFound(_) => "not_found",
+        ClientError::Policy(_) => "policy",
+        ClientError::WrongKey => "wrong_key",
+    }
+}
+
+fn print(v: &Value) {
+    println!("{v}");
+}
+
+fn bad(msg: impl Into<String>) -> ClientError {
+    ClientError::BadInput(msg.into())
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LINNET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if args.flag("help") || args.command.is_empty() {
+        print!("{USAGE}");
+        return;
+    }
+    let code = match run(&args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            print(&json!({"ok": false, "error": error_kind(&e), "message": e.to_string()}));
+            exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn options(args: &Args) -> Result<ClientOptions, ClientError> {
+    let mut opts = ClientOptions::default();
+    let ca = args.opt("ca").map(PathBuf::from).or_else(|| std::env::var_os("LINNET_CA").map(PathBuf::from));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(&ca).map_err(|e| bad(format!("--ca {}: {e}", ca.display())))?;
+        opts.tls = TlsOptions { extra_ca_pem: Some(pem), only_extra_ca: args.flag("only-ca") };
+    }
+    Ok(opts)
+}
+
+fn db_key(args: &Args) -> Result<DbKey, ClientError> {
+    if let Some(path) = args.opt("key-file") {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| bad(format!("--key-file: {e}")))?,
+        );
+        return DbKey::from_hex(text.trim()).map_err(|_| bad("--key-file does not hold 64 hex digits"));
+    }
+    if let Ok(hex) = std::env::var("LINNET_DB_KEY") {
+        let hex = zeroize::Zeroizing::new(hex);
+        return DbKey::from_hex(hex.trim()).map_err(|_| bad("LINNET_DB_KEY is not 64 hex digits"));
+    }
+    Err(bad("no database key: pass --key-file or set LINNET_DB_KEY (make one with `linnet keygen`)"))
+}
+
+fn open(args: &Args) -> Result<Client, ClientError> {
+    let dir = args
+        .opt("data-dir")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LINNET_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("linnet-data"));
+    Client::open(&dir, &db_key(args)?, options(args)?)
+}
+
+fn password(args: &Args) -> Result<zeroize::Zeroizing<String>, ClientError> {
+    if let Some(path) = args.opt("password-file") {
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("--password-file: {e}")))?;
+        return Ok(zeroize::Zeroizing::new(text.lines().next().unwrap_or_default().to_owned()));
+    }
+    if let Ok(pw) = std::env::var("LINNET_PASSWORD") {
+        return Ok(zeroize::Zeroizing::new(pw));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| bad(format!("reading password: {e}")))?;
+    Ok(zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+fn server(args: &Args) -> Result<Option<ServerOverride>, ClientError> {
+    let Some(s) = args.opt("server") else { return Ok(None) };
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("--server wants HOST:PORT"))?;
+    let port = port.parse().map_err(|_| bad("--server port is not a number"))?;
+    Ok(Some(ServerOverride { host: host.to_owned(), port, direct_tls: args.flag("direct-tls") }))
+}
+
+fn account(client: &Client, args: &Args) -> Result<AccountId, ClientError> {
+    if let Some(jid) = args.opt("account") {
+        return client.account_by_jid(jid)?.ok_or_else(|| ClientError::NotFound("account".into()));
+    }
+    let accounts = client.accounts()?;
+    match accounts.as_slice() {
+        [(id, _)] => Ok(*id),
+        [] => Err(ClientError::NotFound("no account; use register or add-account".into())),
+        _ => Err(bad("several accounts: choose one with --account")),
+    }
+}
+
+fn pos<'a>(args: &'a Args, i: usize, what: &str) -> Result<&'a str, ClientError> {
+    args.positional.get(i).map(String::as_str).ok_or_else(|| bad(format!("missing {what}")))
+}
+
+async fn run(args: &Args) -> Result<(), ClientError> {
+    match args.command.as_str() {
+        "keygen" => {
+            let key = DbKey::generate()?;
+            println!("{}", key.to_hex().as_str());
+            Ok(())
+        }
+        "demo" => demo::run(args).await,
+        "register" => {
+            let jid = pos(args, 0, "JID")?;
+            let client = open(args)?;
+            let pw = password(args)?;
+            let id = client.register_account(jid, &pw, server(args)?).await?;
+            print(&json!({"ok": true, "account": id.0}));
+            Ok(())
+        }
+        "add-account" => {
+            let jid = pos(args, 0, "JID")?;
+            let client = open(args)?;
+            let pw = password(args)?;
+            let id = client.add_account(jid, &pw, server(args)?)?;
+            print(&json!({"ok": true, "account": id.0}));
+            Ok(())
+        }
+        "accounts" => {
+            let client = open(args)?;
+            for (id, jid) in client.accounts()? {
+                print(&json!({"account": id.0, "jid": jid}));
+            }
+            Ok(())
+        }
+        "login" => {
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            login_once(&client, acc).await?;
+            let n = client.negotiated(acc);
+            print(&json!({
+                "ok": true,
+                "mechanism": n.as_ref().map(|n| n.mechanism),
+                "channel_binding": n.as_ref().and_then(|n| n.channel_binding),
+                "direct_tls": n.as_ref().map(|n| n.direct_tls),
+                "stream_management": n.as_ref().map(|n| n.sm_id.is_some()),
+            }));
+            client.shutdown().await;
+            Ok(())
+        }
+        "roster" => roster(args).await,
+        "send" => {
+            let to = pos(args, 0, "recipient JID")?;
+            let body = pos(args, 1, "message body")?;
+            let wait = match args.opt("wait").unwrap_or("sent") {
+                "sent" => DeliveryState::Sent,
+                "delivered" => DeliveryState::Delivered,
+                "none" => DeliveryState::Pending,
+                other => return Err(bad(format!("--wait {other}: sent, delivered or none"))),
+            };
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            let id = client.send_message(acc, to, body)?;
+            if wait > DeliveryState::Pending {
+                login_once(&client, acc).await?;
+                let conv = client.open_conversation(acc, to)?;
+                let reached = wait_state(&client, conv, id, wait, Duration::from_secs(30)).await?;
+                print(&json!({"ok": true, "message": id.0, "state": reached}));
+            } else {
+                print(&json!({"ok": true, "message": id.0, "state": DeliveryState::Pending}));
+            }
+            client.shutdown().await;
+            Ok(())
+        }
+        "sync" => {
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            login_once(&client, acc).await?;
+            let secs: f64 = args.opt("seconds").unwrap_or("1").parse().map_err(|_| bad("--seconds"))?;
+            client.sync(acc).await?;
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            client.shutdown().await;
+            print(&json!({"ok": true}));
+            Ok(())
+        }
+        "chats" => {
+            let client = open(args)?;
+            print(&serde_json::to_value(&*client.chat_list()).map_err(|e| ClientError::Internal(e.to_string()))?);
+            Ok(())
+        }
+        "show" => {
+            let peer = pos(args, 0, "peer JID")?;
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            let snap = conversation_snapshot(&client, acc, peer).await?;
+            print(&serde_json::to_value(&*snap).map_err(|e| ClientError::Internal(e.to_string()))?);
+            Ok(())
+        }
+        "history" => {
+            let peer = pos(args, 0, "peer JID")?;
+            let limit: u32 = args.opt("limit").unwrap_or("100").parse().map_err(|_| bad("--limit"))?;
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            let conv = client.open_conversation(acc, peer)?;
+            for m in client.messages(conv, None, limit)? {
+                print(&serde_json::to_value(&m).map_err(|e| ClientError::Internal(e.to_string()))?);
+            }
+            Ok(())
+        }
+        "watch" => watch(args).await,
+        "change-password" => {
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            let pw = password(args)?;
+            login_once(&client, acc).await?;
+            client.change_password(acc, &pw).await?;
+            client.shutdown().await;
+            print(&json!({"ok": true}));
+            Ok(())
+        }
+        "delete-account" => {
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            login_once(&client, acc).await?;
+            client.delete_account(acc).await?;
+            print(&json!({"ok": true}));
+            Ok(())
+        }
+        other => Err(bad(format!("unknown command {other:?}"))),
+    }
+}
+
+/// One login attempt; a network failure is reported instead of retried (the CLI is
+/// short-lived, unlike an app).
+async fn login_once(client: &Client, acc: AccountId) -> Result<(), ClientError> {
+    match client.login(acc).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            client.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+async fn roster(args: &Args) -> Result<(), ClientError> {
+    let sub = pos(args, 0, "roster subcommand")?;
+    let client = open(args)?;
+    let acc = account(&client, args)?;
+    if sub == "list" {
+        for c in client.contacts(acc)? {
+            print(&serde_json::to_value(&c).map_err(|e| ClientError::Internal(e.to_string()))?);
+        }
+        return Ok(());
+    }
+    let jid = pos(args, 1, "contact JID")?;
+    login_once(&client, acc).await?;
+    let result = match sub {
+        "add" => client.add_contact(acc, jid, args.opt("name")).await,
+        "approve" => client.approve_contact(acc, jid).await,
+        "deny" => client.deny_contact(acc, jid).await,
+        "remove" => client.remove_contact(acc, jid).await,
+        other => Err(bad(format!("roster {other}: add, approve, deny, remove or list"))),
+    };
+    if result.is_ok() {
+        // Give the server a round trip so that what we sent is processed before we go.
+        let _ = client.sync(acc).await;
+    }
+    client.shutdown().await;
+    result?;
+    print(&json!({"ok": true}));
+    Ok(())
+}
+
+struct ConvTx(mpsc::UnboundedSender<Arc<ConversationSnapshot>>);
+
+impl ConversationListener for ConvTx {
+    fn on_update(&self, s: Arc<ConversationSnapshot>) {
+        let _ = self.0.send(s);
+    }
+}
+
+async fn conversation_snapshot(client: &Client, acc: AccountId, peer: &str) -> Result<Arc<ConversationSnapshot>, ClientError> {
+    let conv = client.open_conversation(acc, peer)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = client.subscribe_conversation(conv, ConvTx(tx))?;
+    rx.recv().await.ok_or_else(|| ClientError::Internal("no snapshot".into()))
+}
+
+async fn wait_state(
+    client: &Client,
+    conv: linnet_client::ConversationId,
+    id: linnet_client::MessageId,
+    want: DeliveryState,
+    limit: Duration,
+) -> Result<DeliveryState, ClientError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = client.subscribe_conversation(conv, ConvTx(tx))?;
+    let fut = async {
+        while let Some(s) = rx.recv().await {
+            if let Some(m) = s.messages.iter().find(|m| m.id == id) {
+                if m.state >= want && m.state != DeliveryState::Failed {
+                    return Ok(m.state);
+                }
+                if m.state == DeliveryState::Failed {
+                    return Err(ClientError::Policy("the message bounced".into()));
+                }
+            }
+        }
+        Err(ClientError::Internal("snapshot stream ended".into()))
+    };
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| ClientError::Network(format!("message not {want:?} in time")))?
+}
+
+async fn watch(args: &Args) -> Result<(), ClientError> {
+    let client = open(args)?;
+    let seconds: Option<f64> = match args.opt("seconds") {
+        Some(s) => Some(s.parse().map_err(|_| bad("--seconds"))?),
+        None => None,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<ChatListSnapshot>>();
+    let _sub = client.subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
+        let _ = tx.send(s);
+    });
+    for (id, _) in client.accounts()? {
+        if let Err(e) = client.login(id).await {
+            print(&json!({"event": "login_failed", "account": id.0, "error": error_kind(&e), "message": e.to_string()}));
+        }
+    }
+    // Commands arrive as JSON lines on stdin; a blocking reader thread feeds them in.
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) if !l.trim().is_empty() => {
+                    if cmd_tx.send(l).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    loop {
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(s) = rx.recv() => {
+                print(&json!({"event": "chat_list", "snapshot": &*s}));
+            }
+            Some(line) = cmd_rx.recv() => {
+                let reply = command(&client, args, &line).await;
+                let quit = matches!(reply, Ok(ref v) if v.get("quit").is_some());
+                match reply {
+                    Ok(v) => print(&json!({"event": "result", "ok": true, "result": v})),
+                    Err(e) => print(&json!({"event": "result", "ok": false, "error": error_kind(&e), "message": e.to_string()})),
+                }
+                if quit { break; }
+            }
+            _ = sleep => break,
+        }
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
+/// One JSON command of `watch`: {"cmd": "send", "to": ..., "body": ...}, "mark_read",
+/// "add_contact", "approve", "deny", "show", "quit".
+async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, ClientError> {
+    let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).ok_or_else(|| bad(format!("missing \"{k}\"")));
+    let acc = match v.get("account").and_then(Value::as_str) {
+        Some(jid) => client.account_by_jid(jid)?.ok_or_else(|| ClientError::NotFound("account".into()))?,
+        None => account(client, args)?,
+    };
+    match s("cmd")? {
+        "send" => Ok(json!({"message": client.send_message(acc, s("to")?, s("body")?)?.0})),
+        "mark_read" => {
+            let conv = client.open_conversation(acc, s("peer")?)?;
+            client.mark_read(conv)?;
+            Ok(json!({}))
+        }
+        "add_contact" => {
+            client.add_contact(acc, s("jid")?, v.get("name").and_then(Value::as_str)).await?;
+            Ok(json!({}))
+        }
+        "approve" => client.approve_contact(acc, s("jid")?).await.map(|_| json!({})),
+        "deny" => client.deny_contact(acc, s("jid")?).await.map(|_| json!({})),
+        "show" => {
+            let snap = conversation_snapshot(client, acc, s("peer")?).await?;
+            serde_json::to_value(&*snap).map_err(|e| ClientError::Internal(e.to_string()))
+        }
+        "quit" => Ok(json!({"quit": true})),
+        other => Err(bad(format!("unknown cmd {other:?}"))),
+    }
+}

@@ -276,6 +276,13 @@ impl Client {
             .ok_or_else(|| ClientError::Network("account is not connected".into()))
     }
 
+    /// Completes one round trip with the server, so everything it had queued for us (offline
+    /// messages, receipts) has been received when this returns.
+    pub async fn sync(&self, account: AccountId) -> Result<()> {
+        self.session(account)?.ping().await?;
+        Ok(())
+    }
+
     /// Sends a chat message. It is stored and shown as pending at once, kept in the outbox
     /// until the server acknowledges it, and re-sent with the same id after a reconnect.
     pub fn send_message(&self, account: AccountId, to: &str, body: &str) -> Result<MessageId> {
