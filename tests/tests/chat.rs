@@ -95,6 +95,24 @@ async fn messages_both_ways_with_receipts(server: Server) {
             .any(|m| m.id == reply && m.state == DeliveryState::Delivered)
     })
     .await;
+    // Nothing readable on disk: the database (and its WAL) hold no body or JID in clear.
+    for dev in [&a, &b] {
+        assert!(dev.dir.path().join("linnet.db").exists());
+        for entry in std::fs::read_dir(dev.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "hex") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            for needle in ["Hello Bob", "Hi Alice", a.jid.as_str(), b.jid.as_str()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{} contains plaintext",
+                    path.display()
+                );
+            }
+        }
+    }
     // mark_read clears the unread count.
     let conv_b = b.client.open_conversation(b.account, &a.jid).unwrap();
     b.client.mark_read(conv_b).unwrap();

@@ -45,8 +45,10 @@ impl From<linnet_xmpp::ConnectError> for ClientError {
     fn from(e: linnet_xmpp::ConnectError) -> Self {
         use linnet_xmpp::ConnectError as C;
         match e {
-            C::Network(_) | C::Timeout(_) | C::Stream(_) => ClientError::Network(e.to_string()),
-            C::Tls(_) | C::NoTls => ClientError::Tls(e.to_string()),
+            C::Network(m) => ClientError::Network(m),
+            C::Tls(m) => ClientError::Tls(m),
+            C::Timeout(_) | C::Stream(_) => ClientError::Network(e.to_string()),
+            C::NoTls => ClientError::Tls(e.to_string()),
             C::Auth { .. } | C::NoMechanism => ClientError::Auth(e.to_string()),
             C::Registration { .. } | C::RegistrationUnsupported => {
                 ClientError::Policy(e.to_string())
