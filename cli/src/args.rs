@@ -35,7 +35,12 @@ impl Args {
                 positional.push(a);
             }
         }
-        Ok(Args { command, positional, opts, flags })
+        Ok(Args {
+            command,
+            positional,
+            opts,
+            flags,
+        })
     }
 
     pub fn opt(&self, name: &str) -> Option<&str> {
@@ -54,9 +59,18 @@ mod tests {
     #[test]
     fn parses_options_flags_and_positionals() {
         let a = Args::parse(
-            ["--data-dir", "d", "send", "bob@x", "hi there", "--direct-tls", "--wait", "delivered"]
-                .into_iter()
-                .map(String::from),
+            [
+                "--data-dir",
+                "d",
+                "send",
+                "bob@x",
+                "hi there",
+                "--direct-tls",
+                "--wait",
+                "delivered",
+            ]
+            .into_iter()
+            .map(String::from),
         )
         .unwrap();
         assert_eq!(a.command, "send");

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use linnet_client::{
-    AccountId, ChatListSnapshot, Client, ClientError, ConversationSnapshot, DbKey, DeliveryState, Direction,
-    ServerOverride,
+    AccountId, ChatListSnapshot, Client, ClientError, ConversationSnapshot, DbKey, DeliveryState,
+    Direction, ServerOverride,
 };
 use tokio::sync::watch;
 
@@ -23,7 +23,11 @@ struct Side {
 }
 
 impl Side {
-    async fn wait_list(&self, what: &str, pred: impl Fn(&ChatListSnapshot) -> bool) -> Result<(), ClientError> {
+    async fn wait_list(
+        &self,
+        what: &str,
+        pred: impl Fn(&ChatListSnapshot) -> bool,
+    ) -> Result<(), ClientError> {
         let mut rx = self.list.clone();
         let fut = async {
             loop {
@@ -37,7 +41,9 @@ impl Side {
         };
         tokio::time::timeout(Duration::from_secs(30), fut)
             .await
-            .map_err(|_| ClientError::Network(format!("{}: timed out waiting for {what}", self.name)))?
+            .map_err(|_| {
+                ClientError::Network(format!("{}: timed out waiting for {what}", self.name))
+            })?
     }
 
     async fn conversation(&self, peer: &str) -> Result<Arc<ConversationSnapshot>, ClientError> {
@@ -63,7 +69,9 @@ impl Side {
         };
         tokio::time::timeout(Duration::from_secs(30), fut)
             .await
-            .map_err(|_| ClientError::Network(format!("{}: timed out waiting for {what}", self.name)))?
+            .map_err(|_| {
+                ClientError::Network(format!("{}: timed out waiting for {what}", self.name))
+            })?
     }
 }
 
@@ -87,13 +95,26 @@ async fn side(
     let sub = client.subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
         tx.send_replace(s);
     });
-    Ok(Side { name, client, account, jid, list, _sub: sub })
+    Ok(Side {
+        name,
+        client,
+        account,
+        jid,
+        list,
+        _sub: sub,
+    })
 }
 
 fn linnet_client_id() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{:06x}", (nanos ^ std::process::id().rotate_left(13)) & 0xff_ffff)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:06x}",
+        (nanos ^ std::process::id().rotate_left(13)) & 0xff_ffff
+    )
 }
 
 fn clock(ms: i64) -> String {
@@ -102,7 +123,12 @@ fn clock(ms: i64) -> String {
 }
 
 fn render(viewer: &Side, peer_label: &str, snap: &ConversationSnapshot) -> String {
-    let mut out = format!("\n── {} sees ({} ↔ {}) ──\n", viewer.name, viewer.jid, snap.name.as_deref().unwrap_or(&snap.peer));
+    let mut out = format!(
+        "\n── {} sees ({} ↔ {}) ──\n",
+        viewer.name,
+        viewer.jid,
+        snap.name.as_deref().unwrap_or(&snap.peer)
+    );
     for m in &snap.messages {
         let (who, arrow) = match m.direction {
             Direction::Outgoing => ("me", "→"),
@@ -116,14 +142,26 @@ fn render(viewer: &Side, peer_label: &str, snap: &ConversationSnapshot) -> Strin
             (_, DeliveryState::Read) => "  ✓✓ read",
             (_, DeliveryState::Failed) => "  ✗ failed",
         };
-        out.push_str(&format!("  {}  {:<5} {} {}{}\n", clock(m.timestamp_ms), who, arrow, m.body, state));
+        out.push_str(&format!(
+            "  {}  {:<5} {} {}{}\n",
+            clock(m.timestamp_ms),
+            who,
+            arrow,
+            m.body,
+            state
+        ));
     }
-    out.push_str(&format!("  (snapshot version {}, unread {})\n", snap.version, snap.unread));
+    out.push_str(&format!(
+        "  (snapshot version {}, unread {})\n",
+        snap.version, snap.unread
+    ));
     out
 }
 
 pub async fn run(args: &Args) -> Result<(), ClientError> {
-    let domain = args.opt("domain").ok_or_else(|| bad("demo needs --domain (the local server's domain)"))?;
+    let domain = args
+        .opt("domain")
+        .ok_or_else(|| bad("demo needs --domain (the local server's domain)"))?;
     let server = crate::server(args)?;
     let dir = std::path::PathBuf::from(args.opt("data-dir").unwrap_or("linnet-demo"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -131,14 +169,27 @@ pub async fn run(args: &Args) -> Result<(), ClientError> {
     let bob = side("bob", args, &dir, domain, server).await?;
 
     eprintln!("• alice adds bob as a contact");
-    alice.client.add_contact(alice.account, &bob.jid, Some("Bob")).await?;
+    alice
+        .client
+        .add_contact(alice.account, &bob.jid, Some("Bob"))
+        .await?;
     let a_jid = alice.jid.clone();
-    bob.wait_list("alice's request", |s| s.accounts.iter().any(|a| a.subscription_requests.contains(&a_jid))).await?;
+    bob.wait_list("alice's request", |s| {
+        s.accounts
+            .iter()
+            .any(|a| a.subscription_requests.contains(&a_jid))
+    })
+    .await?;
     eprintln!("• bob sees alice's request and approves it");
     bob.client.approve_contact(bob.account, &alice.jid).await?;
     for (me, other) in [(&alice, &bob.jid), (&bob, &alice.jid)] {
         let mut tries = 0;
-        while !me.client.contacts(me.account)?.iter().any(|c| &c.jid == other && c.subscription == "both") {
+        while !me
+            .client
+            .contacts(me.account)?
+            .iter()
+            .any(|c| &c.jid == other && c.subscription == "both")
+        {
             tries += 1;
             if tries > 300 {
                 return Err(ClientError::Network("subscription did not complete".into()));
@@ -154,9 +205,14 @@ pub async fn run(args: &Args) -> Result<(), ClientError> {
     ];
     for (from, to, text) in lines {
         let id = from.client.send_message(from.account, &to.jid, text)?;
-        to.wait_conversation(&from.jid, "the message", |s| s.messages.iter().any(|m| m.body == text)).await?;
+        to.wait_conversation(&from.jid, "the message", |s| {
+            s.messages.iter().any(|m| m.body == text)
+        })
+        .await?;
         from.wait_conversation(&to.jid, "the receipt", |s| {
-            s.messages.iter().any(|m| m.id == id && m.state == DeliveryState::Delivered)
+            s.messages
+                .iter()
+                .any(|m| m.id == id && m.state == DeliveryState::Delivered)
         })
         .await?;
     }

@@ -117,10 +117,16 @@ async fn main() {
 
 fn options(args: &Args) -> Result<ClientOptions, ClientError> {
     let mut opts = ClientOptions::default();
-    let ca = args.opt("ca").map(PathBuf::from).or_else(|| std::env::var_os("LINNET_CA").map(PathBuf::from));
+    let ca = args
+        .opt("ca")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LINNET_CA").map(PathBuf::from));
     if let Some(ca) = ca {
         let pem = std::fs::read(&ca).map_err(|e| bad(format!("--ca {}: {e}", ca.display())))?;
-        opts.tls = TlsOptions { extra_ca_pem: Some(pem), only_extra_ca: args.flag("only-ca") };
+        opts.tls = TlsOptions {
+            extra_ca_pem: Some(pem),
+            only_extra_ca: args.flag("only-ca"),
+        };
     }
     Ok(opts)
 }
@@ -130,13 +136,16 @@ fn db_key(args: &Args) -> Result<DbKey, ClientError> {
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(path).map_err(|e| bad(format!("--key-file: {e}")))?,
         );
-        return DbKey::from_hex(text.trim()).map_err(|_| bad("--key-file does not hold 64 hex digits"));
+        return DbKey::from_hex(text.trim())
+            .map_err(|_| bad("--key-file does not hold 64 hex digits"));
     }
     if let Ok(hex) = std::env::var("LINNET_DB_KEY") {
         let hex = zeroize::Zeroizing::new(hex);
         return DbKey::from_hex(hex.trim()).map_err(|_| bad("LINNET_DB_KEY is not 64 hex digits"));
     }
-    Err(bad("no database key: pass --key-file or set LINNET_DB_KEY (make one with `linnet keygen`)"))
+    Err(bad(
+        "no database key: pass --key-file or set LINNET_DB_KEY (make one with `linnet keygen`)",
+    ))
 }
 
 fn open(args: &Args) -> Result<Client, ClientError> {
@@ -150,38 +159,63 @@ fn open(args: &Args) -> Result<Client, ClientError> {
 
 fn password(args: &Args) -> Result<zeroize::Zeroizing<String>, ClientError> {
     if let Some(path) = args.opt("password-file") {
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("--password-file: {e}")))?;
-        return Ok(zeroize::Zeroizing::new(text.lines().next().unwrap_or_default().to_owned()));
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("--password-file: {e}")))?;
+        return Ok(zeroize::Zeroizing::new(
+            text.lines().next().unwrap_or_default().to_owned(),
+        ));
     }
     if let Ok(pw) = std::env::var("LINNET_PASSWORD") {
         return Ok(zeroize::Zeroizing::new(pw));
     }
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| bad(format!("reading password: {e}")))?;
-    Ok(zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned()))
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| bad(format!("reading password: {e}")))?;
+    Ok(zeroize::Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 fn server(args: &Args) -> Result<Option<ServerOverride>, ClientError> {
-    let Some(s) = args.opt("server") else { return Ok(None) };
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("--server wants HOST:PORT"))?;
-    let port = port.parse().map_err(|_| bad("--server port is not a number"))?;
-    Ok(Some(ServerOverride { host: host.to_owned(), port, direct_tls: args.flag("direct-tls") }))
+    let Some(s) = args.opt("server") else {
+        return Ok(None);
+    };
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| bad("--server wants HOST:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| bad("--server port is not a number"))?;
+    Ok(Some(ServerOverride {
+        host: host.to_owned(),
+        port,
+        direct_tls: args.flag("direct-tls"),
+    }))
 }
 
 fn account(client: &Client, args: &Args) -> Result<AccountId, ClientError> {
     if let Some(jid) = args.opt("account") {
-        return client.account_by_jid(jid)?.ok_or_else(|| ClientError::NotFound("account".into()));
+        return client
+            .account_by_jid(jid)?
+            .ok_or_else(|| ClientError::NotFound("account".into()));
     }
     let accounts = client.accounts()?;
     match accounts.as_slice() {
         [(id, _)] => Ok(*id),
-        [] => Err(ClientError::NotFound("no account; use register or add-account".into())),
+        [] => Err(ClientError::NotFound(
+            "no account; use register or add-account".into(),
+        )),
         _ => Err(bad("several accounts: choose one with --account")),
     }
 }
 
 fn pos<'a>(args: &'a Args, i: usize, what: &str) -> Result<&'a str, ClientError> {
-    args.positional.get(i).map(String::as_str).ok_or_else(|| bad(format!("missing {what}")))
+    args.positional
+        .get(i)
+        .map(String::as_str)
+        .ok_or_else(|| bad(format!("missing {what}")))
 }
 
 async fn run(args: &Args) -> Result<(), ClientError> {
@@ -258,7 +292,11 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             let client = open(args)?;
             let acc = account(&client, args)?;
             login_once(&client, acc).await?;
-            let secs: f64 = args.opt("seconds").unwrap_or("1").parse().map_err(|_| bad("--seconds"))?;
+            let secs: f64 = args
+                .opt("seconds")
+                .unwrap_or("1")
+                .parse()
+                .map_err(|_| bad("--seconds"))?;
             client.sync(acc).await?;
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             client.shutdown().await;
@@ -267,7 +305,10 @@ async fn run(args: &Args) -> Result<(), ClientError> {
         }
         "chats" => {
             let client = open(args)?;
-            print(&serde_json::to_value(&*client.chat_list()).map_err(|e| ClientError::Internal(e.to_string()))?);
+            print(
+                &serde_json::to_value(&*client.chat_list())
+                    .map_err(|e| ClientError::Internal(e.to_string()))?,
+            );
             Ok(())
         }
         "show" => {
@@ -280,7 +321,11 @@ async fn run(args: &Args) -> Result<(), ClientError> {
         }
         "history" => {
             let peer = pos(args, 0, "peer JID")?;
-            let limit: u32 = args.opt("limit").unwrap_or("100").parse().map_err(|_| bad("--limit"))?;
+            let limit: u32 = args
+                .opt("limit")
+                .unwrap_or("100")
+                .parse()
+                .map_err(|_| bad("--limit"))?;
             let client = open(args)?;
             let acc = account(&client, args)?;
             let conv = client.open_conversation(acc, peer)?;
@@ -341,7 +386,9 @@ async fn roster(args: &Args) -> Result<(), ClientError> {
         "approve" => client.approve_contact(acc, jid).await,
         "deny" => client.deny_contact(acc, jid).await,
         "remove" => client.remove_contact(acc, jid).await,
-        other => Err(bad(format!("roster {other}: add, approve, deny, remove or list"))),
+        other => Err(bad(format!(
+            "roster {other}: add, approve, deny, remove or list"
+        ))),
     };
     if result.is_ok() {
         // Give the server a round trip so that what we sent is processed before we go.
@@ -361,11 +408,17 @@ impl ConversationListener for ConvTx {
     }
 }
 
-async fn conversation_snapshot(client: &Client, acc: AccountId, peer: &str) -> Result<Arc<ConversationSnapshot>, ClientError> {
+async fn conversation_snapshot(
+    client: &Client,
+    acc: AccountId,
+    peer: &str,
+) -> Result<Arc<ConversationSnapshot>, ClientError> {
     let conv = client.open_conversation(acc, peer)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _sub = client.subscribe_conversation(conv, ConvTx(tx))?;
-    rx.recv().await.ok_or_else(|| ClientError::Internal("no snapshot".into()))
+    rx.recv()
+        .await
+        .ok_or_else(|| ClientError::Internal("no snapshot".into()))
 }
 
 async fn wait_state(
@@ -407,7 +460,9 @@ async fn watch(args: &Args) -> Result<(), ClientError> {
     });
     for (id, _) in client.accounts()? {
         if let Err(e) = client.login(id).await {
-            print(&json!({"event": "login_failed", "account": id.0, "error": error_kind(&e), "message": e.to_string()}));
+            print(
+                &json!({"event": "login_failed", "account": id.0, "error": error_kind(&e), "message": e.to_string()}),
+            );
         }
     }
     // Commands arrive as JSON lines on stdin; a blocking reader thread feeds them in.
@@ -457,9 +512,15 @@ async fn watch(args: &Args) -> Result<(), ClientError> {
 /// "add_contact", "approve", "deny", "show", "quit".
 async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, ClientError> {
     let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).ok_or_else(|| bad(format!("missing \"{k}\"")));
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("missing \"{k}\"")))
+    };
     let acc = match v.get("account").and_then(Value::as_str) {
-        Some(jid) => client.account_by_jid(jid)?.ok_or_else(|| ClientError::NotFound("account".into()))?,
+        Some(jid) => client
+            .account_by_jid(jid)?
+            .ok_or_else(|| ClientError::NotFound("account".into()))?,
         None => account(client, args)?,
     };
     match s("cmd")? {
@@ -470,10 +531,15 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
             Ok(json!({}))
         }
         "add_contact" => {
-            client.add_contact(acc, s("jid")?, v.get("name").and_then(Value::as_str)).await?;
+            client
+                .add_contact(acc, s("jid")?, v.get("name").and_then(Value::as_str))
+                .await?;
             Ok(json!({}))
         }
-        "approve" => client.approve_contact(acc, s("jid")?).await.map(|_| json!({})),
+        "approve" => client
+            .approve_contact(acc, s("jid")?)
+            .await
+            .map(|_| json!({})),
         "deny" => client.deny_contact(acc, s("jid")?).await.map(|_| json!({})),
         "show" => {
             let snap = conversation_snapshot(client, acc, s("peer")?).await?;

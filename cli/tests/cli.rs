@@ -24,7 +24,12 @@ fn linnet(dir: &Path, key: &Path, args: &[&str], stdin: Option<&str>) -> Output 
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("spawn linnet");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("linnet output")
@@ -38,7 +43,10 @@ fn json_lines(out: &Output) -> Vec<Value> {
 }
 
 fn keyfile(dir: &Path, name: &str) -> std::path::PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_linnet")).arg("keygen").output().expect("keygen");
+    let out = Command::new(env!("CARGO_BIN_EXE_linnet"))
+        .arg("keygen")
+        .output()
+        .expect("keygen");
     assert!(out.status.success());
     let key = String::from_utf8(out.stdout).unwrap();
     assert_eq!(key.trim().len(), 64);
@@ -56,16 +64,29 @@ fn register_roster_send_history_and_exit_codes() {
     let (a_key, b_key) = (keyfile(tmp.path(), "akey"), keyfile(tmp.path(), "bkey"));
     let (a, b) = (fresh_jid(server, "clia"), fresh_jid(server, "clib"));
 
-    let out = linnet(&a_dir, &a_key, &["register", &a, "--server", &host], Some("pass word\n"));
+    let out = linnet(
+        &a_dir,
+        &a_key,
+        &["register", &a, "--server", &host],
+        Some("pass word\n"),
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(json_lines(&out)[0]["ok"], true);
-    let out = linnet(&b_dir, &b_key, &["register", &b, "--server", &host], Some("pass word\n"));
+    let out = linnet(
+        &b_dir,
+        &b_key,
+        &["register", &b, "--server", &host],
+        Some("pass word\n"),
+    );
     assert!(out.status.success(), "{out:?}");
 
     let out = linnet(&a_dir, &a_key, &["login"], None);
     assert!(out.status.success(), "{out:?}");
     let v = &json_lines(&out)[0];
-    assert!(v["mechanism"].as_str().unwrap().starts_with("SCRAM-"), "{v}");
+    assert!(
+        v["mechanism"].as_str().unwrap().starts_with("SCRAM-"),
+        "{v}"
+    );
 
     let out = linnet(&a_dir, &a_key, &["roster", "add", &b, "--name", "B"], None);
     assert!(out.status.success(), "{out:?}");
@@ -79,7 +100,11 @@ fn register_roster_send_history_and_exit_codes() {
     assert!(out.status.success(), "{out:?}");
     let out = linnet(&b_dir, &b_key, &["history", &a], None);
     let msgs = json_lines(&out);
-    assert!(msgs.iter().any(|m| m["body"] == "hello from the cli" && m["direction"] == "incoming"), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m["body"] == "hello from the cli" && m["direction"] == "incoming"),
+        "{msgs:?}"
+    );
 
     // Exit codes: bad input 2, wrong key 8, auth 3.
     let out = linnet(&a_dir, &a_key, &["send", "not a jid@@", "x"], None);
@@ -90,7 +115,12 @@ fn register_roster_send_history_and_exit_codes() {
     let out = linnet(&a_dir, &wrong, &["accounts"], None);
     assert_eq!(out.status.code(), Some(8), "{out:?}");
     let c_dir = tmp.path().join("c");
-    let out = linnet(&c_dir, &a_key, &["add-account", &a, "--server", &host], Some("wrong password\n"));
+    let out = linnet(
+        &c_dir,
+        &a_key,
+        &["add-account", &a, "--server", &host],
+        Some("wrong password\n"),
+    );
     assert!(out.status.success());
     let out = linnet(&c_dir, &a_key, &["login"], None);
     assert_eq!(out.status.code(), Some(3), "{out:?}");

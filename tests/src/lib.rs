@@ -1,6 +1,8 @@
 //! Test harness: the real servers started by `scripts/servers start` (the test command does
 //! that), fresh accounts, clients in temporary directories, and waiting on snapshots.
 
+pub mod fake;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -13,11 +13,17 @@ use tokio::net::TcpListener;
 async fn raw_session(server: Server) -> (Session, String) {
     let jid = fresh_jid(server, "eve");
     let (c, _dir) = TestClient::new_client();
-    c.register_account(&jid, PASSWORD, Some(server_override(server, false))).await.unwrap();
+    c.register_account(&jid, PASSWORD, Some(server_override(server, false)))
+        .await
+        .unwrap();
     let bare = BareJid::parse(&jid).unwrap();
     let mut cfg = ConnectConfig::new(bare.clone(), PASSWORD);
     let o = server_override(server, false);
-    cfg.server = Some(ServerAddr { host: o.host, port: o.port, direct_tls: false });
+    cfg.server = Some(ServerAddr {
+        host: o.host,
+        port: o.port,
+        direct_tls: false,
+    });
     cfg.tls = tls();
     let conn = linnet_xmpp::connect(&cfg).await.unwrap();
     let (session, events) = Session::start(conn, bare);
@@ -46,12 +52,21 @@ async fn spoofed_carbon_is_ignored(server: Server) {
     .unwrap();
     // A control message sent after them: once it is there, the forgeries were processed.
     eve.send_xml(&format!("<message xmlns='jabber:client' to='{b_full}' type='chat' id='c1'><body>control</body></message>")).unwrap();
-    b.wait_conversation(&eve_jid, "control message", |s| s.messages.iter().any(|m| m.body == "control")).await;
+    b.wait_conversation(&eve_jid, "control message", |s| {
+        s.messages.iter().any(|m| m.body == "control")
+    })
+    .await;
     let snap = b.client.chat_list();
-    assert!(snap.conversations.iter().all(|c| c.peer != carol), "no conversation with the spoofed peer");
+    assert!(
+        snap.conversations.iter().all(|c| c.peer != carol),
+        "no conversation with the spoofed peer"
+    );
     for c in &snap.conversations {
         let msgs = b.client.messages(c.id, None, 100).unwrap();
-        assert!(msgs.iter().all(|m| !m.body.starts_with("forged")), "forged carbon stored");
+        assert!(
+            msgs.iter().all(|m| !m.body.starts_with("forged")),
+            "forged carbon stored"
+        );
     }
 }
 
@@ -66,9 +81,17 @@ async fn foreign_roster_push_is_ignored(server: Server) {
         ))
         .await;
     // Bob answered (so the push was processed) with an error, and nothing changed.
-    assert!(matches!(reply, Err(linnet_xmpp::RequestError::Stanza { .. })), "{reply:?}");
+    assert!(
+        matches!(reply, Err(linnet_xmpp::RequestError::Stanza { .. })),
+        "{reply:?}"
+    );
     assert_eq!(b.client.contacts(b.account).unwrap(), before);
-    assert!(b.client.contacts(b.account).unwrap().iter().all(|c| c.jid != eve_jid));
+    assert!(b
+        .client
+        .contacts(b.account)
+        .unwrap()
+        .iter()
+        .all(|c| c.jid != eve_jid));
 }
 
 async fn receipts_from_a_third_party_do_not_confirm(server: Server) {
@@ -76,7 +99,10 @@ async fn receipts_from_a_third_party_do_not_confirm(server: Server) {
     let a_full = a.client.bound_jid(a.account).unwrap();
     let (eve, _) = raw_session(server).await;
     b.client.logout(b.account).await.unwrap();
-    let id = a.client.send_message(a.account, &b.jid, "only bob may confirm").unwrap();
+    let id = a
+        .client
+        .send_message(a.account, &b.jid, "only bob may confirm")
+        .unwrap();
     // Give Eve the real id (strictest case): the check is on who confirms, not on secrecy.
     let origin = a.open_store().message(id).unwrap().origin_id.unwrap();
     eve.send_xml(&format!(
@@ -85,15 +111,31 @@ async fn receipts_from_a_third_party_do_not_confirm(server: Server) {
     .unwrap();
     // Control: a message from Eve sent after the receipt; once it is there, the receipt was
     // processed.
-    eve.send_xml(&format!("<message xmlns='jabber:client' to='{a_full}' type='chat'><body>control</body></message>")).unwrap();
+    eve.send_xml(&format!(
+        "<message xmlns='jabber:client' to='{a_full}' type='chat'><body>control</body></message>"
+    ))
+    .unwrap();
     let eve_jid = eve.own_jid().as_str().to_owned();
-    a.wait_conversation(&eve_jid, "control", |s| s.messages.iter().any(|m| m.body == "control")).await;
+    a.wait_conversation(&eve_jid, "control", |s| {
+        s.messages.iter().any(|m| m.body == "control")
+    })
+    .await;
     let conv = a.client.open_conversation(a.account, &b.jid).unwrap();
-    let m = a.client.messages(conv, None, 10).unwrap().into_iter().find(|m| m.id == id).unwrap();
+    let m = a
+        .client
+        .messages(conv, None, 10)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
     assert_ne!(m.state, linnet_client::DeliveryState::Delivered);
 }
 
-both_servers!(spoofed_carbon_is_ignored, foreign_roster_push_is_ignored, receipts_from_a_third_party_do_not_confirm);
+both_servers!(
+    spoofed_carbon_is_ignored,
+    foreign_roster_push_is_ignored,
+    receipts_from_a_third_party_do_not_confirm
+);
 
 /// Reads until the client's stream header has arrived.
 async fn read_header(sock: &mut tokio::net::TcpStream) -> String {
@@ -126,12 +168,23 @@ async fn server_without_tls_gets_no_credentials() {
     });
     let (client, _dir) = TestClient::new_client();
     let acc = client
-        .add_account("victim@fake.test", PASSWORD, Some(linnet_client::ServerOverride { host: "127.0.0.1".into(), port, direct_tls: false }))
+        .add_account(
+            "victim@fake.test",
+            PASSWORD,
+            Some(linnet_client::ServerOverride {
+                host: "127.0.0.1".into(),
+                port,
+                direct_tls: false,
+            }),
+        )
         .unwrap();
     let err = client.login(acc).await.expect_err("no TLS");
     assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
     let after_features = fake.await.unwrap();
-    assert!(!after_features.contains("<auth"), "credentials were sent: {after_features}");
+    assert!(
+        !after_features.contains("<auth"),
+        "credentials were sent: {after_features}"
+    );
     assert!(!after_features.contains("horse"), "password in clear");
 }
 
@@ -139,16 +192,21 @@ async fn server_without_tls_gets_no_credentials() {
 async fn untrusted_certificate_gets_no_credentials() {
     use tokio_rustls::rustls;
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["fake.test".to_owned()]).unwrap().self_signed(&key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    let cert = rcgen::CertificateParams::new(vec!["fake.test".to_owned()])
         .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .self_signed(&key)
         .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -160,23 +218,38 @@ async fn untrusted_certificate_gets_no_credentials() {
         let mut buf = [0u8; 256];
         let n = sock.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).contains("starttls"));
-        sock.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await.unwrap();
+        sock.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await
+            .unwrap();
         match acceptor.accept(sock).await {
             // The client must abort the handshake: nothing decrypted ever reaches us.
             Err(_) => Vec::new(),
             Ok(mut tls) => {
                 let mut got = Vec::new();
-                let _ = tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut got)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), tls.read_to_end(&mut got)).await;
                 got
             }
         }
     });
     let (client, _dir) = TestClient::new_client();
     let acc = client
-        .add_account("victim@fake.test", PASSWORD, Some(linnet_client::ServerOverride { host: "127.0.0.1".into(), port, direct_tls: false }))
+        .add_account(
+            "victim@fake.test",
+            PASSWORD,
+            Some(linnet_client::ServerOverride {
+                host: "127.0.0.1".into(),
+                port,
+                direct_tls: false,
+            }),
+        )
         .unwrap();
     let err = client.login(acc).await.expect_err("untrusted");
     assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
     let got = fake.await.unwrap();
-    assert!(got.is_empty(), "client sent data over an untrusted TLS session: {}", String::from_utf8_lossy(&got));
+    assert!(
+        got.is_empty(),
+        "client sent data over an untrusted TLS session: {}",
+        String::from_utf8_lossy(&got)
+    );
 }

@@ -1,0 +1,35 @@
+//! Linnet's encrypted database.
+//!
+//! SQLCipher through rusqlite, keyed with a raw 32-byte [`DbKey`] (never a passphrase),
+//! WAL journal, schema changes only through numbered [`migrations`]. The store knows
+//! nothing of XMPP: JIDs are plain strings (bare JIDs, normalized by the caller) and
+//! stanzas in the outbox are opaque text.
+//!
+//! One [`Store`] per database file, owned behind a mutex. Each method is atomic and
+//! committed when it returns, so the caller can acknowledge to the network right after;
+//! [`Store::transaction`] groups several writes into one commit.
+
+mod accounts;
+mod conversations;
+mod error;
+mod key;
+mod kv;
+mod messages;
+pub mod migrations;
+mod outbox;
+mod roster;
+mod sql;
+mod store;
+mod tx;
+mod types;
+
+pub use error::{Result, StoreError};
+pub use key::DbKey;
+pub use migrations::LATEST_VERSION;
+pub use store::Store;
+pub use tx::Tx;
+pub use types::{
+    AccountId, AccountRecord, ContactRecord, ConversationId, ConversationKind, ConversationSummary,
+    DeliveryState, Direction, Inserted, LastMessage, MessageId, MessageRecord, NewMessage,
+    OutboxEntry, OutboxId, Subscription,
+};
