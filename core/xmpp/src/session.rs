@@ -94,15 +94,23 @@ impl Session {
         let parsed: Element = iq
             .parse()
             .map_err(|_| RequestError::BadArgument("not well-formed XML".into()))?;
-        if !parsed.is("iq", ns::JABBER_CLIENT) || !matches!(parsed.attr("type"), Some("get") | Some("set")) {
-            return Err(RequestError::BadArgument("not an iq get/set in jabber:client".into()));
+        if !parsed.is("iq", ns::JABBER_CLIENT)
+            || !matches!(parsed.attr("type"), Some("get") | Some("set"))
+        {
+            return Err(RequestError::BadArgument(
+                "not an iq get/set in jabber:client".into(),
+            ));
         }
         let payload = parsed
             .children()
             .next()
             .cloned()
             .ok_or_else(|| RequestError::BadArgument("iq without payload".into()))?;
-        let type_ = if parsed.attr("type") == Some("get") { "get" } else { "set" };
+        let type_ = if parsed.attr("type") == Some("get") {
+            "get"
+        } else {
+            "set"
+        };
         let reply = self.iq(type_, parsed.attr("to"), payload).await?;
         Ok(String::from(&reply))
     }
@@ -112,8 +120,12 @@ impl Session {
         let parsed: Element = stanza
             .parse()
             .map_err(|_| RequestError::BadArgument("not well-formed XML".into()))?;
-        if parsed.ns() != ns::JABBER_CLIENT || !matches!(parsed.name(), "message" | "presence" | "iq") {
-            return Err(RequestError::BadArgument("not a stanza in jabber:client".into()));
+        if parsed.ns() != ns::JABBER_CLIENT
+            || !matches!(parsed.name(), "message" | "presence" | "iq")
+        {
+            return Err(RequestError::BadArgument(
+                "not a stanza in jabber:client".into(),
+            ));
         }
         self.send(parsed, None)
     }
