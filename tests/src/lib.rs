@@ -1,5 +1,6 @@
 //! Test harness: the real servers started by `scripts/servers start` (the test command does
 //! that), fresh accounts, clients in temporary directories, and waiting on snapshots.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 pub mod fake;
 

@@ -1,4 +1,5 @@
 //! Roster, messages, receipts, carbons, offline delivery and snapshots on the real servers.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
 

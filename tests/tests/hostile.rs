@@ -1,5 +1,6 @@
 //! Hostile input through real servers and from fake servers (HOSTILE-INPUTS.md items 4, 8
 //! and the "never send credentials in clear" rule).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::time::Duration;
 

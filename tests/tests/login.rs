@@ -1,4 +1,5 @@
 //! Registration and login against the real servers.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use linnet_client::{ClientError, ConnectionState};
 use linnet_tests::*;

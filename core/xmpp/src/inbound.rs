@@ -140,7 +140,7 @@ impl Context<'_> {
         }
     }
 
-    fn from_own_account(&self, el: &Element) -> bool {
+    fn is_from_own_account(&self, el: &Element) -> bool {
         match el.attr("from") {
             None => true,
             Some(f) => split_bare(f).as_deref() == Some(self.own.as_str()) && !f.contains('/'),
@@ -191,7 +191,7 @@ fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
     // (XEP-0280 §Security; CVE-2017-5589 and friends).
     for (kind, outgoing) in [("received", false), ("sent", true)] {
         if let Some(wrapper) = el.get_child(kind, NS_CARBONS) {
-            if !cx.from_own_account(el) || el.attr("from").is_none() {
+            if !cx.is_from_own_account(el) || el.attr("from").is_none() {
                 tracing::warn!("dropping carbon not sent by our own account");
                 return Vec::new();
             }
@@ -353,7 +353,7 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
     match (type_, payload.name(), payload.ns().as_str()) {
         ("set", "query", ns::ROSTER) => {
             // RFC 6121 §2.1.6: a roster push not from our own account MUST be ignored.
-            if !cx.from_own_account(st) {
+            if !cx.is_from_own_account(st) {
                 tracing::warn!("ignoring roster push from a foreign entity");
                 return Outcome {
                     events: Vec::new(),

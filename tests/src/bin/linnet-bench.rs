@@ -8,6 +8,7 @@
 //!    linnet-xmpp session (no storage, no snapshot) is measured in the same run as the peer,
 //!    and the difference is what our storage + snapshot layer costs;
 //! 3. login to roster on loopback (STARTTLS and direct TLS), both servers.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
