@@ -98,6 +98,7 @@ pub fn options() -> ClientOptions {
         step_timeout: Duration::from_secs(10),
         min_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(2),
+        ..ClientOptions::default()
     }
 }
 

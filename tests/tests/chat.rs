@@ -280,3 +280,54 @@ both_servers!(
     outbox_survives_being_offline,
     snapshots_initial_then_ordered_updates,
 );
+
+async fn catch_up_burst_is_coalesced(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    b.client.logout(b.account).await.unwrap();
+    const N: usize = 500;
+    for i in 0..N {
+        a.client
+            .send_message(a.account, &b.jid, &format!("burst {i}"))
+            .unwrap();
+    }
+    a.wait_conversation(&b.jid, "burst stored by the server", |s| {
+        s.messages.iter().all(|m| m.state >= DeliveryState::Sent) && s.messages.len() == 50
+    })
+    .await;
+    let rec: Recorder<ChatListSnapshot> = Recorder::default();
+    let sink = rec.clone();
+    let _sub = b
+        .client
+        .subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
+            sink.0.lock().unwrap().push(s);
+        });
+    b.client.login(b.account).await.unwrap();
+    let a_jid = a.jid.clone();
+    b.wait_list("whole burst", |s| {
+        s.conversations
+            .iter()
+            .any(|c| c.peer == a_jid && c.unread as usize == N)
+    })
+    .await;
+    let updates = rec.snapshots();
+    let with_burst = updates
+        .iter()
+        .filter(|s| s.conversations.iter().any(|c| c.peer == a.jid))
+        .count();
+    println!("{server:?}: {N} messages during catch-up → {with_burst} chat-list updates");
+    assert!(
+        with_burst * 5 <= N,
+        "{with_burst} updates for {N} messages: not coalesced"
+    );
+    assert!(updates.windows(2).all(|w| w[0].version < w[1].version));
+    let conv = b.client.open_conversation(b.account, &a.jid).unwrap();
+    let all = b.client.messages(conv, None, 1000).unwrap();
+    let bodies: Vec<String> = all.into_iter().map(|m| m.body).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("burst {i}")).collect();
+    assert_eq!(bodies, expected, "all {N}, once each, in order");
+}
+
+mod burst {
+    use super::*;
+    both_servers!(catch_up_burst_is_coalesced);
+}

@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::{lock, now_ms, ClientError, ConnectionState, Inner, ServerOverride};
-use linnet_store::{AccountId, ConversationId};
+use linnet_store::{AccountId, ConversationId, Tx};
 
 /// Events applied per batch before one snapshot is published: bounds latency under a flood
 /// while still coalescing bursts (e.g. offline messages at login).
@@ -185,31 +185,57 @@ async fn pump(
             }
         }
         let mut closed = None;
-        let mut changed: Vec<ConversationId> = Vec::new();
-        let mut roster_changed = false;
-        for ev in batch {
-            match ev {
-                Event::Closed(reason) => closed = Some(reason),
-                ev => apply(
-                    inner,
-                    account,
-                    session,
-                    ev,
-                    &mut changed,
-                    &mut roster_changed,
-                ),
+        let mut effects = Effects::default();
+        // One transaction per batch. Its commit does not wait for the disk, so the UI sees
+        // the batch at once; the fsync follows, and only then do receipts (which tell the
+        // sender we have it) go out.
+        let result = inner.store().transaction_unsynced(|tx| {
+            for ev in batch {
+                match ev {
+                    Event::Closed(reason) => closed = Some(reason),
+                    ev => {
+                        // Each store call is atomic on its own, so one event the store
+                        // refuses does not take the rest of the batch with it.
+                        if let Err(e) = apply(tx, account, session.own_jid(), ev, &mut effects) {
+                            tracing::warn!(account = account.0, error = %e, "event not applied");
+                        }
+                    }
+                }
             }
+            Ok(())
+        });
+        if let Err(e) = &result {
+            // Nothing of the batch was stored, so nothing of it is confirmed to anyone.
+            tracing::error!(account = account.0, error = %e, "storing a batch of events failed");
+            effects = Effects::default();
         }
-        if roster_changed {
+        if effects.roster_changed {
             inner.refresh_account(account);
         }
-        changed.sort_by_key(|c| c.0);
-        changed.dedup();
-        for c in &changed {
+        effects.changed.sort_by_key(|c| c.0);
+        effects.changed.dedup();
+        for c in &effects.changed {
             inner.conversation_changed(*c);
         }
-        if roster_changed || !changed.is_empty() {
+        if effects.roster_changed || !effects.changed.is_empty() {
             inner.publish_chat_list();
+        }
+        if !effects.receipts.is_empty() || !effects.approvals.is_empty() {
+            match inner.store().sync() {
+                Ok(()) => {
+                    for (to, id) in effects.receipts {
+                        let _ = session.send_receipt(&to, &id);
+                    }
+                    for to in effects.approvals {
+                        let _ = session.send_presence(Some(&to), Some("subscribed"));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(account = account.0, error = %e, "sync failed; not acknowledging")
+                }
+            }
+        } else if let Err(e) = inner.store().sync() {
+            tracing::error!(account = account.0, error = %e, "sync failed");
         }
         if let Some(reason) = closed {
             return reason;
@@ -218,117 +244,109 @@ async fn pump(
     ConnectError::Network("session ended".into())
 }
 
+/// What applying events leaves to do once they are committed.
+#[derive(Default)]
+struct Effects {
+    changed: Vec<ConversationId>,
+    roster_changed: bool,
+    receipts: Vec<(String, String)>,
+    approvals: Vec<BareJid>,
+}
+
 fn apply(
-    inner: &Inner,
+    tx: &Tx<'_>,
     account: AccountId,
-    session: &Session,
+    own: &BareJid,
     ev: Event,
-    changed: &mut Vec<ConversationId>,
-    roster_changed: &mut bool,
-) {
-    let result: Result<(), linnet_store::StoreError> = (|| {
-        match ev {
-            Event::Message(m) => on_message(inner, account, session, m, changed)?,
-            Event::Receipt { from, id } => {
-                let store = inner.store();
-                if let Some(msg) = store.message_by_account_origin_id(account, &id)? {
-                    // Only the peer the message went to can confirm its delivery.
-                    let peer = store.conversation_info(msg.conversation)?.peer;
-                    if msg.direction == Direction::Outgoing
-                        && peer == from.as_str()
-                        && store.set_delivery_state(msg.id, DeliveryState::Delivered)?
-                    {
-                        changed.push(msg.conversation);
-                    }
+    fx: &mut Effects,
+) -> Result<(), linnet_store::StoreError> {
+    match ev {
+        Event::Message(m) => on_message(tx, account, own, m, fx)?,
+        Event::Receipt { from, id } => {
+            if let Some(msg) = tx.message_by_account_origin_id(account, &id)? {
+                // Only the peer the message went to can confirm its delivery.
+                let peer = tx.conversation_info(msg.conversation)?.peer;
+                if msg.direction == Direction::Outgoing
+                    && peer == from.as_str()
+                    && tx.set_delivery_state(msg.id, DeliveryState::Delivered)?
+                {
+                    fx.changed.push(msg.conversation);
                 }
             }
-            Event::MessageError { id, condition } => {
-                let store = inner.store();
-                if let Some(msg) = store.message_by_account_origin_id(account, &id)? {
-                    if msg.direction == Direction::Outgoing {
-                        tracing::info!(message = msg.id.0, condition = %condition, "message bounced");
-                        if store.set_delivery_state(msg.id, DeliveryState::Failed)? {
-                            changed.push(msg.conversation);
-                        }
-                    }
-                }
-            }
-            Event::Acked { id } => {
-                let store = inner.store();
-                if let Some(msg) = store.message_by_account_origin_id(account, &id)? {
-                    for entry in store.outbox(account)? {
-                        if entry.message == Some(msg.id) {
-                            store.outbox_remove(entry.id)?;
-                        }
-                    }
-                    if store.set_delivery_state(msg.id, DeliveryState::Sent)? {
-                        changed.push(msg.conversation);
-                    }
-                }
-            }
-            Event::RosterPush(item) => {
-                let store = inner.store();
-                if item.subscription == Subscription::Remove {
-                    store.remove_contact(account, item.jid.as_str())?;
-                } else if let Some(rec) = contact_record(&item) {
-                    if matches!(rec.subscription, RosterSub::From | RosterSub::Both) {
-                        store.remove_subscription_request(account, item.jid.as_str())?;
-                    }
-                    store.upsert_contact(account, &rec)?;
-                }
-                *roster_changed = true;
-            }
-            Event::SubscriptionRequest { from } => {
-                let store = inner.store();
-                let contact = store.contact(account, from.as_str())?;
-                // Approve without asking when they already see our presence (a re-sent
-                // request) or when we asked for theirs first: adding someone means wanting
-                // a mutual subscription.
-                let approve = contact
-                    .map(|c| {
-                        matches!(
-                            c.subscription,
-                            RosterSub::From | RosterSub::Both | RosterSub::To
-                        ) || c.ask
-                    })
-                    .unwrap_or(false);
-                if approve {
-                    let _ = session.send_presence(Some(&from), Some("subscribed"));
-                } else {
-                    store.add_subscription_request(account, from.as_str())?;
-                    *roster_changed = true;
-                }
-            }
-            Event::Unsubscribed { from } => {
-                inner
-                    .store()
-                    .remove_subscription_request(account, from.as_str())?;
-                *roster_changed = true;
-            }
-            Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        // A database failure must not be acknowledged as success; the stanza stays
-        // un-stored and the error is visible in logs (no user data in it).
-        tracing::error!(account = account.0, error = %e, "applying event failed");
+        Event::MessageError { id, condition } => {
+            if let Some(msg) = tx.message_by_account_origin_id(account, &id)? {
+                if msg.direction == Direction::Outgoing {
+                    tracing::info!(message = msg.id.0, condition = %condition, "message bounced");
+                    if tx.set_delivery_state(msg.id, DeliveryState::Failed)? {
+                        fx.changed.push(msg.conversation);
+                    }
+                }
+            }
+        }
+        Event::Acked { id } => {
+            if let Some(msg) = tx.message_by_account_origin_id(account, &id)? {
+                for entry in tx.outbox(account)? {
+                    if entry.message == Some(msg.id) {
+                        tx.outbox_remove(entry.id)?;
+                    }
+                }
+                if tx.set_delivery_state(msg.id, DeliveryState::Sent)? {
+                    fx.changed.push(msg.conversation);
+                }
+            }
+        }
+        Event::RosterPush(item) => {
+            if item.subscription == Subscription::Remove {
+                tx.remove_contact(account, item.jid.as_str())?;
+            } else if let Some(rec) = contact_record(&item) {
+                if matches!(rec.subscription, RosterSub::From | RosterSub::Both) {
+                    tx.remove_subscription_request(account, item.jid.as_str())?;
+                }
+                tx.upsert_contact(account, &rec)?;
+            }
+            fx.roster_changed = true;
+        }
+        Event::SubscriptionRequest { from } => {
+            let contact = tx.contact(account, from.as_str())?;
+            // Approve without asking when they already see our presence (a re-sent
+            // request) or when we asked for theirs first: adding someone means wanting
+            // a mutual subscription.
+            let approve = contact
+                .map(|c| {
+                    matches!(
+                        c.subscription,
+                        RosterSub::From | RosterSub::Both | RosterSub::To
+                    ) || c.ask
+                })
+                .unwrap_or(false);
+            if approve {
+                fx.approvals.push(from);
+            } else {
+                tx.add_subscription_request(account, from.as_str())?;
+                fx.roster_changed = true;
+            }
+        }
+        Event::Unsubscribed { from } => {
+            tx.remove_subscription_request(account, from.as_str())?;
+            fx.roster_changed = true;
+        }
+        Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
     }
+    Ok(())
 }
 
 fn on_message(
-    inner: &Inner,
+    tx: &Tx<'_>,
     account: AccountId,
-    session: &Session,
+    own: &BareJid,
     m: ChatMessage,
-    changed: &mut Vec<ConversationId>,
+    fx: &mut Effects,
 ) -> Result<(), linnet_store::StoreError> {
-    let store = inner.store();
-    let Some(conversation) = store.conversation(account, m.peer.as_str(), true)? else {
+    let Some(conversation) = tx.conversation(account, m.peer.as_str(), true)? else {
         return Ok(());
     };
-    let own = session.own_jid().as_str().to_owned();
-    let inserted = store.insert_message(&NewMessage {
+    let inserted = tx.insert_message(&NewMessage {
         conversation,
         direction: if m.outgoing {
             Direction::Outgoing
@@ -336,7 +354,7 @@ fn on_message(
             Direction::Incoming
         },
         sender: if m.outgoing {
-            own
+            own.as_str().to_owned()
         } else {
             m.peer.as_str().to_owned()
         },
@@ -352,17 +370,17 @@ fn on_message(
         },
     })?;
     if let Inserted::New(_) = inserted {
-        changed.push(conversation);
+        fx.changed.push(conversation);
     }
     // Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
     // that we are online.
     if m.wants_receipt && !m.carbon && !m.outgoing {
-        let allowed = store
+        let allowed = tx
             .contact(account, m.peer.as_str())?
             .map(|c| matches!(c.subscription, RosterSub::From | RosterSub::Both))
             .unwrap_or(false);
-        if let (true, Some(id)) = (allowed, m.id.as_deref()) {
-            let _ = session.send_receipt(&m.from_full, id);
+        if let (true, Some(id)) = (allowed, m.id.clone()) {
+            fx.receipts.push((m.from_full.clone(), id));
         }
     }
     Ok(())

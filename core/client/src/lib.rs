@@ -32,6 +32,10 @@ pub struct ClientOptions {
     /// First reconnect delay; doubles up to `max_backoff`, with jitter.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Snapshots are published at once after a quiet period, then at most once per
+    /// interval while changes keep coming (a burst of 500 messages during catch-up yields a
+    /// handful of updates, not 500). 16 ms is one frame at 60 Hz.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for ClientOptions {
@@ -41,6 +45,7 @@ impl Default for ClientOptions {
             step_timeout: Duration::from_secs(20),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(120),
+            snapshot_interval: Duration::from_millis(16),
         }
     }
 }
@@ -89,6 +94,21 @@ pub(crate) struct Inner {
     model: Mutex<Model>,
     runtimes: Mutex<HashMap<AccountId, Runtime>>,
     conv_subs: Mutex<HashMap<ConversationId, ConvSub>>,
+    dirty: Mutex<Dirty>,
+    publish: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Dirty {
+    list: bool,
+    conversations: std::collections::HashSet<ConversationId>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the publisher task notice that the client is gone.
+        self.publish.notify_one();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,9 +146,12 @@ impl Client {
             model: Mutex::new(Model::default()),
             runtimes: Mutex::new(HashMap::new()),
             conv_subs: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Dirty::default()),
+            publish: Arc::new(Notify::new()),
         });
         inner.load_model()?;
-        inner.publish_chat_list();
+        inner.publish_chat_list_now();
+        tokio::spawn(publisher(Arc::downgrade(&inner), inner.publish.clone()));
         Ok(Client { inner })
     }
 
@@ -430,12 +453,20 @@ impl Client {
         Ok(())
     }
 
+    /// The chat list as of now (including changes not yet published to subscribers).
     pub fn chat_list(&self) -> Arc<ChatListSnapshot> {
-        self.inner.chat_list.borrow().clone()
+        let dirty = lock(&self.inner.dirty).list;
+        if dirty {
+            Arc::new(self.inner.build_chat_list())
+        } else {
+            self.inner.chat_list.borrow().clone()
+        }
     }
 
     /// Delivers the current chat list to `listener` before returning, then every change.
     pub fn subscribe_chat_list(&self, listener: impl ChatListListener) -> Subscription {
+        // Whatever is pending goes out now, so the first snapshot is the current state.
+        self.inner.flush();
         let rx = self.inner.chat_list.subscribe();
         let task = deliver(rx, move |s| listener.on_update(s));
         Subscription::new(task, None)
@@ -640,15 +671,49 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn publish_chat_list(&self) {
+    fn build_chat_list(&self) -> ChatListSnapshot {
         let model = lock(&self.model);
-        let snap = ChatListSnapshot {
+        ChatListSnapshot {
             version: self.clock.next(),
             accounts: model.accounts.clone(),
             conversations: model.conversations.clone(),
-        };
-        drop(model);
+        }
+    }
+
+    fn publish_chat_list_now(&self) {
+        let snap = self.build_chat_list();
         self.chat_list.send_replace(Arc::new(snap));
+    }
+
+    /// Marks the chat list changed; the publisher task delivers it (coalesced).
+    pub(crate) fn publish_chat_list(&self) {
+        lock(&self.dirty).list = true;
+        self.publish.notify_one();
+    }
+
+    /// Publishes what is dirty. Returns whether anything was.
+    fn flush(&self) -> bool {
+        let (list, convs) = {
+            let mut d = lock(&self.dirty);
+            (
+                std::mem::take(&mut d.list),
+                std::mem::take(&mut d.conversations),
+            )
+        };
+        if list {
+            self.publish_chat_list_now();
+        }
+        for conversation in &convs {
+            let window = lock(&self.conv_subs).get(conversation).map(|s| s.window);
+            if let Some(window) = window {
+                if let Ok(snap) = self.build_conversation(*conversation, window) {
+                    if let Some(sub) = lock(&self.conv_subs).get(conversation) {
+                        sub.tx.send_replace(Arc::new(snap));
+                    }
+                }
+            }
+        }
+        list || !convs.is_empty()
     }
 
     pub(crate) fn set_connection(&self, account: AccountId, state: ConnectionState) {
@@ -712,13 +777,9 @@ impl Inner {
                 .unwrap_or(list.len());
             list.insert(pos, item);
         }
-        let window = lock(&self.conv_subs).get(&conversation).map(|s| s.window);
-        if let Some(window) = window {
-            if let Ok(snap) = self.build_conversation(conversation, window) {
-                if let Some(sub) = lock(&self.conv_subs).get(&conversation) {
-                    sub.tx.send_replace(Arc::new(snap));
-                }
-            }
+        if lock(&self.conv_subs).contains_key(&conversation) {
+            lock(&self.dirty).conversations.insert(conversation);
+            self.publish.notify_one();
         }
     }
 
@@ -749,6 +810,24 @@ impl Inner {
             messages: messages.into_iter().map(message_item).collect(),
             has_more,
         })
+    }
+}
+
+/// Leading-edge throttle: the first change after a quiet interval is published at once;
+/// changes during the following interval are folded into one publication at its end.
+async fn publisher(inner: std::sync::Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            let Some(i) = inner.upgrade() else { return };
+            let interval = i.opts.snapshot_interval;
+            let published = i.flush();
+            drop(i);
+            if !published {
+                break;
+            }
+            tokio::time::sleep(interval).await;
+        }
     }
 }
 

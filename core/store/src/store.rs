@@ -17,6 +17,8 @@ use crate::types::*;
 /// outside [`Store::transaction`] is atomic on its own and committed when it returns.
 pub struct Store {
     conn: Connection,
+    /// The WAL file, for [`Store::sync`]; `None` in memory.
+    wal: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -34,7 +36,11 @@ impl Store {
     /// [`migrations::LATEST_VERSION`].
     pub fn open(path: &Path, key: &DbKey) -> Result<Store> {
         let conn = Connection::open(path)?;
-        Self::init(conn, key, true)
+        let mut store = Self::init(conn, key, true)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        store.wal = Some(wal.into());
+        Ok(store)
     }
 
     /// A throwaway database (tests, previews). Nothing touches the disk.
@@ -93,7 +99,7 @@ impl Store {
 
         let version = migrations::migrate(&mut conn, migrations::MIGRATIONS)?;
         tracing::debug!(version, "database opened");
-        Ok(Store { conn })
+        Ok(Store { conn, wal: None })
     }
 
     /// Re-encrypts the whole database with `new`. The old key stops working at once.
@@ -134,9 +140,44 @@ impl Store {
         Ok(value)
     }
 
+    /// [`Store::transaction`] whose commit does not wait for the disk: it survives the app
+    /// being killed (the data is in the OS's cache) but not a power loss, until the next
+    /// [`Store::sync`]. For received data that the UI may show at once but that must not be
+    /// acknowledged to the network before `sync`.
+    pub fn transaction_unsynced<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self.transaction(f);
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
+    /// Makes every commit so far durable: an fsync of the WAL, which holds them. In WAL
+    /// mode a commit is the WAL frames written before COMMIT returns, so flushing the file
+    /// is all that `synchronous = FULL` would have added. (Apple platforms need
+    /// F_FULLFSYNC for a real barrier; `sync_all` is fsync.)
+    pub fn sync(&self) -> Result<()> {
+        let Some(wal) = &self.wal else { return Ok(()) };
+        match std::fs::File::open(wal) {
+            Ok(f) => f.sync_all()?,
+            // No WAL (a fallback journal mode): commits there were synced by SQLite.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// `PRAGMA synchronous` as a number (2 = FULL), for tests.
+    pub fn synchronous_level(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
     }
 
     fn ops(&self) -> Tx<'_> {

@@ -961,3 +961,26 @@ fn kv_scopes() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+#[test]
+fn unsynced_transaction_commits_and_restores_full_sync() {
+    let (fx, mut store, account) = setup();
+    let c = conv(&store, account, "peer@example.org");
+    let inserted = store
+        .transaction_unsynced(|tx| tx.insert_message(&incoming(c, "fast path", base_ms())))
+        .unwrap();
+    // Durability is back to FULL for everything else, and the barrier succeeds.
+    assert_eq!(store.synchronous_level().unwrap(), 2);
+    store.sync().unwrap();
+    // Committed: another connection sees it.
+    let other = fx.open(1);
+    assert_eq!(other.message(new_id(inserted)).unwrap().body, "fast path");
+    // A failing unsynced transaction also restores FULL and leaves nothing behind.
+    let err = store.transaction_unsynced(|tx| {
+        tx.insert_message(&incoming(c, "rolled back", base_ms() + 1))?;
+        Err::<(), _>(StoreError::InvalidInput("forced"))
+    });
+    assert!(err.is_err());
+    assert_eq!(store.synchronous_level().unwrap(), 2);
+    assert_eq!(store.message_count(c).unwrap(), 1);
+}

@@ -212,6 +212,9 @@ async fn snapshot_latency_client_alone() {
         fill(&mut store, acc, "user@fake.test");
     }
     let mut opts = options();
+    if std::env::var_os("NOSPACE").is_some() {
+        opts.snapshot_interval = Duration::ZERO;
+    }
     opts.tls = linnet_client::TlsOptions {
         extra_ca_pem: Some(fake.ca_pem.clone().into_bytes()),
         only_extra_ca: true,
@@ -236,6 +239,11 @@ async fn snapshot_latency_client_alone() {
     let mut ours = Vec::new();
     for i in 0..runs {
         let body = format!("probe {i}");
+        // Isolated arrivals: snapshots are throttled to one per `snapshot_interval` while
+        // changes keep coming, so probes are spaced beyond it.
+        if std::env::var_os("NOSPACE").is_none() {
+            tokio::time::sleep(opts.snapshot_interval + Duration::from_millis(4)).await;
+        }
         let t = Instant::now();
         s.send(&format!("<message xmlns='jabber:client' from='peer7@bench.example/x' to='user@fake.test/r1' type='chat' id='m{i}'><body>{body}</body></message>")).await;
         loop {
@@ -251,6 +259,32 @@ async fn snapshot_latency_client_alone() {
             }
         }
     }
+    // A burst, as during catch-up: 500 messages written at once.
+    let burst = 500;
+    let mut xml = String::new();
+    for i in 0..burst {
+        xml.push_str(&format!("<message xmlns='jabber:client' from='peer{}@bench.example/x' to='user@fake.test/r1' type='chat' id='burst{i}'><body>burst {i}</body></message>", i % 50));
+    }
+    let last = format!("burst {}", burst - 1);
+    let t = Instant::now();
+    s.send(&xml).await;
+    let mut updates = 0;
+    let took = loop {
+        let (at, snap) = rx.recv().await.expect("snapshot");
+        updates += 1;
+        if snap
+            .conversations
+            .first()
+            .and_then(|c| c.last_message.as_ref())
+            .is_some_and(|m| m.body == last)
+        {
+            break at.duration_since(t);
+        }
+    };
+    println!(
+        "burst: {burst} messages arriving at once → {updates} chat-list updates, last one after {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
     client.shutdown().await;
 
     let f = fake.clone();
@@ -328,6 +362,9 @@ async fn main() {
     );
     cold_start().await;
     snapshot_latency_client_alone().await;
+    if std::env::var_os("ONLYLAT").is_some() {
+        return;
+    }
     for server in [Server::Prosody, Server::Ejabberd] {
         snapshot_latency(server).await;
         login_to_roster(server).await;
