@@ -186,10 +186,12 @@ async fn pump(
         }
         let mut closed = None;
         let mut effects = Effects::default();
-        // One transaction per batch. Its commit does not wait for the disk, so the UI sees
-        // the batch at once; the fsync follows, and only then do receipts (which tell the
-        // sender we have it) go out.
-        let result = inner.store().transaction_unsynced(|tx| {
+        // One transaction per batch. The chat list is updated from inside it and published
+        // while the commit runs (received messages may be shown before they are on disk;
+        // they are not acknowledged before). The commit does not wait for the disk; the
+        // fsync follows, and only then do receipts (which tell the sender we have it) go out.
+        let result = blocking(|| {
+            inner.store().transaction_unsynced(|tx| {
             for ev in batch {
                 match ev {
                     Event::Closed(reason) => closed = Some(reason),
@@ -202,26 +204,40 @@ async fn pump(
                     }
                 }
             }
+            effects.changed.sort_by_key(|c| c.0);
+            effects.changed.dedup();
+            for c in &effects.changed {
+                if let Ok(summary) = tx.conversation_info(*c) {
+                    inner.update_conversation_item(summary);
+                }
+            }
+            if !effects.changed.is_empty() {
+                inner.publish_chat_list();
+            }
             Ok(())
+        })
         });
         if let Err(e) = &result {
-            // Nothing of the batch was stored, so nothing of it is confirmed to anyone.
+            // Nothing of the batch was stored, so nothing of it is confirmed to anyone, and
+            // the model goes back to what the database holds.
             tracing::error!(account = account.0, error = %e, "storing a batch of events failed");
             effects = Effects::default();
+            if let Err(e) = inner.reload_model() {
+                tracing::error!(error = %e, "reloading the model failed");
+            }
+            inner.publish_chat_list();
         }
         if effects.roster_changed {
             inner.refresh_account(account);
-        }
-        effects.changed.sort_by_key(|c| c.0);
-        effects.changed.dedup();
-        for c in &effects.changed {
-            inner.conversation_changed(*c);
-        }
-        if effects.roster_changed || !effects.changed.is_empty() {
             inner.publish_chat_list();
         }
+        for c in &effects.changed {
+            inner.conversation_snapshot_changed(*c);
+        }
+        // The publisher was woken during the transaction; let it run before the fsync.
+        tokio::task::yield_now().await;
         if !effects.receipts.is_empty() || !effects.approvals.is_empty() {
-            match inner.store().sync() {
+            match blocking(|| inner.store().sync()) {
                 Ok(()) => {
                     for (to, id) in effects.receipts {
                         let _ = session.send_receipt(&to, &id);
@@ -234,7 +250,7 @@ async fn pump(
                     tracing::error!(account = account.0, error = %e, "sync failed; not acknowledging")
                 }
             }
-        } else if let Err(e) = inner.store().sync() {
+        } else if let Err(e) = blocking(|| inner.store().sync()) {
             tracing::error!(account = account.0, error = %e, "sync failed");
         }
         if let Some(reason) = closed {
@@ -242,6 +258,16 @@ async fn pump(
         }
     }
     ConnectError::Network("session ended".into())
+}
+
+/// Runs blocking database work without stalling the runtime: on a multi-threaded runtime
+/// the worker hands its other tasks (such as the snapshot publisher it just woke) to another
+/// thread first. A current-thread runtime has no other thread, so the work runs inline.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// What applying events leaves to do once they are committed.

@@ -82,7 +82,7 @@ struct ConvSub {
 #[derive(Default)]
 pub(crate) struct Model {
     accounts: Vec<AccountItem>,
-    conversations: Vec<ConversationItem>,
+    conversations: Vec<Arc<ConversationItem>>,
     names: HashMap<(AccountId, String), String>,
 }
 
@@ -632,6 +632,10 @@ impl Inner {
         cfg
     }
 
+    pub(crate) fn reload_model(&self) -> Result<()> {
+        self.load_model()
+    }
+
     /// Rebuilds the whole in-memory model from the database (start-up, account changes).
     fn load_model(&self) -> Result<()> {
         let store = self.store();
@@ -661,7 +665,7 @@ impl Inner {
         let conversations = store
             .conversations()?
             .into_iter()
-            .map(|c| conversation_item(c, &names))
+            .map(|c| Arc::new(conversation_item(c, &names)))
             .collect();
         drop(store);
         let mut model = lock(&self.model);
@@ -755,7 +759,10 @@ impl Inner {
                 ..
             } = &mut *model;
             for item in conversations.iter_mut().filter(|i| i.account == account) {
-                item.name = names.get(&(account, item.peer.clone())).cloned();
+                let name = names.get(&(account, item.peer.clone())).cloned();
+                if item.name != name {
+                    Arc::make_mut(item).name = name;
+                }
             }
         }
     }
@@ -766,17 +773,27 @@ impl Inner {
     pub(crate) fn conversation_changed(&self, conversation: ConversationId) {
         let summary = self.store().conversation_info(conversation);
         if let Ok(summary) = summary {
-            let mut model = lock(&self.model);
-            let item = conversation_item(summary, &model.names);
-            let list = &mut model.conversations;
-            list.retain(|c| c.id != conversation);
-            // Keep "most recent first" without a full sort: insert at its place.
-            let pos = list
-                .iter()
-                .position(|c| (c.last_activity_ms, c.id.0) < (item.last_activity_ms, item.id.0))
-                .unwrap_or(list.len());
-            list.insert(pos, item);
+            self.update_conversation_item(summary);
         }
+        self.conversation_snapshot_changed(conversation);
+    }
+
+    /// Puts a conversation's new summary into the chat-list model (not yet published).
+    pub(crate) fn update_conversation_item(&self, summary: linnet_store::ConversationSummary) {
+        let mut model = lock(&self.model);
+        let item = conversation_item(summary, &model.names);
+        let list = &mut model.conversations;
+        list.retain(|c| c.id != item.id);
+        // Keep "most recent first" without a full sort: insert at its place.
+        let pos = list
+            .iter()
+            .position(|c| (c.last_activity_ms, c.id.0) < (item.last_activity_ms, item.id.0))
+            .unwrap_or(list.len());
+        list.insert(pos, Arc::new(item));
+    }
+
+    /// Marks an open conversation's snapshot for rebuilding by the publisher.
+    pub(crate) fn conversation_snapshot_changed(&self, conversation: ConversationId) {
         if lock(&self.conv_subs).contains_key(&conversation) {
             lock(&self.dirty).conversations.insert(conversation);
             self.publish.notify_one();

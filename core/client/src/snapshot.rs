@@ -59,8 +59,9 @@ pub struct ConversationItem {
 pub struct ChatListSnapshot {
     pub version: u64,
     pub accounts: Vec<AccountItem>,
-    /// Most recent activity first.
-    pub conversations: Vec<ConversationItem>,
+    /// Most recent activity first. Items are shared between snapshots (an unchanged
+    /// conversation costs a reference count, not a copy, per update).
+    pub conversations: Vec<Arc<ConversationItem>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

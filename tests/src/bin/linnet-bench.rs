@@ -158,6 +158,7 @@ async fn snapshot_latency(server: Server) {
     let (mut e2e, mut bare, mut gap) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let body = format!("latency probe {i}");
+        tokio::time::sleep(options().snapshot_interval + Duration::from_millis(4)).await;
         let t = Instant::now();
         peer_session
             .send_xml(&format!("<message xmlns='jabber:client' to='{}' type='chat' id='p{i}'><body>{body}</body></message>", a.jid))
@@ -212,9 +213,6 @@ async fn snapshot_latency_client_alone() {
         fill(&mut store, acc, "user@fake.test");
     }
     let mut opts = options();
-    if std::env::var_os("NOSPACE").is_some() {
-        opts.snapshot_interval = Duration::ZERO;
-    }
     opts.tls = linnet_client::TlsOptions {
         extra_ca_pem: Some(fake.ca_pem.clone().into_bytes()),
         only_extra_ca: true,
@@ -241,9 +239,7 @@ async fn snapshot_latency_client_alone() {
         let body = format!("probe {i}");
         // Isolated arrivals: snapshots are throttled to one per `snapshot_interval` while
         // changes keep coming, so probes are spaced beyond it.
-        if std::env::var_os("NOSPACE").is_none() {
-            tokio::time::sleep(opts.snapshot_interval + Duration::from_millis(4)).await;
-        }
+        tokio::time::sleep(opts.snapshot_interval + Duration::from_millis(4)).await;
         let t = Instant::now();
         s.send(&format!("<message xmlns='jabber:client' from='peer7@bench.example/x' to='user@fake.test/r1' type='chat' id='m{i}'><body>{body}</body></message>")).await;
         loop {
@@ -303,6 +299,7 @@ async fn snapshot_latency_client_alone() {
     let mut bare = Vec::new();
     for i in 0..runs {
         let body = format!("bare {i}");
+        tokio::time::sleep(opts.snapshot_interval + Duration::from_millis(4)).await;
         let t = Instant::now();
         s.send(&format!("<message xmlns='jabber:client' from='peer7@bench.example/x' to='user@fake.test/r1' type='chat' id='b{i}'><body>{body}</body></message>")).await;
         loop {
@@ -362,7 +359,7 @@ async fn main() {
     );
     cold_start().await;
     snapshot_latency_client_alone().await;
-    if std::env::var_os("ONLYLAT").is_some() {
+    if std::env::args().any(|a| a == "--client-only") {
         return;
     }
     for server in [Server::Prosody, Server::Ejabberd] {
