@@ -50,12 +50,19 @@ pub(crate) async fn run(
             port: record.server_port.unwrap_or(5222),
             direct_tls: record.direct_tls,
         });
-        let cfg = inner.connect_config(
-            &jid,
-            &record.password,
-            server.as_ref(),
-            record.resource.as_deref(),
-        );
+        // One resource per device, kept across sessions: a fresh one per login would leave
+        // the server holding ghost sessions and split carbons between them.
+        let resource = match record.resource.clone() {
+            Some(r) => r,
+            None => {
+                let r = format!("linnet.{}", &linnet_xmpp::new_id()[..12]);
+                if let Err(e) = inner.store().set_account_resource(account, Some(&r)) {
+                    tracing::warn!(error = %e, "storing the resource failed");
+                }
+                r
+            }
+        };
+        let cfg = inner.connect_config(&jid, &record.password, server.as_ref(), Some(&resource));
         drop(record);
         inner.set_connection(account, ConnectionState::Connecting);
         let attempt = linnet_xmpp::connect(&cfg).await;

@@ -133,6 +133,9 @@ impl Client {
     }
 
     pub fn with_store(store: Store, opts: ClientOptions) -> Result<Client> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ClientError::Internal("Client must be created inside a tokio runtime".into())
+        })?;
         let (chat_list, _) = watch::channel(Arc::new(ChatListSnapshot {
             version: 0,
             accounts: Vec::new(),
@@ -151,7 +154,7 @@ impl Client {
         });
         inner.load_model()?;
         inner.publish_chat_list_now();
-        tokio::spawn(publisher(Arc::downgrade(&inner), inner.publish.clone()));
+        runtime.spawn(publisher(Arc::downgrade(&inner), inner.publish.clone()));
         Ok(Client { inner })
     }
 
@@ -866,5 +869,55 @@ fn conversation_item(
         }),
         unread: c.unread_count,
         last_activity_ms: c.last_activity_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let store = Store::open_in_memory(&DbKey::generate().unwrap()).unwrap();
+        assert!(matches!(
+            Client::with_store(store, ClientOptions::default()),
+            Err(ClientError::Internal(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn snapshot_versions_increase_and_first_is_delivered_at_once() {
+        let store = Store::open_in_memory(&DbKey::generate().unwrap()).unwrap();
+        let client = Client::with_store(store, ClientOptions::default()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let _sub = client.subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
+            sink.lock().unwrap().push(s.version);
+        });
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "current snapshot delivered by subscribe"
+        );
+        let acc = client.add_account("me@example.org", "pw", None).unwrap();
+        client
+            .send_message(acc, "you@example.org", "offline, queued")
+            .unwrap();
+        // Visible at once through the getter, before any publication.
+        let now = client.chat_list();
+        assert_eq!(now.conversations.len(), 1);
+        assert_eq!(
+            now.conversations[0].last_message.as_ref().unwrap().state,
+            DeliveryState::Pending
+        );
+        for _ in 0..100 {
+            if seen.lock().unwrap().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let v = seen.lock().unwrap().clone();
+        assert!(v.len() >= 2, "an update followed");
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
     }
 }
