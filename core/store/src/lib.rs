@@ -18,6 +18,7 @@ mod messages;
 pub mod migrations;
 mod outbox;
 mod roster;
+mod session;
 mod sql;
 mod store;
 mod tx;
@@ -26,6 +27,7 @@ mod types;
 pub use error::{Result, StoreError};
 pub use key::DbKey;
 pub use migrations::LATEST_VERSION;
+pub use session::{FastToken, SessionState};
 pub use store::Store;
 pub use tx::Tx;
 pub use types::{

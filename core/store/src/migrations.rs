@@ -129,7 +129,27 @@ CREATE UNIQUE INDEX kv_key ON kv (ifnull(account_id, 0), key);
 CREATE INDEX kv_by_account ON kv (account_id);
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+/// v2: what a session needs to come back fast after the process died: the XEP-0198
+/// resumption state (with the count of inbound stanzas that are durably handled, written in
+/// the same transaction as what they carried), the FAST token (XEP-0484; the database is
+/// encrypted, and the token is never logged), and the device's SASL2 user-agent id.
+const V2: &str = r#"
+CREATE TABLE session_state (
+    account_id     INTEGER PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+    sm_id          TEXT,
+    sm_location    TEXT,
+    sm_inbound     INTEGER NOT NULL DEFAULT 0 CHECK (sm_inbound BETWEEN 0 AND 4294967295),
+    fast_mechanism TEXT,
+    fast_token     TEXT,
+    fast_expiry    TEXT,
+    fast_count     INTEGER NOT NULL DEFAULT 0 CHECK (fast_count >= 0),
+    user_agent_id  TEXT,
+    updated_ms     INTEGER NOT NULL,
+    CHECK ((fast_token IS NULL) = (fast_mechanism IS NULL))
+);
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use crate::error::{Result, StoreError};
 use crate::key::DbKey;
 use crate::migrations;
+use crate::session::SessionState;
 use crate::tx::Tx;
 use crate::types::*;
 
@@ -248,6 +249,10 @@ macro_rules! delegate_to_tx {
 }
 
 delegate_to_tx! {
+    // session state
+    fn session_state(&self, account: AccountId) -> Result<SessionState>;
+    fn set_session_state(&self, account: AccountId, state: &SessionState) -> Result<()>;
+    fn set_sm_inbound(&self, account: AccountId, handled: u32) -> Result<()>;
     // accounts
     fn add_account(&self, jid: &str, password: &str) -> Result<AccountId>;
     fn account(&self, id: AccountId) -> Result<AccountRecord>;

@@ -984,3 +984,44 @@ fn unsynced_transaction_commits_and_restores_full_sync() {
     assert_eq!(store.synchronous_level().unwrap(), 2);
     assert_eq!(store.message_count(c).unwrap(), 1);
 }
+
+#[test]
+fn session_state_round_trip_and_cascade() {
+    use linnet_store::{FastToken, SessionState};
+    let (_fx, store, account) = setup();
+    assert_eq!(
+        store.session_state(account).unwrap(),
+        SessionState::default()
+    );
+    let state = SessionState {
+        sm_id: Some("sm-1".into()),
+        sm_location: None,
+        sm_inbound: 41,
+        fast: Some(FastToken {
+            mechanism: "HT-SHA-256-NONE".into(),
+            token: zeroize::Zeroizing::new("s3cr3t-token".into()),
+            expiry: Some("2026-12-01T00:00:00Z".into()),
+        }),
+        fast_count: 7,
+        user_agent_id: Some("d2c1".into()),
+    };
+    store.set_session_state(account, &state).unwrap();
+    assert_eq!(store.session_state(account).unwrap(), state);
+    assert!(
+        !format!("{state:?}").contains("s3cr3t"),
+        "token redacted in Debug"
+    );
+    store.set_sm_inbound(account, 42).unwrap();
+    assert_eq!(store.session_state(account).unwrap().sm_inbound, 42);
+    let cleared = SessionState {
+        fast: None,
+        ..state
+    };
+    store.set_session_state(account, &cleared).unwrap();
+    assert!(store.session_state(account).unwrap().fast.is_none());
+    store.remove_account(account).unwrap();
+    assert!(matches!(
+        store.set_session_state(account, &SessionState::default()),
+        Err(StoreError::NotFound(_))
+    ));
+}
