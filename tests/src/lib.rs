@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 pub mod fake;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
