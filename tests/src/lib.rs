@@ -69,6 +69,14 @@ pub fn domain(server: Server) -> String {
     var(&format!("{}_DOMAIN", server.prefix()))
 }
 
+/// The server's STARTTLS address, for putting a proxy in front of it.
+pub fn socket_addr(server: Server) -> std::net::SocketAddr {
+    let o = server_override(server, false);
+    format!("{}:{}", o.host, o.port)
+        .parse()
+        .expect("socket address")
+}
+
 pub fn server_override(server: Server, direct_tls: bool) -> ServerOverride {
     let p = server.prefix();
     let port_key = if direct_tls {
@@ -175,6 +183,16 @@ impl TestClient {
             .expect("add account");
         client.login(account).await.expect("login");
         Self::wrap(client, account, self.jid.clone(), dir)
+    }
+
+    /// Another client of an existing account, connecting through `server` (e.g. a proxy).
+    pub async fn login_via(jid: &str, server: ServerOverride) -> TestClient {
+        let (client, dir) = Self::new_client();
+        let account = client
+            .add_account(jid, PASSWORD, Some(server))
+            .expect("add account");
+        client.login(account).await.expect("login");
+        Self::wrap(client, account, jid.to_owned(), dir)
     }
 
     /// Waits until the chat list satisfies `pred`; panics with the last snapshot otherwise.

@@ -29,6 +29,7 @@ pub(crate) async fn run(
 ) {
     let mut first = Some(first);
     let mut backoff = inner.opts.min_backoff;
+    let mut last_immediate: Option<tokio::time::Instant> = None;
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -66,6 +67,7 @@ pub(crate) async fn run(
         drop(record);
         inner.set_connection(account, ConnectionState::Connecting);
         let attempt = linnet_xmpp::connect(&cfg).await;
+        let mut was_online = false;
         let reason = match attempt {
             Ok(conn) => {
                 backoff = inner.opts.min_backoff;
@@ -74,6 +76,7 @@ pub(crate) async fn run(
                 let setup = setup(&inner, account, &session).await;
                 match setup {
                     Ok(()) => {
+                        was_online = true;
                         inner.set_connection(account, ConnectionState::Online);
                         if let Some(f) = first.take() {
                             let _ = f.send(Ok(()));
@@ -107,8 +110,16 @@ pub(crate) async fn run(
             }
             break;
         }
-        // Full jitter on an exponential schedule, so that many clients dropped together by
-        // one outage do not come back in lockstep.
+        // A session that was up and dropped is retried at once (the link usually flickered);
+        // failed attempts then back off exponentially with full jitter, so that many clients
+        // dropped together by one outage do not come back in lockstep.
+        let recently = last_immediate.is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+        if was_online && !recently {
+            // Once per 30 s at most, so a server that drops us right after login does not
+            // get a tight reconnect loop.
+            last_immediate = Some(tokio::time::Instant::now());
+            continue;
+        }
         let delay = {
             let ms = backoff.as_millis() as u64;
             Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
