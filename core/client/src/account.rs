@@ -149,15 +149,17 @@ async fn setup(inner: &Inner, account: AccountId, session: &Session) -> Result<(
         linnet_xmpp::RequestError::Timeout => ConnectError::Timeout("setup"),
         other => ConnectError::Network(other.to_string()),
     };
-    let roster = session.fetch_roster().await.map_err(to_conn)?;
+    // Pipelined: both requests go out at once, one round trip for the two.
+    let (roster, carbons) = tokio::join!(session.fetch_roster(), session.enable_carbons());
+    if let Err(e) = carbons {
+        tracing::info!(error = %e, "carbons not enabled");
+    }
+    let roster = roster.map_err(to_conn)?;
     let records: Vec<ContactRecord> = roster.iter().filter_map(contact_record).collect();
     if let Err(e) = inner.store().replace_roster(account, &records, None) {
         tracing::error!(error = %e, "storing roster failed");
     }
     inner.refresh_account(account);
-    if let Err(e) = session.enable_carbons().await {
-        tracing::info!(error = %e, "carbons not enabled");
-    }
     session.send_presence(None, None).map_err(to_conn)?;
     resend_outbox(inner, account, session);
     inner.publish_chat_list();
