@@ -1,7 +1,8 @@
-//! Our connector: TCP (SRV or an explicit host), STARTTLS or direct TLS (XEP-0368), SASL
-//! (SCRAM with channel binding chosen per XEP-0440, PLAIN only as a last resort and only
-//! over TLS), resource binding and stream management. Built on tokio-xmpp's XML stream
-//! primitives; tokio-xmpp's own login is not used (see FIELD-NOTES).
+//! Our connector: TCP (SRV or an explicit host), STARTTLS or direct TLS (XEP-0368), SASL2
+//! (XEP-0388, with FAST tokens and optionally Bind2; see sasl2.rs) or legacy SASL (SCRAM with
+//! channel binding chosen per XEP-0440 and XEP-0474 downgrade protection, PLAIN only as a
+//! last resort and only over TLS), resource binding and stream management. Built on
+//! tokio-xmpp's XML stream primitives; tokio-xmpp's own login is not used (see FIELD-NOTES).
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,8 +20,11 @@ use zeroize::Zeroizing;
 
 use crate::elem::el;
 use crate::error::ConnectError;
+use crate::fast::{self, FastToken, HtBinding};
+use crate::inbound::NS_CARBONS;
 use crate::jid::{split_bare, BareJid};
-use crate::scram::{Binding, ScramClient, ScramHash};
+use crate::sasl2::{self, Method, Offer, Sasl2Auth, SmResult, Step, NS_SASL2};
+use crate::scram::{Binding, ScramClient, ScramError, ScramHash};
 use crate::tls::{self, TlsOptions};
 
 pub(crate) type Io = Box<dyn AsyncReadAndWrite + Send + 'static>;
@@ -50,6 +54,36 @@ pub struct ConnectConfig {
     /// Silence after which we probe the link (XEP-0198 `<r/>` or an XEP-0199 ping); no
     /// answer within `step_timeout` after that means the link is dead.
     pub keepalive: Duration,
+    /// Log in with SASL2 (XEP-0388: no stream restart, FAST tokens, Bind2 if `bind2`) when
+    /// the server offers it; `false` forces legacy SASL + restart + bind + `<enable/>`.
+    pub allow_sasl2: bool,
+    /// A FAST token (XEP-0484) from an earlier login: used instead of the password when the
+    /// server offers its mechanism. If the server refuses it, `connect` fails with
+    /// [`ConnectError::is_fast_token_rejected`]: drop the token and log in with the password.
+    pub fast: Option<FastToken>,
+    /// `<fast count=…/>` for this attempt with `fast`: the caller stores it and makes it
+    /// grow with every attempt (reset when the token changes). 0 sends no count.
+    pub fast_count: u32,
+    /// Invalidate `fast` with this login (XEP-0484 "log out"): no new token is issued.
+    pub fast_invalidate: bool,
+    /// Ask for a FAST token when the server offers FAST and we did not log in with one.
+    /// The new token comes back in [`Negotiated::fast_token`].
+    pub request_fast_token: bool,
+    /// XEP-0388 `<user-agent id>`: a UUID v4, stable per installation (the server derives
+    /// the Bind2 resource and keys FAST tokens on it, and ends older sessions of the same
+    /// id). Empty: derived from the JID and `resource`, which is stable when the caller
+    /// keeps one resource per device.
+    pub user_agent_id: String,
+    /// `<device/>` of the user agent (e.g. "Pixel 8"); `None`: the OS name.
+    pub device: Option<String>,
+    /// Bind the resource inside SASL2 (XEP-0386 Bind2), with stream management and carbons
+    /// enabled in the same request. Off by default: with Bind2 the server no longer delivers
+    /// offline messages, it expects the client to fetch them from its archive (XEP-0386
+    /// requires this; ejabberd deletes them from offline storage when MAM archiving is on).
+    /// Turn it on only if the caller catches up from MAM after login.
+    pub bind2: bool,
+    /// Enable carbons (XEP-0280) inside the Bind2 request when the server allows it.
+    pub inline_carbons: bool,
 }
 
 impl std::fmt::Debug for ConnectConfig {
@@ -58,6 +92,8 @@ impl std::fmt::Debug for ConnectConfig {
         f.debug_struct("ConnectConfig")
             .field("server", &self.server)
             .field("tls", &self.tls)
+            .field("allow_sasl2", &self.allow_sasl2)
+            .field("fast", &self.fast.as_ref().map(|t| &t.mechanism))
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +109,15 @@ impl ConnectConfig {
             step_timeout: Duration::from_secs(20),
             stream_management: true,
             keepalive: Duration::from_secs(90),
+            allow_sasl2: true,
+            fast: None,
+            fast_count: 0,
+            fast_invalidate: false,
+            request_fast_token: true,
+            user_agent_id: String::new(),
+            device: None,
+            bind2: false,
+            inline_carbons: true,
         }
     }
 }
@@ -89,6 +134,22 @@ pub struct Negotiated {
     pub sm_resumable: bool,
     /// Maximum stanza size the server announced (XEP-0478), if any.
     pub max_stanza_bytes: Option<u32>,
+    /// Authenticated with SASL2 (XEP-0388).
+    pub sasl2: bool,
+    /// The resource was bound inside the SASL2 exchange (XEP-0386 Bind2).
+    pub bind2: bool,
+    /// Stream management was enabled inside the Bind2 request.
+    pub sm_inline: bool,
+    /// Carbons were enabled inside the Bind2 request.
+    pub carbons_inline: bool,
+    /// A new FAST token (requested, or rotated by the server): store it (replacing the old
+    /// one, and resetting the count). `None`: keep using the current one, if any.
+    pub fast_token: Option<FastToken>,
+    /// The server's XEP-0474 downgrade-protection hash was present and matched.
+    pub ssdp: bool,
+    /// Request/response exchanges with the server until the session was ready (each XML
+    /// exchange and the TLS handshake count one; TCP connect and DNS are not counted).
+    pub round_trips: u32,
 }
 
 pub struct Connection {
@@ -159,29 +220,40 @@ async fn open_tcp(cfg: &ConnectConfig) -> Result<(TcpStream, bool), ConnectError
     Ok((tcp, direct))
 }
 
-fn header(domain: &str) -> StreamHeader<'_> {
+fn header<'a>(domain: &'a str, from: Option<&'a str>) -> StreamHeader<'a> {
     StreamHeader {
         to: Some(Cow::Borrowed(domain)),
-        from: None,
+        from: from.map(Cow::Borrowed),
         id: None,
     }
 }
 
-/// Connects and brings the stream up to TLS, returning the post-TLS features.
+/// Connects and brings the stream up to TLS, returning the post-TLS features. `from` goes
+/// into the encrypted stream's header only (XEP-0388: the bare JID we log in as; some
+/// servers offer SASL2 and FAST only then); never in clear.
 async fn secure_stream(
     cfg: &ConnectConfig,
+    from: Option<&str>,
+    rt: &mut u32,
 ) -> Result<(Stream, Element, Option<Vec<u8>>, bool), ConnectError> {
     let domain = cfg.jid.domain().to_owned();
     let tls_config = tls::client_config(&cfg.tls)?;
     let (tcp, direct) = open_tcp(cfg).await?;
     let t = timeouts(cfg);
     let (tls_stream, exporter) = if direct {
+        *rt += 1;
         tokio::time::timeout(cfg.step_timeout, tls::handshake(tcp, &domain, tls_config))
             .await
             .map_err(|_| ConnectError::Timeout("TLS handshake"))??
     } else {
-        let plain =
-            initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(&domain), t).await?;
+        *rt += 3; // header/features, starttls/proceed, TLS handshake
+        let plain = initiate_stream(
+            BufStream::new(tcp),
+            ns::JABBER_CLIENT,
+            header(&domain, None),
+            t,
+        )
+        .await?;
         let (_, mut plain) = recv_features_raw(plain, cfg.step_timeout).await?;
         let features = next_element(&mut plain, cfg.step_timeout).await?;
         if !features.is("features", ns::STREAM) || !features.has_child("starttls", ns::TLS) {
@@ -200,7 +272,8 @@ async fn secure_stream(
             .map_err(|_| ConnectError::Timeout("TLS handshake"))??
     };
     let io: Io = Box::new(BufStream::new(tls_stream));
-    let pending = initiate_stream(io, ns::JABBER_CLIENT, header(&domain), t).await?;
+    *rt += 1;
+    let pending = initiate_stream(io, ns::JABBER_CLIENT, header(&domain, from), t).await?;
     let (_, mut stream) = recv_features_raw(pending, cfg.step_timeout).await?;
     let features = next_element(&mut stream, cfg.step_timeout).await?;
     if !features.is("features", ns::STREAM) {
@@ -223,30 +296,37 @@ struct Choice {
     binding: Binding,
 }
 
-/// Picks the strongest mechanism we can complete. Channel binding is used only when the
-/// server names a type we can produce (XEP-0440); otherwise we authenticate without it
-/// instead of guessing, because a wrong guess fails the login (ejabberd, FIELD-NOTES).
-fn choose_mechanism(features: &Element, exporter: Option<&[u8]>) -> Result<Choice, ConnectError> {
-    let mechs: Vec<String> = features
+fn sasl1_mechanisms(features: &Element) -> Vec<String> {
+    features
         .get_child("mechanisms", ns::SASL)
         .map(|m| {
             m.children()
                 .filter(|c| c.is("mechanism", ns::SASL))
-                .map(|c| c.text())
+                .map(|c| c.text().trim().to_owned())
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Picks the strongest mechanism we can complete from the legacy SASL offer.
+#[cfg(test)]
+fn choose_mechanism(features: &Element, exporter: Option<&[u8]>) -> Result<Choice, ConnectError> {
+    let cb_types = sasl2::channel_binding_types(features);
+    choose_from(&sasl1_mechanisms(features), cb_types.as_deref(), exporter)
+}
+
+/// Picks the strongest mechanism we can complete (legacy SASL and SASL2 alike). Channel
+/// binding is used only when the server names a type we can produce (XEP-0440); otherwise
+/// we authenticate without it instead of guessing, because a wrong guess fails the login
+/// (ejabberd, FIELD-NOTES).
+fn choose_from(
+    mechs: &[String],
+    cb_types: Option<&[String]>,
+    exporter: Option<&[u8]>,
+) -> Result<Choice, ConnectError> {
     let has = |m: &str| mechs.iter().any(|x| x == m);
-    let cb_types: Vec<String> = features
-        .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
-        .map(|e| {
-            e.children()
-                .filter(|c| c.name() == "channel-binding")
-                .filter_map(|c| c.attr("type").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let exporter_ok = exporter.is_some() && cb_types.iter().any(|t| t == "tls-exporter");
+    let exporter_ok =
+        exporter.is_some() && cb_types.is_some_and(|t| t.iter().any(|t| t == "tls-exporter"));
     for (hash, plus, plain) in [
         (ScramHash::Sha256, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"),
         (ScramHash::Sha1, "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"),
@@ -303,32 +383,68 @@ fn decode_b64(el: &Element) -> Result<Vec<u8>, ConnectError> {
         .map_err(|_| ConnectError::Protocol("SASL data is not base64".into()))
 }
 
+fn scram_error(e: ScramError) -> ConnectError {
+    let condition = if e == ScramError::Downgrade {
+        "downgrade-detected"
+    } else {
+        "scram"
+    };
+    ConnectError::Auth {
+        condition: condition.into(),
+        text: Some(e.to_string()),
+    }
+}
+
+/// How the password login went (legacy SASL).
+struct Authenticated {
+    mechanism: &'static str,
+    channel_binding: Option<&'static str>,
+    ssdp: bool,
+}
+
+fn plain_payload(username: &str, password: &str) -> Zeroizing<Vec<u8>> {
+    let mut payload = Zeroizing::new(Vec::new());
+    payload.push(0);
+    payload.extend_from_slice(username.as_bytes());
+    payload.push(0);
+    payload.extend_from_slice(password.as_bytes());
+    payload
+}
+
+fn username(cfg: &ConnectConfig) -> Result<&str, ConnectError> {
+    cfg.jid
+        .local()
+        .ok_or_else(|| ConnectError::Config("JID has no local part".into()))
+}
+
+/// Legacy SASL (RFC 6120).
 async fn authenticate(
     stream: &mut Stream,
     features: &Element,
     exporter: Option<&[u8]>,
     cfg: &ConnectConfig,
-) -> Result<(&'static str, Option<&'static str>), ConnectError> {
-    let choice = choose_mechanism(features, exporter)?;
-    let username = cfg
-        .jid
-        .local()
-        .ok_or_else(|| ConnectError::Config("JID has no local part".into()))?;
+    rt: &mut u32,
+) -> Result<Authenticated, ConnectError> {
+    let mechs = sasl1_mechanisms(features);
+    let cb_types = sasl2::channel_binding_types(features);
+    let choice = choose_from(&mechs, cb_types.as_deref(), exporter)?;
+    let username = username(cfg)?;
     let Some(hash) = choice.hash else {
         // PLAIN: only reached over TLS (secure_stream guarantees it) and when no SCRAM exists.
-        let mut payload = Zeroizing::new(Vec::new());
-        payload.push(0);
-        payload.extend_from_slice(username.as_bytes());
-        payload.push(0);
-        payload.extend_from_slice(cfg.password.as_bytes());
+        let payload = plain_payload(username, &cfg.password);
         let auth = el("auth", ns::SASL)
             .attr("mechanism", "PLAIN")
-            .text(B64.encode(&payload))
+            .text(B64.encode(&*payload))
             .build();
         send(stream, &auth).await?;
         let reply = next_element(stream, cfg.step_timeout).await?;
+        *rt += 1;
         return if reply.is("success", ns::SASL) {
-            Ok(("PLAIN", None))
+            Ok(Authenticated {
+                mechanism: "PLAIN",
+                channel_binding: None,
+                ssdp: false,
+            })
         } else if reply.is("failure", ns::SASL) {
             Err(sasl_failure(&reply))
         } else {
@@ -342,6 +458,7 @@ async fn authenticate(
         _ => None,
     };
     let mut scram = ScramClient::new(hash, username, &cfg.password, choice.binding);
+    scram.expect_downgrade_hash(&mechs, cb_types.as_deref());
     let mech = scram.mechanism_name();
     let auth = el("auth", ns::SASL)
         .attr("mechanism", mech)
@@ -350,12 +467,10 @@ async fn authenticate(
     send(stream, &auth).await?;
     loop {
         let reply = next_element(stream, cfg.step_timeout).await?;
+        *rt += 1;
         if reply.is("challenge", ns::SASL) {
             let data = decode_b64(&reply)?;
-            let response = scram.client_final(&data).map_err(|e| ConnectError::Auth {
-                condition: "scram".into(),
-                text: Some(e.to_string()),
-            })?;
+            let response = scram.client_final(&data).map_err(scram_error)?;
             let resp = el("response", ns::SASL).text(B64.encode(response)).build();
             send(stream, &resp).await?;
         } else if reply.is("success", ns::SASL) {
@@ -366,7 +481,11 @@ async fn authenticate(
                     condition: "server-not-verified".into(),
                     text: Some(e.to_string()),
                 })?;
-            return Ok((mech, cb_name));
+            return Ok(Authenticated {
+                mechanism: mech,
+                channel_binding: cb_name,
+                ssdp: scram.downgrade_hash_verified(),
+            });
         } else if reply.is("failure", ns::SASL) {
             return Err(sasl_failure(&reply));
         } else {
@@ -377,35 +496,178 @@ async fn authenticate(
     }
 }
 
-/// Logs in: the returned connection is bound, and has stream management enabled when the
-/// server offers it and the config asks for it.
-pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
-    let (mut stream, features, exporter, direct) = secure_stream(cfg).await?;
-    let (mechanism, channel_binding) =
-        authenticate(&mut stream, &features, exporter.as_deref(), cfg).await?;
+/// The FAST token to log in with, if we hold one for a mechanism offered here that this
+/// connection can complete (an `-EXPR` token needs TLS 1.3's exporter).
+fn usable_fast_token<'a>(
+    cfg: &'a ConnectConfig,
+    offer: &Offer,
+    exporter: Option<&[u8]>,
+) -> Option<(&'static str, HtBinding, &'a FastToken, Vec<u8>)> {
+    let t = cfg.fast.as_ref()?;
+    let (mech, binding) = fast::ht_mechanism(&t.mechanism)?;
+    if !offer.fast.iter().any(|m| m == mech) {
+        return None;
+    }
+    let cb = match binding {
+        HtBinding::None => Vec::new(),
+        HtBinding::TlsExporter => exporter?.to_vec(),
+    };
+    Some((mech, binding, t, cb))
+}
 
-    let domain = cfg.jid.domain().to_owned();
-    let pending = stream.initiate_reset().send_header(header(&domain)).await?;
-    let mut stream = pending.skip_features::<Element>();
-    let features = next_element(&mut stream, cfg.step_timeout).await?;
-    if !features.is("features", ns::STREAM) || !features.has_child("bind", ns::BIND) {
+/// The mechanism to request a FAST token for. A token is bound to the mechanism it was
+/// requested for: we ask for the channel-bound one (tls-exporter, which both Prosody and
+/// ejabberd offer) only when this connection can do it and the server names it (XEP-0440),
+/// so that the next, similar connection can use it too; otherwise for the unbound one.
+fn fast_token_request(
+    offer: &Offer,
+    cb_types: Option<&[String]>,
+    exporter: Option<&[u8]>,
+) -> Option<&'static str> {
+    let offered = |m: &str| offer.fast.iter().any(|x| x == m);
+    let exporter_named = cb_types.is_some_and(|t| t.iter().any(|t| t == "tls-exporter"));
+    if exporter.is_some() && exporter_named && offered(fast::HT_SHA_256_EXPR) {
+        Some(fast::HT_SHA_256_EXPR)
+    } else if offered(fast::HT_SHA_256_NONE) {
+        Some(fast::HT_SHA_256_NONE)
+    } else {
+        None
+    }
+}
+
+const BIND2_TAG: &str = "Linnet";
+const SOFTWARE: &str = "Linnet";
+
+/// SASL2 (XEP-0388): password (SCRAM, PLAIN as last resort) or FAST token, with Bind2,
+/// inline stream management and carbons, and a FAST token request. No stream restart
+/// follows: the server sends the new features right after its `<success/>`, which we
+/// return with the outcome.
+async fn authenticate_sasl2(
+    stream: &mut Stream,
+    features: &Element,
+    offer: &Offer,
+    exporter: Option<&[u8]>,
+    cfg: &ConnectConfig,
+    rt: &mut u32,
+) -> Result<(sasl2::Outcome, Option<&'static str>, Element), ConnectError> {
+    let cb_types = sasl2::channel_binding_types(features);
+    let username = username(cfg)?;
+
+    let fast_use = usable_fast_token(cfg, offer, exporter);
+    if cfg.fast.is_some() && fast_use.is_none() {
+        tracing::debug!("FAST token not usable on this connection; using the password");
+    }
+    let (method, mechanism, channel_binding) = match fast_use {
+        Some((mech, binding, token, cb)) => (
+            Method::Ht {
+                mechanism: mech,
+                token: token.token.clone(),
+                cb_data: Zeroizing::new(cb),
+            },
+            mech,
+            (binding == HtBinding::TlsExporter).then_some("tls-exporter"),
+        ),
+        None => {
+            let choice = choose_from(&offer.mechanisms, cb_types.as_deref(), exporter)?;
+            match choice.hash {
+                None => (
+                    Method::Plain(plain_payload(username, &cfg.password)),
+                    "PLAIN",
+                    None,
+                ),
+                Some(hash) => {
+                    let cb_name = match &choice.binding {
+                        Binding::Bind { name, .. } => Some(*name),
+                        _ => None,
+                    };
+                    let mut scram = ScramClient::new(hash, username, &cfg.password, choice.binding);
+                    scram.expect_downgrade_hash(&offer.mechanisms, cb_types.as_deref());
+                    let mech = scram.mechanism_name();
+                    (Method::Scram(Box::new(scram)), mech, cb_name)
+                }
+            }
+        }
+    };
+    let using_fast = matches!(method, Method::Ht { .. });
+    let request_token = if using_fast || !cfg.request_fast_token {
+        None
+    } else {
+        fast_token_request(offer, cb_types.as_deref(), exporter)
+    };
+    let user_agent_id = if cfg.user_agent_id.is_empty() {
+        sasl2::derived_user_agent_id(&cfg.jid, &cfg.resource)
+    } else {
+        cfg.user_agent_id.clone()
+    };
+    let bind = cfg.bind2 && offer.bind2.is_some();
+    let request = sasl2::Request {
+        user_agent_id,
+        software: SOFTWARE.into(),
+        device: cfg
+            .device
+            .clone()
+            .unwrap_or_else(|| std::env::consts::OS.to_owned()),
+        bind_tag: bind.then(|| BIND2_TAG.to_owned()),
+        carbons: bind && cfg.inline_carbons && offer.bind2_offers(NS_CARBONS),
+        sm: bind && cfg.stream_management && offer.bind2_offers(ns::SM),
+        request_token,
+        fast_count: cfg.fast_count,
+        fast_invalidate: using_fast && cfg.fast_invalidate,
+    };
+    let (mut auth, first) = Sasl2Auth::new(method, mechanism, cfg.jid.clone(), request);
+    send(stream, &first).await?;
+    let outcome = loop {
+        let reply = next_element(stream, cfg.step_timeout).await?;
+        *rt += 1;
+        match auth.on_element(&reply) {
+            Ok(Step::Send(next)) => send(stream, &next).await?,
+            Ok(Step::Done(outcome)) => break *outcome,
+            Err(e) => {
+                if reply.is("continue", NS_SASL2) {
+                    let _ = send(stream, &el("abort", NS_SASL2).build()).await;
+                }
+                return Err(e);
+            }
+        }
+    };
+    // XEP-0388: the features of the authenticated stream follow at once, without a restart.
+    let features = next_element(stream, cfg.step_timeout).await?;
+    if !features.is("features", ns::STREAM) {
+        return Err(ConnectError::Protocol(
+            "expected stream features after SASL2 success".into(),
+        ));
+    }
+    Ok((outcome, channel_binding, features))
+}
+
+fn max_stanza_bytes(features: &Element) -> Option<u32> {
+    features
+        .get_child("limits", "urn:xmpp:stream-limits:0")
+        .and_then(|l| l.get_child("max-bytes", "urn:xmpp:stream-limits:0"))
+        .and_then(|m| m.text().trim().parse().ok())
+}
+
+/// Resource binding (RFC 6120) on a stream that was not bound inline.
+async fn bind_resource(
+    stream: &mut Stream,
+    features: &Element,
+    cfg: &ConnectConfig,
+    rt: &mut u32,
+) -> Result<String, ConnectError> {
+    if !features.has_child("bind", ns::BIND) {
         return Err(ConnectError::Protocol(
             "server offers no resource binding".into(),
         ));
     }
-    let max_stanza_bytes = features
-        .get_child("limits", "urn:xmpp:stream-limits:0")
-        .and_then(|l| l.get_child("max-bytes", "urn:xmpp:stream-limits:0"))
-        .and_then(|m| m.text().trim().parse().ok());
-
     let bind_id = crate::new_id();
     let bind = el("iq", ns::JABBER_CLIENT)
         .attr("type", "set")
         .attr("id", &bind_id)
         .child(el("bind", ns::BIND).child(el("resource", ns::BIND).text(cfg.resource.clone())))
         .build();
-    send(&mut stream, &bind).await?;
-    let reply = next_element(&mut stream, cfg.step_timeout).await?;
+    send(stream, &bind).await?;
+    let reply = next_element(stream, cfg.step_timeout).await?;
+    *rt += 1;
     if reply.attr("id") != Some(bind_id.as_str()) || reply.attr("type") != Some("result") {
         return Err(ConnectError::Protocol("resource binding failed".into()));
     }
@@ -416,41 +678,145 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         .ok_or_else(|| ConnectError::Protocol("bind result without JID".into()))?;
     // The server may rewrite the resource, never the account.
     match split_bare(&bound_jid) {
-        Some(bare) if bare == cfg.jid.as_str() => {}
-        _ => {
-            return Err(ConnectError::Protocol(
-                "server bound a different account".into(),
-            ))
-        }
+        Some(bare) if bare == cfg.jid.as_str() => Ok(bound_jid),
+        _ => Err(ConnectError::Protocol(
+            "server bound a different account".into(),
+        )),
     }
+}
+
+/// XEP-0198 `<enable/>` as its own exchange (when it was not done inline).
+async fn enable_sm(
+    stream: &mut Stream,
+    cfg: &ConnectConfig,
+    negotiated: &mut Negotiated,
+    rt: &mut u32,
+) -> Result<(), ConnectError> {
+    let enable = el("enable", ns::SM).attr("resume", "true").build();
+    send(stream, &enable).await?;
+    let reply = next_element(stream, cfg.step_timeout).await?;
+    *rt += 1;
+    if reply.is("enabled", ns::SM) {
+        negotiated.sm_id = reply.attr("id").map(str::to_owned);
+        negotiated.sm_resumable = matches!(reply.attr("resume"), Some("true") | Some("1"));
+    } else if !reply.is("failed", ns::SM) {
+        return Err(ConnectError::Protocol(
+            "unexpected reply to <enable/>".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Logs in: the returned connection is bound, and has stream management enabled when the
+/// server offers it and the config asks for it. SASL2 (with Bind2, inline stream management
+/// and FAST) when offered and allowed; legacy SASL, stream restart, bind and `<enable/>`
+/// otherwise.
+pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
+    if !cfg.user_agent_id.is_empty() && !sasl2::is_uuid_v4(&cfg.user_agent_id) {
+        return Err(ConnectError::Config(
+            "user_agent_id must be a UUID v4 (XEP-0388)".into(),
+        ));
+    }
+    let mut rt = 0u32;
+    let (mut stream, features, exporter, direct) =
+        secure_stream(cfg, Some(cfg.jid.as_str()), &mut rt).await?;
+    let pre_auth_limit = max_stanza_bytes(&features);
+    // SASL2 when offered with something we can complete; otherwise legacy SASL, which may
+    // still offer what SASL2 lacked.
+    let offer = if cfg.allow_sasl2 {
+        let cb_types = sasl2::channel_binding_types(&features);
+        Offer::parse(&features).filter(|o| {
+            usable_fast_token(cfg, o, exporter.as_deref()).is_some()
+                || choose_from(&o.mechanisms, cb_types.as_deref(), exporter.as_deref()).is_ok()
+        })
+    } else {
+        None
+    };
 
     let mut negotiated = Negotiated {
-        mechanism,
-        channel_binding,
+        mechanism: "",
+        channel_binding: None,
         direct_tls: direct,
-        bound_jid,
+        bound_jid: String::new(),
         sm_id: None,
         sm_resumable: false,
-        max_stanza_bytes,
+        max_stanza_bytes: None,
+        sasl2: false,
+        bind2: false,
+        sm_inline: false,
+        carbons_inline: false,
+        fast_token: None,
+        ssdp: false,
+        round_trips: 0,
     };
-    if cfg.stream_management && features.has_child("sm", ns::SM) {
-        let enable = el("enable", ns::SM).attr("resume", "true").build();
-        send(&mut stream, &enable).await?;
-        let reply = next_element(&mut stream, cfg.step_timeout).await?;
-        if reply.is("enabled", ns::SM) {
-            negotiated.sm_id = reply.attr("id").map(str::to_owned);
-            negotiated.sm_resumable = matches!(reply.attr("resume"), Some("true") | Some("1"));
-        } else if !reply.is("failed", ns::SM) {
-            return Err(ConnectError::Protocol(
-                "unexpected reply to <enable/>".into(),
-            ));
+    let mut sm_tried = false;
+    let features = if let Some(offer) = offer {
+        let (outcome, channel_binding, features) = authenticate_sasl2(
+            &mut stream,
+            &features,
+            &offer,
+            exporter.as_deref(),
+            cfg,
+            &mut rt,
+        )
+        .await?;
+        negotiated.mechanism = outcome.mechanism;
+        negotiated.channel_binding = channel_binding;
+        negotiated.sasl2 = true;
+        negotiated.ssdp = outcome.ssdp_verified;
+        negotiated.fast_token = outcome.token;
+        if outcome.bound {
+            negotiated.bind2 = true;
+            negotiated.bound_jid = outcome.authz_id;
+            negotiated.carbons_inline = outcome.carbons;
         }
+        match outcome.sm {
+            Some(SmResult::Enabled { id, resume }) => {
+                negotiated.sm_id = id;
+                negotiated.sm_resumable = resume;
+                negotiated.sm_inline = true;
+                sm_tried = true;
+            }
+            Some(SmResult::Failed) => sm_tried = true,
+            None => {}
+        }
+        features
+    } else {
+        let a = authenticate(&mut stream, &features, exporter.as_deref(), cfg, &mut rt).await?;
+        negotiated.mechanism = a.mechanism;
+        negotiated.channel_binding = a.channel_binding;
+        negotiated.ssdp = a.ssdp;
+        let domain = cfg.jid.domain().to_owned();
+        let pending = stream
+            .initiate_reset()
+            .send_header(header(&domain, Some(cfg.jid.as_str())))
+            .await?;
+        stream = pending.skip_features::<Element>();
+        let features = next_element(&mut stream, cfg.step_timeout).await?;
+        rt += 1;
+        if !features.is("features", ns::STREAM) {
+            return Err(ConnectError::Protocol("expected stream features".into()));
+        }
+        features
+    };
+    negotiated.max_stanza_bytes = max_stanza_bytes(&features).or(pre_auth_limit);
+
+    if !negotiated.bind2 {
+        negotiated.bound_jid = bind_resource(&mut stream, &features, cfg, &mut rt).await?;
     }
+    if cfg.stream_management && !sm_tried && features.has_child("sm", ns::SM) {
+        enable_sm(&mut stream, cfg, &mut negotiated, &mut rt).await?;
+    }
+    negotiated.round_trips = rt;
     tracing::debug!(
-        mechanism,
-        ?channel_binding,
+        mechanism = negotiated.mechanism,
+        channel_binding = ?negotiated.channel_binding,
         direct,
+        sasl2 = negotiated.sasl2,
+        bind2 = negotiated.bind2,
         sm = negotiated.sm_id.is_some(),
+        new_fast_token = negotiated.fast_token.is_some(),
+        round_trips = rt,
         "logged in"
     );
     Ok(Connection {
@@ -477,7 +843,7 @@ fn iq_error(reply: &Element) -> (String, Option<String>) {
 
 /// In-band registration (XEP-0077) with a username and a password only.
 pub async fn register(cfg: &ConnectConfig) -> Result<(), ConnectError> {
-    let (mut stream, features, _, _) = secure_stream(cfg).await?;
+    let (mut stream, features, _, _) = secure_stream(cfg, None, &mut 0).await?;
     if !features.has_child("register", "http://jabber.org/features/iq-register") {
         return Err(ConnectError::RegistrationUnsupported);
     }
@@ -574,6 +940,89 @@ mod tests {
         // TLS 1.2: no exporter, so no -PLUS even though offered.
         let c = choose_mechanism(&f, None).unwrap();
         assert_eq!(c.binding, Binding::None);
+    }
+
+    fn offer(fast: &[&str]) -> Offer {
+        Offer {
+            mechanisms: vec!["SCRAM-SHA-256".into()],
+            fast: fast.iter().map(|m| (*m).to_owned()).collect(),
+            ..Offer::default()
+        }
+    }
+
+    #[test]
+    fn fast_token_request_prefers_channel_binding_only_when_possible() {
+        let cbs = vec!["tls-exporter".to_owned()];
+        let both = offer(&["HT-SHA-256-NONE", "HT-SHA-256-EXPR", "HT-SHA-256-ENDP"]);
+        assert_eq!(
+            fast_token_request(&both, Some(&cbs), Some(&[1])),
+            Some("HT-SHA-256-EXPR")
+        );
+        // TLS 1.2 (no exporter), or the server did not name tls-exporter (XEP-0440).
+        assert_eq!(
+            fast_token_request(&both, Some(&cbs), None),
+            Some("HT-SHA-256-NONE")
+        );
+        assert_eq!(
+            fast_token_request(&both, None, Some(&[1])),
+            Some("HT-SHA-256-NONE")
+        );
+        assert_eq!(
+            fast_token_request(&offer(&["HT-SHA-256-ENDP"]), Some(&cbs), Some(&[1])),
+            None
+        );
+        assert_eq!(
+            fast_token_request(&offer(&[]), Some(&cbs), Some(&[1])),
+            None
+        );
+    }
+
+    #[test]
+    fn fast_token_used_only_where_it_can_work() {
+        let mut cfg = ConnectConfig::new(BareJid::parse("u@example.org").unwrap(), "pw");
+        let both = offer(&["HT-SHA-256-NONE", "HT-SHA-256-EXPR"]);
+        assert!(
+            usable_fast_token(&cfg, &both, Some(&[1])).is_none(),
+            "no token"
+        );
+        cfg.fast = Some(FastToken::new(
+            "HT-SHA-256-EXPR",
+            "t",
+            "2030-01-01T00:00:00Z",
+        ));
+        let (mech, binding, _, cb) = usable_fast_token(&cfg, &both, Some(&[7])).unwrap();
+        assert_eq!(
+            (mech, binding, cb),
+            ("HT-SHA-256-EXPR", HtBinding::TlsExporter, vec![7])
+        );
+        // An -EXPR token needs the exporter; the server must still offer the mechanism.
+        assert!(usable_fast_token(&cfg, &both, None).is_none());
+        assert!(usable_fast_token(&cfg, &offer(&["HT-SHA-256-NONE"]), Some(&[7])).is_none());
+        cfg.fast = Some(FastToken::new(
+            "HT-SHA-256-NONE",
+            "t",
+            "2030-01-01T00:00:00Z",
+        ));
+        let (_, binding, _, cb) = usable_fast_token(&cfg, &both, None).unwrap();
+        assert_eq!((binding, cb), (HtBinding::None, vec![]));
+        cfg.fast = Some(FastToken::new(
+            "HT-SHA-512-NONE",
+            "t",
+            "2030-01-01T00:00:00Z",
+        ));
+        assert!(usable_fast_token(&cfg, &offer(&["HT-SHA-512-NONE"]), None).is_none());
+    }
+
+    #[test]
+    fn debug_output_has_no_secrets() {
+        let mut cfg = ConnectConfig::new(BareJid::parse("u@example.org").unwrap(), "hunter2");
+        cfg.fast = Some(FastToken::new(
+            "HT-SHA-256-NONE",
+            "secret-token:fast-abc",
+            "2030-01-01T00:00:00Z",
+        ));
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("secret-token") && !dbg.contains("u@"));
     }
 
     #[test]

@@ -36,6 +36,16 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// `Auth` condition of a failed FAST (XEP-0484) login: the token is no longer accepted.
+    /// The caller discards it and logs in with the password (the server's own condition is
+    /// in the text).
+    pub const FAST_TOKEN_REJECTED: &'static str = "fast-token-rejected";
+
+    /// A FAST token login failed: drop the token, log in with the password.
+    pub fn is_fast_token_rejected(&self) -> bool {
+        matches!(self, ConnectError::Auth { condition, .. } if condition == Self::FAST_TOKEN_REJECTED)
+    }
+
     /// Errors that retrying later may fix (as opposed to wrong credentials or certificates).
     pub fn is_transient(&self) -> bool {
         matches!(

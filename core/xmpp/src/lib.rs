@@ -4,16 +4,20 @@
 mod connect;
 mod elem;
 mod error;
+mod fast;
 pub mod inbound;
 pub mod jid;
+mod sasl2;
 pub mod scram;
 mod session;
 mod tls;
 
 pub use connect::{connect, register, ConnectConfig, Connection, Negotiated, ServerAddr};
 pub use error::{ConnectError, RequestError};
+pub use fast::FastToken;
 pub use inbound::{ChatMessage, Event, RosterItem, Subscription};
 pub use jid::{BareJid, JidError};
+pub use sasl2::new_user_agent_id;
 pub use session::{chat_stanza, stanza_to_string, Session};
 pub use tls::TlsOptions;
 

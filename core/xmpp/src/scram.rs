@@ -99,6 +99,10 @@ pub enum ScramError {
     BadServerSignature,
     #[error("SCRAM exchange used out of order")]
     State,
+    #[error(
+        "downgrade detected: the server's mechanism or channel-binding list was altered (XEP-0474)"
+    )]
+    Downgrade,
 }
 
 enum State {
@@ -116,6 +120,29 @@ pub struct ScramClient {
     binding: Binding,
     client_first_bare: String,
     state: State,
+    /// XEP-0474: our hash of the mechanism and channel-binding lists the server offered.
+    ssdp_expected: Option<String>,
+    ssdp_verified: bool,
+}
+
+/// XEP-0474 (SSDP) hash: the sorted mechanism names joined by %x1E, then (if the server used
+/// XEP-0440) %x1F and the sorted channel-binding types joined by %x1E, hashed with the SCRAM
+/// hash and base64-encoded. Sorting is by octets ("i;octet").
+pub fn ssdp_hash(
+    hash: ScramHash,
+    mechanisms: &[String],
+    channel_bindings: Option<&[String]>,
+) -> String {
+    let mut mechs: Vec<&str> = mechanisms.iter().map(String::as_str).collect();
+    mechs.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut s = mechs.join("\u{1e}");
+    if let Some(cbs) = channel_bindings {
+        let mut cbs: Vec<&str> = cbs.iter().map(String::as_str).collect();
+        cbs.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        s.push('\u{1f}');
+        s.push_str(&cbs.join("\u{1e}"));
+    }
+    B64.encode(hash.hash(s.as_bytes()))
 }
 
 impl ScramClient {
@@ -124,6 +151,17 @@ impl ScramClient {
         rand::thread_rng().fill_bytes(&mut raw);
         let nonce = B64.encode(raw);
         Self::with_nonce(hash, username, password, binding, nonce)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new_for_test(
+        hash: ScramHash,
+        username: &str,
+        password: &str,
+        binding: Binding,
+        nonce: &str,
+    ) -> Self {
+        Self::with_nonce(hash, username, password, binding, nonce.to_owned())
     }
 
     fn with_nonce(
@@ -143,6 +181,8 @@ impl ScramClient {
             binding,
             client_first_bare,
             state: State::Initial,
+            ssdp_expected: None,
+            ssdp_verified: false,
         }
     }
 
@@ -153,6 +193,23 @@ impl ScramClient {
             (ScramHash::Sha256, false) => "SCRAM-SHA-256",
             (ScramHash::Sha256, true) => "SCRAM-SHA-256-PLUS",
         }
+    }
+
+    /// Enables XEP-0474 downgrade protection: `mechanisms` and `channel_bindings` are what
+    /// the server advertised (for the SASL profile in use; `None` if it did not use
+    /// XEP-0440). If the server-first-message carries an `h` attribute that does not match,
+    /// the exchange fails with [`ScramError::Downgrade`].
+    pub fn expect_downgrade_hash(
+        &mut self,
+        mechanisms: &[String],
+        channel_bindings: Option<&[String]>,
+    ) {
+        self.ssdp_expected = Some(ssdp_hash(self.hash, mechanisms, channel_bindings));
+    }
+
+    /// Whether the server sent an XEP-0474 hash and it matched.
+    pub fn downgrade_hash_verified(&self) -> bool {
+        self.ssdp_verified
     }
 
     pub fn username(&self) -> &str {
@@ -184,6 +241,14 @@ impl ScramClient {
         }
         if attr(&attrs, 'm').is_some() {
             return Err(ScramError::Malformed("mandatory extension"));
+        }
+        // XEP-0474: the hash is part of the server-first-message, hence of the AuthMessage
+        // both sides sign, so a MITM who rewrote the lists cannot also fix the hash.
+        if let (Some(received), Some(expected)) = (attr(&attrs, 'h'), &self.ssdp_expected) {
+            if !constant_time_eq(received.as_bytes(), expected.as_bytes()) {
+                return Err(ScramError::Downgrade);
+            }
+            self.ssdp_verified = true;
         }
         let nonce = attr(&attrs, 'r').ok_or(ScramError::Malformed("no nonce"))?;
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
@@ -361,6 +426,60 @@ mod tests {
             c.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="),
             Err(ScramError::BadServerSignature)
         );
+    }
+
+    // XEP-0474 §4 example: SHA-1 of
+    // 'SCRAM-SHA-1 \x1e SCRAM-SHA-1-PLUS \x1f tls-exporter \x1e tls-server-end-point'.
+    #[test]
+    fn ssdp_hash_matches_xep_example() {
+        let mechs = vec!["SCRAM-SHA-1-PLUS".to_owned(), "SCRAM-SHA-1".to_owned()];
+        let cbs = vec!["tls-server-end-point".to_owned(), "tls-exporter".to_owned()];
+        assert_eq!(
+            ssdp_hash(ScramHash::Sha1, &mechs, Some(&cbs)),
+            "G6k/rBLDqgOhRRaCuuatSDFkJ08="
+        );
+    }
+
+    #[test]
+    fn ssdp_mismatch_fails_match_passes_absence_is_ignored() {
+        let mechs = vec!["SCRAM-SHA-1".to_owned(), "PLAIN".to_owned()];
+        let good = ssdp_hash(ScramHash::Sha1, &mechs, None);
+        let mk = || {
+            let mut c = ScramClient::with_nonce(
+                ScramHash::Sha1,
+                "user",
+                "pencil",
+                Binding::None,
+                "abc".into(),
+            );
+            c.expect_downgrade_hash(&mechs, None);
+            c.client_first();
+            c
+        };
+        // What a MITM who stripped SCRAM-SHA-256 from the list would leave us to see: the
+        // server hashed a longer list than ours.
+        let longer = ssdp_hash(
+            ScramHash::Sha1,
+            &[
+                "SCRAM-SHA-256".to_owned(),
+                "SCRAM-SHA-1".to_owned(),
+                "PLAIN".to_owned(),
+            ],
+            None,
+        );
+        let mut c = mk();
+        assert_eq!(
+            c.client_final(format!("r=abcdef,s=QSXCR+Q6sek8bf92,i=4096,h={longer}").as_bytes()),
+            Err(ScramError::Downgrade)
+        );
+        let mut c = mk();
+        c.client_final(format!("r=abcdef,s=QSXCR+Q6sek8bf92,i=4096,h={good}").as_bytes())
+            .unwrap();
+        assert!(c.downgrade_hash_verified());
+        let mut c = mk();
+        c.client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096")
+            .unwrap();
+        assert!(!c.downgrade_hash_verified());
     }
 
     #[test]
