@@ -216,3 +216,51 @@ async fn bad_app_input_is_an_error() {
         Err(ClientError::Network(_))
     ));
 }
+
+async fn second_login_uses_the_stored_fast_token(server: Server) {
+    let a = TestClient::register(server, "fast").await;
+    assert!(a
+        .client
+        .negotiated(a.account)
+        .unwrap()
+        .mechanism
+        .starts_with("SCRAM-"));
+    a.client.logout(a.account).await.unwrap();
+    a.client.login(a.account).await.unwrap();
+    let n = a.client.negotiated(a.account).unwrap();
+    assert!(
+        n.mechanism.starts_with("HT-SHA-256-"),
+        "second login with the token: {}",
+        n.mechanism
+    );
+    a.client.logout(a.account).await.unwrap();
+    // A token the server does not know: refused, dropped, and the password login follows.
+    let store = a.open_store();
+    let mut state = store.session_state(a.account).unwrap();
+    let used = state.fast_count;
+    assert!(used >= 1, "the counter grows with each use");
+    state.fast.as_mut().unwrap().token = zeroize::Zeroizing::new("not-a-token".into());
+    store.set_session_state(a.account, &state).unwrap();
+    drop(store);
+    a.client
+        .login(a.account)
+        .await
+        .expect("falls back to the password");
+    assert!(a
+        .client
+        .negotiated(a.account)
+        .unwrap()
+        .mechanism
+        .starts_with("SCRAM-"));
+    let fresh = a.open_store().session_state(a.account).unwrap();
+    assert_ne!(
+        fresh.fast.unwrap().token.as_str(),
+        "not-a-token",
+        "a new token replaced it"
+    );
+}
+
+mod fast {
+    use super::*;
+    both_servers!(second_login_uses_the_stored_fast_token);
+}

@@ -63,10 +63,45 @@ pub(crate) async fn run(
                 r
             }
         };
-        let cfg = inner.connect_config(&jid, &record.password, server.as_ref(), Some(&resource));
+        let mut cfg =
+            inner.connect_config(&jid, &record.password, server.as_ref(), Some(&resource));
         drop(record);
+        let mut state = inner.store().session_state(account).unwrap_or_default();
+        apply_session_state(&mut cfg, &mut state);
+        if let Err(e) = inner.store().set_session_state(account, &state) {
+            tracing::warn!(error = %e, "storing session state failed");
+        }
         inner.set_connection(account, ConnectionState::Connecting);
         let attempt = linnet_xmpp::connect(&cfg).await;
+        if let Ok(conn) = &attempt {
+            if let Some(token) = &conn.negotiated.fast_token {
+                // A new (or rotated) token: its counter starts again.
+                state.fast = Some(linnet_store::FastToken {
+                    mechanism: token.mechanism.clone(),
+                    token: token.token.clone(),
+                    expiry: Some(token.expiry.clone()),
+                });
+                state.fast_count = 0;
+                if let Err(e) = inner.store().set_session_state(account, &state) {
+                    tracing::warn!(error = %e, "storing the FAST token failed");
+                }
+            }
+        }
+        if let Err(e) = &attempt {
+            if e.is_fast_token_rejected() {
+                // XEP-0484: a refused token is dropped; the password path follows at once.
+                tracing::info!(
+                    account = account.0,
+                    "FAST token refused; using the password"
+                );
+                state.fast = None;
+                state.fast_count = 0;
+                if let Err(e) = inner.store().set_session_state(account, &state) {
+                    tracing::warn!(error = %e, "clearing the FAST token failed");
+                }
+                continue;
+            }
+        }
         let mut was_online = false;
         let reason = match attempt {
             Ok(conn) => {
@@ -139,6 +174,29 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(delay) => {}
             _ = wake.notified() => { backoff = inner.opts.min_backoff; }
         }
+    }
+}
+
+/// Puts the stored FAST token (with its next counter) and the device's user-agent id into
+/// the login, creating the id on first use. The counter is stored before the attempt, so a
+/// crash mid-login can never make us reuse a count.
+fn apply_session_state(
+    cfg: &mut linnet_xmpp::ConnectConfig,
+    state: &mut linnet_store::SessionState,
+) {
+    let id = state
+        .user_agent_id
+        .get_or_insert_with(linnet_xmpp::new_user_agent_id)
+        .clone();
+    cfg.user_agent_id = id;
+    if let Some(t) = &state.fast {
+        state.fast_count = state.fast_count.saturating_add(1);
+        cfg.fast = Some(linnet_xmpp::FastToken::new(
+            &t.mechanism,
+            &t.token,
+            t.expiry.as_deref().unwrap_or(""),
+        ));
+        cfg.fast_count = state.fast_count;
     }
 }
 
