@@ -132,7 +132,10 @@ pub(crate) async fn run(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        if !reason.is_transient() {
+        // Wrong credentials or certificates will not fix themselves; a protocol hiccup or a
+        // network failure may, so those are retried with backoff.
+        let retry = reason.is_transient() || matches!(reason, ConnectError::Protocol(_));
+        if !retry {
             tracing::info!(account = account.0, error = %reason, "login failed; not retrying");
             inner.set_connection(
                 account,
