@@ -126,3 +126,125 @@ fn register_roster_send_history_and_exit_codes() {
     let out = linnet(&c_dir, &a_key, &["login"], None);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
+
+/// kill -9 of a sending client mid-stream, then a restart: every message the CLI confirmed
+/// arrives exactly once, in order.
+async fn kill_and_restart(server: Server) {
+    use std::io::{BufRead, BufReader, Write};
+    let (a, b) = contacts_pair(server).await;
+    a.client.shutdown().await;
+    let o = server_override(server, false);
+    let host = format!("{}:{}", o.host, o.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = keyfile(tmp.path(), "key");
+    let dir = tmp.path().join("a");
+    let out = linnet(
+        &dir,
+        &key,
+        &["add-account", &a.jid, "--server", &host],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    let spawn_watch = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_linnet"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--ca")
+            .arg(var("LINNET_CA"))
+            .arg("--only-ca")
+            .arg("watch")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut confirmed = Vec::new();
+    for round in 0..3 {
+        let mut child = spawn_watch();
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        for i in 0..20 {
+            let cmd =
+                serde_json::json!({"cmd": "send", "to": b.jid, "body": format!("r{round} m{i}")});
+            writeln!(stdin, "{cmd}").unwrap();
+        }
+        // Read results until about half are confirmed, then kill -9 mid-stream.
+        let reader = std::thread::spawn(move || {
+            let mut ok = 0;
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v["event"] == "login_failed" {
+                    eprintln!("watch: {line}");
+                }
+                if v["event"] == "result" && v["ok"] == true {
+                    ok += 1;
+                    if ok == 10 {
+                        break;
+                    }
+                }
+            }
+            ok
+        });
+        let ok = reader.join().unwrap();
+        child.kill().unwrap();
+        let _ = child.wait();
+        // Commands are processed in order, so the first `ok` were confirmed to the user.
+        confirmed.extend((0..ok).map(|i| format!("r{round} m{i}")));
+    }
+    // A last run with nothing new: its login re-sends whatever the outbox still holds.
+    let mut child = spawn_watch();
+    let stdin = child.stdin.take().unwrap();
+    let want = confirmed.len();
+    b.wait_conversation(&a.jid, "every confirmed message", |s| {
+        s.messages
+            .iter()
+            .filter(|m| m.direction == linnet_client::Direction::Incoming)
+            .count()
+            >= want
+    })
+    .await;
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    let conv = b.client.open_conversation(b.account, &a.jid).unwrap();
+    let got: Vec<String> = b
+        .client
+        .messages(conv, None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.direction == linnet_client::Direction::Incoming)
+        .map(|m| m.body)
+        .collect();
+    // Confirmed messages: each exactly once and in order; unconfirmed ones may or may not
+    // have gone out (the user was never told they were), but never twice.
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        got.iter().all(|m| seen.insert(m.clone())),
+        "duplicates: {got:?}"
+    );
+    let confirmed_got: Vec<&String> = got.iter().filter(|m| confirmed.contains(m)).collect();
+    assert_eq!(
+        confirmed_got.len(),
+        confirmed.len(),
+        "lost a confirmed message: {got:?}; confirmed {confirmed:?}; snapshot {snap_bodies:?}"
+    );
+    assert!(
+        confirmed_got
+            .iter()
+            .zip(confirmed.iter())
+            .all(|(a, b)| *a == b),
+        "order: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_confirmed() {
+    for server in [Server::Prosody, Server::Ejabberd] {
+        kill_and_restart(server).await;
+    }
+}

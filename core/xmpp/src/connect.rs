@@ -84,6 +84,37 @@ pub struct ConnectConfig {
     pub bind2: bool,
     /// Enable carbons (XEP-0280) inside the Bind2 request when the server allows it.
     pub inline_carbons: bool,
+    /// Resume this earlier XEP-0198 session instead of binding a new one (inline in SASL2
+    /// when the server offers it there, else `<resume/>` after authentication). If the
+    /// server refuses, the same connection falls back to a fresh bind and `<enable/>` and
+    /// [`Negotiated::resume_failed`] is set. A server that offers no stream management gets
+    /// no resume attempt (also reported as `resume_failed`).
+    pub resume: Option<ResumeRequest>,
+}
+
+/// What is needed to resume an XEP-0198 session (from [`crate::SmState`] of the old one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The `<enabled id>` of the session to resume.
+    pub previd: String,
+    /// The server's `<enabled location>`: where to connect for the resumption (`host`,
+    /// `host:port` or `[v6]:port`; STARTTLS). `None`: the normal address.
+    pub location: Option<String>,
+    /// How many of the server's stanzas we handled (durably) in the old stream.
+    pub h: u32,
+    /// The full JID the old session was bound to, if known: becomes
+    /// [`Negotiated::bound_jid`] after a legacy resume (which does not tell it again).
+    pub bound_jid: Option<String>,
+}
+
+/// Stream-management counters a session starts from: zero for a new stream; after a
+/// resumption, the old stream's (our handled count and what the server says it handled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmBase {
+    /// Inbound stanzas already counted (our `h`).
+    pub inbound: u32,
+    /// Outbound stanzas already sent and acknowledged (the server's `h`).
+    pub outbound: u32,
 }
 
 impl std::fmt::Debug for ConnectConfig {
@@ -118,6 +149,7 @@ impl ConnectConfig {
             device: None,
             bind2: false,
             inline_carbons: true,
+            resume: None,
         }
     }
 }
@@ -150,12 +182,37 @@ pub struct Negotiated {
     /// Request/response exchanges with the server until the session was ready (each XML
     /// exchange and the TLS handshake count one; TCP connect and DNS are not counted).
     pub round_trips: u32,
+    /// XEP-0198 `<enabled location>`: where to reconnect for a resumption.
+    pub sm_location: Option<String>,
+    /// The session was resumed (`ConnectConfig::resume`): the server's `h`, i.e. how many
+    /// of our stanzas it handled in the old stream. Re-send the unacknowledged rest.
+    pub resumed: Option<u32>,
+    /// The resumption was done inside SASL2 (no separate `<resume/>` exchange).
+    pub resume_inline: bool,
+    /// A resumption was asked for but refused (or impossible): this is a fresh session.
+    pub resume_failed: bool,
+    /// The `h` the server gave in its `<failed/>`, if any: how many of our stanzas of the
+    /// old stream it handled.
+    pub resume_failed_h: Option<u32>,
+    /// Counters the session starts from ([`crate::Session::start`] uses them;
+    /// pass them to [`crate::Session::start_durable`]).
+    pub sm_base: SmBase,
+}
+
+impl Negotiated {
+    /// The counters to start the session from (see [`SmBase`]).
+    pub fn sm_base(&self) -> SmBase {
+        self.sm_base
+    }
 }
 
 pub struct Connection {
     pub(crate) stream: Stream,
     pub negotiated: Negotiated,
     pub(crate) step_timeout: Duration,
+    /// Stanzas the server sent before `<enabled/>` (ejabberd hands a replaced session's
+    /// queue to the new one right after bind): replayed by the session, never dropped.
+    pub(crate) early: Vec<Element>,
 }
 
 pub(crate) async fn next_element<S: AsyncReadAndWrite>(
@@ -613,6 +670,11 @@ async fn authenticate_sasl2(
         request_token,
         fast_count: cfg.fast_count,
         fast_invalidate: using_fast && cfg.fast_invalidate,
+        resume: cfg
+            .resume
+            .as_ref()
+            .filter(|_| offer.sm_resume)
+            .map(|r| (r.previd.clone(), r.h)),
     };
     let (mut auth, first) = Sasl2Auth::new(method, mechanism, cfg.jid.clone(), request);
     send(stream, &first).await?;
@@ -630,6 +692,11 @@ async fn authenticate_sasl2(
             }
         }
     };
+    if matches!(outcome.resume, Some(sasl2::ResumeResult::Resumed { .. })) {
+        // After an inline resumption the old session goes on: no features follow (Prosody
+        // and ejabberd send none; should one come anyway, the driver ignores it).
+        return Ok((outcome, channel_binding, el("features", ns::STREAM).build()));
+    }
     // XEP-0388: the features of the authenticated stream follow at once, without a restart.
     let features = next_element(stream, cfg.step_timeout).await?;
     if !features.is("features", ns::STREAM) {
@@ -638,6 +705,82 @@ async fn authenticate_sasl2(
         ));
     }
     Ok((outcome, channel_binding, features))
+}
+
+/// Where to connect for a resumption: the server's `location` if it gave one.
+fn resume_target(cfg: &ConnectConfig) -> Option<ServerAddr> {
+    let loc = cfg.resume.as_ref()?.location.as_deref()?.trim();
+    if loc.is_empty() {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = loc.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        (h.to_owned(), port)
+    } else if loc.matches(':').count() == 1 {
+        let (h, p) = loc.split_once(':')?;
+        (h.to_owned(), p.parse().ok())
+    } else {
+        (loc.to_owned(), None)
+    };
+    Some(ServerAddr {
+        host,
+        port: port.unwrap_or(5222),
+        direct_tls: false,
+    })
+}
+
+/// XEP-0198 `<resume/>` on an authenticated stream (legacy path, or SASL2 without inline
+/// resumption). `Ok(true)`: resumed; `Ok(false)`: refused (fresh session follows).
+async fn resume_sm(
+    stream: &mut Stream,
+    cfg: &ConnectConfig,
+    req: &ResumeRequest,
+    negotiated: &mut Negotiated,
+    rt: &mut u32,
+) -> Result<bool, ConnectError> {
+    let resume = el("resume", ns::SM)
+        .attr("previd", &req.previd)
+        .attr("h", req.h.to_string())
+        .build();
+    send(stream, &resume).await?;
+    let reply = next_element(stream, cfg.step_timeout).await?;
+    *rt += 1;
+    if reply.is("resumed", ns::SM) {
+        if reply.attr("previd") != Some(req.previd.as_str()) {
+            return Err(ConnectError::Protocol(
+                "server resumed a different session than the one we asked for".into(),
+            ));
+        }
+        let h = sasl2::parse_h(&reply)?
+            .ok_or_else(|| ConnectError::Protocol("<resumed/> without h".into()))?;
+        mark_resumed(negotiated, req, h);
+        Ok(true)
+    } else if reply.is("failed", ns::SM) {
+        negotiated.resume_failed = true;
+        negotiated.resume_failed_h = sasl2::parse_h(&reply)?;
+        Ok(false)
+    } else {
+        Err(ConnectError::Protocol(
+            "unexpected reply to <resume/>".into(),
+        ))
+    }
+}
+
+fn mark_resumed(negotiated: &mut Negotiated, req: &ResumeRequest, h: u32) {
+    negotiated.resumed = Some(h);
+    negotiated.sm_id = Some(req.previd.clone());
+    negotiated.sm_resumable = true;
+    negotiated.sm_location = req.location.clone();
+    negotiated.sm_base = SmBase {
+        inbound: req.h,
+        outbound: h,
+    };
+    if negotiated.bound_jid.is_empty() || !negotiated.bound_jid.contains('/') {
+        if let Some(j) = &req.bound_jid {
+            negotiated.bound_jid = j.clone();
+        }
+    }
 }
 
 fn max_stanza_bytes(features: &Element) -> Option<u32> {
@@ -691,18 +834,30 @@ async fn enable_sm(
     cfg: &ConnectConfig,
     negotiated: &mut Negotiated,
     rt: &mut u32,
+    early: &mut Vec<Element>,
 ) -> Result<(), ConnectError> {
     let enable = el("enable", ns::SM).attr("resume", "true").build();
     send(stream, &enable).await?;
-    let reply = next_element(stream, cfg.step_timeout).await?;
+    let reply = loop {
+        let reply = next_element(stream, cfg.step_timeout).await?;
+        if reply.ns() == ns::JABBER_CLIENT && matches!(reply.name(), "message" | "presence" | "iq")
+        {
+            early.push(reply);
+            continue;
+        }
+        break reply;
+    };
     *rt += 1;
     if reply.is("enabled", ns::SM) {
         negotiated.sm_id = reply.attr("id").map(str::to_owned);
         negotiated.sm_resumable = matches!(reply.attr("resume"), Some("true") | Some("1"));
+        negotiated.sm_location = reply.attr("location").map(str::to_owned);
     } else if !reply.is("failed", ns::SM) {
-        return Err(ConnectError::Protocol(
-            "unexpected reply to <enable/>".into(),
-        ));
+        return Err(ConnectError::Protocol(format!(
+            "unexpected reply to <enable/>: <{} xmlns='{}'>",
+            reply.name(),
+            reply.ns()
+        )));
     }
     Ok(())
 }
@@ -718,6 +873,17 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         ));
     }
     let mut rt = 0u32;
+    let mut early: Vec<Element> = Vec::new();
+    let resume_cfg;
+    let cfg = match resume_target(cfg) {
+        Some(addr) => {
+            let mut c = cfg.clone();
+            c.server = Some(addr);
+            resume_cfg = c;
+            &resume_cfg
+        }
+        None => cfg,
+    };
     let (mut stream, features, exporter, direct) =
         secure_stream(cfg, Some(cfg.jid.as_str()), &mut rt).await?;
     let pre_auth_limit = max_stanza_bytes(&features);
@@ -748,8 +914,15 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         fast_token: None,
         ssdp: false,
         round_trips: 0,
+        sm_location: None,
+        resumed: None,
+        resume_inline: false,
+        resume_failed: false,
+        resume_failed_h: None,
+        sm_base: SmBase::default(),
     };
     let mut sm_tried = false;
+    let mut resume_tried = false;
     let features = if let Some(offer) = offer {
         let (outcome, channel_binding, features) = authenticate_sasl2(
             &mut stream,
@@ -767,8 +940,22 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         negotiated.fast_token = outcome.token;
         if outcome.bound {
             negotiated.bind2 = true;
-            negotiated.bound_jid = outcome.authz_id;
+            negotiated.bound_jid = outcome.authz_id.clone();
             negotiated.carbons_inline = outcome.carbons;
+        }
+        match (&outcome.resume, &cfg.resume) {
+            (Some(sasl2::ResumeResult::Resumed { h }), Some(req)) => {
+                resume_tried = true;
+                negotiated.bound_jid = outcome.authz_id.clone();
+                negotiated.resume_inline = true;
+                mark_resumed(&mut negotiated, req, *h);
+            }
+            (Some(sasl2::ResumeResult::Failed { h }), _) => {
+                resume_tried = true;
+                negotiated.resume_failed = true;
+                negotiated.resume_failed_h = *h;
+            }
+            _ => {}
         }
         match outcome.sm {
             Some(SmResult::Enabled { id, resume }) => {
@@ -801,11 +988,21 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
     };
     negotiated.max_stanza_bytes = max_stanza_bytes(&features).or(pre_auth_limit);
 
-    if !negotiated.bind2 {
-        negotiated.bound_jid = bind_resource(&mut stream, &features, cfg, &mut rt).await?;
+    if let (Some(req), false) = (&cfg.resume, resume_tried) {
+        if features.has_child("sm", ns::SM) {
+            resume_sm(&mut stream, cfg, req, &mut negotiated, &mut rt).await?;
+        } else {
+            // Nothing to resume with: a fresh session, and the caller must know it.
+            negotiated.resume_failed = true;
+        }
     }
-    if cfg.stream_management && !sm_tried && features.has_child("sm", ns::SM) {
-        enable_sm(&mut stream, cfg, &mut negotiated, &mut rt).await?;
+    if negotiated.resumed.is_none() {
+        if !negotiated.bind2 {
+            negotiated.bound_jid = bind_resource(&mut stream, &features, cfg, &mut rt).await?;
+        }
+        if cfg.stream_management && !sm_tried && features.has_child("sm", ns::SM) {
+            enable_sm(&mut stream, cfg, &mut negotiated, &mut rt, &mut early).await?;
+        }
     }
     negotiated.round_trips = rt;
     tracing::debug!(
@@ -815,6 +1012,8 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         sasl2 = negotiated.sasl2,
         bind2 = negotiated.bind2,
         sm = negotiated.sm_id.is_some(),
+        resumed = ?negotiated.resumed,
+        resume_failed = negotiated.resume_failed,
         new_fast_token = negotiated.fast_token.is_some(),
         round_trips = rt,
         "logged in"
@@ -823,6 +1022,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         stream,
         negotiated,
         step_timeout: cfg.step_timeout,
+        early,
     })
 }
 

@@ -169,6 +169,8 @@ pub(crate) struct Request {
     /// FAST: `<fast count=…/>` when authenticating with a token (0: no count attribute).
     pub fast_count: u32,
     pub fast_invalidate: bool,
+    /// XEP-0198 inline resumption: `(previd, h)`.
+    pub resume: Option<(String, u32)>,
 }
 
 /// XEP-0198 result of an inline `<enable/>`.
@@ -176,6 +178,15 @@ pub(crate) struct Request {
 pub(crate) enum SmResult {
     Enabled { id: Option<String>, resume: bool },
     Failed,
+}
+
+/// XEP-0198 result of an inline `<resume/>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResumeResult {
+    /// Resumed; the server's `h` (how many of our stanzas it handled).
+    Resumed { h: u32 },
+    /// Refused; the server's `h` if it gave one.
+    Failed { h: Option<u32> },
 }
 
 /// A successful SASL2 exchange.
@@ -191,6 +202,7 @@ pub(crate) struct Outcome {
     /// A new FAST token (requested, or rotated by the server).
     pub token: Option<FastToken>,
     pub ssdp_verified: bool,
+    pub resume: Option<ResumeResult>,
 }
 
 /// What to do after a server element.
@@ -258,6 +270,13 @@ impl Sasl2Auth {
             .attr("mechanism", mechanism)
             .child(el("initial-response", NS_SASL2).text(B64.encode(&*initial)))
             .child(ua);
+        if let Some((previd, h)) = &r.resume {
+            authenticate = authenticate.child(
+                el("resume", ns::SM)
+                    .attr("previd", previd)
+                    .attr("h", h.to_string()),
+            );
+        }
         if let Some(tag) = &r.bind_tag {
             let mut bind = el("bind", NS_BIND2).child(el("tag", NS_BIND2).text(tag.clone()));
             if r.carbons {
@@ -367,6 +386,37 @@ impl Sasl2Auth {
         }
     }
 
+    /// The `<resumed/>` or `<failed/>` answering our inline `<resume/>`. A `<resumed/>` we
+    /// did not ask for, or for another session than ours, is a protocol violation: accepting
+    /// it would splice someone else's (or no) stream state into ours.
+    fn resume_result(&self, reply: &Element) -> Result<Option<ResumeResult>, ConnectError> {
+        let resumed = reply.get_child("resumed", ns::SM);
+        let failed = reply.get_child("failed", ns::SM);
+        let Some((previd, _)) = &self.request.resume else {
+            if resumed.is_some() {
+                return Err(ConnectError::Protocol(
+                    "server resumed a session we did not ask to resume".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        if let Some(r) = resumed {
+            if r.attr("previd") != Some(previd.as_str()) {
+                return Err(ConnectError::Protocol(
+                    "server resumed a different session than the one we asked for".into(),
+                ));
+            }
+            let h =
+                parse_h(r)?.ok_or_else(|| ConnectError::Protocol("<resumed/> without h".into()))?;
+            return Ok(Some(ResumeResult::Resumed { h }));
+        }
+        if let Some(f) = failed {
+            return Ok(Some(ResumeResult::Failed { h: parse_h(f)? }));
+        }
+        // The server ignored the request: treat it as refused.
+        Ok(Some(ResumeResult::Failed { h: None }))
+    }
+
     fn on_success(&mut self, reply: &Element) -> Result<Outcome, ConnectError> {
         let additional = reply
             .get_child("additional-data", NS_SASL2)
@@ -422,8 +472,11 @@ impl Sasl2Auth {
             carbons: false,
             token: None,
             ssdp_verified,
+            resume: None,
         };
-        if self.request.bind_tag.is_some() {
+        outcome.resume = self.resume_result(reply)?;
+        let resumed = matches!(outcome.resume, Some(ResumeResult::Resumed { .. }));
+        if self.request.bind_tag.is_some() && !resumed {
             if let Some(failed) = reply.get_child("failed", NS_BIND2) {
                 let condition = failed
                     .children()
@@ -477,6 +530,17 @@ impl Sasl2Auth {
     }
 }
 
+/// The optional `h` attribute of an XEP-0198 element; present but not a number is an error.
+pub(crate) fn parse_h(el: &Element) -> Result<Option<u32>, ConnectError> {
+    el.attr("h")
+        .map(|h| {
+            h.trim()
+                .parse()
+                .map_err(|_| ConnectError::Protocol(format!("<{}/> with invalid h", el.name())))
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,6 +565,7 @@ mod tests {
             request_token: Some(fast::HT_SHA_256_NONE),
             fast_count: 0,
             fast_invalidate: false,
+            resume: None,
         }
     }
 
@@ -584,6 +649,74 @@ mod tests {
             Some("HT-SHA-256-NONE")
         );
         assert!(!auth.has_child("fast", NS_FAST));
+    }
+
+    /// Runs a SCRAM exchange up to `<success/>` with `inner` as extra children.
+    fn success_with(request: Request, inner: &str) -> Result<Step, ConnectError> {
+        let (mut a, first) = scram_auth(request);
+        if let Some((previd, h)) = &a.request.resume.clone() {
+            let r = first.get_child("resume", ns::SM).expect("inline resume");
+            assert_eq!(r.attr("previd"), Some(previd.as_str()));
+            assert_eq!(r.attr("h"), Some(h.to_string().as_str()));
+        } else {
+            assert!(!first.has_child("resume", ns::SM));
+        }
+        a.on_element(&challenge()).unwrap();
+        let success = x(&format!(
+            "<success xmlns='urn:xmpp:sasl:2'><additional-data>{}</additional-data><authorization-identifier>user@example.org/r1</authorization-identifier>{inner}</success>",
+            B64.encode(SERVER_FINAL)
+        ));
+        a.on_element(&success)
+    }
+
+    fn outcome(step: Result<Step, ConnectError>) -> Outcome {
+        match step {
+            Ok(Step::Done(o)) => *o,
+            other => panic!("expected success, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inline_resume_results() {
+        let resuming = Request {
+            resume: Some(("sm1".into(), 7)),
+            ..request()
+        };
+        let o = outcome(success_with(
+            resuming.clone(),
+            "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='4'/>",
+        ));
+        assert_eq!(o.resume, Some(ResumeResult::Resumed { h: 4 }));
+        assert!(!o.bound, "a resumed session is not bound anew");
+        let o = outcome(success_with(
+            resuming.clone(),
+            "<failed xmlns='urn:xmpp:sm:3' h='2'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed><bound xmlns='urn:xmpp:bind:0'><enabled xmlns='urn:xmpp:sm:3' id='sm2' resume='1'/></bound>",
+        ));
+        assert_eq!(o.resume, Some(ResumeResult::Failed { h: Some(2) }));
+        assert!(o.bound);
+        let o = outcome(success_with(resuming.clone(), ""));
+        assert_eq!(o.resume, Some(ResumeResult::Failed { h: None }));
+        // Another session than ours, a resumption we never asked for, or a bad h.
+        for (req, inner) in [
+            (
+                resuming.clone(),
+                "<resumed xmlns='urn:xmpp:sm:3' previd='other' h='0'/>",
+            ),
+            (resuming.clone(), "<resumed xmlns='urn:xmpp:sm:3' h='0'/>"),
+            (
+                resuming.clone(),
+                "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='x'/>",
+            ),
+            (
+                request(),
+                "<resumed xmlns='urn:xmpp:sm:3' previd='sm1' h='0'/>",
+            ),
+        ] {
+            assert!(
+                matches!(success_with(req, inner), Err(ConnectError::Protocol(_))),
+                "{inner}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! server has them.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -12,7 +13,7 @@ use tokio_xmpp::xmlstream::ReadError;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ns;
 
-use crate::connect::{stream_error_condition, Connection, Negotiated, Stream};
+use crate::connect::{stream_error_condition, Connection, Negotiated, SmBase, Stream};
 use crate::elem::el;
 use crate::error::{ConnectError, RequestError};
 use crate::inbound::{self, Context, Event, RosterItem, NS_CARBONS, NS_PING, NS_RECEIPTS, NS_SID};
@@ -31,6 +32,74 @@ enum Cmd {
     Close {
         done: oneshot::Sender<()>,
     },
+    /// The durable `h` may have risen (see `Session::confirm_handled`).
+    Confirmed,
+}
+
+/// What a caller persists to resume the session later (XEP-0198), see
+/// [`Session::sm_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmState {
+    /// `<enabled id>`; `None`: the session is not resumable.
+    pub id: Option<String>,
+    /// `<enabled location>`, if the server gave one.
+    pub location: Option<String>,
+    /// Durable inbound `h`: stanzas received and handled (confirmed, in durable mode).
+    pub inbound_handled: u32,
+    /// Outbound stanzas sent in this stream (counting from the old stream's after a resume).
+    pub outbound_sent: u32,
+    /// Outbound stanzas the server acknowledged.
+    pub outbound_acked: u32,
+}
+
+/// Inbound counters shared between the driver and the handles.
+#[derive(Debug)]
+struct Inbound {
+    /// Stanzas received (wrapping, XEP-0198 arithmetic).
+    count: u32,
+    /// Seqs of received stanzas that produced events not yet confirmed, ascending.
+    unconfirmed: VecDeque<u32>,
+    sent: u32,
+    acked: u32,
+}
+
+impl Inbound {
+    /// The longest prefix of received stanzas that is handled.
+    fn handled(&self) -> u32 {
+        match self.unconfirmed.front() {
+            Some(seq) => seq.wrapping_sub(1),
+            None => self.count,
+        }
+    }
+
+    fn confirm(&mut self, seq: u32) {
+        // `a <= b` in wrapping arithmetic (a window of 2^31).
+        while let Some(&front) = self.unconfirmed.front() {
+            if (seq.wrapping_sub(front) as i32) >= 0 {
+                self.unconfirmed.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+enum EventTx {
+    Plain(mpsc::UnboundedSender<Event>),
+    Durable(mpsc::UnboundedSender<(u32, Event)>),
+}
+
+impl EventTx {
+    fn send(&self, seq: u32, ev: Event) {
+        match self {
+            EventTx::Plain(tx) => {
+                let _ = tx.send(ev);
+            }
+            EventTx::Durable(tx) => {
+                let _ = tx.send((seq, ev));
+            }
+        }
+    }
 }
 
 /// Handle to a running session. Cheap to clone; the session ends when `close` is called,
@@ -41,37 +110,121 @@ pub struct Session {
     pub negotiated: Negotiated,
     own: BareJid,
     request_timeout: Duration,
+    inbound: Arc<Mutex<Inbound>>,
 }
 
 impl Session {
+    /// Starts the driver. Inbound stanzas count as handled (XEP-0198 `h`) as soon as the
+    /// driver has read them. After a resumption the counters continue from
+    /// `conn.negotiated.sm_base`.
     pub fn start(conn: Connection, own: BareJid) -> (Session, mpsc::UnboundedReceiver<Event>) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let base = conn.negotiated.sm_base;
+        (
+            Self::spawn(conn, own, base, EventTx::Plain(ev_tx), false),
+            ev_rx,
+        )
+    }
+
+    /// Starts the driver in durable-acknowledgement mode: each event comes with the inbound
+    /// stanza count `seq` of the stanza that caused it, and the server is told a stanza was
+    /// handled (`<a h/>`) only once the caller has called [`Session::confirm_handled`] with
+    /// that `seq` (or a later one) — after committing what the event carried. Stanzas that
+    /// cause no event count as handled at once, but never past an unconfirmed one. Events
+    /// not caused by an inbound stanza (`Acked`, `Closed`) carry `seq` 0 and need no
+    /// confirmation. `base`: [`Negotiated::sm_base`] of `conn` (after a resumption, the old
+    /// stream's counters).
+    pub fn start_durable(
+        conn: Connection,
+        own: BareJid,
+        base: SmBase,
+    ) -> (Session, mpsc::UnboundedReceiver<(u32, Event)>) {
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        (
+            Self::spawn(conn, own, base, EventTx::Durable(ev_tx), true),
+            ev_rx,
+        )
+    }
+
+    fn spawn(
+        conn: Connection,
+        own: BareJid,
+        base: SmBase,
+        events: EventTx,
+        durable: bool,
+    ) -> Session {
+        let (tx, rx) = mpsc::unbounded_channel();
         let negotiated = conn.negotiated.clone();
         let request_timeout = conn.step_timeout;
+        let inbound = Arc::new(Mutex::new(Inbound {
+            count: base.inbound,
+            unconfirmed: VecDeque::new(),
+            sent: base.outbound,
+            acked: base.outbound,
+        }));
         let driver = Driver {
             own: own.clone(),
             own_full: negotiated.bound_jid.clone(),
-            sm: negotiated.sm_id.is_some(),
+            sm: negotiated.sm_id.is_some() || negotiated.sm_inline,
             stream: conn.stream,
-            events: ev_tx,
+            events,
+            durable,
             pending_iqs: HashMap::new(),
             unacked: VecDeque::new(),
-            sent_count: 0,
-            acked_count: 0,
-            inbound_count: 0,
+            sent_count: base.outbound,
+            acked_count: base.outbound,
+            inbound: inbound.clone(),
+            last_answered: None,
             probe_outstanding: false,
+            counting: true,
         };
-        tokio::spawn(driver.run(rx));
-        (
-            Session {
-                tx,
-                negotiated,
-                own,
-                request_timeout,
-            },
-            ev_rx,
-        )
+        tokio::spawn(driver.run(rx, conn.early));
+        Session {
+            tx,
+            negotiated,
+            own,
+            request_timeout,
+            inbound,
+        }
+    }
+
+    /// Durable mode: everything the events up to `seq` carried is committed. Confirms every
+    /// event with a seq up to and including `seq` (so confirm in delivery order).
+    pub fn confirm_handled(&self, seq: u32) {
+        let raised = {
+            let mut st = self.lock();
+            let before = st.handled();
+            st.confirm(seq);
+            st.handled() != before
+        };
+        if raised {
+            let _ = self.tx.send(Cmd::Confirmed);
+        }
+    }
+
+    /// The current durable inbound `h`.
+    pub fn handled(&self) -> u32 {
+        self.lock().handled()
+    }
+
+    /// What to persist for a later resumption ([`crate::ResumeRequest`]).
+    pub fn sm_state(&self) -> SmState {
+        let st = self.lock();
+        SmState {
+            id: self
+                .negotiated
+                .sm_id
+                .clone()
+                .filter(|_| self.negotiated.sm_resumable),
+            location: self.negotiated.sm_location.clone(),
+            inbound_handled: st.handled(),
+            outbound_sent: st.sent,
+            outbound_acked: st.acked,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbound> {
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn own_jid(&self) -> &BareJid {
@@ -297,18 +450,57 @@ struct Driver {
     own_full: String,
     sm: bool,
     stream: Stream,
-    events: mpsc::UnboundedSender<Event>,
+    events: EventTx,
+    durable: bool,
     pending_iqs: HashMap<String, PendingIq>,
     /// Tracking ids of stanzas sent but not yet acknowledged, oldest first.
     unacked: VecDeque<Option<String>>,
     sent_count: u32,
     acked_count: u32,
-    inbound_count: u32,
+    inbound: Arc<Mutex<Inbound>>,
+    /// The `h` of our last `<a/>`, once we sent one.
+    last_answered: Option<u32>,
     probe_outstanding: bool,
+    /// Off while replaying stanzas that arrived before stream management was enabled: they
+    /// are not part of the XEP-0198 count.
+    counting: bool,
 }
 
 impl Driver {
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbound> {
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one inbound stanza; returns its seq.
+    fn count_inbound(&mut self) -> u32 {
+        let mut st = self.lock();
+        st.count = st.count.wrapping_add(1);
+        st.count
+    }
+
+    fn sync_outbound(&self) {
+        let (sent, acked) = (self.sent_count, self.acked_count);
+        let mut st = self.lock();
+        st.sent = sent;
+        st.acked = acked;
+    }
+
+    async fn send_ack(&mut self) -> Result<(), ConnectError> {
+        let h = self.lock().handled();
+        self.stream.send(&el_a(h)).await?;
+        self.last_answered = Some(h);
+        Ok(())
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, early: Vec<Element>) {
+        self.counting = false;
+        for el in early {
+            if let Err(e) = self.handle_inbound(el).await {
+                let _ = self.events.send(0, Event::Closed(e));
+                return;
+            }
+        }
+        self.counting = true;
         let reason = loop {
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
@@ -332,7 +524,7 @@ impl Driver {
                     Some(Err(ReadError::ParseError(e))) => {
                         // Non-fatal: the element is dropped, the stream goes on.
                         tracing::warn!(error = %e, "dropping unparsable element");
-                        self.inbound_count = self.inbound_count.wrapping_add(1);
+                        self.count_inbound();
                     }
                     Some(Err(ReadError::HardError(e))) => break e.into(),
                     Some(Err(ReadError::StreamFooterReceived)) | None => {
@@ -345,10 +537,14 @@ impl Driver {
             let _ = p.reply.send(Err(RequestError::Closed));
         }
         tracing::debug!(reason = %reason, "session ended");
-        let _ = self.events.send(Event::Closed(reason));
+        self.events.send(0, Event::Closed(reason));
     }
 
     async fn flush_acks_before_close(&mut self) {
+        if self.sm {
+            // Tell the server what we handled before it ends the session (XEP-0198 §4).
+            let _ = self.send_ack().await;
+        }
         if self.sm && !self.unacked.is_empty() {
             let _ = self.stream.send(&el("r", ns::SM).build()).await;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -370,9 +566,10 @@ impl Driver {
         if self.sm {
             self.sent_count = self.sent_count.wrapping_add(1);
             self.unacked.push_back(track);
+            self.sync_outbound();
         } else if let Some(id) = track {
             // Without stream management a flushed write is the best evidence we can get.
-            let _ = self.events.send(Event::Acked { id });
+            self.events.send(0, Event::Acked { id });
         }
         Ok(())
     }
@@ -391,6 +588,13 @@ impl Driver {
                 let to = stanza.attr("to").map(str::to_owned);
                 self.write(&stanza, None).await?;
                 self.pending_iqs.insert(id, PendingIq { to, reply });
+            }
+            Cmd::Confirmed => {
+                // Proactive `<a/>` when an `<r/>` was answered lower than what is now handled.
+                let h = self.lock().handled();
+                if self.sm && self.last_answered.is_some_and(|a| a != h) {
+                    self.send_ack().await?;
+                }
             }
             Cmd::Close { .. } => {}
         }
@@ -440,7 +644,11 @@ impl Driver {
         if el.ns() != ns::JABBER_CLIENT {
             return Ok(());
         }
-        self.inbound_count = self.inbound_count.wrapping_add(1);
+        let seq = if self.counting {
+            self.count_inbound()
+        } else {
+            0
+        };
         if el.name() == "iq" && matches!(el.attr("type"), Some("result") | Some("error")) {
             let id = el.attr("id").unwrap_or_default();
             let matches = self
@@ -479,18 +687,18 @@ impl Driver {
         if let Some(reply) = outcome.reply {
             self.write(&reply, None).await?;
         }
+        if self.durable && !outcome.events.is_empty() {
+            self.lock().unconfirmed.push_back(seq);
+        }
         for ev in outcome.events {
-            let _ = self.events.send(ev);
+            self.events.send(seq, ev);
         }
         Ok(())
     }
 
     async fn handle_sm(&mut self, nonza: &Element) -> Result<(), ConnectError> {
         match nonza.name() {
-            "r" => {
-                let a = el_a(self.inbound_count);
-                self.stream.send(&a).await?;
-            }
+            "r" => self.send_ack().await?,
             "a" => {
                 let h: u32 = nonza
                     .attr("h")
@@ -517,10 +725,18 @@ impl Driver {
                 }
                 for _ in 0..newly {
                     if let Some(Some(id)) = self.unacked.pop_front() {
-                        let _ = self.events.send(Event::Acked { id });
+                        self.events.send(0, Event::Acked { id });
                     }
                 }
                 self.acked_count = h;
+                self.sync_outbound();
+            }
+            "resumed" | "enabled" => {
+                // Only ever valid as the answer to our own request during login.
+                return Err(ConnectError::Protocol(format!(
+                    "unsolicited <{}/> from the server",
+                    nonza.name()
+                )));
             }
             _ => {}
         }
@@ -530,4 +746,45 @@ impl Driver {
 
 fn el_a(h: u32) -> Element {
     el("a", ns::SM).attr("h", h.to_string()).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound(count: u32) -> Inbound {
+        Inbound {
+            count,
+            unconfirmed: VecDeque::new(),
+            sent: 0,
+            acked: 0,
+        }
+    }
+
+    #[test]
+    fn handled_is_the_confirmed_prefix() {
+        let mut st = inbound(0);
+        // 1: no event, 2: event, 3: no event, 4: event, 5: no event.
+        st.count = 5;
+        st.unconfirmed.extend([2, 4]);
+        assert_eq!(st.handled(), 1);
+        st.confirm(3);
+        assert_eq!(st.handled(), 3);
+        st.confirm(1); // stale: no effect
+        assert_eq!(st.handled(), 3);
+        st.confirm(4);
+        assert_eq!(st.handled(), 5);
+    }
+
+    #[test]
+    fn counters_wrap() {
+        let mut st = inbound(u32::MAX - 1);
+        st.count = 1; // two more stanzas: u32::MAX and 0, then 1
+        st.unconfirmed.extend([u32::MAX, 1]);
+        assert_eq!(st.handled(), u32::MAX - 1);
+        st.confirm(0);
+        assert_eq!(st.handled(), 0);
+        st.confirm(1);
+        assert_eq!(st.handled(), 1);
+    }
 }
