@@ -496,7 +496,7 @@ impl Driver {
         self.counting = false;
         for el in early {
             if let Err(e) = self.handle_inbound(el).await {
-                let _ = self.events.send(0, Event::Closed(e));
+                self.events.send(0, Event::Closed(e));
                 return;
             }
         }
