@@ -199,15 +199,15 @@ async fn kill_and_restart(server: Server) {
     // A last run with nothing new: its login re-sends whatever the outbox still holds.
     let mut child = spawn_watch();
     let stdin = child.stdin.take().unwrap();
-    let want = confirmed.len();
-    b.wait_conversation(&a.jid, "every confirmed message", |s| {
-        s.messages
-            .iter()
-            .filter(|m| m.direction == linnet_client::Direction::Incoming)
-            .count()
-            >= want
-    })
-    .await;
+    let wanted = confirmed.clone();
+    let snap = b
+        .wait_conversation(&a.jid, "every confirmed message", |s| {
+            wanted
+                .iter()
+                .all(|w| s.messages.iter().any(|m| &m.body == w))
+        })
+        .await;
+    let snap_bodies: Vec<&str> = snap.messages.iter().map(|m| m.body.as_str()).collect();
     drop(stdin);
     let _ = child.kill();
     let _ = child.wait();
