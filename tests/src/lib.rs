@@ -107,6 +107,7 @@ pub fn options() -> ClientOptions {
         step_timeout: Duration::from_secs(10),
         min_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(2),
+        stream_resumption: std::env::var_os("LINNET_TEST_RESUME").is_some(),
         ..ClientOptions::default()
     }
 }

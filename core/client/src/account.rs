@@ -19,6 +19,9 @@ use linnet_store::{AccountId, ConversationId, Tx};
 /// while still coalescing bursts (e.g. offline messages at login).
 const BATCH: usize = 256;
 
+/// kv key of the full JID of the last session (a legacy resume does not repeat it).
+const KV_BOUND_JID: &str = "sm.bound_jid";
+
 pub(crate) async fn run(
     inner: Arc<Inner>,
     account: AccountId,
@@ -68,6 +71,20 @@ pub(crate) async fn run(
         drop(record);
         let mut state = inner.store().session_state(account).unwrap_or_default();
         apply_session_state(&mut cfg, &mut state);
+        if let Some(previd) = state.sm_id.clone().filter(|_| inner.opts.stream_resumption) {
+            // XEP-0198: pick the old stream up where it broke, with the count of stanzas we
+            // stored durably, so the server re-sends exactly what we do not have.
+            cfg.resume = Some(linnet_xmpp::ResumeRequest {
+                previd,
+                location: state.sm_location.clone(),
+                h: state.sm_inbound,
+                bound_jid: inner
+                    .store()
+                    .kv_get(Some(account), KV_BOUND_JID)
+                    .ok()
+                    .flatten(),
+            });
+        }
         if let Err(e) = inner.store().set_session_state(account, &state) {
             tracing::warn!(error = %e, "storing session state failed");
         }
@@ -106,11 +123,40 @@ pub(crate) async fn run(
         let reason = match attempt {
             Ok(conn) => {
                 backoff = inner.opts.min_backoff;
-                let (session, events) = Session::start(conn, jid.clone());
-                *lock(&slot) = Some(session.clone());
-                let setup = setup(&inner, account, &session).await;
+                let resumed = conn.negotiated.resumed.is_some();
+                let base = conn.negotiated.sm_base();
+                let (session, events) = Session::start_durable(conn, jid.clone(), base);
+                let sm = session.sm_state();
+                state.sm_id = sm.id;
+                state.sm_location = sm.location;
+                state.sm_inbound = sm.inbound_handled;
+                let stored = {
+                    // One guard for both writes (taking the lock twice in one expression
+                    // would deadlock).
+                    let store = inner.store();
+                    store.set_session_state(account, &state).and_then(|()| {
+                        store.kv_set(Some(account), KV_BOUND_JID, &session.negotiated.bound_jid)
+                    })
+                };
+                if let Err(e) = stored {
+                    tracing::warn!(error = %e, "storing stream-management state failed");
+                }
+                let setup = if resumed {
+                    // The server kept roster, presence and carbons.
+                    Ok(())
+                } else {
+                    setup(&inner, account, &session).await
+                };
                 match setup {
                     Ok(()) => {
+                        {
+                            // Under the slot lock, which `send_message` holds while it queues
+                            // and sends: every message queued before is re-sent here first,
+                            // every later one goes out after them, so order is kept.
+                            let mut published = lock(&slot);
+                            resend_outbox(&inner, account, &session);
+                            *published = Some(session.clone());
+                        }
                         was_online = true;
                         inner.set_connection(account, ConnectionState::Online);
                         if let Some(f) = first.take() {
@@ -130,6 +176,12 @@ pub(crate) async fn run(
             Err(e) => e,
         };
         if stop.load(Ordering::SeqCst) {
+            // Logged out: the stream was closed, there is nothing to resume.
+            state.sm_id = None;
+            state.sm_inbound = 0;
+            if let Err(e) = inner.store().set_session_state(account, &state) {
+                tracing::warn!(error = %e, "clearing stream-management state failed");
+            }
             break;
         }
         // Wrong credentials or certificates will not fix themselves; a protocol hiccup or a
@@ -222,7 +274,6 @@ async fn setup(inner: &Inner, account: AccountId, session: &Session) -> Result<(
     }
     inner.refresh_account(account);
     session.send_presence(None, None).map_err(to_conn)?;
-    resend_outbox(inner, account, session);
     inner.publish_chat_list();
     Ok(())
 }
@@ -255,7 +306,7 @@ async fn pump(
     inner: &Inner,
     account: AccountId,
     session: &Session,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: mpsc::UnboundedReceiver<(u32, Event)>,
 ) -> ConnectError {
     while let Some(ev) = events.recv().await {
         let mut batch = vec![ev];
@@ -271,9 +322,15 @@ async fn pump(
         // while the commit runs (received messages may be shown before they are on disk;
         // they are not acknowledged before). The commit does not wait for the disk; the
         // fsync follows, and only then do receipts (which tell the sender we have it) go out.
+        // The highest stanza seq in the batch: stored with what the stanzas carried, and
+        // confirmed to the session (which acknowledges it to the server) once on disk.
+        let handled = batch.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
         let result = blocking(|| {
             inner.store().transaction_unsynced(|tx| {
-            for ev in batch {
+            if handled > 0 {
+                tx.set_sm_inbound(account, handled)?;
+            }
+            for (_, ev) in batch {
                 match ev {
                     Event::Closed(reason) => closed = Some(reason),
                     ev => {
@@ -317,9 +374,12 @@ async fn pump(
         }
         // The publisher was woken during the transaction; let it run before the fsync.
         tokio::task::yield_now().await;
-        if !effects.receipts.is_empty() || !effects.approvals.is_empty() {
+        if !effects.receipts.is_empty() || !effects.approvals.is_empty() || handled > 0 {
             match blocking(|| inner.store().sync()) {
                 Ok(()) => {
+                    if result.is_ok() && handled > 0 {
+                        session.confirm_handled(handled);
+                    }
                     for (to, id) in effects.receipts {
                         let _ = session.send_receipt(&to, &id);
                     }

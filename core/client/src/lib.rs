@@ -36,6 +36,9 @@ pub struct ClientOptions {
     /// interval while changes keep coming (a burst of 500 messages during catch-up yields a
     /// handful of updates, not 500). 16 ms is one frame at 60 Hz.
     pub snapshot_interval: Duration,
+    /// Resume XEP-0198 streams after a drop (instead of a fresh login). Off by default until
+    /// message order across a resumed stream is proven (see the flaky-networks issue).
+    pub stream_resumption: bool,
 }
 
 impl Default for ClientOptions {
@@ -46,6 +49,7 @@ impl Default for ClientOptions {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(120),
             snapshot_interval: Duration::from_millis(16),
+            stream_resumption: false,
         }
     }
 }
@@ -325,6 +329,12 @@ impl Client {
         };
         let id = linnet_xmpp::new_id();
         let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(&peer, body, &id));
+        // Held while queueing and sending, so that a session coming up re-sends the outbox
+        // either before this message is queued or before it is sent (see account::run).
+        let slot = lock(&self.inner.runtimes)
+            .get(&account)
+            .map(|rt| rt.session.clone());
+        let session = slot.as_ref().map(|s| lock(s));
         let (message, conversation) = {
             let mut store = lock(&self.inner.store);
             store.transaction(|tx| {
@@ -346,12 +356,17 @@ impl Client {
                 Ok((inserted.id(), conversation))
             })?
         };
+        if let Some(s) = session
+            .as_ref()
+            .and_then(|g| g.as_ref())
+            .filter(|s| !s.is_closed())
+        {
+            // If this fails the outbox still has it: the next session sends it.
+            let _ = s.send_raw_tracked(&stanza, &id);
+        }
+        drop(session);
         self.inner.conversation_changed(conversation);
         self.inner.publish_chat_list();
-        if let Ok(session) = self.session(account) {
-            // If this fails the outbox still has it: the next session sends it.
-            let _ = session.send_raw_tracked(&stanza, &id);
-        }
         Ok(message)
     }
 
