@@ -152,6 +152,21 @@ async fn read_header(sock: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// A login against the fake server on `port` must fail as a TLS/security error.
+async fn login_is_refused_for_tls(port: u16) {
+    let (client, _dir) = TestClient::new_client();
+    let server = linnet_client::ServerOverride {
+        host: "127.0.0.1".into(),
+        port,
+        direct_tls: false,
+    };
+    let acc = client
+        .add_account("victim@fake.test", PASSWORD, Some(server))
+        .unwrap();
+    let err = client.login(acc).await.expect_err("login must be refused");
+    assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+}
+
 const SERVER_HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='fake.test' id='s1' version='1.0'>";
 
 #[tokio::test]
@@ -167,20 +182,7 @@ async fn server_without_tls_gets_no_credentials() {
         let _ = tokio::time::timeout(Duration::from_secs(2), sock.read_to_end(&mut rest)).await;
         String::from_utf8_lossy(&rest).into_owned()
     });
-    let (client, _dir) = TestClient::new_client();
-    let acc = client
-        .add_account(
-            "victim@fake.test",
-            PASSWORD,
-            Some(linnet_client::ServerOverride {
-                host: "127.0.0.1".into(),
-                port,
-                direct_tls: false,
-            }),
-        )
-        .unwrap();
-    let err = client.login(acc).await.expect_err("no TLS");
-    assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+    login_is_refused_for_tls(port).await;
     let after_features = fake.await.unwrap();
     assert!(
         !after_features.contains("<auth"),
@@ -233,20 +235,7 @@ async fn untrusted_certificate_gets_no_credentials() {
             }
         }
     });
-    let (client, _dir) = TestClient::new_client();
-    let acc = client
-        .add_account(
-            "victim@fake.test",
-            PASSWORD,
-            Some(linnet_client::ServerOverride {
-                host: "127.0.0.1".into(),
-                port,
-                direct_tls: false,
-            }),
-        )
-        .unwrap();
-    let err = client.login(acc).await.expect_err("untrusted");
-    assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+    login_is_refused_for_tls(port).await;
     let got = fake.await.unwrap();
     assert!(
         got.is_empty(),
