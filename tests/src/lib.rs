@@ -101,7 +101,21 @@ pub fn tls() -> TlsOptions {
     }
 }
 
+/// `LINNET_TEST_LOG=debug` (any tracing filter) shows the clients' logs in test output.
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("LINNET_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 pub fn options() -> ClientOptions {
+    init_logging();
     ClientOptions {
         tls: tls(),
         step_timeout: Duration::from_secs(10),
