@@ -419,6 +419,11 @@ impl Client {
         if !have_theirs {
             session.send_presence(Some(&peer), Some("subscribe"))?;
         }
+        self.request_answered(account, &peer)
+    }
+
+    /// An answered subscription request leaves the account's list of requests.
+    fn request_answered(&self, account: AccountId, peer: &BareJid) -> Result<()> {
         lock(&self.inner.store).remove_subscription_request(account, peer.as_str())?;
         self.inner.refresh_account(account);
         self.inner.publish_chat_list();
@@ -429,10 +434,7 @@ impl Client {
         let peer = BareJid::parse(jid)?;
         let session = self.session(account)?;
         session.send_presence(Some(&peer), Some("unsubscribed"))?;
-        lock(&self.inner.store).remove_subscription_request(account, peer.as_str())?;
-        self.inner.refresh_account(account);
-        self.inner.publish_chat_list();
-        Ok(())
+        self.request_answered(account, &peer)
     }
 
     pub async fn remove_contact(&self, account: AccountId, jid: &str) -> Result<()> {

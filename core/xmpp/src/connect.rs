@@ -1027,18 +1027,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
 }
 
 fn iq_error(reply: &Element) -> (String, Option<String>) {
-    let err = reply.get_child("error", ns::JABBER_CLIENT);
-    let condition = err
-        .and_then(|e| {
-            e.children()
-                .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
-        })
-        .map(|c| c.name().to_owned())
-        .unwrap_or_else(|| "undefined-condition".into());
-    let text = err
-        .and_then(|e| e.get_child("text", ns::XMPP_STANZAS))
-        .map(|t| t.text());
-    (condition, text)
+    crate::inbound::stanza_error(reply)
 }
 
 /// In-band registration (XEP-0077) with a username and a password only.

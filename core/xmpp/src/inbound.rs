@@ -166,17 +166,27 @@ pub fn classify(el: &Element, cx: &Context<'_>) -> Outcome {
     }
 }
 
+/// The defined condition and text of a stanza's `<error/>` (RFC 6120 §8.3);
+/// "undefined-condition" when it has none we recognise.
+pub(crate) fn stanza_error(stanza: &Element) -> (String, Option<String>) {
+    let err = stanza.get_child("error", ns::JABBER_CLIENT);
+    let condition = err
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
+        })
+        .map(|c| c.name().to_owned())
+        .unwrap_or_else(|| "undefined-condition".into());
+    let text = err
+        .and_then(|e| e.get_child("text", ns::XMPP_STANZAS))
+        .map(|t| t.text());
+    (condition, text)
+}
+
 fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
     let type_ = el.attr("type").unwrap_or("normal");
     if type_ == "error" {
-        let condition = el
-            .get_child("error", ns::JABBER_CLIENT)
-            .and_then(|e| {
-                e.children()
-                    .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
-            })
-            .map(|c| c.name().to_owned())
-            .unwrap_or_else(|| "undefined-condition".into());
+        let (condition, _) = stanza_error(el);
         return el
             .attr("id")
             .map(|id| {

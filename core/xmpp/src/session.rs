@@ -661,17 +661,7 @@ impl Driver {
                     let result = if el.attr("type") == Some("result") {
                         Ok(el)
                     } else {
-                        let err = el.get_child("error", ns::JABBER_CLIENT);
-                        let condition = err
-                            .and_then(|e| {
-                                e.children()
-                                    .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
-                            })
-                            .map(|c| c.name().to_owned())
-                            .unwrap_or_else(|| "undefined-condition".into());
-                        let text = err
-                            .and_then(|e| e.get_child("text", ns::XMPP_STANZAS))
-                            .map(|t| t.text());
+                        let (condition, text) = inbound::stanza_error(&el);
                         Err(RequestError::Stanza { condition, text })
                     };
                     let _ = p.reply.send(result);
