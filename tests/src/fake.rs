@@ -22,6 +22,8 @@ pub struct FakeServer {
 pub struct FakeSession {
     tls: tokio_rustls::server::TlsStream<TcpStream>,
     buf: Vec<u8>,
+    /// Stanzas read by `serve_until` (XEP-0198 `h` for its answers to `<r/>`).
+    received: u32,
 }
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='fake.test' id='fake' version='1.0'>";
@@ -72,6 +74,7 @@ impl FakeServer {
         let mut s = FakeSession {
             tls,
             buf: Vec::new(),
+            received: 0,
         };
         s.expect("<stream:stream").await;
         s.send(HEADER).await;
@@ -104,10 +107,16 @@ impl FakeSession {
     }
 
     /// Answers every IQ with an empty result (a roster query gets an empty roster) and
-    /// every `<r/>` with `<a h='0'/>`, until `until` has been seen.
+    /// every `<r/>` with the count of stanzas it has read, until `until` has been seen.
     pub async fn serve_until(&mut self, until: &str) {
         loop {
             let chunk = self.next_element().await;
+            if ["<iq", "<message", "<presence"]
+                .iter()
+                .any(|s| chunk.starts_with(s))
+            {
+                self.received += 1;
+            }
             if chunk.starts_with("<iq") {
                 let id = attr(&chunk, "id").unwrap_or_default();
                 let reply = if chunk.contains("jabber:iq:roster") {
@@ -117,7 +126,9 @@ impl FakeSession {
                 };
                 self.send(&reply).await;
             } else if chunk.starts_with("<r") && chunk.contains("urn:xmpp:sm") {
-                self.send("<a xmlns='urn:xmpp:sm:3' h='0'/>").await;
+                let h = self.received;
+                self.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{h}'/>"))
+                    .await;
             }
             if chunk.contains(until) {
                 return;

@@ -178,6 +178,28 @@ impl TestClient {
         }
     }
 
+    /// A client with the account `user@fake.test` at a scripted server, not logged in.
+    pub fn at_fake(fake: &fake::FakeServer) -> TestClient {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = DbKey::generate().expect("key");
+        let mut opts = options();
+        opts.tls = TlsOptions {
+            extra_ca_pem: Some(fake.ca_pem.clone().into_bytes()),
+            only_extra_ca: true,
+        };
+        let client = Client::open(dir.path(), &key, opts).expect("open client");
+        let jid = format!("user@{}", fake::DOMAIN);
+        let server = ServerOverride {
+            host: "127.0.0.1".into(),
+            port: fake.port,
+            direct_tls: false,
+        };
+        let account = client
+            .add_account(&jid, PASSWORD, Some(server))
+            .expect("add account");
+        Self::wrap(client, account, jid, dir)
+    }
+
     /// Registers a fresh account in-band and logs it in.
     pub async fn register(server: Server, tag: &str) -> TestClient {
         let jid = fresh_jid(server, tag);

@@ -45,6 +45,56 @@ async fn deny_leaves_no_subscription(server: Server) {
             .unwrap_or(false)
     })
     .await;
+    // Copies of the request re-sent before the server processed the denial are dropped,
+    // but a request made after it is shown again.
+    a.client.add_contact(a.account, &b.jid, None).await.unwrap();
+    b.wait_list("asked again", |s| {
+        s.accounts[0].subscription_requests.contains(&a_jid)
+    })
+    .await;
+}
+
+/// ejabberd re-sends pending requests on initial presence, so a copy can arrive after the
+/// user denied but before the server processed the denial. Scripted here: the copy comes
+/// between our `unsubscribed` and the server's acknowledgement of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_resent_before_the_denial_is_processed_stays_denied() {
+    let fake = Arc::new(linnet_tests::fake::FakeServer::start().await);
+    let c = TestClient::at_fake(&fake);
+    let f = fake.clone();
+    let server = tokio::spawn(async move {
+        let mut s = f.accept().await;
+        s.serve_until("<presence").await;
+        s
+    });
+    c.client.login(c.account).await.unwrap();
+    let mut s = server.await.unwrap();
+    let asker = "asker@fake.test";
+    let subscribe = format!(
+        "<presence xmlns='jabber:client' from='{asker}' to='user@fake.test' type='subscribe'/>"
+    );
+    s.send(&subscribe).await;
+    c.wait_list("request", |l| {
+        l.accounts[0].subscription_requests == [asker]
+    })
+    .await;
+    c.client.deny_contact(c.account, asker).await.unwrap();
+    s.serve_until("unsubscribed").await;
+    s.send(&subscribe).await;
+    s.serve_until("<r xmlns").await;
+    // After the acknowledgement: a message marks the point the copy has been handled.
+    s.send(&format!("<message xmlns='jabber:client' from='{asker}/x' to='user@fake.test/r1' type='chat' id='m1'><body>after</body></message>")).await;
+    c.wait_list("marker message", |l| !l.conversations.is_empty())
+        .await;
+    assert!(c.client.chat_list().accounts[0]
+        .subscription_requests
+        .is_empty());
+    // A request after the denial was processed is a new one.
+    s.send(&subscribe).await;
+    c.wait_list("new request", |l| {
+        l.accounts[0].subscription_requests == [asker]
+    })
+    .await;
 }
 
 async fn messages_both_ways_with_receipts(server: Server) {

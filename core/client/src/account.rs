@@ -164,6 +164,7 @@ pub(crate) async fn run(
                         }
                         let reason = pump(&inner, account, &session, events).await;
                         *lock(&slot) = None;
+                        inner.denials_ended(account);
                         reason
                     }
                     Err(e) => {
@@ -333,6 +334,9 @@ async fn pump(
             for (_, ev) in batch {
                 match ev {
                     Event::Closed(reason) => closed = Some(reason),
+                    ev if inner.stale_request(account, &ev) => {
+                        tracing::debug!(account = account.0, "re-sent request to a denial dropped");
+                    }
                     ev => {
                         // Each store call is atomic on its own, so one event the store
                         // refuses does not take the rest of the batch with it.

@@ -100,6 +100,9 @@ pub(crate) struct Inner {
     conv_subs: Mutex<HashMap<ConversationId, ConvSub>>,
     dirty: Mutex<Dirty>,
     publish: Arc<Notify>,
+    /// Denied subscription requests whose answer the server has not yet acknowledged:
+    /// (account, tracking id, requester).
+    denials: Mutex<Vec<(AccountId, String, BareJid)>>,
 }
 
 #[derive(Default)]
@@ -155,6 +158,7 @@ impl Client {
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             publish: Arc::new(Notify::new()),
+            denials: Mutex::new(Vec::new()),
         });
         inner.load_model()?;
         inner.publish_chat_list_now();
@@ -433,7 +437,15 @@ impl Client {
     pub async fn deny_contact(&self, account: AccountId, jid: &str) -> Result<()> {
         let peer = BareJid::parse(jid)?;
         let session = self.session(account)?;
-        session.send_presence(Some(&peer), Some("unsubscribed"))?;
+        // The server may have re-sent the request (ejabberd does on initial presence) before
+        // it processes our answer; such a copy must not bring the request back. Copies are
+        // dropped until the server acknowledges the answer, whose `<a/>` follows them.
+        let id = linnet_xmpp::new_id();
+        lock(&self.inner.denials).push((account, id.clone(), peer.clone()));
+        if let Err(e) = session.send_presence_tracked(&peer, "unsubscribed", &id) {
+            self.inner.denials_ended(account);
+            return Err(e.into());
+        }
         self.request_answered(account, &peer)
     }
 
@@ -738,6 +750,27 @@ impl Inner {
             }
         }
         list || !convs.is_empty()
+    }
+
+    /// Whether an inbound event is a stale copy of a request we already denied (and must
+    /// be dropped). The acknowledgement of a denial ends its window.
+    pub(crate) fn stale_request(&self, account: AccountId, ev: &linnet_xmpp::Event) -> bool {
+        let mut denials = lock(&self.denials);
+        match ev {
+            linnet_xmpp::Event::Acked { id } => {
+                denials.retain(|(a, i, _)| !(*a == account && i == id));
+                false
+            }
+            linnet_xmpp::Event::SubscriptionRequest { from } => denials
+                .iter()
+                .any(|(a, _, jid)| *a == account && jid == from),
+            _ => false,
+        }
+    }
+
+    /// A session ended: acknowledgements of its denials will not come.
+    pub(crate) fn denials_ended(&self, account: AccountId) {
+        lock(&self.denials).retain(|(a, _, _)| *a != account);
     }
 
     pub(crate) fn set_connection(&self, account: AccountId, state: ConnectionState) {

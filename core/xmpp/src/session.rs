@@ -350,6 +350,22 @@ impl Session {
         self.send(stanza, None)
     }
 
+    /// A directed presence tracked under `id` (also its stanza id): `Event::Acked` follows
+    /// once the server has processed it.
+    pub fn send_presence_tracked(
+        &self,
+        to: &BareJid,
+        type_: &'static str,
+        id: &str,
+    ) -> Result<(), RequestError> {
+        let stanza = el("presence", ns::JABBER_CLIENT)
+            .attr("to", to.as_str())
+            .attr("type", type_)
+            .attr("id", id)
+            .build();
+        self.send(stanza, Some(id.to_owned()))
+    }
+
     pub async fn fetch_roster(&self) -> Result<Vec<RosterItem>, RequestError> {
         let reply = self
             .iq("get", None, el("query", ns::ROSTER).build())
