@@ -121,7 +121,8 @@ pub fn options() -> ClientOptions {
         step_timeout: Duration::from_secs(10),
         min_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(2),
-        stream_resumption: std::env::var_os("LINNET_TEST_RESUME").is_some(),
+        // `LINNET_TEST_RESUME=0`: every reconnection is a fresh login.
+        stream_resumption: std::env::var("LINNET_TEST_RESUME").map_or(true, |v| v != "0"),
         ..ClientOptions::default()
     }
 }

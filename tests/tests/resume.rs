@@ -239,6 +239,76 @@ async fn resume_after_reset_delivers_missed(server: Server) {
     bob.close().await;
 }
 
+/// (d) What the server never got from the broken stream (here: a message and a presence
+/// written into a stalled link) is sent again on the resumed one, and only that.
+async fn resumed_stream_resends_what_the_server_missed(server: Server) {
+    let bob = account(server, "rgot").await;
+    let bob_bare = BareJid::parse(&bob).unwrap();
+    let conn = linnet_xmpp::connect(&config_at(server, &bob, None, true))
+        .await
+        .expect("bob login");
+    let (bob_s, mut bob_events) = Session::start(conn, bob_bare.clone());
+    bob_s.send_presence(None, None).unwrap();
+    let alice = account(server, "rmis").await;
+    let alice_bare = BareJid::parse(&alice).unwrap();
+    let proxy = Proxy::start(socket_addr(server)).await.unwrap();
+    let cfg = config_at(server, &alice, Some(proxy.addr()), true);
+    let conn = linnet_xmpp::connect(&cfg).await.expect("login");
+    let bound = conn.negotiated.bound_jid.clone();
+    let (session, mut events) = Session::start(conn, alice_bare.clone());
+    session.send_chat(&bob_bare, "before", "m-before").unwrap();
+    session.ping().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = events.recv().await {
+            if matches!(&ev, Event::Acked { id } if id == "m-before") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("first message acknowledged");
+    let state = session.sm_state();
+    proxy.set_stalled(true);
+    session
+        .send_chat(&bob_bare, "in the stall", "m-stall")
+        .unwrap();
+    session.send_presence(None, None).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.reset_all();
+    proxy.set_stalled(false);
+    expect_closed(&mut events, |e| matches!(e, Event::Closed(_))).await;
+
+    let mut cfg2 = cfg.clone();
+    cfg2.resume = Some(resume_request(&state, &bound));
+    let conn = linnet_xmpp::connect(&cfg2).await.expect("resume");
+    assert!(conn.negotiated.resumed.is_some(), "{:?}", conn.negotiated);
+    let (resumed, mut events2) = Session::start(conn, alice_bare.clone());
+    assert_eq!(resumed.carry_over(&session), vec!["m-stall".to_owned()]);
+    let acked = tokio::time::timeout(WAIT, async {
+        while let Some(ev) = events2.recv().await {
+            if let Event::Acked { id } = ev {
+                return id;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("re-sent message acknowledged");
+    assert_eq!(acked, "m-stall");
+    let mut bodies = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(ev) = bob_events.recv().await {
+            if let Event::Message(m) = ev {
+                bodies.push(m.body);
+            }
+        }
+    })
+    .await;
+    assert_eq!(bodies, ["before", "in the stall"], "each exactly once");
+    resumed.close().await;
+    bob_s.close().await;
+}
+
 /// (c) A resumption of a session the server does not know falls back to a fresh, working
 /// session in the same connection.
 async fn wrong_previd_falls_back(server: Server) {
@@ -281,6 +351,7 @@ async fn wrong_previd_falls_back(server: Server) {
 both_servers!(
     durable_h_redelivers_unconfirmed,
     resume_after_reset_delivers_missed,
+    resumed_stream_resends_what_the_server_missed,
     wrong_previd_falls_back,
 );
 

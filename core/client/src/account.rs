@@ -33,6 +33,9 @@ pub(crate) async fn run(
     let mut first = Some(first);
     let mut backoff = inner.opts.min_backoff;
     let mut last_immediate: Option<tokio::time::Instant> = None;
+    // The session that ended last in this process: what its stream left unacknowledged is
+    // sent again if the next stream resumes it.
+    let mut previous: Option<Session> = None;
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -141,8 +144,19 @@ pub(crate) async fn run(
                 if let Err(e) = stored {
                     tracing::warn!(error = %e, "storing stream-management state failed");
                 }
+                let prev = previous.take();
+                let restarted = prev.is_none();
+                let carried = match prev {
+                    Some(prev) if resumed => session.carry_over(&prev),
+                    _ => Vec::new(),
+                };
                 let setup = if resumed {
-                    // The server kept roster, presence and carbons.
+                    // The server kept roster, presence and carbons. After a restart the
+                    // previous stream's unacknowledged stanzas are unknown; the initial
+                    // presence may be one of them, and sending it again is harmless.
+                    if restarted {
+                        let _ = session.send_presence(None, None);
+                    }
                     Ok(())
                 } else {
                     setup(&inner, account, &session).await
@@ -154,7 +168,7 @@ pub(crate) async fn run(
                             // and sends: every message queued before is re-sent here first,
                             // every later one goes out after them, so order is kept.
                             let mut published = lock(&slot);
-                            resend_outbox(&inner, account, &session);
+                            resend_outbox(&inner, account, &session, &carried);
                             *published = Some(session.clone());
                         }
                         was_online = true;
@@ -164,6 +178,7 @@ pub(crate) async fn run(
                         }
                         let reason = pump(&inner, account, &session, events).await;
                         *lock(&slot) = None;
+                        previous = Some(session);
                         inner.denials_ended(account);
                         reason
                     }
@@ -279,7 +294,8 @@ async fn setup(inner: &Inner, account: AccountId, session: &Session) -> Result<(
     Ok(())
 }
 
-fn resend_outbox(inner: &Inner, account: AccountId, session: &Session) {
+/// Sends the outbox again, but not what `carried` names (the resumed stream took care of it).
+fn resend_outbox(inner: &Inner, account: AccountId, session: &Session, carried: &[String]) {
     let entries = match inner.store().outbox(account) {
         Ok(e) => e,
         Err(e) => {
@@ -296,6 +312,9 @@ fn resend_outbox(inner: &Inner, account: AccountId, session: &Session) {
             let _ = inner.store().outbox_remove(entry.id);
             continue;
         };
+        if carried.contains(&id) {
+            continue;
+        }
         if session.send_raw_tracked(&entry.payload, &id).is_err() {
             return;
         }

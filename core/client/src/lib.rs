@@ -36,8 +36,8 @@ pub struct ClientOptions {
     /// interval while changes keep coming (a burst of 500 messages during catch-up yields a
     /// handful of updates, not 500). 16 ms is one frame at 60 Hz.
     pub snapshot_interval: Duration,
-    /// Resume XEP-0198 streams after a drop (instead of a fresh login). Off by default until
-    /// message order across a resumed stream is proven (see the flaky-networks issue).
+    /// Resume XEP-0198 streams after a drop (instead of a fresh login). On by default; off
+    /// only to exercise the fresh-login path.
     pub stream_resumption: bool,
 }
 
@@ -49,7 +49,7 @@ impl Default for ClientOptions {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(120),
             snapshot_interval: Duration::from_millis(16),
-            stream_resumption: false,
+            stream_resumption: true,
         }
     }
 }

@@ -34,6 +34,12 @@ enum Cmd {
     },
     /// The durable `h` may have risen (see `Session::confirm_handled`).
     Confirmed,
+    /// After a resumption: what the previous stream left unacknowledged (see
+    /// `Session::carry_over`).
+    Replay {
+        acked: Vec<String>,
+        resend: Vec<(Option<String>, Element)>,
+    },
 }
 
 /// What a caller persists to resume the session later (XEP-0198), see
@@ -61,6 +67,9 @@ struct Inbound {
     unconfirmed: VecDeque<u32>,
     sent: u32,
     acked: u32,
+    /// What the driver left unacknowledged when it ended (oldest first; the first is
+    /// outbound stanza `acked + 1`), for the next stream to resume with.
+    left: VecDeque<(Option<String>, Element)>,
 }
 
 impl Inbound {
@@ -161,6 +170,7 @@ impl Session {
             unconfirmed: VecDeque::new(),
             sent: base.outbound,
             acked: base.outbound,
+            left: VecDeque::new(),
         }));
         let driver = Driver {
             own: own.clone(),
@@ -200,6 +210,43 @@ impl Session {
         if raised {
             let _ = self.tx.send(Cmd::Confirmed);
         }
+    }
+
+    /// Call on a resumed session, before sending anything on it, with the session whose
+    /// stream it resumed (which has ended). What the server acknowledged in `<resumed h/>`
+    /// is reported as `Event::Acked`; messages and presences it did not receive are sent
+    /// again, first and in their order (XEP-0198 §5). IQs are not: their callers were
+    /// already told the session closed. Returns the tracking ids of both, so the caller
+    /// does not re-send those from its own outbox.
+    pub fn carry_over(&self, previous: &Session) -> Vec<String> {
+        let Some(h) = self.negotiated.resumed else {
+            return Vec::new();
+        };
+        let (acked_before, left) = {
+            let mut st = previous.lock();
+            (st.acked, std::mem::take(&mut st.left))
+        };
+        let received = h.wrapping_sub(acked_before) as usize;
+        if received > left.len() {
+            // The server claims stanzas the previous stream never sent: nothing is known.
+            tracing::warn!("resumed h beyond what the previous stream sent");
+            return Vec::new();
+        }
+        let mut ids = Vec::new();
+        let mut acked = Vec::new();
+        let mut resend = Vec::new();
+        for (i, (track, stanza)) in left.into_iter().enumerate() {
+            if let Some(id) = &track {
+                ids.push(id.clone());
+            }
+            if i < received {
+                acked.extend(track);
+            } else if !stanza.is("iq", ns::JABBER_CLIENT) {
+                resend.push((track, stanza));
+            }
+        }
+        let _ = self.tx.send(Cmd::Replay { acked, resend });
+        ids
     }
 
     /// The current durable inbound `h`.
@@ -469,8 +516,8 @@ struct Driver {
     events: EventTx,
     durable: bool,
     pending_iqs: HashMap<String, PendingIq>,
-    /// Tracking ids of stanzas sent but not yet acknowledged, oldest first.
-    unacked: VecDeque<Option<String>>,
+    /// Stanzas sent but not yet acknowledged, with their tracking ids, oldest first.
+    unacked: VecDeque<(Option<String>, Element)>,
     sent_count: u32,
     acked_count: u32,
     inbound: Arc<Mutex<Inbound>>,
@@ -552,6 +599,7 @@ impl Driver {
         for (_, p) in self.pending_iqs.drain() {
             let _ = p.reply.send(Err(RequestError::Closed));
         }
+        self.lock().left = std::mem::take(&mut self.unacked);
         tracing::debug!(reason = %reason, "session ended");
         self.events.send(0, Event::Closed(reason));
     }
@@ -581,7 +629,7 @@ impl Driver {
         self.stream.send(stanza).await?;
         if self.sm {
             self.sent_count = self.sent_count.wrapping_add(1);
-            self.unacked.push_back(track);
+            self.unacked.push_back((track, stanza.clone()));
             self.sync_outbound();
         } else if let Some(id) = track {
             // Without stream management a flushed write is the best evidence we can get.
@@ -610,6 +658,18 @@ impl Driver {
                 let h = self.lock().handled();
                 if self.sm && self.last_answered.is_some_and(|a| a != h) {
                     self.send_ack().await?;
+                }
+            }
+            Cmd::Replay { acked, resend } => {
+                for id in acked {
+                    self.events.send(0, Event::Acked { id });
+                }
+                let request_ack = self.sm && resend.iter().any(|(t, _)| t.is_some());
+                for (track, stanza) in resend {
+                    self.write(&stanza, track).await?;
+                }
+                if request_ack {
+                    self.stream.send(&el("r", ns::SM).build()).await?;
                 }
             }
             Cmd::Close { .. } => {}
@@ -730,7 +790,7 @@ impl Driver {
                     ));
                 }
                 for _ in 0..newly {
-                    if let Some(Some(id)) = self.unacked.pop_front() {
+                    if let Some((Some(id), _)) = self.unacked.pop_front() {
                         self.events.send(0, Event::Acked { id });
                     }
                 }
@@ -764,6 +824,7 @@ mod tests {
             unconfirmed: VecDeque::new(),
             sent: 0,
             acked: 0,
+            left: VecDeque::new(),
         }
     }
 
