@@ -8,7 +8,9 @@ use std::time::Duration;
 use linnet_store::{
     ContactRecord, DeliveryState, Direction, Inserted, NewMessage, Subscription as RosterSub,
 };
-use linnet_xmpp::{BareJid, ChatMessage, ConnectError, Event, RosterItem, Session, Subscription};
+use linnet_xmpp::{
+    ArchiveFrom, BareJid, ChatMessage, ConnectError, Event, RosterItem, Session, Subscription,
+};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -21,6 +23,10 @@ const BATCH: usize = 256;
 
 /// kv key of the full JID of the last session (a legacy resume does not repeat it).
 const KV_BOUND_JID: &str = "sm.bound_jid";
+
+/// kv key of the archive id (XEP-0313/0359 stanza-id) up to which we have every message of
+/// our archive; "" when the archive was empty then. Catch-up after a fresh login starts here.
+const KV_ARCHIVE_LAST: &str = "mam.last";
 
 pub(crate) async fn run(
     inner: Arc<Inner>,
@@ -36,6 +42,9 @@ pub(crate) async fn run(
     // The session that ended last in this process: what its stream left unacknowledged is
     // sent again if the next stream resumes it.
     let mut previous: Option<Session> = None;
+    // Receipts for stored messages that could not be written because the session had just
+    // ended: the next session sends them.
+    let mut unsent_receipts: Vec<(String, String)> = Vec::new();
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -147,8 +156,8 @@ pub(crate) async fn run(
                 let prev = previous.take();
                 let restarted = prev.is_none();
                 let carried = match prev {
-                    Some(prev) if resumed => session.carry_over(&prev),
-                    _ => Vec::new(),
+                    Some(prev) => session.carry_over(&prev),
+                    None => Vec::new(),
                 };
                 let setup = if resumed {
                     // The server kept roster, presence and carbons. After a restart the
@@ -169,6 +178,11 @@ pub(crate) async fn run(
                             // every later one goes out after them, so order is kept.
                             let mut published = lock(&slot);
                             resend_outbox(&inner, account, &session, &carried);
+                            for (to, id) in std::mem::take(&mut unsent_receipts) {
+                                if session.send_receipt(&to, &id).is_err() {
+                                    unsent_receipts.push((to, id));
+                                }
+                            }
                             *published = Some(session.clone());
                         }
                         was_online = true;
@@ -176,7 +190,17 @@ pub(crate) async fn run(
                         if let Some(f) = first.take() {
                             let _ = f.send(Ok(()));
                         }
-                        let reason = pump(&inner, account, &session, events).await;
+                        // A fresh session (no resumption) may have missed what the broken
+                        // one had not delivered: the archive fills that gap.
+                        let reason = pump(
+                            &inner,
+                            account,
+                            &session,
+                            events,
+                            !resumed,
+                            &mut unsent_receipts,
+                        )
+                        .await;
                         *lock(&slot) = None;
                         previous = Some(session);
                         inner.denials_ended(account);
@@ -327,7 +351,26 @@ async fn pump(
     account: AccountId,
     session: &Session,
     mut events: mpsc::UnboundedReceiver<(u32, Event)>,
+    catch_up: bool,
+    unsent_receipts: &mut Vec<(String, String)>,
 ) -> ConnectError {
+    // While catching up, live messages do not move the archive cursor: the gap before them
+    // is not filled yet.
+    let mut catching_up = false;
+    if catch_up {
+        let from = match inner.store().kv_get(Some(account), KV_ARCHIVE_LAST) {
+            Ok(Some(last)) if last.is_empty() => Some(ArchiveFrom::Start),
+            Ok(Some(last)) => Some(ArchiveFrom::After(last)),
+            Ok(None) => Some(ArchiveFrom::Latest),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the archive cursor failed");
+                None
+            }
+        };
+        if let Some(from) = from {
+            catching_up = session.archive_query(from).is_ok();
+        }
+    }
     while let Some(ev) = events.recv().await {
         let mut batch = vec![ev];
         while batch.len() < BATCH {
@@ -337,6 +380,7 @@ async fn pump(
             }
         }
         let mut closed = None;
+        let mut next_page = None;
         let mut effects = Effects::default();
         // One transaction per batch. The chat list is updated from inside it and published
         // while the commit runs (received messages may be shown before they are on disk;
@@ -353,10 +397,44 @@ async fn pump(
             for (_, ev) in batch {
                 match ev {
                     Event::Closed(reason) => closed = Some(reason),
+                    Event::ArchivePage { from, complete, last } => {
+                        tracing::debug!(account = account.0, ?from, complete, "archive page");
+                        let cursor = match (&from, last) {
+                            (ArchiveFrom::Latest, l) => Some(l.unwrap_or_default()),
+                            (_, l) => l,
+                        };
+                        if let Some(c) = &cursor {
+                            tx.kv_set(Some(account), KV_ARCHIVE_LAST, c)?;
+                        }
+                        match cursor {
+                            Some(c) if !complete && from != ArchiveFrom::Latest => {
+                                next_page = Some(ArchiveFrom::After(c));
+                            }
+                            _ => catching_up = false,
+                        }
+                    }
+                    Event::ArchiveFailed { from, condition } => {
+                        if condition == "item-not-found" && matches!(from, ArchiveFrom::After(_)) {
+                            // Our cursor left the archive (retention): what lay between is
+                            // gone from the server too. Start again from its newest message.
+                            tracing::warn!(account = account.0, "archive cursor expired");
+                            next_page = Some(ArchiveFrom::Latest);
+                        } else {
+                            tracing::info!(account = account.0, condition = %condition, "archive catch-up refused");
+                            catching_up = false;
+                        }
+                    }
                     ev if inner.stale_request(account, &ev) => {
                         tracing::debug!(account = account.0, "re-sent request to a denial dropped");
                     }
                     ev => {
+                        let cursor = match &ev {
+                            Event::Message(m) if !m.archived && !catching_up => m.stanza_id.clone(),
+                            _ => None,
+                        };
+                        if let Some(c) = cursor {
+                            tx.kv_set(Some(account), KV_ARCHIVE_LAST, &c)?;
+                        }
                         // Each store call is atomic on its own, so one event the store
                         // refuses does not take the rest of the batch with it.
                         if let Err(e) = apply(tx, account, session.own_jid(), ev, &mut effects) {
@@ -404,7 +482,9 @@ async fn pump(
                         session.confirm_handled(handled);
                     }
                     for (to, id) in effects.receipts {
-                        let _ = session.send_receipt(&to, &id);
+                        if session.send_receipt(&to, &id).is_err() {
+                            unsent_receipts.push((to, id));
+                        }
                     }
                     for to in effects.approvals {
                         let _ = session.send_presence(Some(&to), Some("subscribed"));
@@ -416,6 +496,11 @@ async fn pump(
             }
         } else if let Err(e) = blocking(|| inner.store().sync()) {
             tracing::error!(account = account.0, error = %e, "sync failed");
+        }
+        if let Some(from) = next_page {
+            if session.archive_query(from).is_err() {
+                catching_up = false;
+            }
         }
         if let Some(reason) = closed {
             return reason;
@@ -521,6 +606,8 @@ fn apply(
             tx.remove_subscription_request(account, from.as_str())?;
             fx.roster_changed = true;
         }
+        // Handled by the pump, which owns the catch-up state.
+        Event::ArchivePage { .. } | Event::ArchiveFailed { .. } => {}
         Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
     }
     Ok(())
@@ -559,8 +646,14 @@ fn on_message(
             DeliveryState::Delivered
         },
     })?;
-    if let Inserted::New(_) = inserted {
-        fx.changed.push(conversation);
+    match (inserted, m.archived.then_some(m.timestamp_ms).flatten()) {
+        (Inserted::New(_), _) => fx.changed.push(conversation),
+        (Inserted::Duplicate(id), Some(ts)) => {
+            if tx.adopt_archive_time(id, ts)? {
+                fx.changed.push(conversation);
+            }
+        }
+        _ => {}
     }
     // Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
     // that we are online.

@@ -191,6 +191,19 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    /// The time our server's archive gives a message we already hold, when it is earlier
+    /// than ours: the same message can reach us by several paths (live, offline storage,
+    /// archive), and only the archive's time orders them all alike. Returns whether it moved.
+    pub fn adopt_archive_time(&self, id: MessageId, timestamp_ms: i64) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE messages SET timestamp_ms = ?2 WHERE id = ?1 AND timestamp_ms > ?2",
+            )?
+            .execute(params![id, timestamp_ms])?;
+        Ok(n > 0)
+    }
+
     /// Moves a message's delivery state if [`DeliveryState::can_become`] allows it;
     /// returns whether it changed. Late or repeated receipts are therefore harmless.
     pub fn set_delivery_state(&self, id: MessageId, state: DeliveryState) -> Result<bool> {

@@ -18,6 +18,8 @@ pub const NS_DELAY: &str = "urn:xmpp:delay";
 pub const NS_PING: &str = "urn:xmpp:ping";
 pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub const NS_HINTS: &str = "urn:xmpp:hints";
+pub const NS_MAM: &str = "urn:xmpp:mam:2";
+pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 
 /// What our client advertises in disco#info.
 pub const FEATURES: &[&str] = &[NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_CARBONS, NS_SID];
@@ -61,6 +63,8 @@ pub struct ChatMessage {
     /// Delay stamp (offline/archived delivery), clamped to sane values.
     pub timestamp_ms: Option<i64>,
     pub wants_receipt: bool,
+    /// Fetched from our archive (XEP-0313) rather than delivered live.
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +97,19 @@ pub enum Event {
     /// The server acknowledged (XEP-0198) the stanza we sent with this tracking id.
     Acked {
         id: String,
+    },
+    /// A query of our archive ([`crate::Session::archive_query`]) ended; its messages came
+    /// before this as `Message` events. `last`: the archive id of the newest message of the
+    /// page (of the archive, for [`crate::ArchiveFrom::Latest`]); `complete`: nothing newer.
+    ArchivePage {
+        from: crate::ArchiveFrom,
+        complete: bool,
+        last: Option<String>,
+    },
+    /// A query of our archive was refused (`condition` as in RFC 6120 §8.3).
+    ArchiveFailed {
+        from: crate::ArchiveFrom,
+        condition: String,
     },
     /// The session ended; reason given.
     Closed(crate::ConnectError),
@@ -291,8 +308,80 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         stanza_id_by,
         timestamp_ms,
         wants_receipt: el.has_child("request", NS_RECEIPTS) && el.attr("id").is_some(),
+        archived: false,
     }));
     events
+}
+
+/// The `queryid` of a XEP-0313 result message, if `el` is one (checked or not).
+pub(crate) fn archive_result_query_id(el: &Element) -> Option<&str> {
+    if !el.is("message", ns::JABBER_CLIENT) {
+        return None;
+    }
+    let result = el.get_child("result", NS_MAM)?;
+    Some(result.attr("queryid").unwrap_or_default())
+}
+
+/// A message of our own archive (XEP-0313 §4.2), already matched to a query of ours. Only
+/// our own account may send results of our archive; the archived stanza must be one we sent
+/// or one addressed to us. The archive id is the stanza-id our archive assigned.
+pub(crate) fn archived_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
+    if !cx.is_from_own_account(el) {
+        tracing::warn!("dropping archive result not sent by our own account");
+        return Vec::new();
+    }
+    let Some(result) = el.get_child("result", NS_MAM) else {
+        return Vec::new();
+    };
+    let Some(archive_id) = result.attr("id").filter(|i| !i.is_empty()) else {
+        return Vec::new();
+    };
+    let Some(forwarded) = result.get_child("forwarded", NS_FORWARD) else {
+        return Vec::new();
+    };
+    let Some(inner) = forwarded.get_child("message", ns::JABBER_CLIENT) else {
+        return Vec::new();
+    };
+    let from_bare = inner.attr("from").and_then(split_bare);
+    let to_bare = inner.attr("to").and_then(split_bare);
+    let own = Some(cx.own.as_str().to_owned());
+    let outgoing = if from_bare == own {
+        true
+    } else if to_bare == own && from_bare.is_some() {
+        false
+    } else {
+        return Vec::new();
+    };
+    let mut events = direct_message(inner, cx, false, outgoing);
+    let stamp = forwarded
+        .get_child("delay", NS_DELAY)
+        .and_then(|d| d.attr("stamp"))
+        .and_then(parse_stamp);
+    for ev in &mut events {
+        if let Event::Message(m) = ev {
+            m.archived = true;
+            m.stanza_id = Some(archive_id.to_owned());
+            m.stanza_id_by = Some(cx.own.as_str().to_owned());
+            m.timestamp_ms = m.timestamp_ms.or(stamp);
+            // A receipt request in the archive is answered only once the message is new to
+            // us; the caller decides, as for live messages.
+        }
+    }
+    events
+}
+
+/// `<fin/>` of a XEP-0313 query: (complete, last archive id of the page).
+pub(crate) fn archive_fin(iq: &Element) -> (bool, Option<String>) {
+    let Some(fin) = iq.get_child("fin", NS_MAM) else {
+        return (true, None);
+    };
+    let complete = matches!(fin.attr("complete"), Some("true") | Some("1"));
+    let last = fin
+        .get_child("set", NS_RSM)
+        .and_then(|s| s.get_child("last", NS_RSM))
+        .map(|l| l.text())
+        .filter(|l| !l.is_empty());
+    (complete, last)
 }
 
 fn classify_presence(el: &Element, cx: &Context<'_>) -> Vec<Event> {
@@ -481,6 +570,55 @@ mod tests {
         assert_eq!(m.origin_id.as_deref(), Some("o1"));
         assert_eq!(m.stanza_id.as_deref(), Some("s1"));
         assert_eq!(m.body, "hi");
+    }
+
+    fn archive_result(outer_from: Option<&str>, inner: &str) -> Element {
+        let from = outer_from
+            .map(|f| format!(" from='{f}'"))
+            .unwrap_or_default();
+        parse(&format!("<message xmlns='jabber:client'{from} to='me@example.org/phone'><result xmlns='urn:xmpp:mam:2' queryid='q1' id='arch-7'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2024-05-01T10:00:00Z'/>{inner}</forwarded></result></message>"))
+    }
+
+    #[test]
+    fn archived_messages_in_both_directions() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let el = archive_result(None, "<message xmlns='jabber:client' from='bob@example.org/pc' to='me@example.org/tablet' type='chat' id='m1'><body>hi</body></message>");
+        assert_eq!(archive_result_query_id(&el), Some("q1"));
+        let m = only_message(archived_message(&el, &cx(&own)));
+        assert!(m.archived && !m.outgoing && !m.carbon);
+        assert_eq!(m.peer.as_str(), "bob@example.org");
+        assert_eq!(m.stanza_id.as_deref(), Some("arch-7"));
+        assert_eq!(m.stanza_id_by.as_deref(), Some("me@example.org"));
+        assert_eq!(m.timestamp_ms, Some(1_714_557_600_000));
+        let el = archive_result(Some("me@example.org"), "<message xmlns='jabber:client' from='me@example.org/tablet' to='bob@example.org' type='chat' id='m2'><body>yo</body></message>");
+        let m = only_message(archived_message(&el, &cx(&own)));
+        assert!(m.outgoing);
+        assert_eq!(m.peer.as_str(), "bob@example.org");
+    }
+
+    #[test]
+    fn foreign_archive_results_are_ignored() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let inner = "<message xmlns='jabber:client' from='bob@example.org/pc' to='me@example.org' type='chat'><body>forged history</body></message>";
+        // Results of an archive that is not ours.
+        for from in ["bob@example.org", "me@example.org/other", "example.org"] {
+            let el = archive_result(Some(from), inner);
+            assert!(archived_message(&el, &cx(&own)).is_empty(), "{from}");
+        }
+        // An archived stanza between two others.
+        let el = archive_result(None, "<message xmlns='jabber:client' from='bob@example.org/pc' to='carol@example.org' type='chat'><body>not ours</body></message>");
+        assert!(archived_message(&el, &cx(&own)).is_empty());
+        // Outside a query the result wrapper makes no message at all.
+        let el = archive_result(None, inner);
+        assert!(classify(&el, &cx(&own)).events.is_empty());
+    }
+
+    #[test]
+    fn archive_fin_reads_completion_and_cursor() {
+        let iq = parse("<iq xmlns='jabber:client' type='result' id='q1'><fin xmlns='urn:xmpp:mam:2' complete='true'><set xmlns='http://jabber.org/protocol/rsm'><first>a</first><last>z</last></set></fin></iq>");
+        assert_eq!(archive_fin(&iq), (true, Some("z".into())));
+        let iq = parse("<iq xmlns='jabber:client' type='result' id='q1'><fin xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'/></fin></iq>");
+        assert_eq!(archive_fin(&iq), (false, None));
     }
 
     #[test]

@@ -13,14 +13,15 @@ mod session;
 mod tls;
 
 pub use connect::{
-    connect, register, ConnectConfig, Connection, Negotiated, ResumeRequest, ServerAddr, SmBase,
+    connect, register, set_connect_hint, ConnectConfig, Connection, Negotiated, ResumeRequest,
+    ServerAddr, SmBase,
 };
 pub use error::{ConnectError, RequestError};
 pub use fast::FastToken;
 pub use inbound::{ChatMessage, Event, RosterItem, Subscription};
 pub use jid::{BareJid, JidError};
 pub use sasl2::new_user_agent_id;
-pub use session::{chat_stanza, stanza_to_string, Session, SmState};
+pub use session::{chat_stanza, stanza_to_string, ArchiveFrom, Session, SmState};
 pub use tls::TlsOptions;
 
 /// A fresh random id for stanzas (and origin-ids): 128 bits, URL-safe.

@@ -34,6 +34,10 @@ enum Cmd {
     },
     /// The durable `h` may have risen (see `Session::confirm_handled`).
     Confirmed,
+    /// A query of our archive (see `Session::archive_query`).
+    Archive {
+        from: ArchiveFrom,
+    },
     /// After a resumption: what the previous stream left unacknowledged (see
     /// `Session::carry_over`).
     Replay {
@@ -43,6 +47,21 @@ enum Cmd {
 }
 
 /// What a caller persists to resume the session later (XEP-0198), see
+/// Where a query of our own archive (XEP-0313) starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveFrom {
+    /// After the message with this archive id (stanza-id).
+    After(String),
+    /// From the oldest message kept.
+    Start,
+    /// Only to learn the newest archive id: its message is not delivered.
+    Latest,
+}
+
+/// Messages per archive page: enough to catch up a typical gap in one round trip, small
+/// enough that a page stays well under the servers' stanza limits.
+const ARCHIVE_PAGE: u32 = 100;
+
 /// [`Session::sm_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmState {
@@ -180,6 +199,7 @@ impl Session {
             events,
             durable,
             pending_iqs: HashMap::new(),
+            archive_queries: HashMap::new(),
             unacked: VecDeque::new(),
             sent_count: base.outbound,
             acked_count: base.outbound,
@@ -212,19 +232,42 @@ impl Session {
         }
     }
 
-    /// Call on a resumed session, before sending anything on it, with the session whose
-    /// stream it resumed (which has ended). What the server acknowledged in `<resumed h/>`
-    /// is reported as `Event::Acked`; messages and presences it did not receive are sent
-    /// again, first and in their order (XEP-0198 §5). IQs are not: their callers were
-    /// already told the session closed. Returns the tracking ids of both, so the caller
-    /// does not re-send those from its own outbox.
+    /// Queries our archive (XEP-0313) for one page of one-to-one messages. The page's
+    /// messages arrive as `Event::Message` (with `archived`), then `Event::ArchivePage`
+    /// (or `Event::ArchiveFailed`). Results nobody asked for are dropped.
+    pub fn archive_query(&self, from: ArchiveFrom) -> Result<(), RequestError> {
+        self.tx
+            .send(Cmd::Archive { from })
+            .map_err(|_| RequestError::Closed)
+    }
+
+    /// Call on a new session, before sending anything on it, with the session that ended
+    /// before it. After a resumption, what the server acknowledged in `<resumed h/>` is
+    /// reported as `Event::Acked` and the messages and presences it did not receive are
+    /// sent again, first and in their order (XEP-0198 §5). After a fresh login, only the
+    /// untracked messages (receipts and the like) are sent again: tracked ones are the
+    /// caller's to re-send, and the new session announces its own presence. IQs never are:
+    /// their callers were already told the session closed. Returns the tracking ids taken
+    /// care of here, so the caller does not re-send those from its own outbox.
     pub fn carry_over(&self, previous: &Session) -> Vec<String> {
-        let Some(h) = self.negotiated.resumed else {
-            return Vec::new();
-        };
         let (acked_before, left) = {
             let mut st = previous.lock();
             (st.acked, std::mem::take(&mut st.left))
+        };
+        let Some(h) = self.negotiated.resumed else {
+            let resend: Vec<_> = left
+                .into_iter()
+                .filter(|(track, stanza)| {
+                    track.is_none() && stanza.is("message", ns::JABBER_CLIENT)
+                })
+                .collect();
+            if !resend.is_empty() {
+                let _ = self.tx.send(Cmd::Replay {
+                    acked: Vec::new(),
+                    resend,
+                });
+            }
+            return Vec::new();
         };
         let received = h.wrapping_sub(acked_before) as usize;
         if received > left.len() {
@@ -376,8 +419,12 @@ impl Session {
     }
 
     pub fn send_receipt(&self, to_full: &str, id: &str) -> Result<(), RequestError> {
+        // type "chat", as the message it answers: when that device has gone offline, the
+        // server then hands the receipt to the account's other devices or offline storage
+        // (RFC 6121 §8.5.3.2.1) instead of dropping it.
         let stanza = el("message", ns::JABBER_CLIENT)
             .attr("to", to_full)
+            .attr("type", "chat")
             .attr("id", crate::new_id())
             .child(el("received", NS_RECEIPTS).attr("id", id))
             .child(el("store", inbound::NS_HINTS))
@@ -516,6 +563,8 @@ struct Driver {
     events: EventTx,
     durable: bool,
     pending_iqs: HashMap<String, PendingIq>,
+    /// Our archive queries in flight, by query id (also the IQ id).
+    archive_queries: HashMap<String, ArchiveFrom>,
     /// Stanzas sent but not yet acknowledged, with their tracking ids, oldest first.
     unacked: VecDeque<(Option<String>, Element)>,
     sent_count: u32,
@@ -660,6 +709,28 @@ impl Driver {
                     self.send_ack().await?;
                 }
             }
+            Cmd::Archive { from } => {
+                let id = crate::new_id();
+                let mut set = el("set", inbound::NS_RSM);
+                set = match &from {
+                    ArchiveFrom::After(after) => set
+                        .child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
+                        .child(el("after", inbound::NS_RSM).text(after)),
+                    ArchiveFrom::Start => {
+                        set.child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
+                    }
+                    ArchiveFrom::Latest => set
+                        .child(el("max", inbound::NS_RSM).text("1"))
+                        .child(el("before", inbound::NS_RSM)),
+                };
+                let iq = el("iq", ns::JABBER_CLIENT)
+                    .attr("type", "set")
+                    .attr("id", &id)
+                    .child(el("query", inbound::NS_MAM).attr("queryid", &id).child(set))
+                    .build();
+                self.write(&iq, None).await?;
+                self.archive_queries.insert(id, from);
+            }
             Cmd::Replay { acked, resend } => {
                 for id in acked {
                     self.events.send(0, Event::Acked { id });
@@ -725,8 +796,45 @@ impl Driver {
         } else {
             0
         };
+        if let Some(query) = inbound::archive_result_query_id(&el) {
+            let cx = Context {
+                own: &self.own,
+                own_full: &self.own_full,
+            };
+            let events = match self.archive_queries.get(query) {
+                Some(ArchiveFrom::Latest) => Vec::new(),
+                Some(_) => inbound::archived_message(&el, &cx),
+                None => {
+                    // XEP-0313 §Security: results we did not ask for could inject history.
+                    tracing::warn!("dropping unsolicited archive result");
+                    Vec::new()
+                }
+            };
+            self.emit(seq, events);
+            return Ok(());
+        }
         if el.name() == "iq" && matches!(el.attr("type"), Some("result") | Some("error")) {
             let id = el.attr("id").unwrap_or_default();
+            if self.archive_queries.contains_key(id) && self.iq_reply_matches(None, el.attr("from"))
+            {
+                if let Some(from) = self.archive_queries.remove(id) {
+                    let ev = if el.attr("type") == Some("result") {
+                        let (complete, last) = inbound::archive_fin(&el);
+                        Event::ArchivePage {
+                            from,
+                            complete,
+                            last,
+                        }
+                    } else {
+                        Event::ArchiveFailed {
+                            from,
+                            condition: inbound::stanza_error(&el).0,
+                        }
+                    };
+                    self.emit(seq, vec![ev]);
+                }
+                return Ok(());
+            }
             let matches = self
                 .pending_iqs
                 .get(id)
@@ -753,13 +861,19 @@ impl Driver {
         if let Some(reply) = outcome.reply {
             self.write(&reply, None).await?;
         }
-        if self.durable && !outcome.events.is_empty() {
+        self.emit(seq, outcome.events);
+        Ok(())
+    }
+
+    /// Hands events caused by inbound stanza `seq` to the caller (durable: unconfirmed
+    /// until the caller says so).
+    fn emit(&mut self, seq: u32, events: Vec<Event>) {
+        if self.durable && !events.is_empty() {
             self.lock().unconfirmed.push_back(seq);
         }
-        for ev in outcome.events {
+        for ev in events {
             self.events.send(seq, ev);
         }
-        Ok(())
     }
 
     async fn handle_sm(&mut self, nonza: &Element) -> Result<(), ConnectError> {
