@@ -67,6 +67,10 @@ async fn pages_through_the_archive(server: Server) {
     let (msgs, _, newest) = page(&mut events).await;
     assert!(msgs.is_empty(), "Latest delivers no message: {msgs:?}");
     let newest = newest.expect("the newest archive id");
+    b.archive_query(ArchiveFrom::Recent).unwrap();
+    let (msgs, _, last) = page(&mut events).await;
+    assert_eq!(msgs.len(), 3, "the newest page: {msgs:?}");
+    assert_eq!(last.as_deref(), Some(newest.as_str()));
     b.archive_query(ArchiveFrom::Start).unwrap();
     let (msgs, complete, last) = page(&mut events).await;
     let bodies: Vec<&str> = msgs.iter().map(|(b, _)| b.as_str()).collect();

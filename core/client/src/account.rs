@@ -361,7 +361,9 @@ async fn pump(
         let from = match inner.store().kv_get(Some(account), KV_ARCHIVE_LAST) {
             Ok(Some(last)) if last.is_empty() => Some(ArchiveFrom::Start),
             Ok(Some(last)) => Some(ArchiveFrom::After(last)),
-            Ok(None) => Some(ArchiveFrom::Latest),
+            // First login on this device: the newest page, which also holds what waited
+            // for us (with Bind2, servers leave offline messages to the archive).
+            Ok(None) => Some(ArchiveFrom::Recent),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the archive cursor failed");
                 None
@@ -400,14 +402,22 @@ async fn pump(
                     Event::ArchivePage { from, complete, last } => {
                         tracing::debug!(account = account.0, ?from, complete, "archive page");
                         let cursor = match (&from, last) {
-                            (ArchiveFrom::Latest, l) => Some(l.unwrap_or_default()),
+                            (ArchiveFrom::Latest | ArchiveFrom::Recent, l) => {
+                                Some(l.unwrap_or_default())
+                            }
                             (_, l) => l,
                         };
                         if let Some(c) = &cursor {
                             tx.kv_set(Some(account), KV_ARCHIVE_LAST, c)?;
                         }
                         match cursor {
-                            Some(c) if !complete && from != ArchiveFrom::Latest => {
+                            Some(c)
+                                if !complete
+                                    && matches!(
+                                        from,
+                                        ArchiveFrom::After(_) | ArchiveFrom::Start
+                                    ) =>
+                            {
                                 next_page = Some(ArchiveFrom::After(c));
                             }
                             _ => catching_up = false,

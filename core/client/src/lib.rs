@@ -661,6 +661,9 @@ impl Inner {
         if let Some(r) = resource {
             cfg.resource = r.to_owned();
         }
+        // Bind, stream management and carbons in the authentication round trip; what the
+        // server then leaves to the archive, the catch-up after login fetches.
+        cfg.bind2 = true;
         cfg
     }
 

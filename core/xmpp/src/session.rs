@@ -54,6 +54,9 @@ pub enum ArchiveFrom {
     After(String),
     /// From the oldest message kept.
     Start,
+    /// The newest page: what a device logging in for the first time shows, including the
+    /// messages that waited for it (with Bind2 the server leaves those to the archive).
+    Recent,
     /// Only to learn the newest archive id: its message is not delivered.
     Latest,
 }
@@ -719,6 +722,9 @@ impl Driver {
                     ArchiveFrom::Start => {
                         set.child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
                     }
+                    ArchiveFrom::Recent => set
+                        .child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
+                        .child(el("before", inbound::NS_RSM)),
                     ArchiveFrom::Latest => set
                         .child(el("max", inbound::NS_RSM).text("1"))
                         .child(el("before", inbound::NS_RSM)),
