@@ -59,6 +59,22 @@ impl FakeServer {
         }
     }
 
+    /// A session-level config for `user@fake.test` at this server, trusting only its CA.
+    pub fn connect_config(&self) -> linnet_xmpp::ConnectConfig {
+        let jid = linnet_xmpp::BareJid::parse(&format!("user@{DOMAIN}")).expect("jid");
+        let mut cfg = linnet_xmpp::ConnectConfig::new(jid, "pw");
+        cfg.server = Some(linnet_xmpp::ServerAddr {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            direct_tls: false,
+        });
+        cfg.tls = linnet_xmpp::TlsOptions {
+            extra_ca_pem: Some(self.ca_pem.clone().into_bytes()),
+            only_extra_ca: true,
+        };
+        cfg
+    }
+
     /// Accepts one client and logs it in as `user@fake.test/<resource>`.
     pub async fn accept(&self) -> FakeSession {
         let (mut tcp, _) = self.listener.accept().await.expect("accept");

@@ -91,6 +91,20 @@ pub fn server_override(server: Server, direct_tls: bool) -> ServerOverride {
     }
 }
 
+/// A session-level config for `jid` at `server` (STARTTLS port, the test CA only).
+pub fn xmpp_config(server: Server, jid: &str) -> linnet_xmpp::ConnectConfig {
+    let bare = linnet_xmpp::BareJid::parse(jid).expect("jid");
+    let mut cfg = linnet_xmpp::ConnectConfig::new(bare, PASSWORD);
+    let o = server_override(server, false);
+    cfg.server = Some(linnet_xmpp::ServerAddr {
+        host: o.host,
+        port: o.port,
+        direct_tls: false,
+    });
+    cfg.tls = tls();
+    cfg
+}
+
 /// Trusts only the test CA, so that a wrong certificate can never pass because of the
 /// machine's own roots.
 pub fn tls() -> TlsOptions {
@@ -199,6 +213,21 @@ impl TestClient {
             .add_account(&jid, PASSWORD, Some(server))
             .expect("add account");
         Self::wrap(client, account, jid, dir)
+    }
+
+    /// The same account logged in again through a fault proxy of its own (this client's
+    /// direct session is shut down).
+    pub async fn behind_proxy(self, server: Server) -> (TestClient, proxy::Proxy) {
+        self.client.shutdown().await;
+        let proxy = proxy::Proxy::start(socket_addr(server))
+            .await
+            .expect("proxy");
+        let via = ServerOverride {
+            host: "127.0.0.1".into(),
+            port: proxy.port(),
+            direct_tls: false,
+        };
+        (TestClient::login_via(&self.jid, via).await, proxy)
     }
 
     /// Registers a fresh account in-band and logs it in.

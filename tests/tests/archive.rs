@@ -5,25 +5,15 @@
 use std::time::Duration;
 
 use linnet_tests::*;
-use linnet_xmpp::{ArchiveFrom, BareJid, ConnectConfig, Event, ServerAddr, Session};
+use linnet_xmpp::{ArchiveFrom, BareJid, Event, Session};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn config(server: Server, jid: &str) -> ConnectConfig {
-    let mut cfg = ConnectConfig::new(BareJid::parse(jid).unwrap(), PASSWORD);
-    let o = server_override(server, false);
-    cfg.server = Some(ServerAddr {
-        host: o.host,
-        port: o.port,
-        direct_tls: false,
-    });
-    cfg.tls = tls();
-    cfg
-}
-
 async fn session(server: Server, jid: &str) -> (Session, UnboundedReceiver<Event>) {
-    let conn = linnet_xmpp::connect(&config(server, jid)).await.unwrap();
+    let conn = linnet_xmpp::connect(&xmpp_config(server, jid))
+        .await
+        .unwrap();
     Session::start(conn, BareJid::parse(jid).unwrap())
 }
 
@@ -53,7 +43,9 @@ async fn pages_through_the_archive(server: Server) {
     let alice = fresh_jid(server, "arca");
     let bob = fresh_jid(server, "arcb");
     for jid in [&alice, &bob] {
-        linnet_xmpp::register(&config(server, jid)).await.unwrap();
+        linnet_xmpp::register(&xmpp_config(server, jid))
+            .await
+            .unwrap();
     }
     let (a, _a_events) = session(server, &alice).await;
     let bob_bare = BareJid::parse(&bob).unwrap();
@@ -98,16 +90,7 @@ both_servers!(pages_through_the_archive);
 #[tokio::test]
 async fn unsolicited_archive_results_are_dropped() {
     let fake = linnet_tests::fake::FakeServer::start().await;
-    let mut cfg = ConnectConfig::new(BareJid::parse("user@fake.test").unwrap(), "pw");
-    cfg.server = Some(ServerAddr {
-        host: "127.0.0.1".into(),
-        port: fake.port,
-        direct_tls: false,
-    });
-    cfg.tls = linnet_xmpp::TlsOptions {
-        extra_ca_pem: Some(fake.ca_pem.clone().into_bytes()),
-        only_extra_ca: true,
-    };
+    let cfg = fake.connect_config();
     let (conn, server) = tokio::join!(linnet_xmpp::connect(&cfg), fake.accept());
     let mut server = server;
     let (_session, mut events) =

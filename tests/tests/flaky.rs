@@ -3,20 +3,13 @@
 
 use std::time::Duration;
 
-use linnet_client::{ConnectionState, DeliveryState, Direction, ServerOverride};
-use linnet_tests::proxy::{ChaosConfig, Proxy};
+use linnet_client::{ConnectionState, DeliveryState, Direction};
+use linnet_tests::proxy::ChaosConfig;
 use linnet_tests::*;
 
 async fn survives_resets_without_loss_or_duplicates(server: Server) {
     let (a, b) = contacts_pair(server).await;
-    a.client.shutdown().await;
-    let proxy = Proxy::start(socket_addr(server)).await.unwrap();
-    let via = ServerOverride {
-        host: "127.0.0.1".into(),
-        port: proxy.port(),
-        direct_tls: false,
-    };
-    let a = TestClient::login_via(&a.jid, via).await;
+    let (a, proxy) = a.behind_proxy(server).await;
     let mut expected = Vec::new();
     for round in 0..3 {
         // The link dies while A is sending: the bytes never reach the server.
@@ -69,25 +62,13 @@ async fn survives_resets_without_loss_or_duplicates(server: Server) {
     .await;
 }
 
-/// Through a proxy of its own, logged in again (contacts_pair's direct session closed).
-async fn behind_proxy(c: TestClient, server: Server) -> (TestClient, Proxy) {
-    c.client.shutdown().await;
-    let proxy = Proxy::start(socket_addr(server)).await.unwrap();
-    let via = ServerOverride {
-        host: "127.0.0.1".into(),
-        port: proxy.port(),
-        direct_tls: false,
-    };
-    (TestClient::login_via(&c.jid, via).await, proxy)
-}
-
 /// 1,000 numbered messages A→B while both links are reset at random and blackholed for
 /// seconds at a time: B shows each exactly once, in order; A shows all delivered.
 async fn thousand_messages_through_chaos(server: Server) {
     const N: usize = 1000;
     let (a, b) = contacts_pair(server).await;
-    let (a, pa) = behind_proxy(a, server).await;
-    let (b, pb) = behind_proxy(b, server).await;
+    let (a, pa) = a.behind_proxy(server).await;
+    let (b, pb) = b.behind_proxy(server).await;
     let chaos_cfg = |seed| ChaosConfig {
         seed,
         min_interval: Duration::from_millis(300),

@@ -5,8 +5,7 @@
 //! `cargo test -p linnet-tests --test restart -- --ignored --test-threads=1`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use linnet_client::{ConnectionState, DeliveryState, Direction, ServerOverride};
-use linnet_tests::proxy::Proxy;
+use linnet_client::{ConnectionState, DeliveryState, Direction};
 use linnet_tests::*;
 
 fn restart(server: Server) {
@@ -26,14 +25,7 @@ fn restart(server: Server) {
 
 async fn server_restart_loses_nothing(server: Server) {
     let (a, b) = contacts_pair(server).await;
-    b.client.shutdown().await;
-    let proxy = Proxy::start(socket_addr(server)).await.unwrap();
-    let via = ServerOverride {
-        host: "127.0.0.1".into(),
-        port: proxy.port(),
-        direct_tls: false,
-    };
-    let b = TestClient::login_via(&b.jid, via).await;
+    let (b, proxy) = b.behind_proxy(server).await;
     let mut expected = vec!["before".to_owned()];
     a.client.send_message(a.account, &b.jid, "before").unwrap();
     b.wait_conversation(&a.jid, "live message", |s| {

@@ -532,16 +532,7 @@ async fn fake_session() -> (
     UnboundedReceiver<Event>,
 ) {
     let fake = linnet_tests::fake::FakeServer::start().await;
-    let mut cfg = ConnectConfig::new(BareJid::parse("user@fake.test").unwrap(), "pw");
-    cfg.server = Some(ServerAddr {
-        host: "127.0.0.1".into(),
-        port: fake.port,
-        direct_tls: false,
-    });
-    cfg.tls = linnet_xmpp::TlsOptions {
-        extra_ca_pem: Some(fake.ca_pem.clone().into_bytes()),
-        only_extra_ca: true,
-    };
+    let cfg = fake.connect_config();
     let (conn, server) = tokio::join!(linnet_xmpp::connect(&cfg), fake.accept());
     let conn = conn.expect("login at the fake server");
     let (session, events) = Session::start(conn, BareJid::parse("user@fake.test").unwrap());
@@ -596,16 +587,7 @@ async fn unsolicited_resumed_in_session_ends_it() {
 #[tokio::test]
 async fn durable_acks_wait_for_confirmation() {
     let fake = linnet_tests::fake::FakeServer::start().await;
-    let mut cfg = ConnectConfig::new(BareJid::parse("user@fake.test").unwrap(), "pw");
-    cfg.server = Some(ServerAddr {
-        host: "127.0.0.1".into(),
-        port: fake.port,
-        direct_tls: false,
-    });
-    cfg.tls = linnet_xmpp::TlsOptions {
-        extra_ca_pem: Some(fake.ca_pem.clone().into_bytes()),
-        only_extra_ca: true,
-    };
+    let cfg = fake.connect_config();
     let (conn, server) = tokio::join!(linnet_xmpp::connect(&cfg), fake.accept());
     let mut server = server;
     let conn = conn.unwrap();
