@@ -86,6 +86,15 @@ pub(crate) async fn run(
         if let Some(previd) = state.sm_id.clone().filter(|_| inner.opts.stream_resumption) {
             // XEP-0198: pick the old stream up where it broke, with the count of stanzas we
             // stored durably, so the server re-sends exactly what we do not have.
+            // The stored h counts the stanzas whose events are on disk; the session that
+            // just ended may have acknowledged more (stanzas without events count at once),
+            // and a server refuses an h lower than one it was already told.
+            if let Some(prev) = &previous {
+                let h = prev.handled();
+                if (h.wrapping_sub(state.sm_inbound) as i32) > 0 {
+                    state.sm_inbound = h;
+                }
+            }
             cfg.resume = Some(linnet_xmpp::ResumeRequest {
                 previd,
                 location: state.sm_location.clone(),
@@ -656,14 +665,13 @@ fn on_message(
             DeliveryState::Delivered
         },
     })?;
-    match (inserted, m.archived.then_some(m.timestamp_ms).flatten()) {
-        (Inserted::New(_), _) => fx.changed.push(conversation),
-        (Inserted::Duplicate(id), Some(ts)) => {
-            if tx.adopt_archive_time(id, ts)? {
-                fx.changed.push(conversation);
-            }
-        }
-        _ => {}
+    let moved = match (inserted, m.archived.then_some(m.timestamp_ms).flatten()) {
+        (Inserted::New(_), _) => true,
+        (Inserted::Duplicate(id), Some(ts)) => tx.adopt_archive_time(id, ts)?,
+        _ => false,
+    };
+    if moved {
+        fx.changed.push(conversation);
     }
     // Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
     // that we are online.
