@@ -86,15 +86,6 @@ pub(crate) async fn run(
         if let Some(previd) = state.sm_id.clone().filter(|_| inner.opts.stream_resumption) {
             // XEP-0198: pick the old stream up where it broke, with the count of stanzas we
             // stored durably, so the server re-sends exactly what we do not have.
-            // The stored h counts the stanzas whose events are on disk; the session that
-            // just ended may have acknowledged more (stanzas without events count at once),
-            // and a server refuses an h lower than one it was already told.
-            if let Some(prev) = &previous {
-                let h = prev.handled();
-                if (h.wrapping_sub(state.sm_inbound) as i32) > 0 {
-                    state.sm_inbound = h;
-                }
-            }
             cfg.resume = Some(linnet_xmpp::ResumeRequest {
                 previd,
                 location: state.sm_location.clone(),

@@ -13,8 +13,7 @@ mod session;
 mod tls;
 
 pub use connect::{
-    connect, register, set_connect_hint, ConnectConfig, Connection, Negotiated, ResumeRequest,
-    ServerAddr, SmBase,
+    connect, register, ConnectConfig, Connection, Negotiated, ResumeRequest, ServerAddr, SmBase,
 };
 pub use error::{ConnectError, RequestError};
 pub use fast::FastToken;
