@@ -289,6 +289,28 @@ impl TestClient {
         }
     }
 
+    /// Bodies of every message received from `peer`, in the order shown (from the store,
+    /// not the snapshot's window).
+    pub fn incoming_bodies(&self, peer: &str) -> Vec<String> {
+        let conv = self
+            .client
+            .open_conversation(self.account, peer)
+            .expect("conversation");
+        self.client
+            .messages(conv, None, 100_000)
+            .expect("messages")
+            .into_iter()
+            .filter(|m| m.direction == linnet_client::Direction::Incoming)
+            .map(|m| m.body)
+            .collect()
+    }
+
+    /// Waits until at least `n` messages from `peer` are stored (polling, for counts beyond
+    /// a snapshot's window).
+    pub async fn wait_incoming(&self, peer: &str, n: usize, what: &str) {
+        wait_until(what, || self.incoming_bodies(peer).len() >= n).await;
+    }
+
     /// Waits for a conversation snapshot with `peer` that satisfies `pred`.
     pub async fn wait_conversation<F: Fn(&ConversationSnapshot) -> bool>(
         &self,

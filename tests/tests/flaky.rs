@@ -26,15 +26,8 @@ async fn survives_resets_without_loss_or_duplicates(server: Server) {
                 && proxy.accepted() as usize > round + 1
         })
         .await;
-        let want = expected.len();
-        b.wait_conversation(&a.jid, "every message so far", |s| {
-            s.messages
-                .iter()
-                .filter(|m| m.direction == Direction::Incoming)
-                .count()
-                >= want
-        })
-        .await;
+        b.wait_incoming(&a.jid, expected.len(), "every message so far")
+            .await;
         // And the other direction works on the new connection.
         let body = format!("reply {round}");
         b.client.send_message(b.account, &a.jid, &body).unwrap();
@@ -43,15 +36,7 @@ async fn survives_resets_without_loss_or_duplicates(server: Server) {
         })
         .await;
     }
-    let conv = b.client.open_conversation(b.account, &a.jid).unwrap();
-    let got: Vec<String> = b
-        .client
-        .messages(conv, None, 1000)
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.direction == Direction::Incoming)
-        .map(|m| m.body)
-        .collect();
+    let got = b.incoming_bodies(&a.jid);
     assert_eq!(got, expected, "every message exactly once, in order");
     a.wait_conversation(&b.jid, "all delivered", |s| {
         s.messages
@@ -95,16 +80,7 @@ async fn thousand_messages_through_chaos(server: Server) {
     );
     assert!(sa.resets + sb.resets > 0 && sa.stalls + sb.stalls > 0);
 
-    let conv = b.client.open_conversation(b.account, &a.jid).unwrap();
-    let incoming = || -> Vec<String> {
-        b.client
-            .messages(conv, None, 2 * N as u32)
-            .unwrap()
-            .into_iter()
-            .filter(|m| m.direction == Direction::Incoming)
-            .map(|m| m.body)
-            .collect()
-    };
+    let incoming = || b.incoming_bodies(&a.jid);
     for _ in 0..600 {
         if incoming().len() >= N {
             break;

@@ -5,7 +5,7 @@
 //! `cargo test -p linnet-tests --test restart -- --ignored --test-threads=1`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use linnet_client::{ConnectionState, DeliveryState, Direction};
+use linnet_client::{ConnectionState, DeliveryState};
 use linnet_tests::*;
 
 fn restart(server: Server) {
@@ -63,24 +63,11 @@ async fn server_restart_loses_nothing(server: Server) {
         })
         .await;
     }
-    let want = expected.len();
-    b.wait_conversation(&a.jid, "every message", |s| {
-        s.messages
-            .iter()
-            .filter(|m| m.direction == Direction::Incoming)
-            .count()
-            >= want
-    })
-    .await;
+    b.wait_incoming(&a.jid, expected.len(), "every message")
+        .await;
     // Anything late would show up now as a duplicate.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let conv = b.client.open_conversation(b.account, &a.jid).unwrap();
-    let all = b.client.messages(conv, None, 1000).unwrap();
-    let mut got: Vec<String> = all
-        .iter()
-        .filter(|m| m.direction == Direction::Incoming)
-        .map(|m| m.body.clone())
-        .collect();
+    let mut got = b.incoming_bodies(&a.jid);
     // Exactly once. The order is the messages' times: the archive's where the archive
     // delivered or confirmed them, else the time they arrived, so a message that reached B
     // just as the server went down can sort a few seconds late (ejabberd).
