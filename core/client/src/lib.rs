@@ -99,6 +99,9 @@ pub(crate) struct Inner {
     runtimes: Mutex<HashMap<AccountId, Runtime>>,
     conv_subs: Mutex<HashMap<ConversationId, ConvSub>>,
     dirty: Mutex<Dirty>,
+    /// Held from clearing the list's dirty mark until its snapshot is sent, so a pull in
+    /// between never returns the previous snapshot as current.
+    list_publishing: Mutex<()>,
     publish: Arc<Notify>,
     /// Denied subscription requests whose answer the server has not yet acknowledged:
     /// (account, tracking id, requester).
@@ -157,6 +160,7 @@ impl Client {
             runtimes: Mutex::new(HashMap::new()),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
+            list_publishing: Mutex::new(()),
             publish: Arc::new(Notify::new()),
             denials: Mutex::new(Vec::new()),
         });
@@ -487,6 +491,7 @@ impl Client {
 
     /// The chat list as of now (including changes not yet published to subscribers).
     pub fn chat_list(&self) -> Arc<ChatListSnapshot> {
+        let _publishing = lock(&self.inner.list_publishing);
         let dirty = lock(&self.inner.dirty).list;
         if dirty {
             Arc::new(self.inner.build_chat_list())
@@ -732,6 +737,7 @@ impl Inner {
 
     /// Publishes what is dirty. Returns whether anything was.
     fn flush(&self) -> bool {
+        let publishing = lock(&self.list_publishing);
         let (list, convs) = {
             let mut d = lock(&self.dirty);
             (
@@ -740,8 +746,13 @@ impl Inner {
             )
         };
         if list {
+            #[cfg(test)]
+            std::thread::sleep(Duration::from_micros(
+                tests::PUBLISH_DELAY_US.load(std::sync::atomic::Ordering::Relaxed),
+            ));
             self.publish_chat_list_now();
         }
+        drop(publishing);
         for conversation in &convs {
             let window = lock(&self.conv_subs).get(conversation).map(|s| s.window);
             if let Some(window) = window {
@@ -929,6 +940,9 @@ fn conversation_item(
 mod tests {
     use super::*;
 
+    pub(super) static PUBLISH_DELAY_US: std::sync::atomic::AtomicU64 =
+        std::sync::atomic::AtomicU64::new(0);
+
     #[test]
     fn outside_a_runtime_is_an_error_not_a_panic() {
         let store = Store::open_in_memory(&DbKey::generate().unwrap()).unwrap();
@@ -972,5 +986,35 @@ mod tests {
         let v = seen.lock().unwrap().clone();
         assert!(v.len() >= 2, "an update followed");
         assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
+    }
+
+    /// The pull getter must show every change made before it, even while the publisher is
+    /// between taking the dirty mark and sending (found as a flaky login test in CI).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pull_never_returns_a_snapshot_older_than_a_change() {
+        let store = Store::open_in_memory(&DbKey::generate().unwrap()).unwrap();
+        let opts = ClientOptions {
+            snapshot_interval: Duration::ZERO,
+            ..ClientOptions::default()
+        };
+        let client = Client::with_store(store, opts).unwrap();
+        let acc = client.add_account("me@example.org", "pw", None).unwrap();
+        // The publisher takes the dirty mark, then (here) takes 2 ms to send; the pull
+        // comes while it does.
+        PUBLISH_DELAY_US.store(2_000, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..100 {
+            let state = if i % 2 == 0 {
+                ConnectionState::Connecting
+            } else {
+                ConnectionState::Online
+            };
+            client.inner.set_connection(acc, state.clone());
+            std::thread::sleep(Duration::from_micros(500));
+            assert_eq!(
+                client.chat_list().accounts[0].connection,
+                state,
+                "change {i}"
+            );
+        }
     }
 }
