@@ -54,6 +54,15 @@ async fn thousand_messages_through_chaos(server: Server) {
     let (a, b) = contacts_pair(server).await;
     let (a, pa) = a.behind_proxy(server).await;
     let (b, pb) = b.behind_proxy(server).await;
+    // Devices that have been here before: their first catch-up is done (a first login
+    // fetches only the newest archive page, so what a chaos-torn first login misses is
+    // history before the device, not what this test checks).
+    for c in [&a, &b] {
+        c.wait_list("first catch-up done", |s| {
+            s.accounts[0].connection == ConnectionState::Online && !s.accounts[0].catching_up
+        })
+        .await;
+    }
     let chaos_cfg = |seed| ChaosConfig {
         seed,
         min_interval: Duration::from_millis(300),
@@ -94,12 +103,27 @@ async fn thousand_messages_through_chaos(server: Server) {
     let mut sorted = got.clone();
     sorted.sort();
     assert_eq!(sorted, expected, "B has every message once");
-    // Known gap (issue 3): the order shown follows the messages' times, and the servers'
-    // redelivery paths (Prosody's resumption delay stamps have whole seconds; ejabberd can
-    // route new messages to a fresh session before the old one's queue) can misplace a few.
-    // Counted here so the figure is visible until ordering by the server's archive lands.
-    let misplaced = got.iter().zip(&expected).filter(|(g, e)| g != e).count();
-    eprintln!("{server:?}: {misplaced} of {N} messages shown out of place");
+    // How many would have to move to restore the order (N minus the longest run in order).
+    let misplaced = N - longest_increasing(&got);
+    eprintln!("{server:?}: {misplaced} of {N} messages shown out of place once all arrived");
+    // The archive catch-up puts what arrived out of order in place; it may still be running.
+    let mut got = got;
+    for _ in 0..300 {
+        if got == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = incoming();
+    }
+    let misplaced = N - longest_increasing(&got);
+    eprintln!("{server:?}: {misplaced} of {N} messages out of place after the catch-up");
+    // Known gap (issue 3): ejabberd hands a dead session's queue to the live one later,
+    // without a delay stamp; when that happens after the catch-up ended, nothing local can
+    // tell those messages are old, and they stay at the end (a few of 1,000). Prosody
+    // delivers in order, and there the order is asserted.
+    if server == Server::Prosody {
+        assert_eq!(got, expected, "B shows every message in the order sent");
+    }
     let a_conv = a.client.open_conversation(a.account, &b.jid).unwrap();
     let undelivered = || {
         a.client
@@ -116,6 +140,20 @@ async fn thousand_messages_through_chaos(server: Server) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(undelivered(), 0, "A shows every message delivered");
+}
+
+/// Length of the longest strictly increasing subsequence (patience sorting).
+fn longest_increasing(items: &[String]) -> usize {
+    let mut tails: Vec<&String> = Vec::new();
+    for x in items {
+        let i = tails.partition_point(|t| *t < x);
+        if i == tails.len() {
+            tails.push(x);
+        } else {
+            tails[i] = x;
+        }
+    }
+    tails.len()
 }
 
 both_servers!(

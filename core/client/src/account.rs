@@ -1,6 +1,7 @@
 //! One task per logged-in account: connect, run the session, apply its events to the
 //! database and the model, reconnect with backoff.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::{lock, now_ms, ClientError, ConnectionState, Inner, ServerOverride};
-use linnet_store::{AccountId, ConversationId, Tx};
+use linnet_store::{AccountId, ConversationId, MessageId, Tx};
 
 /// Events applied per batch before one snapshot is published: bounds latency under a flood
 /// while still coalescing bursts (e.g. offline messages at login).
@@ -27,6 +28,11 @@ const KV_BOUND_JID: &str = "sm.bound_jid";
 /// kv key of the archive id (XEP-0313/0359 stanza-id) up to which we have every message of
 /// our archive; "" when the archive was empty then. Catch-up after a fresh login starts here.
 const KV_ARCHIVE_LAST: &str = "mam.last";
+
+/// kv key present while a catch-up has not reached the end of the archive: a session that
+/// breaks mid-way and is then resumed (no fresh login) carries on from the cursor, or the
+/// rest of the gap would stay unfetched.
+const KV_ARCHIVE_PENDING: &str = "mam.pending";
 
 pub(crate) async fn run(
     inner: Arc<Inner>,
@@ -45,6 +51,7 @@ pub(crate) async fn run(
     // Receipts for stored messages that could not be written because the session had just
     // ended: the next session sends them.
     let mut unsent_receipts: Vec<(String, String)> = Vec::new();
+    let mut placement = Placement::default();
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -186,19 +193,25 @@ pub(crate) async fn run(
                             *published = Some(session.clone());
                         }
                         was_online = true;
+                        // A fresh session may have missed what the broken one had not
+                        // delivered: the archive fills that gap. So does a resumed one
+                        // whose predecessor broke off a catch-up.
+                        let catch_up = !resumed || catch_up_pending(&inner, account);
+                        // Before "online", so that no one sees online and caught up
+                        // before the catch-up started.
+                        inner.set_catching_up(account, catch_up);
                         inner.set_connection(account, ConnectionState::Online);
                         if let Some(f) = first.take() {
                             let _ = f.send(Ok(()));
                         }
-                        // A fresh session (no resumption) may have missed what the broken
-                        // one had not delivered: the archive fills that gap.
                         let reason = pump(
                             &inner,
                             account,
                             &session,
                             events,
-                            !resumed,
+                            catch_up,
                             &mut unsent_receipts,
+                            &mut placement,
                         )
                         .await;
                         *lock(&slot) = None;
@@ -346,6 +359,16 @@ fn resend_outbox(inner: &Inner, account: AccountId, session: &Session, carried: 
     }
 }
 
+fn catch_up_pending(inner: &Inner, account: AccountId) -> bool {
+    match inner.store().kv_get(Some(account), KV_ARCHIVE_PENDING) {
+        Ok(p) => p.is_some(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the catch-up state failed");
+            true
+        }
+    }
+}
+
 async fn pump(
     inner: &Inner,
     account: AccountId,
@@ -353,6 +376,7 @@ async fn pump(
     mut events: mpsc::UnboundedReceiver<(u32, Event)>,
     catch_up: bool,
     unsent_receipts: &mut Vec<(String, String)>,
+    placement: &mut Placement,
 ) -> ConnectError {
     // While catching up, live messages do not move the archive cursor: the gap before them
     // is not filled yet.
@@ -370,8 +394,28 @@ async fn pump(
             }
         };
         if let Some(from) = from {
+            let anchor = match &from {
+                ArchiveFrom::After(last) => {
+                    let own = session.own_jid().as_str();
+                    inner
+                        .store()
+                        .message_by_archive_id(account, own, last)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "finding the archive cursor's message failed");
+                            None
+                        })
+                }
+                _ => None,
+            };
+            placement.catch_up_from(anchor);
+            if let Err(e) = inner.store().kv_set(Some(account), KV_ARCHIVE_PENDING, "1") {
+                tracing::warn!(error = %e, "storing the catch-up state failed");
+            }
             catching_up = session.archive_query(from).is_ok();
         }
+    }
+    if !catching_up {
+        inner.set_catching_up(account, false);
     }
     while let Some(ev) = events.recv().await {
         let mut batch = vec![ev];
@@ -420,7 +464,10 @@ async fn pump(
                             {
                                 next_page = Some(ArchiveFrom::After(c));
                             }
-                            _ => catching_up = false,
+                            _ => {
+                                catching_up = false;
+                                tx.kv_remove(Some(account), KV_ARCHIVE_PENDING)?;
+                            }
                         }
                     }
                     Event::ArchiveFailed { from, condition } => {
@@ -432,6 +479,7 @@ async fn pump(
                         } else {
                             tracing::info!(account = account.0, condition = %condition, "archive catch-up refused");
                             catching_up = false;
+                            tx.kv_remove(Some(account), KV_ARCHIVE_PENDING)?;
                         }
                     }
                     ev if inner.stale_request(account, &ev) => {
@@ -447,7 +495,7 @@ async fn pump(
                         }
                         // Each store call is atomic on its own, so one event the store
                         // refuses does not take the rest of the batch with it.
-                        if let Err(e) = apply(tx, account, session.own_jid(), ev, &mut effects) {
+                        if let Err(e) = apply(tx, account, session.own_jid(), ev, &mut effects, placement) {
                             tracing::warn!(account = account.0, error = %e, "event not applied");
                         }
                     }
@@ -512,10 +560,15 @@ async fn pump(
                 catching_up = false;
             }
         }
+        if !catching_up {
+            inner.set_catching_up(account, false);
+        }
         if let Some(reason) = closed {
+            inner.set_catching_up(account, false);
             return reason;
         }
     }
+    inner.set_catching_up(account, false);
     ConnectError::Network("session ended".into())
 }
 
@@ -544,9 +597,10 @@ fn apply(
     own: &BareJid,
     ev: Event,
     fx: &mut Effects,
+    placement: &mut Placement,
 ) -> Result<(), linnet_store::StoreError> {
     match ev {
-        Event::Message(m) => on_message(tx, account, own, m, fx)?,
+        Event::Message(m) => on_message(tx, account, own, m, fx, placement)?,
         Event::Receipt { from, id } => {
             if let Some(msg) = tx.message_by_account_origin_id(account, &id)? {
                 // Only the peer the message went to can confirm its delivery.
@@ -629,10 +683,12 @@ fn on_message(
     own: &BareJid,
     m: ChatMessage,
     fx: &mut Effects,
+    placement: &mut Placement,
 ) -> Result<(), linnet_store::StoreError> {
     let Some(conversation) = tx.conversation(account, m.peer.as_str(), true)? else {
         return Ok(());
     };
+    let timestamp_ms = placement.time_for(tx, conversation, m.archived, m.timestamp_ms)?;
     let inserted = tx.insert_message(&NewMessage {
         conversation,
         direction: if m.outgoing {
@@ -649,20 +705,27 @@ fn on_message(
         origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
         stanza_id: m.stanza_id.clone(),
         stanza_id_by: m.stanza_id_by.clone(),
-        timestamp_ms: m.timestamp_ms.unwrap_or_else(now_ms),
+        timestamp_ms,
         delivery_state: if m.outgoing {
             DeliveryState::Sent
         } else {
             DeliveryState::Delivered
         },
     })?;
-    let moved = match (inserted, m.archived.then_some(m.timestamp_ms).flatten()) {
-        (Inserted::New(_), _) => true,
-        (Inserted::Duplicate(id), Some(ts)) => tx.adopt_archive_time(id, ts)?,
-        _ => false,
-    };
-    if moved {
-        fx.changed.push(conversation);
+    match inserted {
+        Inserted::New(rec) => {
+            placement.stored(conversation, m.archived, timestamp_ms, rec.id);
+            fx.changed.push(conversation);
+        }
+        Inserted::Duplicate(id) => {
+            let held = tx.message(id)?.timestamp_ms;
+            if !m.archived {
+                placement.streamed_again(conversation, held);
+            } else if let Some(t) = placement.archived_again(tx, conversation, held, id)? {
+                tx.set_message_time(id, t)?;
+                fx.changed.push(conversation);
+            }
+        }
     }
     // Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
     // that we are online.
@@ -676,6 +739,134 @@ fn on_message(
         }
     }
     Ok(())
+}
+
+/// Gives received messages their times, which with the database id (on equal times)
+/// order a conversation, so that the order shown is the server's:
+/// - what arrives on the stream goes after what arrived before it (on this stream or an
+///   earlier one), whatever its delay stamp says: a server delivers in order (RFC 6120
+///   §10.1), but Prosody stamps offline messages and the stanzas it re-sends on a resumed
+///   stream to the whole second, which alone would put them before messages that came
+///   earlier in that second;
+/// - the archive catch-up is the server's order itself: a result new to us goes after the
+///   previous result of its conversation (and the first after the incoming messages held
+///   up to the one the catch-up starts after); a result we hold stays where it is unless
+///   it stands before the previous result, and then moves just after it. That puts right
+///   what arrived out of order live: ejabberd routes the queue of a session that a new one
+///   replaced to the new one after messages that came later.
+///
+/// A moved message's time can be off by the gap it filled; the order is right once the
+/// catch-up is complete (it carries on across resumptions until it is). The archive's
+/// times are the server's clock and the others ours, so a skewed clock can still misplace
+/// a result that is new to us relative to live messages of the same moment.
+#[derive(Default)]
+pub(crate) struct Placement {
+    /// Per conversation, the latest time given on the stream path.
+    stream: HashMap<ConversationId, i64>,
+    /// Per conversation, (time, id) of the last catch-up result.
+    archive: HashMap<ConversationId, (i64, MessageId)>,
+    /// The message the current catch-up starts after, if we hold it.
+    anchor: Option<MessageId>,
+}
+
+impl Placement {
+    fn catch_up_from(&mut self, anchor: Option<MessageId>) {
+        self.archive.clear();
+        self.anchor = anchor;
+    }
+
+    /// The time for a message not held yet (`stamp`: its delay stamp) that arrived live
+    /// or, when `archived`, as a result of our catch-up.
+    fn time_for(
+        &mut self,
+        tx: &Tx<'_>,
+        conversation: ConversationId,
+        archived: bool,
+        stamp: Option<i64>,
+    ) -> Result<i64, linnet_store::StoreError> {
+        let own = stamp.unwrap_or_else(now_ms);
+        let mark = if archived {
+            self.archive_mark(tx, conversation)?.map(|(t, _)| t)
+        } else {
+            self.stream_mark(tx, conversation)?
+        };
+        Ok(mark.map_or(own, |m| own.max(m)))
+    }
+
+    /// Records a message just stored with `time` (a new id, so it follows every message
+    /// with that time).
+    fn stored(&mut self, conversation: ConversationId, archived: bool, time: i64, id: MessageId) {
+        if archived {
+            self.archive.insert(conversation, (time, id));
+        }
+        self.raise_stream(conversation, time);
+    }
+
+    /// Places a catch-up result we already hold (at `time`); returns its time if it has to
+    /// move.
+    fn archived_again(
+        &mut self,
+        tx: &Tx<'_>,
+        conversation: ConversationId,
+        time: i64,
+        id: MessageId,
+    ) -> Result<Option<i64>, linnet_store::StoreError> {
+        let moved = match self.archive_mark(tx, conversation)? {
+            Some(mark) if (time, id) < mark => Some(mark.0.saturating_add(1)),
+            _ => None,
+        };
+        let time = moved.unwrap_or(time);
+        self.archive.insert(conversation, (time, id));
+        self.raise_stream(conversation, time);
+        Ok(moved)
+    }
+
+    /// A live message we already hold: what follows it on the stream goes after it.
+    fn streamed_again(&mut self, conversation: ConversationId, time: i64) {
+        self.raise_stream(conversation, time);
+    }
+
+    fn raise_stream(&mut self, conversation: ConversationId, time: i64) {
+        let mark = self.stream.entry(conversation).or_insert(time);
+        *mark = (*mark).max(time);
+    }
+
+    /// The latest time on the stream path; before the first message of this run, the
+    /// latest incoming message held (what a new stream brings comes after it).
+    fn stream_mark(
+        &mut self,
+        tx: &Tx<'_>,
+        conversation: ConversationId,
+    ) -> Result<Option<i64>, linnet_store::StoreError> {
+        if let Some(m) = self.stream.get(&conversation) {
+            return Ok(Some(*m));
+        }
+        let latest = tx
+            .latest_incoming_up_to(conversation, MessageId(i64::MAX))?
+            .map(|(t, _)| t);
+        if let Some(l) = latest {
+            self.stream.insert(conversation, l);
+        }
+        Ok(latest)
+    }
+
+    fn archive_mark(
+        &mut self,
+        tx: &Tx<'_>,
+        conversation: ConversationId,
+    ) -> Result<Option<(i64, MessageId)>, linnet_store::StoreError> {
+        if let Some(m) = self.archive.get(&conversation) {
+            return Ok(Some(*m));
+        }
+        let floor = match self.anchor {
+            Some(anchor) => tx.latest_incoming_up_to(conversation, anchor)?,
+            None => None,
+        };
+        if let Some(f) = floor {
+            self.archive.insert(conversation, f);
+        }
+        Ok(floor)
+    }
 }
 
 fn contact_record(item: &RosterItem) -> Option<ContactRecord> {

@@ -683,12 +683,11 @@ impl Inner {
         let mut names = HashMap::new();
         let old = lock(&self.model);
         for a in store.accounts()? {
-            let connection = old
-                .accounts
-                .iter()
-                .find(|x| x.id == a.id)
+            let previous = old.accounts.iter().find(|x| x.id == a.id);
+            let connection = previous
                 .map(|x| x.connection.clone())
                 .unwrap_or(ConnectionState::Offline { reason: None });
+            let catching_up = previous.is_some_and(|x| x.catching_up);
             for c in store.contacts(a.id)? {
                 if let Some(n) = c.name {
                     names.insert((a.id, c.jid), n);
@@ -698,6 +697,7 @@ impl Inner {
                 id: a.id,
                 jid: a.jid,
                 connection,
+                catching_up,
                 subscription_requests: store.subscription_requests(a.id)?,
             });
         }
@@ -792,6 +792,17 @@ impl Inner {
             let mut model = lock(&self.model);
             match model.accounts.iter_mut().find(|a| a.id == account) {
                 Some(a) if a.connection != state => a.connection = state,
+                _ => return,
+            }
+        }
+        self.publish_chat_list();
+    }
+
+    pub(crate) fn set_catching_up(&self, account: AccountId, catching_up: bool) {
+        {
+            let mut model = lock(&self.model);
+            match model.accounts.iter_mut().find(|a| a.id == account) {
+                Some(a) if a.catching_up != catching_up => a.catching_up = catching_up,
                 _ => return,
             }
         }

@@ -31,6 +31,10 @@ pub struct AccountItem {
     pub id: AccountId,
     pub jid: String,
     pub connection: ConnectionState,
+    /// Fetching what the account missed from the server's archive (XEP-0313) after a
+    /// fresh login; until it ends, the newest messages may still be followed by older ones
+    /// falling into place ("Updating…").
+    pub catching_up: bool,
     /// Pending incoming subscription requests (bare JIDs), for "X wants to add you".
     pub subscription_requests: Vec<String>,
 }

@@ -191,17 +191,63 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// The time our server's archive gives a message we already hold, when it is earlier
-    /// than ours: the same message can reach us by several paths (live, offline storage,
-    /// archive), and only the archive's time orders them all alike. Returns whether it moved.
-    pub fn adopt_archive_time(&self, id: MessageId, timestamp_ms: i64) -> Result<bool> {
-        let n = self
+    /// Moves a message in its conversation's order (the archive catch-up puts messages
+    /// that arrived out of order where the server's archive has them); the conversation's
+    /// preview follows. Returns whether it moved.
+    pub fn set_message_time(&self, id: MessageId, timestamp_ms: i64) -> Result<bool> {
+        self.atomic(|| {
+            let conversation: Option<ConversationId> = self
+                .conn
+                .prepare_cached(
+                    "UPDATE messages SET timestamp_ms = ?2 WHERE id = ?1 AND timestamp_ms <> ?2
+                     RETURNING conversation_id",
+                )?
+                .query_row(params![id, timestamp_ms], |r| r.get(0))
+                .optional()?;
+            let Some(conversation) = conversation else {
+                return Ok(false);
+            };
+            self.conn
+                .prepare_cached(sql::RESET_LAST_MESSAGE)?
+                .execute([conversation])?;
+            Ok(true)
+        })
+    }
+
+    /// The message an account's archive knows by `stanza_id` (stamped `by` that archive).
+    pub fn message_by_archive_id(
+        &self,
+        account: AccountId,
+        by: &str,
+        stanza_id: &str,
+    ) -> Result<Option<MessageId>> {
+        Ok(self
             .conn
             .prepare_cached(
-                "UPDATE messages SET timestamp_ms = ?2 WHERE id = ?1 AND timestamp_ms > ?2",
+                "SELECT m.id FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                 WHERE m.stanza_id = ?3 AND m.stanza_id_by = ?2 AND c.account_id = ?1
+                 ORDER BY m.id DESC LIMIT 1",
             )?
-            .execute(params![id, timestamp_ms])?;
-        Ok(n > 0)
+            .query_row(params![account, by, stanza_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// (time, id) of the latest of a conversation's incoming messages stored up to `up_to`.
+    pub fn latest_incoming_up_to(
+        &self,
+        conversation: ConversationId,
+        up_to: MessageId,
+    ) -> Result<Option<(i64, MessageId)>> {
+        // From the newest end of the time index: the first match is usually the newest row.
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT timestamp_ms, id FROM messages
+                 WHERE conversation_id = ?1 AND id <= ?2 AND direction = 0
+                 ORDER BY timestamp_ms DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![conversation, up_to], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 
     /// Moves a message's delivery state if [`DeliveryState::can_become`] allows it;

@@ -149,7 +149,14 @@ CREATE TABLE session_state (
 );
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+/// v3: messages found by their archive id alone (XEP-0359 stanza-id), without knowing the
+/// conversation: the archive catch-up's starting point, and later retractions and
+/// corrections, which name only that id.
+const V3: &str = r#"
+CREATE INDEX messages_by_stanza_id ON messages (stanza_id) WHERE stanza_id IS NOT NULL;
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

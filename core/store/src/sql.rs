@@ -86,6 +86,17 @@ pub(crate) const ADVANCE_LAST_MESSAGE: &str = "
         last_activity_ms = max(last_activity_ms, ?3)
     WHERE id = ?1
       AND (last_message_id IS NULL OR (?3, ?2) > (last_timestamp_ms, last_message_id))";
+/// Makes the newest message in (timestamp, id) order the preview again, after a message
+/// moved in time.
+pub(crate) const RESET_LAST_MESSAGE: &str = "
+    UPDATE conversations
+    SET (last_message_id, last_timestamp_ms, last_sender, last_body, last_direction,
+         last_delivery_state) = (
+        SELECT id, timestamp_ms, sender, body, direction, delivery_state FROM messages
+        WHERE conversation_id = ?1 ORDER BY timestamp_ms DESC, id DESC LIMIT 1),
+        last_activity_ms = max(last_activity_ms, ifnull(
+            (SELECT max(timestamp_ms) FROM messages WHERE conversation_id = ?1), 0))
+    WHERE id = ?1";
 /// Copies the last message's current delivery state into its preview.
 pub(crate) const REFRESH_LAST_STATE: &str = "
     UPDATE conversations
@@ -137,6 +148,7 @@ mod tests {
             DUPLICATE_BY_STANZA_ID,
             ADVANCE_LAST_MESSAGE,
             REFRESH_LAST_STATE,
+            RESET_LAST_MESSAGE,
             MESSAGE_COUNT,
             OUTBOX,
             KV_GET,

@@ -322,6 +322,18 @@ delegate_to_tx! {
         limit: u32,
     ) -> Result<Vec<MessageRecord>>;
     fn message_count(&self, conversation: ConversationId) -> Result<u64>;
+    fn set_message_time(&self, id: MessageId, timestamp_ms: i64) -> Result<bool>;
+    fn message_by_archive_id(
+        &self,
+        account: AccountId,
+        by: &str,
+        stanza_id: &str,
+    ) -> Result<Option<MessageId>>;
+    fn latest_incoming_up_to(
+        &self,
+        conversation: ConversationId,
+        up_to: MessageId,
+    ) -> Result<Option<(i64, MessageId)>>;
     // outbox
     fn outbox_push(
         &self,

@@ -484,6 +484,86 @@ fn same_timestamp_last_message_is_the_later_one() {
 // ---------------------------------------------------------------- messages
 
 #[test]
+fn moving_a_message_in_time_keeps_the_preview_right() {
+    let (_fx, store, a) = setup();
+    let c = conv(&store, a, "p@example.org");
+    let t = base_ms();
+    let first = new_id(store.insert_message(&incoming(c, "first", t)).unwrap());
+    let second = new_id(
+        store
+            .insert_message(&incoming(c, "second", t + 10))
+            .unwrap(),
+    );
+    // The first turns out to be the later one (the archive's order).
+    assert!(store.set_message_time(first, t + 11).unwrap());
+    assert!(!store.set_message_time(first, t + 11).unwrap(), "no move");
+    let order: Vec<_> = store
+        .messages(c, None, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(order, vec![second, first]);
+    assert_previews_match_messages(&store);
+    // And back: the preview follows in both directions.
+    store.set_message_time(first, t).unwrap();
+    assert_eq!(
+        store.conversation_info(c).unwrap().last_message.unwrap().id,
+        second
+    );
+    assert_previews_match_messages(&store);
+}
+
+#[test]
+fn messages_found_by_archive_id_and_latest_incoming() {
+    let (_fx, store, a) = setup();
+    let other = store.add_account("other@example.org", "pw").unwrap();
+    let c = conv(&store, a, "p@example.org");
+    let c_other = conv(&store, other, "p@example.org");
+    let t = base_ms();
+    let mut m = incoming(c, "archived", t);
+    m.stanza_id = Some("arch-1".into());
+    m.stanza_id_by = Some("me@example.org".into());
+    let id = new_id(store.insert_message(&m).unwrap());
+    let mut elsewhere = m.clone();
+    elsewhere.conversation = c_other;
+    elsewhere.stanza_id_by = Some("other@example.org".into());
+    store.insert_message(&elsewhere).unwrap();
+    assert_eq!(
+        store
+            .message_by_archive_id(a, "me@example.org", "arch-1")
+            .unwrap(),
+        Some(id)
+    );
+    // Another archive's id, or another account's message, is not ours.
+    assert_eq!(
+        store
+            .message_by_archive_id(a, "other@example.org", "arch-1")
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .message_by_archive_id(other, "me@example.org", "arch-1")
+            .unwrap(),
+        None
+    );
+
+    let later = new_id(store.insert_message(&incoming(c, "later", t + 5)).unwrap());
+    store
+        .insert_message(&outgoing(c, "mine, latest", t + 9))
+        .unwrap();
+    assert_eq!(store.latest_incoming_up_to(c, id).unwrap(), Some((t, id)));
+    assert_eq!(
+        store.latest_incoming_up_to(c, MessageId(i64::MAX)).unwrap(),
+        Some((t + 5, later)),
+        "outgoing messages do not count"
+    );
+    let empty = conv(&store, a, "q@example.org");
+    assert_eq!(store.latest_incoming_up_to(empty, id).unwrap(), None);
+}
+
+#[test]
 fn dedupe_by_origin_id() {
     let (_fx, store, a) = setup();
     let c = conv(&store, a, "p@example.org");
