@@ -190,6 +190,12 @@ pub(crate) async fn run(
                                     unsent_receipts.push((to, id));
                                 }
                             }
+                            // A new session starts active; a resumed one keeps what the
+                            // old stream last said, which may be stale.
+                            let foreground = inner.foreground.load(Ordering::SeqCst);
+                            if !foreground || resumed {
+                                let _ = session.set_active(foreground);
+                            }
                             *published = Some(session.clone());
                         }
                         was_online = true;

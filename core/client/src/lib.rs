@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     /// Held from clearing the list's dirty mark until its snapshot is sent, so a pull in
     /// between never returns the previous snapshot as current.
     list_publishing: Mutex<()>,
+    /// The app is in the foreground (see `Client::set_foreground`).
+    pub(crate) foreground: std::sync::atomic::AtomicBool,
     publish: Arc<Notify>,
     /// Denied subscription requests whose answer the server has not yet acknowledged:
     /// (account, tracking id, requester).
@@ -161,6 +163,7 @@ impl Client {
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
+            foreground: std::sync::atomic::AtomicBool::new(true),
             publish: Arc::new(Notify::new()),
             denials: Mutex::new(Vec::new()),
         });
@@ -283,6 +286,24 @@ impl Client {
         self.inner
             .set_connection(account, ConnectionState::Offline { reason: None });
         Ok(())
+    }
+
+    /// Tells the client whether the app is in the foreground. Coming to the foreground,
+    /// waiting accounts retry at once (backoff reset); the server is told the user's state
+    /// (XEP-0352), so that in the background it can hold back what is not urgent.
+    pub fn set_foreground(&self, foreground: bool) {
+        self.inner
+            .foreground
+            .store(foreground, std::sync::atomic::Ordering::SeqCst);
+        for rt in lock(&self.inner.runtimes).values() {
+            if foreground {
+                rt.wake.notify_one();
+            }
+            let session = lock(&rt.session).clone();
+            if let Some(s) = session {
+                let _ = s.set_active(foreground);
+            }
+        }
     }
 
     /// Tells the client the network came back (or went away): waiting accounts retry now.

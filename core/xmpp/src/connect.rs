@@ -22,6 +22,9 @@ use crate::elem::el;
 use crate::error::ConnectError;
 use crate::fast::{self, FastToken, HtBinding};
 use crate::inbound::NS_CARBONS;
+
+/// XEP-0352 client state indication.
+pub const NS_CSI: &str = "urn:xmpp:csi:0";
 use crate::jid::{split_bare, BareJid};
 use crate::sasl2::{self, Method, Offer, Sasl2Auth, SmResult, Step, NS_SASL2};
 use crate::scram::{Binding, ScramClient, ScramError, ScramHash};
@@ -179,6 +182,9 @@ pub struct Negotiated {
     pub fast_token: Option<FastToken>,
     /// The server's XEP-0474 downgrade-protection hash was present and matched.
     pub ssdp: bool,
+    /// The server takes client state indications (XEP-0352): offered inline in Bind2 or
+    /// among the authenticated stream's features.
+    pub csi: bool,
     /// Request/response exchanges with the server until the session was ready (each XML
     /// exchange and the TLS handshake count one; TCP connect and DNS are not counted).
     pub round_trips: u32,
@@ -920,6 +926,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         resume_failed: false,
         resume_failed_h: None,
         sm_base: SmBase::default(),
+        csi: false,
     };
     let mut sm_tried = false;
     let mut resume_tried = false;
@@ -936,6 +943,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         negotiated.mechanism = outcome.mechanism;
         negotiated.channel_binding = channel_binding;
         negotiated.sasl2 = true;
+        negotiated.csi = offer.bind2_offers(NS_CSI);
         negotiated.ssdp = outcome.ssdp_verified;
         negotiated.fast_token = outcome.token;
         if outcome.bound {
@@ -987,6 +995,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         features
     };
     negotiated.max_stanza_bytes = max_stanza_bytes(&features).or(pre_auth_limit);
+    negotiated.csi |= features.has_child("csi", NS_CSI);
 
     if let (Some(req), false) = (&cfg.resume, resume_tried) {
         if features.has_child("sm", ns::SM) {

@@ -44,6 +44,10 @@ enum Cmd {
         acked: Vec<String>,
         resend: Vec<(Option<String>, Element)>,
     },
+    /// XEP-0352 `<active/>` or `<inactive/>`.
+    ClientState {
+        active: bool,
+    },
 }
 
 /// What a caller persists to resume the session later (XEP-0198), see
@@ -241,6 +245,19 @@ impl Session {
     pub fn archive_query(&self, from: ArchiveFrom) -> Result<(), RequestError> {
         self.tx
             .send(Cmd::Archive { from })
+            .map_err(|_| RequestError::Closed)
+    }
+
+    /// Tells the server whether the user is looking (XEP-0352): while inactive it may hold
+    /// back what is not urgent (presence, chat states) and deliver it in batches, which
+    /// saves a phone's radio and battery. Does nothing when the server does not support it
+    /// ([`Negotiated::csi`](crate::Negotiated)).
+    pub fn set_active(&self, active: bool) -> Result<(), RequestError> {
+        if !self.negotiated.csi {
+            return Ok(());
+        }
+        self.tx
+            .send(Cmd::ClientState { active })
             .map_err(|_| RequestError::Closed)
     }
 
@@ -748,6 +765,13 @@ impl Driver {
                 if request_ack {
                     self.stream.send(&el("r", ns::SM).build()).await?;
                 }
+            }
+            Cmd::ClientState { active } => {
+                // A nonza: not a stanza, so not counted by stream management.
+                let name = if active { "active" } else { "inactive" };
+                self.stream
+                    .send(&el(name, crate::connect::NS_CSI).build())
+                    .await?;
             }
             Cmd::Close { .. } => {}
         }
