@@ -809,25 +809,34 @@ impl Inner {
     }
 
     pub(crate) fn set_connection(&self, account: AccountId, state: ConnectionState) {
-        {
-            let mut model = lock(&self.model);
-            match model.accounts.iter_mut().find(|a| a.id == account) {
-                Some(a) if a.connection != state => a.connection = state,
-                _ => return,
-            }
-        }
-        self.publish_chat_list();
+        self.update_account(account, |a| {
+            let changed = a.connection != state;
+            a.connection = state;
+            changed
+        });
     }
 
     pub(crate) fn set_catching_up(&self, account: AccountId, catching_up: bool) {
-        {
+        self.update_account(account, |a| {
+            let changed = a.catching_up != catching_up;
+            a.catching_up = catching_up;
+            changed
+        });
+    }
+
+    /// Applies `change` to the account's item; publishes if it says something changed.
+    fn update_account(&self, account: AccountId, change: impl FnOnce(&mut AccountItem) -> bool) {
+        let changed = {
             let mut model = lock(&self.model);
-            match model.accounts.iter_mut().find(|a| a.id == account) {
-                Some(a) if a.catching_up != catching_up => a.catching_up = catching_up,
-                _ => return,
-            }
+            model
+                .accounts
+                .iter_mut()
+                .find(|a| a.id == account)
+                .is_some_and(change)
+        };
+        if changed {
+            self.publish_chat_list();
         }
-        self.publish_chat_list();
     }
 
     /// Re-reads an account's roster names and requests into the model.
