@@ -164,11 +164,22 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn new_client() -> (Client, tempfile::TempDir) {
+        Self::new_client_with(options())
+    }
+
+    pub fn new_client_with(opts: ClientOptions) -> (Client, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = DbKey::generate().expect("key");
-        let client = Client::open(dir.path(), &key, options()).expect("open client");
+        let client = Client::open(dir.path(), &key, opts).expect("open client");
         std::fs::write(dir.path().join("test-key.hex"), key.to_hex().as_bytes()).expect("key file");
         (client, dir)
+    }
+
+    /// The app started again on this client's database (shut the running one down first).
+    pub fn reopen(&self) -> Client {
+        let hex = std::fs::read_to_string(self.dir.path().join("test-key.hex")).expect("key file");
+        let key = DbKey::from_hex(hex.trim()).expect("key");
+        Client::open(self.dir.path(), &key, options()).expect("reopen client")
     }
 
     /// A second, read-only look at this client's database (for what snapshots do not show).
@@ -218,6 +229,15 @@ impl TestClient {
     /// The same account logged in again through a fault proxy of its own (this client's
     /// direct session is shut down).
     pub async fn behind_proxy(self, server: Server) -> (TestClient, proxy::Proxy) {
+        self.behind_proxy_with(server, options()).await
+    }
+
+    /// [`TestClient::behind_proxy`] with other client options.
+    pub async fn behind_proxy_with(
+        self,
+        server: Server,
+        opts: ClientOptions,
+    ) -> (TestClient, proxy::Proxy) {
         self.client.shutdown().await;
         let proxy = proxy::Proxy::start(socket_addr(server))
             .await
@@ -227,7 +247,10 @@ impl TestClient {
             port: proxy.port(),
             direct_tls: false,
         };
-        (TestClient::login_via(&self.jid, via).await, proxy)
+        (
+            TestClient::login_via_with(&self.jid, via, opts).await,
+            proxy,
+        )
     }
 
     /// Registers a fresh account in-band and logs it in.
@@ -254,7 +277,15 @@ impl TestClient {
 
     /// Another client of an existing account, connecting through `server` (e.g. a proxy).
     pub async fn login_via(jid: &str, server: ServerOverride) -> TestClient {
-        let (client, dir) = Self::new_client();
+        Self::login_via_with(jid, server, options()).await
+    }
+
+    pub async fn login_via_with(
+        jid: &str,
+        server: ServerOverride,
+        opts: ClientOptions,
+    ) -> TestClient {
+        let (client, dir) = Self::new_client_with(opts);
         let account = client
             .add_account(jid, PASSWORD, Some(server))
             .expect("add account");

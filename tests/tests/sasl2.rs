@@ -217,8 +217,8 @@ async fn sasl2_without_bind2(server: Server) {
     assert_eq!(n.bound_jid, format!("{jid}/{}", cfg.resource));
     assert!(n.sm_id.is_some() && n.sm_resumable);
     assert!(n.fast_token.is_some());
-    // STARTTLS (3) + features + SCRAM (2) + bind + enable.
-    assert_eq!(n.round_trips, 8);
+    // STARTTLS (3) + features + SCRAM (2) + bind and enable (pipelined).
+    assert_eq!(n.round_trips, 7);
     ping(conn, &jid).await;
 }
 
@@ -238,8 +238,8 @@ async fn legacy_path_when_sasl2_is_off(server: Server) {
         server == Server::Ejabberd,
         "SSDP on legacy SASL too"
     );
-    // STARTTLS (3) + features + SCRAM (2) + restart + bind + enable.
-    assert_eq!(n.round_trips, 9);
+    // STARTTLS (3) + features + SCRAM (2) + restart + bind and enable (pipelined).
+    assert_eq!(n.round_trips, 8);
     ping(conn, &jid).await;
 }
 
@@ -249,23 +249,202 @@ async fn round_trips(server: Server) {
     cfg.user_agent_id = linnet_xmpp::new_user_agent_id();
     let n = linnet_xmpp::connect(&cfg).await.unwrap().negotiated;
     // STARTTLS (3) + features + SCRAM (2); bind, SM and carbons ride along.
+    assert!(!n.pipelined, "nothing known about the server yet");
     assert_eq!(n.round_trips, 6, "SASL2 + SCRAM");
     cfg.fast = n.fast_token;
     cfg.fast_count = 1;
+    cfg.pipeline = false;
     let n = linnet_xmpp::connect(&cfg).await.unwrap().negotiated;
-    assert_eq!(n.round_trips, 5, "SASL2 + FAST");
+    assert_eq!(n.round_trips, 5, "SASL2 + FAST, not pipelined");
+    cfg.pipeline = true;
+    cfg.fast_count = 2;
+    let n = linnet_xmpp::connect(&cfg).await.unwrap().negotiated;
+    // <starttls/> with the header, TLS, <authenticate/> with the header.
+    assert!(n.pipelined && n.bind2 && n.sm_inline, "{n:?}");
+    assert_eq!(n.round_trips, 3, "SASL2 + FAST, pipelined");
     let mut direct = config(server, &jid, PASSWORD, true);
     direct.user_agent_id = cfg.user_agent_id.clone();
     let n = linnet_xmpp::connect(&direct).await.unwrap().negotiated;
-    assert!(n.direct_tls && n.sasl2);
+    assert!(n.direct_tls && n.sasl2 && !n.pipelined);
     assert_eq!(n.round_trips, 4, "direct TLS + SASL2 + SCRAM");
     direct.fast = n.fast_token;
     direct.fast_count = 1;
     let n = linnet_xmpp::connect(&direct).await.unwrap().negotiated;
-    assert_eq!(n.round_trips, 3, "direct TLS + SASL2 + FAST");
+    assert!(n.pipelined);
+    assert_eq!(n.round_trips, 2, "direct TLS + SASL2 + FAST, pipelined");
+    // A password login pipelines too (SCRAM's first message needs no server data).
+    direct.fast = None;
+    let conn = linnet_xmpp::connect(&direct).await.unwrap();
+    let n = conn.negotiated.clone();
+    assert!(n.pipelined && n.mechanism.starts_with("SCRAM-"), "{n:?}");
+    assert_eq!(n.round_trips, 3, "direct TLS + SASL2 + SCRAM, pipelined");
+    ping(conn, &jid).await;
+}
+
+/// Without Bind2, resource binding and `<enable/>` share one round trip.
+async fn bind_and_enable_pipelined(server: Server) {
+    let jid = account(server, "rbe").await;
+    let mut cfg = config(server, &jid, PASSWORD, true);
+    cfg.bind2 = false;
+    cfg.pipeline = false;
+    let conn = linnet_xmpp::connect(&cfg).await.unwrap();
+    let n = conn.negotiated.clone();
+    assert!(
+        !n.bind2 && n.sm_id.is_some() && n.bound_jid.contains('/'),
+        "{n:?}"
+    );
+    // TLS + features + SCRAM (2) + bind and enable.
+    assert_eq!(n.round_trips, 5);
+    ping(conn, &jid).await;
+}
+
+/// Waits until the session reports that its stream ended.
+async fn closed(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(ev) = events.recv().await {
+            if matches!(ev, Event::Closed(_)) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("session noticed the reset");
+}
+
+/// A session through a proxy in front of the direct-TLS port, whose link is then reset.
+async fn broken_session(
+    server: Server,
+    jid: &str,
+    proxy: &linnet_tests::proxy::Proxy,
+) -> (ConnectConfig, linnet_xmpp::ResumeRequest) {
+    let mut cfg = config(server, jid, PASSWORD, true);
+    cfg.server = Some(ServerAddr {
+        host: "127.0.0.1".into(),
+        port: proxy.port(),
+        direct_tls: true,
+    });
+    cfg.user_agent_id = linnet_xmpp::new_user_agent_id();
+    let conn = linnet_xmpp::connect(&cfg).await.unwrap();
+    cfg.fast = conn.negotiated.fast_token.clone();
+    let bound = conn.negotiated.bound_jid.clone();
+    let (session, mut events) = Session::start(conn, BareJid::parse(jid).unwrap());
+    session.ping().await.unwrap();
+    let st = session.sm_state();
+    proxy.reset_all();
+    closed(&mut events).await;
+    let req = linnet_xmpp::ResumeRequest {
+        previd: st.id.expect("resumable"),
+        location: st.location,
+        h: st.inbound_handled,
+        bound_jid: Some(bound),
+    };
+    (cfg, req)
+}
+
+/// Reconnecting after a drop: TLS, then the header, `<authenticate/>` with the FAST token
+/// and the inline resumption in one flight: two round trips in all.
+async fn pipelined_resume(server: Server) {
+    let jid = account(server, "rpr").await;
+    let proxy = linnet_tests::proxy::Proxy::start(
+        format!("127.0.0.1:{}", server_override(server, true).port)
+            .parse()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let (mut cfg, req) = broken_session(server, &jid, &proxy).await;
+    cfg.resume = Some(req);
+    cfg.fast_count = 1;
+    let conn = linnet_xmpp::connect(&cfg).await.unwrap();
+    let n = conn.negotiated.clone();
+    assert!(
+        n.resumed.is_some() && n.resume_inline && n.pipelined,
+        "{n:?}"
+    );
+    assert_eq!(n.mechanism, "HT-SHA-256-EXPR");
+    assert_eq!(n.round_trips, 2);
+    let (session, _events) = Session::start(conn, BareJid::parse(&jid).unwrap());
+    session.ping().await.expect("resumed session works");
+    session.close().await;
+}
+
+/// The features changed since the last login: what was pipelined is answered as sent, and
+/// what the server did not do with it (here: the inline resumption it was not asked for)
+/// follows the plain way.
+async fn pipelining_follows_changed_features(server: Server) {
+    let jid = account(server, "rpf").await;
+    let proxy = linnet_tests::proxy::Proxy::start(
+        format!("127.0.0.1:{}", server_override(server, true).port)
+            .parse()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let (mut cfg, req) = broken_session(server, &jid, &proxy).await;
+    cfg.resume = Some(req);
+    cfg.fast_count = 1;
+    // As if the server had offered SASL2 with FAST but neither Bind2 nor inline resumption.
+    linnet_xmpp::set_login_hint(
+        &cfg,
+        "<features xmlns='http://etherx.jabber.org/streams'><authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-256</mechanism><inline><fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism><mechanism>HT-SHA-256-EXPR</mechanism></fast></inline></authentication><sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'><channel-binding type='tls-exporter'/></sasl-channel-binding><sm xmlns='urn:xmpp:sm:3'/></features>",
+    )
+    .unwrap();
+    let conn = linnet_xmpp::connect(&cfg).await.unwrap();
+    let n = conn.negotiated.clone();
+    assert!(
+        n.pipelined && n.resumed.is_some() && !n.resume_inline,
+        "{n:?}"
+    );
+    // TLS, features + FAST, <resume/>.
+    assert_eq!(n.round_trips, 3);
+    let (session, _events) = Session::start(conn, BareJid::parse(&jid).unwrap());
+    session.ping().await.expect("resumed session works");
+    session.close().await;
+}
+
+/// The remembered features lead to a SCRAM exchange other than the one the server's current
+/// features call for (here SCRAM-SHA-1 without channel binding, which ejabberd refuses when
+/// it offers -PLUS): the pipelined attempt is given up and the login starts again without
+/// pipelining; the next one pipelines from the features the server really sent.
+async fn pipelining_retries_when_mechanism_gone(server: Server) {
+    let jid = account(server, "rpg").await;
+    let mut cfg = config(server, &jid, PASSWORD, true);
+    linnet_xmpp::set_login_hint(
+        &cfg,
+        "<features xmlns='http://etherx.jabber.org/streams'><authentication xmlns='urn:xmpp:sasl:2'><mechanism>SCRAM-SHA-1</mechanism></authentication></features>",
+    )
+    .unwrap();
+    let conn = linnet_xmpp::connect(&cfg).await.unwrap();
+    let n = conn.negotiated.clone();
+    eprintln!(
+        "{server:?}: stale hint: mechanism {} pipelined {}",
+        n.mechanism, n.pipelined
+    );
+    assert_eq!(n.pipelined, n.mechanism == "SCRAM-SHA-1", "{n:?}");
+    assert!(n.bind2, "{n:?}");
+    ping(conn, &jid).await;
+    cfg.fast = n.fast_token;
+    cfg.fast_count = 1;
+    let n = linnet_xmpp::connect(&cfg).await.unwrap().negotiated;
+    assert!(n.pipelined && n.mechanism.starts_with("HT-"), "{n:?}");
+    assert_eq!(n.round_trips, 2);
+}
+
+/// The app restarted: its first login plans from what the last process saw of the server
+/// (kept in the database), so it saves the same round trips as a reconnection does.
+async fn first_login_after_a_restart_is_pipelined(server: Server) {
+    let me = TestClient::register(server, "hint").await;
+    me.client.shutdown().await;
+    linnet_xmpp::forget_login_hints(&me.jid);
+    let client = me.reopen();
+    client.login(me.account).await.unwrap();
+    let n = client.negotiated(me.account).unwrap();
+    assert!(n.pipelined, "{n:?}");
+    client.shutdown().await;
 }
 
 both_servers!(
+    first_login_after_a_restart_is_pipelined,
     sasl2_login_binds_inline,
     fast_token_replaces_the_password,
     wrong_fast_token_is_distinguishable,
@@ -273,4 +452,8 @@ both_servers!(
     sasl2_without_bind2,
     legacy_path_when_sasl2_is_off,
     round_trips,
+    bind_and_enable_pipelined,
+    pipelined_resume,
+    pipelining_follows_changed_features,
+    pipelining_retries_when_mechanism_gone,
 );

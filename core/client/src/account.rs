@@ -33,6 +33,8 @@ const KV_ARCHIVE_LAST: &str = "mam.last";
 /// breaks mid-way and is then resumed (no fresh login) carries on from the cursor, or the
 /// rest of the gap would stay unfetched.
 const KV_ARCHIVE_PENDING: &str = "mam.pending";
+/// The server's features at the last login (see linnet_xmpp::login_hint).
+const KV_LOGIN_HINT: &str = "login.hint";
 
 pub(crate) async fn run(
     inner: Arc<Inner>,
@@ -108,7 +110,30 @@ pub(crate) async fn run(
             tracing::warn!(error = %e, "storing session state failed");
         }
         inner.set_connection(account, ConnectionState::Connecting);
+        // The first login of this process plans from what the last one saw of the server,
+        // as later ones do (see linnet_xmpp::login_hint).
+        let stored_hint = inner
+            .store()
+            .kv_get(Some(account), KV_LOGIN_HINT)
+            .ok()
+            .flatten();
+        if linnet_xmpp::login_hint(&cfg).is_none() {
+            if let Some(h) = &stored_hint {
+                if let Err(e) = linnet_xmpp::set_login_hint(&cfg, h) {
+                    tracing::debug!(error = %e, "stored login hint unusable");
+                }
+            }
+        }
         let attempt = linnet_xmpp::connect(&cfg).await;
+        if attempt.is_ok() {
+            if let Some(h) =
+                linnet_xmpp::login_hint(&cfg).filter(|h| Some(h) != stored_hint.as_ref())
+            {
+                if let Err(e) = inner.store().kv_set(Some(account), KV_LOGIN_HINT, &h) {
+                    tracing::warn!(error = %e, "storing the login hint failed");
+                }
+            }
+        }
         if let Ok(conn) = &attempt {
             if let Some(token) = &conn.negotiated.fast_token {
                 // A new (or rotated) token: its counter starts again.

@@ -5,12 +5,16 @@
 //! tokio-xmpp's XML stream primitives; tokio-xmpp's own login is not used (see FIELD-NOTES).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
-use tokio::io::BufStream;
+use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_xmpp::connect::{AsyncReadAndWrite, DnsConfig};
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
@@ -34,7 +38,7 @@ pub(crate) type Io = Box<dyn AsyncReadAndWrite + Send + 'static>;
 pub(crate) type Stream = XmlStream<Io, Element>;
 
 /// Where to reach the server when DNS SRV is not to be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
     pub host: String,
     pub port: u16,
@@ -93,6 +97,13 @@ pub struct ConnectConfig {
     /// [`Negotiated::resume_failed`] is set. A server that offers no stream management gets
     /// no resume attempt (also reported as `resume_failed`).
     pub resume: Option<ResumeRequest>,
+    /// Save round trips using what the last login to the same server as the same account
+    /// (in this process) saw: `<starttls/>` goes out with the stream header, and the
+    /// `<authenticate/>` (with the FAST token, inline resumption…) right behind the stream
+    /// header after TLS, without waiting for the server's features. The features are still
+    /// checked when they arrive; if they changed so that the server would refuse what was
+    /// sent, the login starts again without pipelining. `false`: always wait for features.
+    pub pipeline: bool,
 }
 
 /// What is needed to resume an XEP-0198 session (from [`crate::SmState`] of the old one).
@@ -153,6 +164,7 @@ impl ConnectConfig {
             bind2: false,
             inline_carbons: true,
             resume: None,
+            pipeline: true,
         }
     }
 }
@@ -203,6 +215,9 @@ pub struct Negotiated {
     /// Counters the session starts from ([`crate::Session::start`] uses them;
     /// pass them to [`crate::Session::start_durable`]).
     pub sm_base: SmBase,
+    /// The `<authenticate/>` went out right behind the stream header, decided from the
+    /// features of the previous login (see [`ConnectConfig::pipeline`]).
+    pub pipelined: bool,
 }
 
 impl Negotiated {
@@ -291,30 +306,88 @@ fn header<'a>(domain: &'a str, from: Option<&'a str>) -> StreamHeader<'a> {
     }
 }
 
-/// Connects and brings the stream up to TLS, returning the post-TLS features. `from` goes
-/// into the encrypted stream's header only (XEP-0388: the bare JID we log in as; some
-/// servers offer SASL2 and FAST only then); never in clear.
-async fn secure_stream(
+/// Writes `tail` right behind the first thing flushed through it, without waiting for the
+/// server: the stream header and the `<starttls/>` or `<authenticate/>` that follows it go out
+/// in one flight. Afterwards it only passes bytes through.
+struct Pipelined<S> {
+    inner: S,
+    tail: Vec<u8>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Pipelined<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Pipelined<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        while !this.tail.is_empty() {
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &this.tail))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            this.tail.drain(..n);
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+fn xml_bytes(el: &Element) -> Result<Vec<u8>, ConnectError> {
+    let mut out = Vec::new();
+    el.write_to(&mut out)
+        .map_err(|e| ConnectError::Protocol(format!("serializing <{}/>: {e}", el.name())))?;
+    Ok(out)
+}
+
+type TlsIo = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// TCP, then STARTTLS or direct TLS: the encrypted transport, its tls-exporter data (TLS
+/// 1.3) and whether TLS was direct. `known_server`: the last login here went through
+/// STARTTLS, so `<starttls/>` goes out with our stream header instead of after the server's
+/// features (one round trip less); the features are still checked, and a server that no
+/// longer offers STARTTLS is refused exactly as before (nothing but the request was sent).
+async fn secure_transport(
     cfg: &ConnectConfig,
-    from: Option<&str>,
+    known_server: bool,
     rt: &mut u32,
-) -> Result<(Stream, Element, Option<Vec<u8>>, bool), ConnectError> {
+) -> Result<(TlsIo, Option<Vec<u8>>, bool), ConnectError> {
     let domain = cfg.jid.domain().to_owned();
     let tls_config = tls::client_config(&cfg.tls)?;
     let (tcp, direct) = open_tcp(cfg).await?;
-    let t = timeouts(cfg);
-    let (tls_stream, exporter) = if direct {
-        *rt += 1;
-        tokio::time::timeout(cfg.step_timeout, tls::handshake(tcp, &domain, tls_config))
-            .await
-            .map_err(|_| ConnectError::Timeout("TLS handshake"))??
+    let tcp = if direct {
+        tcp
     } else {
-        *rt += 3; // header/features, starttls/proceed, TLS handshake
+        let req: Element = el("starttls", ns::TLS).build();
+        let tail = if known_server {
+            xml_bytes(&req)?
+        } else {
+            Vec::new()
+        };
+        let pipelined = !tail.is_empty();
+        *rt += if pipelined { 1 } else { 2 };
         let plain = initiate_stream(
-            BufStream::new(tcp),
+            BufStream::new(Pipelined { inner: tcp, tail }),
             ns::JABBER_CLIENT,
             header(&domain, None),
-            t,
+            timeouts(cfg),
         )
         .await?;
         let (_, mut plain) = recv_features_raw(plain, cfg.step_timeout).await?;
@@ -323,25 +396,56 @@ async fn secure_stream(
             // Never continue in clear: credentials and messages would be exposed.
             return Err(ConnectError::NoTls);
         }
-        let req: Element = el("starttls", ns::TLS).build();
-        plain.send(&req).await?;
+        if !pipelined {
+            plain.send(&req).await?;
+        }
         let reply = next_element(&mut plain, cfg.step_timeout).await?;
         if !reply.is("proceed", ns::TLS) {
             return Err(ConnectError::Tls("server refused STARTTLS".into()));
         }
-        let tcp = plain.into_inner().into_inner();
+        plain.into_inner().into_inner().inner
+    };
+    *rt += 1;
+    let (tls, exporter) =
         tokio::time::timeout(cfg.step_timeout, tls::handshake(tcp, &domain, tls_config))
             .await
-            .map_err(|_| ConnectError::Timeout("TLS handshake"))??
-    };
-    let io: Io = Box::new(BufStream::new(tls_stream));
+            .map_err(|_| ConnectError::Timeout("TLS handshake"))??;
+    Ok((tls, exporter, direct))
+}
+
+/// Opens the XML stream over TLS and returns it with the server's features. `from` goes into
+/// the header (XEP-0388: the bare JID we log in as; some servers offer SASL2 and FAST only
+/// then); the transport is encrypted, so it is never sent in clear. `pipelined` is sent right
+/// behind the header, before the server has answered it.
+async fn open_stream(
+    tls: TlsIo,
+    cfg: &ConnectConfig,
+    from: Option<&str>,
+    pipelined: Option<&Element>,
+    rt: &mut u32,
+) -> Result<(Stream, Element), ConnectError> {
+    let domain = cfg.jid.domain().to_owned();
+    let tail = pipelined.map(xml_bytes).transpose()?.unwrap_or_default();
+    let io: Io = Box::new(BufStream::new(Pipelined { inner: tls, tail }));
     *rt += 1;
-    let pending = initiate_stream(io, ns::JABBER_CLIENT, header(&domain, from), t).await?;
+    let pending =
+        initiate_stream(io, ns::JABBER_CLIENT, header(&domain, from), timeouts(cfg)).await?;
     let (_, mut stream) = recv_features_raw(pending, cfg.step_timeout).await?;
     let features = next_element(&mut stream, cfg.step_timeout).await?;
     if !features.is("features", ns::STREAM) {
         return Err(ConnectError::Protocol("expected stream features".into()));
     }
+    Ok((stream, features))
+}
+
+/// Connects and brings the stream up to TLS, returning the post-TLS features.
+async fn secure_stream(
+    cfg: &ConnectConfig,
+    from: Option<&str>,
+    rt: &mut u32,
+) -> Result<(Stream, Element, Option<Vec<u8>>, bool), ConnectError> {
+    let (tls, exporter, direct) = secure_transport(cfg, false, rt).await?;
+    let (stream, features) = open_stream(tls, cfg, from, None, rt).await?;
     Ok((stream, features, exporter, direct))
 }
 
@@ -601,18 +705,39 @@ fn fast_token_request(
 const BIND2_TAG: &str = "Linnet";
 const SOFTWARE: &str = "Linnet";
 
+/// A SASL2 login decided from a set of stream features: the exchange, its first element and
+/// what it asks for (so that one decided from remembered features can be checked against
+/// the features the server actually sent).
+struct Sasl2Plan {
+    auth: Sasl2Auth,
+    first: Element,
+    mechanism: &'static str,
+    channel_binding: Option<&'static str>,
+    /// SCRAM's GS2 channel-binding flag (`n`, `y` or `p`): it depends on what the features
+    /// offer, and a server refuses a `y` when it does offer -PLUS (downgrade protection).
+    gs2_flag: Option<char>,
+    request: sasl2::Request,
+}
+
+impl Sasl2Plan {
+    /// Same mechanism, channel binding and requests: the server answers it as it would
+    /// answer the one decided from its current features.
+    fn same_as(&self, other: &Sasl2Plan) -> bool {
+        self.mechanism == other.mechanism
+            && self.channel_binding == other.channel_binding
+            && self.gs2_flag == other.gs2_flag
+            && self.request == other.request
+    }
+}
+
 /// SASL2 (XEP-0388): password (SCRAM, PLAIN as last resort) or FAST token, with Bind2,
-/// inline stream management and carbons, and a FAST token request. No stream restart
-/// follows: the server sends the new features right after its `<success/>`, which we
-/// return with the outcome.
-async fn authenticate_sasl2(
-    stream: &mut Stream,
+/// inline stream management and carbons, and a FAST token request.
+fn plan_sasl2(
     features: &Element,
     offer: &Offer,
     exporter: Option<&[u8]>,
     cfg: &ConnectConfig,
-    rt: &mut u32,
-) -> Result<(sasl2::Outcome, Option<&'static str>, Element), ConnectError> {
+) -> Result<Sasl2Plan, ConnectError> {
     let cb_types = sasl2::channel_binding_types(features);
     let username = username(cfg)?;
 
@@ -620,6 +745,7 @@ async fn authenticate_sasl2(
     if cfg.fast.is_some() && fast_use.is_none() {
         tracing::debug!("FAST token not usable on this connection; using the password");
     }
+    let mut gs2_flag = None;
     let (method, mechanism, channel_binding) = match fast_use {
         Some((mech, binding, token, cb)) => (
             Method::Ht {
@@ -643,6 +769,11 @@ async fn authenticate_sasl2(
                         Binding::Bind { name, .. } => Some(*name),
                         _ => None,
                     };
+                    gs2_flag = Some(match &choice.binding {
+                        Binding::None => 'n',
+                        Binding::SupportedButNotOffered => 'y',
+                        Binding::Bind { .. } => 'p',
+                    });
                     let mut scram = ScramClient::new(hash, username, &cfg.password, choice.binding);
                     scram.expect_downgrade_hash(&offer.mechanisms, cb_types.as_deref());
                     let mech = scram.mechanism_name();
@@ -682,11 +813,43 @@ async fn authenticate_sasl2(
             .filter(|_| offer.sm_resume)
             .map(|r| (r.previd.clone(), r.h)),
     };
-    let (mut auth, first) = Sasl2Auth::new(method, mechanism, cfg.jid.clone(), request);
-    send(stream, &first).await?;
+    let (auth, first) = Sasl2Auth::new(method, mechanism, cfg.jid.clone(), request.clone());
+    Ok(Sasl2Plan {
+        auth,
+        first,
+        mechanism,
+        channel_binding,
+        gs2_flag,
+        request,
+    })
+}
+
+/// Runs a planned SASL2 exchange to its end. `sent`: the `<authenticate/>` already went out
+/// (pipelined behind the stream header), so its answer arrives in the round trip that
+/// brought the features. No stream restart follows: the server sends the new features right
+/// after its `<success/>`, which we return with the outcome.
+async fn drive_sasl2(
+    stream: &mut Stream,
+    plan: Sasl2Plan,
+    sent: bool,
+    cfg: &ConnectConfig,
+    rt: &mut u32,
+) -> Result<(sasl2::Outcome, Option<&'static str>, Element), ConnectError> {
+    let Sasl2Plan {
+        mut auth,
+        first,
+        channel_binding,
+        ..
+    } = plan;
+    if !sent {
+        send(stream, &first).await?;
+    }
+    let mut free = sent;
     let outcome = loop {
         let reply = next_element(stream, cfg.step_timeout).await?;
-        *rt += 1;
+        if !std::mem::take(&mut free) {
+            *rt += 1;
+        }
         match auth.on_element(&reply) {
             Ok(Step::Send(next)) => send(stream, &next).await?,
             Ok(Step::Done(outcome)) => break *outcome,
@@ -711,6 +874,77 @@ async fn authenticate_sasl2(
         ));
     }
     Ok((outcome, channel_binding, features))
+}
+
+/// The features the last login to a server as an account saw after TLS, kept for the
+/// process: with them the next connection sends `<starttls/>` and `<authenticate/>` without
+/// waiting for the server's features. Not secret (they are what the server shows anyone
+/// logging in as that account), and only a hint: what the server sends is always checked.
+mod hints {
+    use super::*;
+
+    /// Accounts per process are few; this only bounds a pathological caller.
+    const MAX: usize = 64;
+
+    type Key = (Option<ServerAddr>, String);
+
+    fn map() -> &'static Mutex<HashMap<Key, Element>> {
+        static MAP: OnceLock<Mutex<HashMap<Key, Element>>> = OnceLock::new();
+        MAP.get_or_init(Default::default)
+    }
+
+    fn key(cfg: &ConnectConfig) -> Key {
+        (cfg.server.clone(), cfg.jid.as_str().to_owned())
+    }
+
+    pub(super) fn get(cfg: &ConnectConfig) -> Option<Element> {
+        let map = map().lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&key(cfg)).cloned()
+    }
+
+    pub(super) fn forget(jid: &str) {
+        let mut map = map().lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(_, j), _| j != jid);
+    }
+
+    pub(super) fn put(cfg: &ConnectConfig, features: &Element) {
+        let mut map = map().lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX && !map.contains_key(&key(cfg)) {
+            map.clear();
+        }
+        map.insert(key(cfg), features.clone());
+    }
+}
+
+/// What the last login with `cfg`'s server and account saw of the server (its features
+/// after TLS, as XML), for the caller to keep across process restarts: handed back with
+/// [`set_login_hint`], it lets the first login of a new process save the same round trips as
+/// later ones. Not secret: the server shows it to anyone who logs in as that account.
+pub fn login_hint(cfg: &ConnectConfig) -> Option<String> {
+    hints::get(cfg).map(|f| String::from(&f))
+}
+
+/// Makes the next login with `cfg` (same server and account) pipeline as if the server's
+/// features after TLS had last been `features_xml` (see [`login_hint`]). Only a hint: the
+/// features the server sends are checked, and a login planned from stale ones starts
+/// again without it.
+pub fn set_login_hint(cfg: &ConnectConfig, features_xml: &str) -> Result<(), ConnectError> {
+    let features: Element = features_xml
+        .parse()
+        .map_err(|e| ConnectError::Config(format!("login hint: {e}")))?;
+    if !features.is("features", ns::STREAM) {
+        return Err(ConnectError::Config(
+            "login hint: not stream features".into(),
+        ));
+    }
+    hints::put(cfg, &features);
+    Ok(())
+}
+
+/// Tests only: forgets what this process saw at logins as `jid`, as a process restart would.
+#[doc(hidden)]
+pub fn forget_login_hints(jid: &str) {
+    hints::forget(jid);
 }
 
 /// Where to connect for a resumption: the server's `location` if it gave one.
@@ -763,6 +997,11 @@ async fn resume_sm(
         mark_resumed(negotiated, req, h);
         Ok(true)
     } else if reply.is("failed", ns::SM) {
+        let condition = reply
+            .children()
+            .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
+            .map(|c| c.name().to_owned());
+        tracing::debug!(?condition, h = ?reply.attr("h"), "resumption refused");
         negotiated.resume_failed = true;
         negotiated.resume_failed_h = sasl2::parse_h(&reply)?;
         Ok(false)
@@ -796,13 +1035,18 @@ fn max_stanza_bytes(features: &Element) -> Option<u32> {
         .and_then(|m| m.text().trim().parse().ok())
 }
 
-/// Resource binding (RFC 6120) on a stream that was not bound inline.
-async fn bind_resource(
+/// Resource binding (RFC 6120) on a stream that was not bound inline, with XEP-0198
+/// `<enable/>` sent right behind it when `enable` (the server handles them in order, so
+/// both answers come back in one round trip).
+async fn bind_and_enable(
     stream: &mut Stream,
     features: &Element,
     cfg: &ConnectConfig,
+    enable: bool,
+    negotiated: &mut Negotiated,
     rt: &mut u32,
-) -> Result<String, ConnectError> {
+    early: &mut Vec<Element>,
+) -> Result<(), ConnectError> {
     if !features.has_child("bind", ns::BIND) {
         return Err(ConnectError::Protocol(
             "server offers no resource binding".into(),
@@ -815,6 +1059,9 @@ async fn bind_resource(
         .child(el("bind", ns::BIND).child(el("resource", ns::BIND).text(cfg.resource.clone())))
         .build();
     send(stream, &bind).await?;
+    if enable {
+        send_enable(stream).await?;
+    }
     let reply = next_element(stream, cfg.step_timeout).await?;
     *rt += 1;
     if reply.attr("id") != Some(bind_id.as_str()) || reply.attr("type") != Some("result") {
@@ -827,23 +1074,31 @@ async fn bind_resource(
         .ok_or_else(|| ConnectError::Protocol("bind result without JID".into()))?;
     // The server may rewrite the resource, never the account.
     match split_bare(&bound_jid) {
-        Some(bare) if bare == cfg.jid.as_str() => Ok(bound_jid),
-        _ => Err(ConnectError::Protocol(
-            "server bound a different account".into(),
-        )),
+        Some(bare) if bare == cfg.jid.as_str() => negotiated.bound_jid = bound_jid,
+        _ => {
+            return Err(ConnectError::Protocol(
+                "server bound a different account".into(),
+            ))
+        }
     }
+    if enable {
+        // Answered together with the bind: no round trip of its own.
+        recv_enabled(stream, cfg, negotiated, early).await?;
+    }
+    Ok(())
 }
 
-/// XEP-0198 `<enable/>` as its own exchange (when it was not done inline).
-async fn enable_sm(
+async fn send_enable(stream: &mut Stream) -> Result<(), ConnectError> {
+    send(stream, &el("enable", ns::SM).attr("resume", "true").build()).await
+}
+
+/// The answer to XEP-0198 `<enable/>`.
+async fn recv_enabled(
     stream: &mut Stream,
     cfg: &ConnectConfig,
     negotiated: &mut Negotiated,
-    rt: &mut u32,
     early: &mut Vec<Element>,
 ) -> Result<(), ConnectError> {
-    let enable = el("enable", ns::SM).attr("resume", "true").build();
-    send(stream, &enable).await?;
     let reply = loop {
         let reply = next_element(stream, cfg.step_timeout).await?;
         if reply.ns() == ns::JABBER_CLIENT && matches!(reply.name(), "message" | "presence" | "iq")
@@ -853,7 +1108,6 @@ async fn enable_sm(
         }
         break reply;
     };
-    *rt += 1;
     if reply.is("enabled", ns::SM) {
         negotiated.sm_id = reply.attr("id").map(str::to_owned);
         negotiated.sm_resumable = matches!(reply.attr("resume"), Some("true") | Some("1"));
@@ -878,8 +1132,6 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
             "user_agent_id must be a UUID v4 (XEP-0388)".into(),
         ));
     }
-    let mut rt = 0u32;
-    let mut early: Vec<Element> = Vec::new();
     let resume_cfg;
     let cfg = match resume_target(cfg) {
         Some(addr) => {
@@ -890,19 +1142,89 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         }
         None => cfg,
     };
-    let (mut stream, features, exporter, direct) =
-        secure_stream(cfg, Some(cfg.jid.as_str()), &mut rt).await?;
+    let hint = if cfg.pipeline { hints::get(cfg) } else { None };
+    let pipelined = hint.is_some();
+    if let Some(conn) = connect_once(cfg, hint).await? {
+        return Ok(conn);
+    }
+    // The features changed so that the server refuses what we pipelined: once more the
+    // plain way (nothing was authenticated on the abandoned connection).
+    debug_assert!(pipelined);
+    connect_once(cfg, None)
+        .await?
+        .ok_or_else(|| ConnectError::Protocol("login fell back twice".into()))
+}
+
+/// One login attempt; `Ok(None)`: what was pipelined from `hint` will be refused because
+/// the server's features changed, so the caller tries again without a hint.
+async fn connect_once(
+    cfg: &ConnectConfig,
+    hint: Option<Element>,
+) -> Result<Option<Connection>, ConnectError> {
+    let mut rt = 0u32;
+    let mut early: Vec<Element> = Vec::new();
+    let (tls, exporter, direct) = secure_transport(cfg, hint.is_some(), &mut rt).await?;
+    // The `<authenticate/>` decided from the features of the last login, sent right behind
+    // the stream header. Never PLAIN: a stale hint must not pick a weaker mechanism than the
+    // server now offers.
+    let speculative = match (&hint, cfg.allow_sasl2) {
+        (Some(h), true) => Offer::parse(h)
+            .and_then(|o| plan_sasl2(h, &o, exporter.as_deref(), cfg).ok())
+            .filter(|p| p.mechanism != "PLAIN"),
+        _ => None,
+    };
+    let (mut stream, features) = open_stream(
+        tls,
+        cfg,
+        Some(cfg.jid.as_str()),
+        speculative.as_ref().map(|p| &p.first),
+        &mut rt,
+    )
+    .await?;
+    if cfg.pipeline {
+        hints::put(cfg, &features);
+    }
     let pre_auth_limit = max_stanza_bytes(&features);
+    let cb_types = sasl2::channel_binding_types(&features);
+    let raw_offer = Offer::parse(&features);
     // SASL2 when offered with something we can complete; otherwise legacy SASL, which may
     // still offer what SASL2 lacked.
     let offer = if cfg.allow_sasl2 {
-        let cb_types = sasl2::channel_binding_types(&features);
-        Offer::parse(&features).filter(|o| {
+        raw_offer.clone().filter(|o| {
             usable_fast_token(cfg, o, exporter.as_deref()).is_some()
                 || choose_from(&o.mechanisms, cb_types.as_deref(), exporter.as_deref()).is_ok()
         })
     } else {
         None
+    };
+    let fresh_plan = offer
+        .as_ref()
+        .map(|o| plan_sasl2(&features, o, exporter.as_deref(), cfg))
+        .transpose()?;
+    // What to do with what was pipelined, now that the features are known.
+    let mut ignored_inline_resume = false;
+    let (plan, sent) = match (speculative, fresh_plan) {
+        (Some(spec), Some(fresh)) if spec.same_as(&fresh) => (Some(spec), true),
+        (Some(spec), _) => {
+            // A FAST token still offered: the server answers what we sent as it is (and
+            // counts the token's use), so take that answer; what it ignored (an inline
+            // resumption or bind it no longer offers) is done after. Anything else (a SCRAM
+            // exchange whose channel-binding flags no longer fit, a mechanism gone, no
+            // SASL2) is given up unanswered: nothing was authenticated, so the login starts
+            // again without pipelining.
+            let fast_offered = raw_offer
+                .as_ref()
+                .is_some_and(|o| spec.auth.is_fast() && o.fast.iter().any(|m| m == spec.mechanism));
+            if !fast_offered {
+                tracing::debug!("server features changed: pipelined login given up, retrying");
+                return Ok(None);
+            }
+            tracing::debug!("server features changed since the last login; going on");
+            ignored_inline_resume =
+                spec.request.resume.is_some() && !raw_offer.as_ref().is_some_and(|o| o.sm_resume);
+            (Some(spec), true)
+        }
+        (None, fresh) => (fresh, false),
     };
 
     let mut negotiated = Negotiated {
@@ -927,23 +1249,23 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         resume_failed_h: None,
         sm_base: SmBase::default(),
         csi: false,
+        pipelined: sent,
     };
     let mut sm_tried = false;
     let mut resume_tried = false;
-    let features = if let Some(offer) = offer {
-        let (outcome, channel_binding, features) = authenticate_sasl2(
-            &mut stream,
-            &features,
-            &offer,
-            exporter.as_deref(),
-            cfg,
-            &mut rt,
-        )
-        .await?;
+    let features = if let Some(mut plan) = plan {
+        // XEP-0474 protects the features of this stream, not of the one the hint came from.
+        plan.auth
+            .expect_downgrade_hash(raw_offer.as_ref(), cb_types.as_deref());
+        let (mut outcome, channel_binding, features) =
+            drive_sasl2(&mut stream, plan, sent, cfg, &mut rt).await?;
+        if ignored_inline_resume {
+            outcome.resume = None;
+        }
         negotiated.mechanism = outcome.mechanism;
         negotiated.channel_binding = channel_binding;
         negotiated.sasl2 = true;
-        negotiated.csi = offer.bind2_offers(NS_CSI);
+        negotiated.csi = raw_offer.as_ref().is_some_and(|o| o.bind2_offers(NS_CSI));
         negotiated.ssdp = outcome.ssdp_verified;
         negotiated.fast_token = outcome.token;
         if outcome.bound {
@@ -1006,11 +1328,22 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         }
     }
     if negotiated.resumed.is_none() {
+        let enable = cfg.stream_management && !sm_tried && features.has_child("sm", ns::SM);
         if !negotiated.bind2 {
-            negotiated.bound_jid = bind_resource(&mut stream, &features, cfg, &mut rt).await?;
-        }
-        if cfg.stream_management && !sm_tried && features.has_child("sm", ns::SM) {
-            enable_sm(&mut stream, cfg, &mut negotiated, &mut rt, &mut early).await?;
+            bind_and_enable(
+                &mut stream,
+                &features,
+                cfg,
+                enable,
+                &mut negotiated,
+                &mut rt,
+                &mut early,
+            )
+            .await?;
+        } else if enable {
+            send_enable(&mut stream).await?;
+            recv_enabled(&mut stream, cfg, &mut negotiated, &mut early).await?;
+            rt += 1;
         }
     }
     negotiated.round_trips = rt;
@@ -1018,6 +1351,7 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         mechanism = negotiated.mechanism,
         channel_binding = ?negotiated.channel_binding,
         direct,
+        pipelined = negotiated.pipelined,
         sasl2 = negotiated.sasl2,
         bind2 = negotiated.bind2,
         sm = negotiated.sm_id.is_some(),
@@ -1027,12 +1361,12 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<Connection, ConnectError> {
         round_trips = rt,
         "logged in"
     );
-    Ok(Connection {
+    Ok(Some(Connection {
         stream,
         negotiated,
         step_timeout: cfg.step_timeout,
         early,
-    })
+    }))
 }
 
 fn iq_error(reply: &Element) -> (String, Option<String>) {

@@ -13,7 +13,8 @@ mod session;
 mod tls;
 
 pub use connect::{
-    connect, register, ConnectConfig, Connection, Negotiated, ResumeRequest, ServerAddr, SmBase,
+    connect, forget_login_hints, login_hint, register, set_login_hint, ConnectConfig, Connection,
+    Negotiated, ResumeRequest, ServerAddr, SmBase,
 };
 pub use error::{ConnectError, RequestError};
 pub use fast::FastToken;

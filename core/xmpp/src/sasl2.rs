@@ -155,7 +155,7 @@ pub(crate) enum Method {
 }
 
 /// What to ask for besides authentication.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Request {
     pub user_agent_id: String,
     pub software: String,
@@ -302,6 +302,15 @@ impl Sasl2Auth {
         (auth, authenticate.build())
     }
 
+    /// XEP-0474: the SCRAM server's downgrade-protection hash is checked against the
+    /// mechanisms of `offer` (the features of this stream, which may differ from the ones the
+    /// exchange was planned from when it was pipelined). No SASL2 offer: nothing to expect.
+    pub fn expect_downgrade_hash(&mut self, offer: Option<&Offer>, cb_types: Option<&[String]>) {
+        if let (Method::Scram(scram), Some(offer)) = (&mut self.method, offer) {
+            scram.expect_downgrade_hash(&offer.mechanisms, cb_types);
+        }
+    }
+
     pub fn is_fast(&self) -> bool {
         matches!(self.method, Method::Ht { .. })
     }
@@ -411,6 +420,26 @@ impl Sasl2Auth {
             return Ok(Some(ResumeResult::Resumed { h }));
         }
         if let Some(f) = failed {
+            // The condition, directly or inside a stanza <error/> (Prosody's form).
+            let cond_of = |e: &Element| {
+                e.children()
+                    .find(|c| c.name() != "text")
+                    .map(|c| c.name().to_owned())
+            };
+            let condition = f
+                .get_child("error", ns::JABBER_CLIENT)
+                .or_else(|| f.children().find(|c| c.name() == "error"))
+                .and_then(cond_of)
+                .or_else(|| cond_of(f));
+            // The server's text names the cause (e.g. Prosody's "Client acknowledged more
+            // stanzas than sent by server"); it carries no user data.
+            let text: Vec<String> = f
+                .children()
+                .flat_map(|c| std::iter::once(c).chain(c.children()))
+                .filter(|c| c.name() == "text")
+                .map(Element::text)
+                .collect();
+            tracing::debug!(?condition, h = ?f.attr("h"), ?text, "inline resumption refused");
             return Ok(Some(ResumeResult::Failed { h: parse_h(f)? }));
         }
         // The server ignored the request: treat it as refused.

@@ -2,7 +2,7 @@
 //! extra CA, e.g. a test CA or a private deployment's), and channel-binding data is derived
 //! here because only the TLS layer can see it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
@@ -30,7 +30,38 @@ impl std::fmt::Debug for TlsOptions {
     }
 }
 
+/// One TLS configuration per set of trust options for the whole process: the platform's
+/// roots are read once rather than on every reconnect, and rustls keeps the servers' TLS 1.3
+/// session tickets in it, so a reconnect resumes the TLS session (no certificate chain to
+/// send and verify again; the ticket exists only because an earlier handshake with the
+/// same trust options verified the chain). Same number of round trips: early data (0-RTT)
+/// stays off, it would be replayable.
 pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConnectError> {
+    type Key = (Option<Vec<u8>>, bool);
+    type Cache = Mutex<Vec<(Key, Arc<ClientConfig>)>>;
+    // Trust configurations per process are few; this only bounds a pathological caller.
+    const MAX: usize = 16;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (opts.extra_ca_pem.clone(), opts.only_extra_ca);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((_, c)) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(k, _)| *k == key)
+    {
+        return Ok(c.clone());
+    }
+    let config = build_client_config(opts)?;
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= MAX {
+        cache.remove(0);
+    }
+    cache.push((key, config.clone()));
+    Ok(config)
+}
+
+fn build_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConnectError> {
     let mut roots = RootCertStore::empty();
     if !opts.only_extra_ca {
         let native = rustls_native_certs::load_native_certs();
