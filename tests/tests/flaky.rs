@@ -99,6 +99,10 @@ async fn thousand_messages_through_chaos(server: Server) {
     // Anything late would show up now as a duplicate.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = incoming();
+    if got.len() != N {
+        let missing: Vec<&String> = expected.iter().filter(|e| !got.contains(e)).collect();
+        eprintln!("{server:?}: B lacks {missing:?}");
+    }
     assert_eq!(got.len(), N, "B has every message once");
     let mut sorted = got.clone();
     sorted.sort();
@@ -117,6 +121,14 @@ async fn thousand_messages_through_chaos(server: Server) {
     }
     let misplaced = N - longest_increasing(&got);
     eprintln!("{server:?}: {misplaced} of {N} messages out of place after the catch-up");
+    let descents: Vec<String> = got
+        .windows(2)
+        .filter(|w| w[1] < w[0])
+        .map(|w| format!("{} then {}", w[0], w[1]))
+        .collect();
+    if !descents.is_empty() {
+        eprintln!("{server:?}: where the order breaks: {descents:?}");
+    }
     // Known gap (issue 3): ejabberd hands a dead session's queue to the live one later,
     // without a delay stamp; when that happens after the catch-up ended, nothing local can
     // tell those messages are old, and they stay at the end (a few of 1,000). Prosody

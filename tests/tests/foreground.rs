@@ -1,8 +1,11 @@
-//! The app going to the background and back: client state indication (XEP-0352) against
-//! both servers.
+//! The app going to the background and back: client state indication (XEP-0352), and the
+//! keepalive probes that find a dead link (in the foreground, on coming back, on a network
+//! change), against both servers.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use linnet_client::ConnectionState;
+use std::time::Duration;
+
+use linnet_client::{ClientOptions, ConnectionState};
 use linnet_tests::*;
 
 async fn background_and_back(server: Server) {
@@ -34,4 +37,83 @@ async fn background_and_back(server: Server) {
     );
 }
 
-both_servers!(background_and_back);
+/// Probes that would come only after an hour: a dead link is found by the path under test
+/// or not at all.
+fn hourly_probes() -> ClientOptions {
+    ClientOptions {
+        keepalive: Duration::from_secs(3600),
+        foreground_keepalive: Duration::from_secs(3600),
+        step_timeout: Duration::from_secs(5),
+        ..options()
+    }
+}
+
+/// What makes the client look at a link that died without a word.
+enum Notice {
+    /// Nothing: the foreground keepalive must do it.
+    Keepalive,
+    /// The app went to the background and comes back after a silence.
+    Wake,
+    /// The OS reports a network change.
+    NetworkChange,
+}
+
+/// Blackholes the link and lets `notice` make the client find out; afterwards the account
+/// reconnects and a message sent meanwhile arrives.
+async fn dead_link_is_found(server: Server, opts: ClientOptions, notice: Notice) {
+    let (a, b) = contacts_pair(server).await;
+    let (a, proxy) = a.behind_proxy_with(server, opts).await;
+    a.wait_list("online through the proxy", |s| {
+        s.accounts[0].connection == ConnectionState::Online
+    })
+    .await;
+    // The link dies: no reset, no FIN, nothing gets through.
+    proxy.set_stalled(true);
+    match notice {
+        Notice::Keepalive => {}
+        Notice::Wake => {
+            a.client.set_foreground(false);
+            // Silent for longer than a wake-up takes on trust (two seconds).
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            a.client.set_foreground(true);
+        }
+        Notice::NetworkChange => a.client.network_changed(true),
+    }
+    a.wait_list("the dead link noticed", |s| {
+        s.accounts[0].connection != ConnectionState::Online
+    })
+    .await;
+    b.client
+        .send_message(b.account, &a.jid, "while the link was dead")
+        .unwrap();
+    proxy.set_stalled(false);
+    a.wait_list("online again", |s| {
+        s.accounts[0].connection == ConnectionState::Online && proxy.accepted() > 1
+    })
+    .await;
+    a.wait_incoming(&b.jid, 1, "the message sent meanwhile")
+        .await;
+}
+
+async fn foreground_pings_find_a_dead_link(server: Server) {
+    let opts = ClientOptions {
+        foreground_keepalive: Duration::from_secs(1),
+        ..hourly_probes()
+    };
+    dead_link_is_found(server, opts, Notice::Keepalive).await;
+}
+
+async fn coming_to_the_foreground_probes_at_once(server: Server) {
+    dead_link_is_found(server, hourly_probes(), Notice::Wake).await;
+}
+
+async fn network_change_probes_at_once(server: Server) {
+    dead_link_is_found(server, hourly_probes(), Notice::NetworkChange).await;
+}
+
+both_servers!(
+    background_and_back,
+    foreground_pings_find_a_dead_link,
+    coming_to_the_foreground_probes_at_once,
+    network_change_probes_at_once
+);

@@ -164,6 +164,7 @@ pub(crate) async fn run(
             }
         }
         let mut was_online = false;
+        let mut online_at = tokio::time::Instant::now();
         let reason = match attempt {
             Ok(conn) => {
                 backoff = inner.opts.min_backoff;
@@ -171,6 +172,14 @@ pub(crate) async fn run(
                 let base = conn.negotiated.sm_base();
                 let (session, events) = Session::start_durable(conn, jid.clone(), base);
                 let sm = session.sm_state();
+                tracing::debug!(
+                    account = account.0,
+                    resumed,
+                    asked_h = ?cfg.resume.as_ref().map(|r| r.h),
+                    inbound = base.inbound,
+                    outbound = base.outbound,
+                    "session started"
+                );
                 state.sm_id = sm.id;
                 state.sm_location = sm.location;
                 state.sm_inbound = sm.inbound_handled;
@@ -224,6 +233,7 @@ pub(crate) async fn run(
                             *published = Some(session.clone());
                         }
                         was_online = true;
+                        online_at = tokio::time::Instant::now();
                         // A fresh session may have missed what the broken one had not
                         // delivered: the archive fills that gap. So does a resumed one
                         // whose predecessor broke off a catch-up.
@@ -246,6 +256,13 @@ pub(crate) async fn run(
                         )
                         .await;
                         *lock(&slot) = None;
+                        // The server may have been told a higher h than the last batch
+                        // stored (stanzas without events count at once), and refuses to
+                        // resume with less than it was told.
+                        let sm = session.sm_state();
+                        if sm.id.is_some() && sm.id == state.sm_id {
+                            raise_sm_inbound(&inner, account, sm.inbound_handled);
+                        }
                         previous = Some(session);
                         inner.denials_ended(account);
                         reason
@@ -253,6 +270,9 @@ pub(crate) async fn run(
                     Err(e) => {
                         session.close().await;
                         *lock(&slot) = None;
+                        // What it was handed (the previous stream's receipts) goes on to
+                        // the next one.
+                        previous = Some(session);
                         e
                     }
                 }
@@ -288,9 +308,11 @@ pub(crate) async fn run(
         // failed attempts then back off exponentially with full jitter, so that many clients
         // dropped together by one outage do not come back in lockstep.
         let recently = last_immediate.is_some_and(|t| t.elapsed() < Duration::from_secs(30));
-        if was_online && !recently {
-            // Once per 30 s at most, so a server that drops us right after login does not
-            // get a tight reconnect loop.
+        let healthy = online_at.elapsed() >= HEALTHY_SESSION;
+        if was_online && (healthy || !recently) {
+            // A session that lasted was healthy: each of its drops is worth an immediate
+            // retry. Short-lived ones get one per 30 s at most, so a server that drops us
+            // right after login does not get a tight reconnect loop.
             last_immediate = Some(tokio::time::Instant::now());
             continue;
         }
@@ -389,6 +411,26 @@ fn resend_outbox(inner: &Inner, account: AccountId, session: &Session, carried: 
         let _ = inner.store().outbox_bump_attempts(entry.id);
     }
 }
+
+/// Stores a durable inbound count if it is ahead of the stored one (XEP-0198 arithmetic).
+fn raise_sm_inbound(inner: &Inner, account: AccountId, handled: u32) {
+    let store = inner.store();
+    let stored = match store.session_state(account) {
+        Ok(s) => s.sm_inbound,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading stream-management state failed");
+            return;
+        }
+    };
+    if (handled.wrapping_sub(stored) as i32) > 0 {
+        if let Err(e) = store.set_sm_inbound(account, handled) {
+            tracing::warn!(error = %e, "storing stream-management state failed");
+        }
+    }
+}
+
+/// A session online this long before it dropped was healthy (see the reconnect policy).
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 fn catch_up_pending(inner: &Inner, account: AccountId) -> bool {
     match inner.store().kv_get(Some(account), KV_ARCHIVE_PENDING) {

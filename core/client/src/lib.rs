@@ -39,6 +39,11 @@ pub struct ClientOptions {
     /// Resume XEP-0198 streams after a drop (instead of a fresh login). On by default; off
     /// only to exercise the fresh-login path.
     pub stream_resumption: bool,
+    /// Silence after which the link is probed in the background and in the foreground
+    /// (`set_foreground`); a probe unanswered within `step_timeout` ends the session and
+    /// the account reconnects.
+    pub keepalive: Duration,
+    pub foreground_keepalive: Duration,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +55,8 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_secs(120),
             snapshot_interval: Duration::from_millis(16),
             stream_resumption: true,
+            keepalive: Duration::from_secs(180),
+            foreground_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -306,11 +313,17 @@ impl Client {
         }
     }
 
-    /// Tells the client the network came back (or went away): waiting accounts retry now.
+    /// Tells the client the network came back or changed (or went away): waiting accounts
+    /// retry now, and connected ones probe their link at once, since a change of network
+    /// usually leaves the old connection dead without a word.
     pub fn network_changed(&self, online: bool) {
         if online {
             for rt in lock(&self.inner.runtimes).values() {
                 rt.wake.notify_one();
+                let session = lock(&rt.session).clone();
+                if let Some(s) = session {
+                    let _ = s.check_link();
+                }
             }
         }
     }
@@ -679,6 +692,8 @@ impl Inner {
         let mut cfg = linnet_xmpp::ConnectConfig::new(jid.clone(), password);
         cfg.tls = self.opts.tls.clone();
         cfg.step_timeout = self.opts.step_timeout;
+        cfg.keepalive = self.opts.keepalive;
+        cfg.foreground_keepalive = self.opts.foreground_keepalive;
         cfg.server = server.map(|s| ServerAddr {
             host: s.host.clone(),
             port: s.port,

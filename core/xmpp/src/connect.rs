@@ -58,9 +58,14 @@ pub struct ConnectConfig {
     pub step_timeout: Duration,
     /// Ask for XEP-0198 stream management when offered.
     pub stream_management: bool,
-    /// Silence after which we probe the link (XEP-0198 `<r/>` or an XEP-0199 ping); no
-    /// answer within `step_timeout` after that means the link is dead.
+    /// Silence after which we probe the link (XEP-0198 `<r/>` or an XEP-0199 ping) while
+    /// the app is in the background; no answer within `step_timeout` after a probe means the
+    /// link is dead.
     pub keepalive: Duration,
+    /// The same in the foreground ([`crate::Session::set_active`]), where a dead link must be
+    /// found while someone is looking at the screen. Coming to the foreground after a
+    /// silence also probes at once.
+    pub foreground_keepalive: Duration,
     /// Log in with SASL2 (XEP-0388: no stream restart, FAST tokens, Bind2 if `bind2`) when
     /// the server offers it; `false` forces legacy SASL + restart + bind + `<enable/>`.
     pub allow_sasl2: bool,
@@ -153,7 +158,8 @@ impl ConnectConfig {
             tls: TlsOptions::default(),
             step_timeout: Duration::from_secs(20),
             stream_management: true,
-            keepalive: Duration::from_secs(90),
+            keepalive: Duration::from_secs(180),
+            foreground_keepalive: Duration::from_secs(30),
             allow_sasl2: true,
             fast: None,
             fast_count: 0,
@@ -231,6 +237,7 @@ pub struct Connection {
     pub(crate) stream: Stream,
     pub negotiated: Negotiated,
     pub(crate) step_timeout: Duration,
+    pub(crate) foreground_keepalive: Duration,
     /// Stanzas the server sent before `<enabled/>` (ejabberd hands a replaced session's
     /// queue to the new one right after bind): replayed by the session, never dropped.
     pub(crate) early: Vec<Element>,
@@ -1365,6 +1372,7 @@ async fn connect_once(
         stream,
         negotiated,
         step_timeout: cfg.step_timeout,
+        foreground_keepalive: cfg.foreground_keepalive,
         early,
     }))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_xmpp::xmlstream::ReadError;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ns;
@@ -48,6 +49,8 @@ enum Cmd {
     ClientState {
         active: bool,
     },
+    /// Probe the link now (see `Session::check_link`).
+    Probe,
 }
 
 /// What a caller persists to resume the session later (XEP-0198), see
@@ -68,6 +71,9 @@ pub enum ArchiveFrom {
 /// Messages per archive page: enough to catch up a typical gap in one round trip, small
 /// enough that a page stays well under the servers' stanza limits.
 const ARCHIVE_PAGE: u32 = 100;
+
+/// Coming to the foreground probes the link unless the server sent something this recently.
+const WAKE_PROBE_AFTER: Duration = Duration::from_secs(2);
 
 /// [`Session::sm_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,11 +214,18 @@ impl Session {
             pending_iqs: HashMap::new(),
             archive_queries: HashMap::new(),
             unacked: VecDeque::new(),
+            unsent: Vec::new(),
             sent_count: base.outbound,
             acked_count: base.outbound,
             inbound: inbound.clone(),
             last_answered: None,
-            probe_outstanding: false,
+            probe_sent: None,
+            probe_ping: None,
+            last_read: Instant::now(),
+            active: true,
+            csi: negotiated.csi,
+            foreground_keepalive: conn.foreground_keepalive,
+            probe_timeout: request_timeout,
             counting: true,
         };
         tokio::spawn(driver.run(rx, conn.early));
@@ -248,14 +261,20 @@ impl Session {
             .map_err(|_| RequestError::Closed)
     }
 
-    /// Tells the server whether the user is looking (XEP-0352): while inactive it may hold
-    /// back what is not urgent (presence, chat states) and deliver it in batches, which
-    /// saves a phone's radio and battery. Does nothing when the server does not support it
-    /// ([`Negotiated::csi`](crate::Negotiated)).
+    /// Probes the link now (the network changed under it): the session ends if no answer
+    /// comes within the step timeout.
+    pub fn check_link(&self) -> Result<(), RequestError> {
+        self.tx.send(Cmd::Probe).map_err(|_| RequestError::Closed)
+    }
+
+    /// Whether the user is looking. The server is told (XEP-0352) when it supports it
+    /// ([`Negotiated::csi`](crate::Negotiated)): while inactive it may hold back what is
+    /// not urgent (presence, chat states) and deliver it in batches, which saves a phone's
+    /// radio and battery. The link is probed more often while active
+    /// ([`ConnectConfig::foreground_keepalive`](crate::ConnectConfig)), and at once on
+    /// becoming active after a silence: a link that died while the phone slept is found
+    /// when the user opens the app, not minutes later. A session starts active.
     pub fn set_active(&self, active: bool) -> Result<(), RequestError> {
-        if !self.negotiated.csi {
-            return Ok(());
-        }
         self.tx
             .send(Cmd::ClientState { active })
             .map_err(|_| RequestError::Closed)
@@ -587,12 +606,25 @@ struct Driver {
     archive_queries: HashMap<String, ArchiveFrom>,
     /// Stanzas sent but not yet acknowledged, with their tracking ids, oldest first.
     unacked: VecDeque<(Option<String>, Element)>,
+    /// Stanzas handed to the session that never went out because the stream broke first.
+    unsent: Vec<(Option<String>, Element)>,
     sent_count: u32,
     acked_count: u32,
     inbound: Arc<Mutex<Inbound>>,
     /// The `h` of our last `<a/>`, once we sent one.
     last_answered: Option<u32>,
-    probe_outstanding: bool,
+    /// When the unanswered probe of the link went out.
+    probe_sent: Option<Instant>,
+    /// Without stream management the probe is an XEP-0199 ping with this id.
+    probe_ping: Option<String>,
+    /// When the server last sent anything.
+    last_read: Instant,
+    /// The user is looking (see `Session::set_active`).
+    active: bool,
+    csi: bool,
+    foreground_keepalive: Duration,
+    /// No data this long after a probe: the link is dead.
+    probe_timeout: Duration,
     /// Off while replaying stanzas that arrived before stream management was enabled: they
     /// are not part of the XEP-0198 count.
     counting: bool,
@@ -617,9 +649,33 @@ impl Driver {
         st.acked = acked;
     }
 
+    /// When the keepalive timer next fires: the end of a probe's wait, or (in the
+    /// foreground) the silence after which the link is probed. In the background the
+    /// stream's own read timeout (`ConnectConfig::keepalive`) triggers the probe.
+    fn keepalive_deadline(&self) -> Instant {
+        match self.probe_sent {
+            // Data still coming in after the probe (a backlog on a slow link) gives the
+            // answer more time.
+            Some(sent) => sent.max(self.last_read) + self.probe_timeout,
+            None if self.active => self.last_read + self.foreground_keepalive,
+            // Far enough not to matter, near enough not to overflow.
+            None => Instant::now() + Duration::from_secs(86_400),
+        }
+    }
+
+    /// Writes one element. A write that cannot finish (the link died with our send buffer
+    /// full) ends the session like an unanswered probe, instead of hanging until TCP gives
+    /// up many minutes later.
+    async fn send_raw(&mut self, el: &Element) -> Result<(), ConnectError> {
+        tokio::time::timeout(self.probe_timeout, self.stream.send(el))
+            .await
+            .map_err(|_| ConnectError::Timeout("write"))??;
+        Ok(())
+    }
+
     async fn send_ack(&mut self) -> Result<(), ConnectError> {
         let h = self.lock().handled();
-        self.stream.send(&el_a(h)).await?;
+        self.send_raw(&el_a(h)).await?;
         self.last_answered = Some(h);
         Ok(())
     }
@@ -648,6 +704,12 @@ impl Driver {
                     }
                     Some(cmd) => if let Err(e) = self.handle_cmd(cmd).await { break e },
                 },
+                () = tokio::time::sleep_until(self.keepalive_deadline()) => {
+                    if self.probe_sent.is_some() {
+                        break ConnectError::Timeout("keepalive probe");
+                    }
+                    if let Err(e) = self.probe().await { break e }
+                },
                 item = self.stream.next() => match item {
                     Some(Ok(el)) => if let Err(e) = self.handle_inbound(el).await { break e },
                     Some(Err(ReadError::SoftTimeout)) => {
@@ -668,7 +730,31 @@ impl Driver {
         for (_, p) in self.pending_iqs.drain() {
             let _ = p.reply.send(Err(RequestError::Closed));
         }
-        self.lock().left = std::mem::take(&mut self.unacked);
+        // Whatever was handed to the session after the stream broke (a receipt, say) goes
+        // to the next stream rather than nowhere; from here on, handing over fails.
+        cmds.close();
+        while let Ok(cmd) = cmds.try_recv() {
+            match cmd {
+                Cmd::Send { stanza, track } => self.unsent.push((track, stanza)),
+                Cmd::Replay { acked, resend } => {
+                    for id in acked {
+                        self.events.send(0, Event::Acked { id });
+                    }
+                    self.unsent.extend(resend);
+                }
+                Cmd::Iq { reply, .. } => {
+                    let _ = reply.send(Err(RequestError::Closed));
+                }
+                Cmd::Close { done } => {
+                    let _ = done.send(());
+                }
+                Cmd::Confirmed | Cmd::Archive { .. } | Cmd::ClientState { .. } | Cmd::Probe => {}
+            }
+        }
+        let mut left = std::mem::take(&mut self.unacked);
+        // Never sent, so after what the server may have counted.
+        left.extend(self.unsent.drain(..));
+        self.lock().left = left;
         tracing::debug!(reason = %reason, "session ended");
         self.events.send(0, Event::Closed(reason));
     }
@@ -679,7 +765,7 @@ impl Driver {
             let _ = self.send_ack().await;
         }
         if self.sm && !self.unacked.is_empty() {
-            let _ = self.stream.send(&el("r", ns::SM).build()).await;
+            let _ = self.send_raw(&el("r", ns::SM).build()).await;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             while !self.unacked.is_empty() {
                 match tokio::time::timeout_at(deadline, self.stream.next()).await {
@@ -695,12 +781,16 @@ impl Driver {
     }
 
     async fn write(&mut self, stanza: &Element, track: Option<String>) -> Result<(), ConnectError> {
-        self.stream.send(stanza).await?;
         if self.sm {
+            // Counted before the write: a write that fails may still have reached the server,
+            // and either way the stanza is among what the next stream resumes or re-sends.
             self.sent_count = self.sent_count.wrapping_add(1);
             self.unacked.push_back((track, stanza.clone()));
             self.sync_outbound();
-        } else if let Some(id) = track {
+            return self.send_raw(stanza).await;
+        }
+        self.send_raw(stanza).await?;
+        if let Some(id) = track {
             // Without stream management a flushed write is the best evidence we can get.
             self.events.send(0, Event::Acked { id });
         }
@@ -713,7 +803,7 @@ impl Driver {
                 let request_ack = self.sm && track.is_some();
                 self.write(&stanza, track).await?;
                 if request_ack {
-                    self.stream.send(&el("r", ns::SM).build()).await?;
+                    self.send_raw(&el("r", ns::SM).build()).await?;
                 }
             }
             Cmd::Iq { stanza, reply } => {
@@ -759,36 +849,51 @@ impl Driver {
                     self.events.send(0, Event::Acked { id });
                 }
                 let request_ack = self.sm && resend.iter().any(|(t, _)| t.is_some());
-                for (track, stanza) in resend {
-                    self.write(&stanza, track).await?;
+                let mut resend = resend.into_iter();
+                while let Some((track, stanza)) = resend.next() {
+                    if let Err(e) = self.write(&stanza, track).await {
+                        // The rest never went out: the next stream carries it.
+                        self.unsent.extend(resend);
+                        return Err(e);
+                    }
                 }
                 if request_ack {
-                    self.stream.send(&el("r", ns::SM).build()).await?;
+                    self.send_raw(&el("r", ns::SM).build()).await?;
                 }
             }
             Cmd::ClientState { active } => {
-                // A nonza: not a stanza, so not counted by stream management.
-                let name = if active { "active" } else { "inactive" };
-                self.stream
-                    .send(&el(name, crate::connect::NS_CSI).build())
-                    .await?;
+                let woke = active && !self.active;
+                self.active = active;
+                if self.csi {
+                    // A nonza: not a stanza, so not counted by stream management.
+                    let name = if active { "active" } else { "inactive" };
+                    self.send_raw(&el(name, crate::connect::NS_CSI).build())
+                        .await?;
+                }
+                // Anything read since a moment ago proves the link; otherwise ask.
+                if woke && self.last_read.elapsed() >= WAKE_PROBE_AFTER {
+                    self.probe().await?;
+                }
             }
+            Cmd::Probe => self.probe().await?,
             Cmd::Close { .. } => {}
         }
         Ok(())
     }
 
     async fn probe(&mut self) -> Result<(), ConnectError> {
-        if self.probe_outstanding {
+        if self.probe_sent.is_some() {
             return Ok(());
         }
-        self.probe_outstanding = true;
+        self.probe_sent = Some(Instant::now());
         if self.sm {
-            self.stream.send(&el("r", ns::SM).build()).await?;
+            self.send_raw(&el("r", ns::SM).build()).await?;
         } else {
+            let id = crate::new_id();
+            self.probe_ping = Some(id.clone());
             let ping = el("iq", ns::JABBER_CLIENT)
                 .attr("type", "get")
-                .attr("id", crate::new_id())
+                .attr("id", id)
                 .attr("to", self.own.domain())
                 .child(el("ping", NS_PING))
                 .build();
@@ -811,7 +916,7 @@ impl Driver {
     }
 
     async fn handle_inbound(&mut self, el: Element) -> Result<(), ConnectError> {
-        self.probe_outstanding = false;
+        self.last_read = Instant::now();
         if el.ns() == ns::SM {
             return self.handle_sm(&el).await;
         }
@@ -845,6 +950,11 @@ impl Driver {
         }
         if el.name() == "iq" && matches!(el.attr("type"), Some("result") | Some("error")) {
             let id = el.attr("id").unwrap_or_default();
+            if self.probe_ping.as_deref() == Some(id) {
+                self.probe_ping = None;
+                self.probe_sent = None;
+                return Ok(());
+            }
             if self.archive_queries.contains_key(id) && self.iq_reply_matches(None, el.attr("from"))
             {
                 if let Some(from) = self.archive_queries.remove(id) {
@@ -888,10 +998,12 @@ impl Driver {
             own_full: &self.own_full,
         };
         let outcome = inbound::classify(&el, &cx);
+        // Events first: the stanza is counted already, and if writing the reply fails, what
+        // it carried must still reach the caller rather than count as handled unseen.
+        self.emit(seq, outcome.events);
         if let Some(reply) = outcome.reply {
             self.write(&reply, None).await?;
         }
-        self.emit(seq, outcome.events);
         Ok(())
     }
 
@@ -910,6 +1022,9 @@ impl Driver {
         match nonza.name() {
             "r" => self.send_ack().await?,
             "a" => {
+                // The answer to our `<r/>`, if one is out; what was already on its way to us
+                // when the link died would not prove the link is alive.
+                self.probe_sent = None;
                 let h: u32 = nonza
                     .attr("h")
                     .and_then(|h| h.parse().ok())
@@ -928,7 +1043,7 @@ impl Driver {
                                 .attr("send-count", self.sent_count.to_string()),
                         )
                         .build();
-                    let _ = self.stream.send(&err).await;
+                    let _ = self.send_raw(&err).await;
                     return Err(ConnectError::Protocol(
                         "server acknowledged more stanzas than we sent".into(),
                     ));
