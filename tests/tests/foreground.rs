@@ -111,9 +111,49 @@ async fn network_change_probes_at_once(server: Server) {
     dead_link_is_found(server, hourly_probes(), Notice::NetworkChange).await;
 }
 
+/// An account waiting to retry (an hour away) is back at once when `wake` tells it the
+/// network or the user is back.
+async fn waiting_account_retries_at_once(server: Server, wake: fn(&TestClient)) {
+    let me = TestClient::register(server, "wake").await;
+    let opts = ClientOptions {
+        min_backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+        ..options()
+    };
+    let (me, proxy) = me.behind_proxy_with(server, opts).await;
+    // The server becomes unreachable: the session drops, the immediate retry fails, and
+    // the next attempt is an hour away.
+    proxy.set_refusing(true);
+    proxy.reset_all();
+    me.wait_list("waiting to retry", |s| {
+        matches!(s.accounts[0].connection, ConnectionState::Waiting { .. })
+    })
+    .await;
+    proxy.set_refusing(false);
+    wake(&me);
+    me.wait_list("online again", |s| {
+        s.accounts[0].connection == ConnectionState::Online
+    })
+    .await;
+}
+
+async fn network_back_retries_at_once(server: Server) {
+    waiting_account_retries_at_once(server, |c| c.client.network_changed(true)).await;
+}
+
+async fn foreground_retries_at_once(server: Server) {
+    waiting_account_retries_at_once(server, |c| {
+        c.client.set_foreground(false);
+        c.client.set_foreground(true);
+    })
+    .await;
+}
+
 both_servers!(
     background_and_back,
     foreground_pings_find_a_dead_link,
     coming_to_the_foreground_probes_at_once,
-    network_change_probes_at_once
+    network_change_probes_at_once,
+    network_back_retries_at_once,
+    foreground_retries_at_once,
 );

@@ -341,10 +341,13 @@ async fn broken_session(
     (cfg, req)
 }
 
-/// Reconnecting after a drop: TLS, then the header, `<authenticate/>` with the FAST token
-/// and the inline resumption in one flight: two round trips in all.
-async fn pipelined_resume(server: Server) {
-    let jid = account(server, "rpr").await;
+/// A fresh account with a session that broke (through a proxy to the direct-TLS port),
+/// and the config to resume it with its FAST token.
+async fn to_resume(
+    server: Server,
+    tag: &str,
+) -> (String, ConnectConfig, linnet_tests::proxy::Proxy) {
+    let jid = account(server, tag).await;
     let proxy = linnet_tests::proxy::Proxy::start(
         format!("127.0.0.1:{}", server_override(server, true).port)
             .parse()
@@ -355,6 +358,19 @@ async fn pipelined_resume(server: Server) {
     let (mut cfg, req) = broken_session(server, &jid, &proxy).await;
     cfg.resume = Some(req);
     cfg.fast_count = 1;
+    (jid, cfg, proxy)
+}
+
+async fn still_works(conn: Connection, jid: &str) {
+    let (session, _events) = Session::start(conn, BareJid::parse(jid).unwrap());
+    session.ping().await.expect("resumed session works");
+    session.close().await;
+}
+
+/// Reconnecting after a drop: TLS, then the header, `<authenticate/>` with the FAST token
+/// and the inline resumption in one flight: two round trips in all.
+async fn pipelined_resume(server: Server) {
+    let (jid, cfg, _proxy) = to_resume(server, "rpr").await;
     let conn = linnet_xmpp::connect(&cfg).await.unwrap();
     let n = conn.negotiated.clone();
     assert!(
@@ -363,26 +379,14 @@ async fn pipelined_resume(server: Server) {
     );
     assert_eq!(n.mechanism, "HT-SHA-256-EXPR");
     assert_eq!(n.round_trips, 2);
-    let (session, _events) = Session::start(conn, BareJid::parse(&jid).unwrap());
-    session.ping().await.expect("resumed session works");
-    session.close().await;
+    still_works(conn, &jid).await;
 }
 
 /// The features changed since the last login: what was pipelined is answered as sent, and
 /// what the server did not do with it (here: the inline resumption it was not asked for)
 /// follows the plain way.
 async fn pipelining_follows_changed_features(server: Server) {
-    let jid = account(server, "rpf").await;
-    let proxy = linnet_tests::proxy::Proxy::start(
-        format!("127.0.0.1:{}", server_override(server, true).port)
-            .parse()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let (mut cfg, req) = broken_session(server, &jid, &proxy).await;
-    cfg.resume = Some(req);
-    cfg.fast_count = 1;
+    let (jid, cfg, _proxy) = to_resume(server, "rpf").await;
     // As if the server had offered SASL2 with FAST but neither Bind2 nor inline resumption.
     linnet_xmpp::set_login_hint(
         &cfg,
@@ -397,9 +401,7 @@ async fn pipelining_follows_changed_features(server: Server) {
     );
     // TLS, features + FAST, <resume/>.
     assert_eq!(n.round_trips, 3);
-    let (session, _events) = Session::start(conn, BareJid::parse(&jid).unwrap());
-    session.ping().await.expect("resumed session works");
-    session.close().await;
+    still_works(conn, &jid).await;
 }
 
 /// The remembered features lead to a SCRAM exchange other than the one the server's current
