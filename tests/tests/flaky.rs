@@ -106,7 +106,7 @@ async fn thousand_messages_through_chaos(server: Server) {
     assert_eq!(got.len(), N, "B has every message once");
     let mut sorted = got.clone();
     sorted.sort();
-    assert_eq!(sorted, expected, "B has every message once");
+    assert!(sorted == expected, "B has every message once");
     // How many would have to move to restore the order (N minus the longest run in order).
     let misplaced = N - longest_increasing(&got);
     eprintln!("{server:?}: {misplaced} of {N} messages shown out of place once all arrived");
@@ -121,20 +121,23 @@ async fn thousand_messages_through_chaos(server: Server) {
     }
     let misplaced = N - longest_increasing(&got);
     eprintln!("{server:?}: {misplaced} of {N} messages out of place after the catch-up");
-    let descents: Vec<String> = got
+    let breaks: Vec<String> = got
         .windows(2)
         .filter(|w| w[1] < w[0])
         .map(|w| format!("{} then {}", w[0], w[1]))
         .collect();
-    if !descents.is_empty() {
-        eprintln!("{server:?}: where the order breaks: {descents:?}");
+    if !breaks.is_empty() {
+        eprintln!("{server:?}: the order breaks at {breaks:?}");
     }
-    // Known gap (issue 3): ejabberd hands a dead session's queue to the live one later,
-    // without a delay stamp; when that happens after the catch-up ended, nothing local can
-    // tell those messages are old, and they stay at the end (a few of 1,000). Prosody
-    // delivers in order, and there the order is asserted.
+    // Known gap (issue 3): ejabberd archives a message again each time it delivers it
+    // again, and now and then B holds a message by a later entry than its first; the
+    // catch-up then leaves it where it arrived (0 or 1 of 1,000 in most runs). Prosody's
+    // archive has one entry per message, and there the order is asserted.
     if server == Server::Prosody {
-        assert_eq!(got, expected, "B shows every message in the order sent");
+        assert!(
+            got == expected,
+            "{server:?}: B shows {misplaced} of {N} out of place; the order breaks at {breaks:?}"
+        );
     }
     let a_conv = a.client.open_conversation(a.account, &b.jid).unwrap();
     let undelivered = || {

@@ -29,10 +29,6 @@ const KV_BOUND_JID: &str = "sm.bound_jid";
 /// our archive; "" when the archive was empty then. Catch-up after a fresh login starts here.
 const KV_ARCHIVE_LAST: &str = "mam.last";
 
-/// kv key present while a catch-up has not reached the end of the archive: a session that
-/// breaks mid-way and is then resumed (no fresh login) carries on from the cursor, or the
-/// rest of the gap would stay unfetched.
-const KV_ARCHIVE_PENDING: &str = "mam.pending";
 /// The server's features at the last login (see linnet_xmpp::login_hint).
 const KV_LOGIN_HINT: &str = "login.hint";
 
@@ -234,13 +230,10 @@ pub(crate) async fn run(
                         }
                         was_online = true;
                         online_at = tokio::time::Instant::now();
-                        // A fresh session may have missed what the broken one had not
-                        // delivered: the archive fills that gap. So does a resumed one
-                        // whose predecessor broke off a catch-up.
-                        let catch_up = !resumed || catch_up_pending(&inner, account);
-                        // Before "online", so that no one sees online and caught up
-                        // before the catch-up started.
-                        inner.set_catching_up(account, catch_up);
+                        // Every session catches up from the archive (see `pump`). Before
+                        // "online", so that no one sees online and caught up before the
+                        // catch-up started.
+                        inner.set_catching_up(account, true);
                         inner.set_connection(account, ConnectionState::Online);
                         if let Some(f) = first.take() {
                             let _ = f.send(Ok(()));
@@ -250,7 +243,6 @@ pub(crate) async fn run(
                             account,
                             &session,
                             events,
-                            catch_up,
                             &mut unsent_receipts,
                             &mut placement,
                         )
@@ -432,29 +424,22 @@ fn raise_sm_inbound(inner: &Inner, account: AccountId, handled: u32) {
 /// A session online this long before it dropped was healthy (see the reconnect policy).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
-fn catch_up_pending(inner: &Inner, account: AccountId) -> bool {
-    match inner.store().kv_get(Some(account), KV_ARCHIVE_PENDING) {
-        Ok(p) => p.is_some(),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the catch-up state failed");
-            true
-        }
-    }
-}
-
 async fn pump(
     inner: &Inner,
     account: AccountId,
     session: &Session,
     mut events: mpsc::UnboundedReceiver<(u32, Event)>,
-    catch_up: bool,
     unsent_receipts: &mut Vec<(String, String)>,
     placement: &mut Placement,
 ) -> ConnectError {
-    // While catching up, live messages do not move the archive cursor: the gap before them
-    // is not filled yet.
+    // A fresh session may have missed what the broken one had not delivered: the archive
+    // fills that gap. A resumed one catches up too (one query, usually an empty page):
+    // ejabberd may re-send the old stream's unacknowledged messages after ones routed to the
+    // session during the handover, and the archive, read from before them, puts them back
+    // in order. While catching up, live messages do not move the archive cursor: the gap
+    // before them is not filled yet.
     let mut catching_up = false;
-    if catch_up {
+    {
         let from = match inner.store().kv_get(Some(account), KV_ARCHIVE_LAST) {
             Ok(Some(last)) if last.is_empty() => Some(ArchiveFrom::Start),
             Ok(Some(last)) => Some(ArchiveFrom::After(last)),
@@ -481,9 +466,6 @@ async fn pump(
                 _ => None,
             };
             placement.catch_up_from(anchor);
-            if let Err(e) = inner.store().kv_set(Some(account), KV_ARCHIVE_PENDING, "1") {
-                tracing::warn!(error = %e, "storing the catch-up state failed");
-            }
             catching_up = session.archive_query(from).is_ok();
         }
     }
@@ -537,10 +519,7 @@ async fn pump(
                             {
                                 next_page = Some(ArchiveFrom::After(c));
                             }
-                            _ => {
-                                catching_up = false;
-                                tx.kv_remove(Some(account), KV_ARCHIVE_PENDING)?;
-                            }
+                            _ => catching_up = false,
                         }
                     }
                     Event::ArchiveFailed { from, condition } => {
@@ -552,7 +531,6 @@ async fn pump(
                         } else {
                             tracing::info!(account = account.0, condition = %condition, "archive catch-up refused");
                             catching_up = false;
-                            tx.kv_remove(Some(account), KV_ARCHIVE_PENDING)?;
                         }
                     }
                     ev if inner.stale_request(account, &ev) => {
@@ -791,10 +769,21 @@ fn on_message(
             fx.changed.push(conversation);
         }
         Inserted::Duplicate(id) => {
-            let held = tx.message(id)?.timestamp_ms;
+            let held = tx.message(id)?;
             if !m.archived {
-                placement.streamed_again(conversation, held);
-            } else if let Some(t) = placement.archived_again(tx, conversation, held, id)? {
+                placement.streamed_again(conversation, held.timestamp_ms);
+            } else if matches!(
+                (&held.stanza_id, &m.stanza_id),
+                (Some(h), Some(r)) if h != r
+            ) {
+                // A message can stand in the archive more than once: a sender re-sends what
+                // a refused resumption left unacknowledged with its original id, and
+                // ejabberd archives a message again each time it delivers it again. The
+                // entry we hold it by came first as a rule; another is a copy, not its place.
+                tracing::debug!(message = id.0, "another archive entry of a message held");
+            } else if let Some(t) =
+                placement.archived_again(tx, conversation, held.timestamp_ms, id)?
+            {
                 tx.set_message_time(id, t)?;
                 fx.changed.push(conversation);
             }
@@ -821,12 +810,14 @@ fn on_message(
 ///   §10.1), but Prosody stamps offline messages and the stanzas it re-sends on a resumed
 ///   stream to the whole second, which alone would put them before messages that came
 ///   earlier in that second;
-/// - the archive catch-up is the server's order itself: a result new to us goes after the
-///   previous result of its conversation (and the first after the incoming messages held
-///   up to the one the catch-up starts after); a result we hold stays where it is unless
-///   it stands before the previous result, and then moves just after it. That puts right
-///   what arrived out of order live: ejabberd routes the queue of a session that a new one
-///   replaced to the new one after messages that came later.
+/// - the archive catch-up (after every login and resumption) is the server's order
+///   itself: a result new to us goes after the previous result of its conversation (and
+///   the first after the incoming messages held up to the one the catch-up starts after);
+///   a result we hold stays where it is unless it stands before the previous result, and
+///   then moves just after it. That puts right what arrived out of order live (ejabberd
+///   re-sends a broken stream's queue after messages that came later). A message the
+///   archive holds more than once stays placed by the entry we hold it by (see
+///   `on_message`).
 ///
 /// A moved message's time can be off by the gap it filled; the order is right once the
 /// catch-up is complete (it carries on across resumptions until it is). The archive's
