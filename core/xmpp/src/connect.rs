@@ -51,8 +51,11 @@ pub struct ConnectConfig {
     pub jid: BareJid,
     pub password: Zeroizing<String>,
     pub resource: String,
-    /// `None`: SRV records of the JID's domain (`_xmpps-client` then `_xmpp-client`).
+    /// `None`: SRV records of the JID's domain, `_xmpps-client` (direct TLS, XEP-0368) and
+    /// `_xmpp-client` together by priority, direct TLS first among equals.
     pub server: Option<ServerAddr>,
+    /// The DNS server for those lookups; `None`: the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
     pub tls: TlsOptions,
     /// Limit for each network step of the login (connect, TLS, each response).
     pub step_timeout: Duration,
@@ -155,6 +158,7 @@ impl ConnectConfig {
             password: Zeroizing::new(password.to_owned()),
             resource: format!("linnet.{}", crate::new_id()[..8].to_owned()),
             server: None,
+            dns_server: None,
             tls: TlsOptions::default(),
             step_timeout: Duration::from_secs(20),
             stream_management: true,
@@ -292,14 +296,19 @@ fn timeouts(cfg: &ConnectConfig) -> Timeouts {
 
 async fn open_tcp(cfg: &ConnectConfig) -> Result<(TcpStream, bool), ConnectError> {
     let domain = cfg.jid.domain();
-    let (dns, direct) = match &cfg.server {
-        Some(addr) => (DnsConfig::no_srv(&addr.host, addr.port), addr.direct_tls),
-        None => (DnsConfig::srv_default_client(domain), false),
+    let connecting = async {
+        match &cfg.server {
+            Some(addr) => DnsConfig::no_srv(&addr.host, addr.port)
+                .resolve()
+                .await
+                .map(|tcp| (tcp, addr.direct_tls))
+                .map_err(|e| ConnectError::Network(e.to_string())),
+            None => crate::srv::connect(domain, cfg.dns_server).await,
+        }
     };
-    let tcp = tokio::time::timeout(cfg.step_timeout, dns.resolve())
+    let (tcp, direct) = tokio::time::timeout(cfg.step_timeout, connecting)
         .await
-        .map_err(|_| ConnectError::Timeout("TCP connect"))?
-        .map_err(|e| ConnectError::Network(e.to_string()))?;
+        .map_err(|_| ConnectError::Timeout("TCP connect"))??;
     // Stanzas are small and latency-bound; Nagle only adds round trips.
     let _ = tcp.set_nodelay(true);
     Ok((tcp, direct))

@@ -10,6 +10,7 @@ pub mod jid;
 mod sasl2;
 pub mod scram;
 mod session;
+mod srv;
 mod tls;
 
 pub use connect::{
@@ -22,6 +23,7 @@ pub use inbound::{ChatMessage, Event, RosterItem, Subscription};
 pub use jid::{BareJid, JidError};
 pub use sasl2::new_user_agent_id;
 pub use session::{chat_stanza, stanza_to_string, ArchiveFrom, Session, SmState};
+pub use srv::service_address;
 pub use tls::TlsOptions;
 
 /// A fresh random id for stanzas (and origin-ids): 128 bits, URL-safe.
