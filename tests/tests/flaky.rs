@@ -129,10 +129,9 @@ async fn thousand_messages_through_chaos(server: Server) {
     if !breaks.is_empty() {
         eprintln!("{server:?}: the order breaks at {breaks:?}");
     }
-    // Known gap (issue 3): ejabberd archives a message again each time it delivers it
-    // again, and now and then B holds a message by a later entry than its first; the
-    // catch-up then leaves it where it arrived (0 or 1 of 1,000 in most runs). Prosody's
-    // archive has one entry per message, and there the order is asserted.
+    // ejabberd archives a message again each time it delivers it again, and its order is
+    // printed rather than asserted until it has stayed right as long as Prosody's has
+    // (issue 3); Prosody's archive has one entry per message, and there it is asserted.
     if server == Server::Prosody {
         assert!(
             got == expected,

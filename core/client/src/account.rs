@@ -1,7 +1,7 @@
 //! One task per logged-in account: connect, run the session, apply its events to the
 //! database and the model, reconnect with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -471,6 +471,7 @@ async fn pump(
     }
     if !catching_up {
         inner.set_catching_up(account, false);
+        placement.caught_up();
     }
     while let Some(ev) = events.recv().await {
         let mut batch = vec![ev];
@@ -613,6 +614,7 @@ async fn pump(
         }
         if !catching_up {
             inner.set_catching_up(account, false);
+            placement.caught_up();
         }
         if let Some(reason) = closed {
             inner.set_catching_up(account, false);
@@ -772,20 +774,35 @@ fn on_message(
             let held = tx.message(id)?;
             if !m.archived {
                 placement.streamed_again(conversation, held.timestamp_ms);
-            } else if matches!(
-                (&held.stanza_id, &m.stanza_id),
-                (Some(h), Some(r)) if h != r
-            ) {
+            } else {
                 // A message can stand in the archive more than once: a sender re-sends what
                 // a refused resumption left unacknowledged with its original id, and
-                // ejabberd archives a message again each time it delivers it again. The
-                // entry we hold it by came first as a rule; another is a copy, not its place.
-                tracing::debug!(message = id.0, "another archive entry of a message held");
-            } else if let Some(t) =
-                placement.archived_again(tx, conversation, held.timestamp_ms, id)?
-            {
-                tx.set_message_time(id, t)?;
-                fx.changed.push(conversation);
+                // ejabberd archives a message again each time it delivers it again. Its
+                // first entry is its place. The entry we hold it by came first unless the
+                // message reached us live during a catch-up and this catch-up has not
+                // shown that entry yet: then this one is earlier, and the message takes
+                // its place and id.
+                let other = match (&held.stanza_id, &m.stanza_id, &m.stanza_id_by) {
+                    (Some(h), Some(r), Some(by)) if h != r => Some((r, by)),
+                    _ => None,
+                };
+                let place = match other {
+                    Some((r, by)) if placement.unconfirmed(id) => {
+                        tx.set_stanza_id(id, r, by)?;
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                };
+                placement.confirmed(id);
+                if place {
+                    if let Some(t) =
+                        placement.archived_again(tx, conversation, held.timestamp_ms, id)?
+                    {
+                        tx.set_message_time(id, t)?;
+                        fx.changed.push(conversation);
+                    }
+                }
             }
         }
     }
@@ -831,12 +848,30 @@ pub(crate) struct Placement {
     archive: HashMap<ConversationId, (i64, MessageId)>,
     /// The message the current catch-up starts after, if we hold it.
     anchor: Option<MessageId>,
+    /// Whether a catch-up is running (until its last page).
+    catching_up: bool,
+    /// Messages that reached us live while a catch-up ran and that no catch-up result has
+    /// shown by the archive entry we hold them by yet.
+    unconfirmed: HashSet<MessageId>,
 }
 
 impl Placement {
     fn catch_up_from(&mut self, anchor: Option<MessageId>) {
         self.archive.clear();
         self.anchor = anchor;
+        self.catching_up = true;
+    }
+
+    fn caught_up(&mut self) {
+        self.catching_up = false;
+    }
+
+    fn unconfirmed(&self, id: MessageId) -> bool {
+        self.unconfirmed.contains(&id)
+    }
+
+    fn confirmed(&mut self, id: MessageId) {
+        self.unconfirmed.remove(&id);
     }
 
     /// The time for a message not held yet (`stamp`: its delay stamp) that arrived live
@@ -862,6 +897,12 @@ impl Placement {
     fn stored(&mut self, conversation: ConversationId, archived: bool, time: i64, id: MessageId) {
         if archived {
             self.archive.insert(conversation, (time, id));
+        } else if self.catching_up {
+            // Bounded: what no catch-up ever confirms would otherwise pile up.
+            if self.unconfirmed.len() >= 10_000 {
+                self.unconfirmed.clear();
+            }
+            self.unconfirmed.insert(id);
         }
         self.raise_stream(conversation, time);
     }
