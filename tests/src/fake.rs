@@ -79,10 +79,13 @@ impl FakeServer {
     pub async fn accept(&self) -> FakeSession {
         let (mut tcp, _) = self.listener.accept().await.expect("accept");
         tcp.set_nodelay(true).expect("nodelay");
-        read_until(&mut tcp, &mut Vec::new(), b">").await;
+        // One buffer for the plaintext part: a client that pipelines sends `<starttls/>`
+        // with its stream header.
+        let mut plain = Vec::new();
+        read_until(&mut tcp, &mut plain, b">").await;
         tcp.write_all(HEADER.as_bytes()).await.expect("write");
         tcp.write_all(b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>").await.expect("write");
-        read_until(&mut tcp, &mut Vec::new(), b"starttls").await;
+        read_until(&mut tcp, &mut plain, b"starttls").await;
         tcp.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
             .await
             .expect("write");
@@ -101,7 +104,12 @@ impl FakeServer {
         s.expect("<stream:stream").await;
         s.send(HEADER).await;
         s.send("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>").await;
-        let bind = s.expect("</iq>").await;
+        let mut bind = s.next_element().await;
+        if bind.starts_with("<resume") {
+            // It keeps no sessions: a client resuming is refused and binds afresh.
+            s.send("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>").await;
+            bind = s.next_element().await;
+        }
         let id = attr(&bind, "id").unwrap_or_default();
         s.send(&format!("<iq type='result' id='{id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>user@fake.test/r1</jid></bind></iq>")).await;
         s.expect("enable").await;
@@ -126,29 +134,51 @@ impl FakeSession {
     /// every `<r/>` with the count of stanzas it has read, until `until` has been seen.
     pub async fn serve_until(&mut self, until: &str) {
         loop {
-            let chunk = self.next_element().await;
-            if ["<iq", "<message", "<presence"]
-                .iter()
-                .any(|s| chunk.starts_with(s))
-            {
-                self.received += 1;
-            }
-            if chunk.starts_with("<iq") {
-                let id = attr(&chunk, "id").unwrap_or_default();
-                let reply = if chunk.contains("jabber:iq:roster") {
-                    format!("<iq type='result' id='{id}'><query xmlns='jabber:iq:roster'/></iq>")
-                } else {
-                    format!("<iq type='result' id='{id}'/>")
-                };
-                self.send(&reply).await;
-            } else if chunk.starts_with("<r") && chunk.contains("urn:xmpp:sm") {
-                let h = self.received;
-                self.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{h}'/>"))
-                    .await;
-            }
+            let chunk = self.next_stanza().await;
+            self.answer(&chunk).await;
             if chunk.contains(until) {
                 return;
             }
+        }
+    }
+
+    /// Like `serve_until`, but returns the first element containing `needle` unanswered
+    /// (for IQs the test answers itself).
+    pub async fn serve_until_unanswered(&mut self, needle: &str) -> String {
+        loop {
+            let chunk = self.next_stanza().await;
+            if chunk.contains(needle) {
+                return chunk;
+            }
+            self.answer(&chunk).await;
+        }
+    }
+
+    /// The next element, counted for XEP-0198 if it is a stanza.
+    async fn next_stanza(&mut self) -> String {
+        let chunk = self.next_element().await;
+        if ["<iq", "<message", "<presence"]
+            .iter()
+            .any(|s| chunk.starts_with(s))
+        {
+            self.received += 1;
+        }
+        chunk
+    }
+
+    async fn answer(&mut self, chunk: &str) {
+        if chunk.starts_with("<iq") {
+            let id = attr(chunk, "id").unwrap_or_default();
+            let reply = if chunk.contains("jabber:iq:roster") {
+                format!("<iq type='result' id='{id}'><query xmlns='jabber:iq:roster'/></iq>")
+            } else {
+                format!("<iq type='result' id='{id}'/>")
+            };
+            self.send(&reply).await;
+        } else if chunk.starts_with("<r") && chunk.contains("urn:xmpp:sm") {
+            let h = self.received;
+            self.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{h}'/>"))
+                .await;
         }
     }
 
@@ -186,7 +216,7 @@ fn element_end(buf: &[u8]) -> Option<usize> {
     rest.find(&close).map(|i| start + i + close.len())
 }
 
-fn attr(el: &str, name: &str) -> Option<String> {
+pub fn attr(el: &str, name: &str) -> Option<String> {
     for q in ['\'', '"'] {
         let pat = format!(" {name}={q}");
         if let Some(i) = el.find(&pat) {

@@ -108,3 +108,94 @@ async fn unsolicited_archive_results_are_dropped() {
     .unwrap();
     assert_eq!(first, "live");
 }
+
+const PEER: &str = "peer@fake.test";
+
+fn archived(queryid: &str, id: &str, body: &str, stamp: &str) -> String {
+    format!("<message xmlns='jabber:client' to='user@fake.test/r1'><result xmlns='urn:xmpp:mam:2' queryid='{queryid}' id='{id}'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/><message xmlns='jabber:client' from='{PEER}/x' to='user@fake.test' type='chat' id='m-{id}'><body>{body}</body></message></forwarded></result></message>")
+}
+
+fn fin(queryid: &str, last: Option<&str>) -> String {
+    let set = match last {
+        Some(l) => format!(
+            "<set xmlns='http://jabber.org/protocol/rsm'><first>{l}</first><last>{l}</last></set>"
+        ),
+        None => "<set xmlns='http://jabber.org/protocol/rsm'/>".to_owned(),
+    };
+    format!("<iq xmlns='jabber:client' type='result' id='{queryid}'><fin xmlns='urn:xmpp:mam:2' complete='true'>{set}</fin></iq>")
+}
+
+/// A live message with an id in our archive; `late` gives it a delay stamp, as a server
+/// gives what it re-sends from a broken stream.
+fn live(id: &str, body: &str, late: bool) -> String {
+    let delay = if late {
+        "<delay xmlns='urn:xmpp:delay' from='fake.test' stamp='2026-01-01T00:00:01Z'/>"
+    } else {
+        ""
+    };
+    format!("<message xmlns='jabber:client' from='{PEER}/x' to='user@fake.test/r1' type='chat' id='m-{id}'><body>{body}</body><stanza-id xmlns='urn:xmpp:sid:0' id='{id}' by='user@fake.test'/>{delay}</message>")
+}
+
+/// ejabberd re-sends a broken stream's queue after messages routed to the new stream, and
+/// can do so after the new stream's catch-up has read the archive (whose entry for the
+/// re-sent message was still being written). The late message would stand after one that
+/// came after it, where no later catch-up looks: the session's catch-up is read again, and
+/// puts it in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_message_the_catch_up_missed_is_put_in_place() {
+    let fake = std::sync::Arc::new(linnet_tests::fake::FakeServer::start().await);
+    let c = TestClient::at_fake(&fake);
+    let f = fake.clone();
+    let (break_stream, broken) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(async move {
+        let mut s = f.accept().await;
+        let q = s.serve_until_unanswered("urn:xmpp:mam:2").await;
+        let qid = linnet_tests::fake::attr(&q, "id").unwrap();
+        s.send(&archived(&qid, "a0", "zero", "2026-01-01T00:00:00Z"))
+            .await;
+        s.send(&fin(&qid, Some("a0"))).await;
+        // Served until the test breaks the stream (the needle never comes).
+        tokio::select! {
+            _ = s.serve_until("<never") => {}
+            _ = broken => {}
+        }
+    });
+    c.client.login(c.account).await.unwrap();
+    c.wait_list("first catch-up done", |l| {
+        !l.accounts[0].catching_up && !l.conversations.is_empty()
+    })
+    .await;
+    let f = fake.clone();
+    let second = tokio::spawn(async move {
+        let mut s = f.accept().await;
+        let q = s.serve_until_unanswered("urn:xmpp:mam:2").await;
+        assert!(q.contains(">a0<"), "the catch-up starts after a0: {q}");
+        let qid = linnet_tests::fake::attr(&q, "id").unwrap();
+        // "two" routed to the new stream, then "one" re-sent late; the archive read shows
+        // neither yet.
+        s.send(&live("s2", "two", false)).await;
+        s.send(&live("s1", "one", true)).await;
+        s.send(&fin(&qid, None)).await;
+        let again = tokio::time::timeout(WAIT, s.serve_until_unanswered("urn:xmpp:mam:2"))
+            .await
+            .expect("the catch-up is read again for the late message");
+        assert!(
+            again.contains(">a0<"),
+            "read again from the session's start: {again}"
+        );
+        let qid = linnet_tests::fake::attr(&again, "id").unwrap();
+        s.send(&archived(&qid, "s1", "one", "2026-01-01T00:00:01Z"))
+            .await;
+        s.send(&archived(&qid, "s2", "two", "2026-01-01T00:00:02Z"))
+            .await;
+        s.send(&fin(&qid, Some("s2"))).await;
+        s
+    });
+    break_stream.send(()).unwrap();
+    first.await.unwrap();
+    let _s = second.await.unwrap();
+    wait_until("one and two in the archive's order", || {
+        c.incoming_bodies(PEER) == ["zero", "one", "two"]
+    })
+    .await;
+}

@@ -424,6 +424,10 @@ fn raise_sm_inbound(inner: &Inner, account: AccountId, handled: u32) {
 /// A session online this long before it dropped was healthy (see the reconnect policy).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
+/// Extra catch-ups per session for late messages the archive did not show: a message that
+/// never reaches the archive (a server that does not store it) must not loop.
+const MAX_RECHECKS: u32 = 2;
+
 async fn pump(
     inner: &Inner,
     account: AccountId,
@@ -439,6 +443,10 @@ async fn pump(
     // in order. While catching up, live messages do not move the archive cursor: the gap
     // before them is not filled yet.
     let mut catching_up = false;
+    // Where this session's catch-up began, to read it again when a late message comes that
+    // the catch-up did not show (see `Placement::recheck_wanted`).
+    let mut start: Option<(ArchiveFrom, Option<MessageId>)> = None;
+    let mut rechecks = 0;
     {
         let from = match inner.store().kv_get(Some(account), KV_ARCHIVE_LAST) {
             Ok(Some(last)) if last.is_empty() => Some(ArchiveFrom::Start),
@@ -466,7 +474,8 @@ async fn pump(
                 _ => None,
             };
             placement.catch_up_from(anchor);
-            catching_up = session.archive_query(from).is_ok();
+            catching_up = session.archive_query(from.clone()).is_ok();
+            start = Some((from, anchor));
         }
     }
     if !catching_up {
@@ -538,8 +547,14 @@ async fn pump(
                         tracing::debug!(account = account.0, "re-sent request to a denial dropped");
                     }
                     ev => {
+                        // A late message (one with a delay stamp: offline, or re-sent from a
+                        // broken stream) may stand before what came live ahead of it.
                         let cursor = match &ev {
-                            Event::Message(m) if !m.archived && !catching_up => m.stanza_id.clone(),
+                            Event::Message(m)
+                                if !m.archived && !catching_up && m.timestamp_ms.is_none() =>
+                            {
+                                m.stanza_id.clone()
+                            }
                             _ => None,
                         };
                         if let Some(c) = cursor {
@@ -610,6 +625,23 @@ async fn pump(
         if let Some(from) = next_page {
             if session.archive_query(from).is_err() {
                 catching_up = false;
+            }
+        }
+        if !catching_up && placement.recheck_wanted() {
+            match &start {
+                Some((from, anchor)) if rechecks < MAX_RECHECKS => {
+                    rechecks += 1;
+                    tracing::debug!(
+                        account = account.0,
+                        "a late message was not in the catch-up; reading it again"
+                    );
+                    placement.catch_up_from(*anchor);
+                    catching_up = session.archive_query(from.clone()).is_ok();
+                    if catching_up {
+                        inner.set_catching_up(account, true);
+                    }
+                }
+                _ => placement.give_up_recheck(),
             }
         }
         if !catching_up {
@@ -767,7 +799,8 @@ fn on_message(
     })?;
     match inserted {
         Inserted::New(rec) => {
-            placement.stored(conversation, m.archived, timestamp_ms, rec.id);
+            let late = !m.archived && m.timestamp_ms.is_some() && m.stanza_id.is_some();
+            placement.stored(conversation, m.archived, late, timestamp_ms, rec.id);
             fx.changed.push(conversation);
         }
         Inserted::Duplicate(id) => {
@@ -850,9 +883,15 @@ pub(crate) struct Placement {
     anchor: Option<MessageId>,
     /// Whether a catch-up is running (until its last page).
     catching_up: bool,
-    /// Messages that reached us live while a catch-up ran and that no catch-up result has
-    /// shown by the archive entry we hold them by yet.
+    /// Messages that reached us live while a catch-up ran, or late (see `late`), and that
+    /// no catch-up result has shown by the archive entry we hold them by yet.
     unconfirmed: HashSet<MessageId>,
+    /// The late ones among them: live with a delay stamp and an id in our archive. ejabberd
+    /// re-sends a broken stream's queue after messages routed to the new stream, and can
+    /// do so after the catch-up has read the archive (and before an entry it was writing
+    /// showed in it). Such a message stands before what came ahead of it, where the catch-up
+    /// no longer looks, so the session's catch-up is read again until it shows them.
+    late: HashSet<MessageId>,
 }
 
 impl Placement {
@@ -872,6 +911,18 @@ impl Placement {
 
     fn confirmed(&mut self, id: MessageId) {
         self.unconfirmed.remove(&id);
+        self.late.remove(&id);
+    }
+
+    /// Whether a late message waits for the archive to show where it stands.
+    fn recheck_wanted(&self) -> bool {
+        !self.late.is_empty()
+    }
+
+    fn give_up_recheck(&mut self) {
+        for id in self.late.drain() {
+            self.unconfirmed.remove(&id);
+        }
     }
 
     /// The time for a message not held yet (`stamp`: its delay stamp) that arrived live
@@ -893,16 +944,27 @@ impl Placement {
     }
 
     /// Records a message just stored with `time` (a new id, so it follows every message
-    /// with that time).
-    fn stored(&mut self, conversation: ConversationId, archived: bool, time: i64, id: MessageId) {
+    /// with that time); `late`: see the field.
+    fn stored(
+        &mut self,
+        conversation: ConversationId,
+        archived: bool,
+        late: bool,
+        time: i64,
+        id: MessageId,
+    ) {
         if archived {
             self.archive.insert(conversation, (time, id));
-        } else if self.catching_up {
+        } else if self.catching_up || late {
             // Bounded: what no catch-up ever confirms would otherwise pile up.
             if self.unconfirmed.len() >= 10_000 {
                 self.unconfirmed.clear();
+                self.late.clear();
             }
             self.unconfirmed.insert(id);
+            if late {
+                self.late.insert(id);
+            }
         }
         self.raise_stream(conversation, time);
     }
