@@ -136,13 +136,9 @@ fn live(id: &str, body: &str, late: bool) -> String {
     format!("<message xmlns='jabber:client' from='{PEER}/x' to='user@fake.test/r1' type='chat' id='m-{id}'><body>{body}</body><stanza-id xmlns='urn:xmpp:sid:0' id='{id}' by='user@fake.test'/>{delay}</message>")
 }
 
-/// ejabberd re-sends a broken stream's queue after messages routed to the new stream, and
-/// can do so after the new stream's catch-up has read the archive (whose entry for the
-/// re-sent message was still being written). The late message would stand after one that
-/// came after it, where no later catch-up looks: the session's catch-up is read again, and
-/// puts it in its place.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_message_the_catch_up_missed_is_put_in_place() {
+/// A client at the scripted server whose first session caught up to "zero" (archive id
+/// a0) and broke; returns its second stream and that stream's catch-up query, unanswered.
+async fn second_session_catching_up() -> (TestClient, linnet_tests::fake::FakeSession, String) {
     let fake = std::sync::Arc::new(linnet_tests::fake::FakeServer::start().await);
     let c = TestClient::at_fake(&fake);
     let f = fake.clone();
@@ -165,37 +161,75 @@ async fn a_late_message_the_catch_up_missed_is_put_in_place() {
         !l.accounts[0].catching_up && !l.conversations.is_empty()
     })
     .await;
-    let f = fake.clone();
-    let second = tokio::spawn(async move {
-        let mut s = f.accept().await;
-        let q = s.serve_until_unanswered("urn:xmpp:mam:2").await;
-        assert!(q.contains(">a0<"), "the catch-up starts after a0: {q}");
-        let qid = linnet_tests::fake::attr(&q, "id").unwrap();
-        // "two" routed to the new stream, then "one" re-sent late; the archive read shows
-        // neither yet.
-        s.send(&live("s2", "two", false)).await;
-        s.send(&live("s1", "one", true)).await;
-        s.send(&fin(&qid, None)).await;
-        let again = tokio::time::timeout(WAIT, s.serve_until_unanswered("urn:xmpp:mam:2"))
-            .await
-            .expect("the catch-up is read again for the late message");
-        assert!(
-            again.contains(">a0<"),
-            "read again from the session's start: {again}"
-        );
-        let qid = linnet_tests::fake::attr(&again, "id").unwrap();
-        s.send(&archived(&qid, "s1", "one", "2026-01-01T00:00:01Z"))
-            .await;
-        s.send(&archived(&qid, "s2", "two", "2026-01-01T00:00:02Z"))
-            .await;
-        s.send(&fin(&qid, Some("s2"))).await;
-        s
-    });
     break_stream.send(()).unwrap();
     first.await.unwrap();
-    let _s = second.await.unwrap();
+    let mut s = fake.accept().await;
+    let q = s.serve_until_unanswered("urn:xmpp:mam:2").await;
+    assert!(q.contains(">a0<"), "the catch-up starts after a0: {q}");
+    (c, s, q)
+}
+
+/// The next catch-up query, within `WAIT`.
+async fn next_query(s: &mut linnet_tests::fake::FakeSession, what: &str) -> String {
+    tokio::time::timeout(WAIT, s.serve_until_unanswered("urn:xmpp:mam:2"))
+        .await
+        .unwrap_or_else(|_| panic!("no catch-up query: {what}"))
+}
+
+/// ejabberd re-sends a broken stream's queue after messages routed to the new stream, and
+/// can do so after the new stream's catch-up has read the archive (whose entry for the
+/// re-sent message was still being written). The late message would stand after one that
+/// came after it, where no later catch-up looks: the session's catch-up is read again, and
+/// puts it in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_message_the_catch_up_missed_is_put_in_place() {
+    let (c, mut s, q) = second_session_catching_up().await;
+    let qid = linnet_tests::fake::attr(&q, "id").unwrap();
+    // "two" routed to the new stream, then "one" re-sent late; the archive read shows
+    // neither yet.
+    s.send(&live("s2", "two", false)).await;
+    s.send(&live("s1", "one", true)).await;
+    s.send(&fin(&qid, None)).await;
+    let again = next_query(&mut s, "read again for the late message").await;
+    assert!(
+        again.contains(">a0<"),
+        "read again from the session's start: {again}"
+    );
+    let qid = linnet_tests::fake::attr(&again, "id").unwrap();
+    s.send(&archived(&qid, "s1", "one", "2026-01-01T00:00:01Z"))
+        .await;
+    s.send(&archived(&qid, "s2", "two", "2026-01-01T00:00:02Z"))
+        .await;
+    s.send(&fin(&qid, Some("s2"))).await;
     wait_until("one and two in the archive's order", || {
         c.incoming_bodies(PEER) == ["zero", "one", "two"]
+    })
+    .await;
+}
+
+/// Messages that come live during a catch-up, out of the archive's order, where the
+/// archive read ends between them: what it showed goes after the one it did not show. The
+/// catch-up reads on, and the rest of the archive puts that one back after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catch_up_reads_on_past_what_came_live_during_it() {
+    let (c, mut s, q) = second_session_catching_up().await;
+    let qid = linnet_tests::fake::attr(&q, "id").unwrap();
+    s.send(&live("s3", "three", false)).await;
+    s.send(&live("s2", "two", false)).await;
+    // The read ends before "three" was archived.
+    s.send(&archived(&qid, "s1", "one", "2026-01-01T00:00:01Z"))
+        .await;
+    s.send(&archived(&qid, "s2", "two", "2026-01-01T00:00:02Z"))
+        .await;
+    s.send(&fin(&qid, Some("s2"))).await;
+    let on = next_query(&mut s, "read on past s2").await;
+    assert!(on.contains(">s2<"), "read on after s2: {on}");
+    let qid = linnet_tests::fake::attr(&on, "id").unwrap();
+    s.send(&archived(&qid, "s3", "three", "2026-01-01T00:00:03Z"))
+        .await;
+    s.send(&fin(&qid, Some("s3"))).await;
+    wait_until("the archive's order", || {
+        c.incoming_bodies(PEER) == ["zero", "one", "two", "three"]
     })
     .await;
 }

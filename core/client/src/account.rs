@@ -424,8 +424,8 @@ fn raise_sm_inbound(inner: &Inner, account: AccountId, handled: u32) {
 /// A session online this long before it dropped was healthy (see the reconnect policy).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
-/// Extra catch-ups per session for late messages the archive did not show: a message that
-/// never reaches the archive (a server that does not store it) must not loop.
+/// Extra catch-up reads per session for messages the catch-up did not show (see
+/// `Placement`): a message that never reaches the archive must not make it loop.
 const MAX_RECHECKS: u32 = 2;
 
 async fn pump(
@@ -446,6 +446,9 @@ async fn pump(
     // Where this session's catch-up began, to read it again when a late message comes that
     // the catch-up did not show (see `Placement::recheck_wanted`).
     let mut start: Option<(ArchiveFrom, Option<MessageId>)> = None;
+    // Where the last catch-up ended, to read on from there when messages that came live
+    // during it are not in what it read (see `Placement::unconfirmed_left`).
+    let mut ended_at: Option<ArchiveFrom> = None;
     let mut rechecks = 0;
     {
         let from = match inner.store().kv_get(Some(account), KV_ARCHIVE_LAST) {
@@ -529,7 +532,14 @@ async fn pump(
                             {
                                 next_page = Some(ArchiveFrom::After(c));
                             }
-                            _ => catching_up = false,
+                            _ => {
+                                catching_up = false;
+                                ended_at = Some(match cursor.as_deref() {
+                                    Some("") => ArchiveFrom::Start,
+                                    Some(c) => ArchiveFrom::After(c.to_owned()),
+                                    None => from,
+                                });
+                            }
                         }
                     }
                     Event::ArchiveFailed { from, condition } => {
@@ -640,6 +650,18 @@ async fn pump(
                     if catching_up {
                         inner.set_catching_up(account, true);
                     }
+                }
+                _ => placement.give_up_recheck(),
+            }
+        } else if !catching_up && placement.unconfirmed_left() {
+            match ended_at.take() {
+                Some(from) if rechecks < MAX_RECHECKS => {
+                    rechecks += 1;
+                    tracing::debug!(
+                        account = account.0,
+                        "messages came live during the catch-up; reading on"
+                    );
+                    catching_up = session.archive_query(from).is_ok();
                 }
                 _ => placement.give_up_recheck(),
             }
@@ -799,8 +821,17 @@ fn on_message(
     })?;
     match inserted {
         Inserted::New(rec) => {
-            let late = !m.archived && m.timestamp_ms.is_some() && m.stanza_id.is_some();
-            placement.stored(conversation, m.archived, late, timestamp_ms, rec.id);
+            // Only what our archive holds can be confirmed by it.
+            let in_archive = m.stanza_id.is_some();
+            let late = !m.archived && m.timestamp_ms.is_some() && in_archive;
+            placement.stored(
+                conversation,
+                m.archived,
+                in_archive,
+                late,
+                timestamp_ms,
+                rec.id,
+            );
             fx.changed.push(conversation);
         }
         Inserted::Duplicate(id) => {
@@ -867,7 +898,11 @@ fn on_message(
 ///   then moves just after it. That puts right what arrived out of order live (ejabberd
 ///   re-sends a broken stream's queue after messages that came later). A message the
 ///   archive holds more than once stays placed by the entry we hold it by (see
-///   `on_message`).
+///   `on_message`);
+/// - the archive a catch-up reads can end before messages that came live during it (their
+///   entries were written after the read), or a late message (re-sent from a broken
+///   stream) can come after it: the catch-up then reads on, or again from where the
+///   session's began, until the archive has shown them too (`MAX_RECHECKS` at most).
 ///
 /// A moved message's time can be off by the gap it filled; the order is right once the
 /// catch-up is complete (it carries on across resumptions until it is). The archive's
@@ -919,10 +954,16 @@ impl Placement {
         !self.late.is_empty()
     }
 
+    /// Whether messages that came live during the catch-up wait for it to show them: the
+    /// archive it read can end before them while what it showed went after them, so it
+    /// reads on (their entries follow) and puts them after what it showed.
+    fn unconfirmed_left(&self) -> bool {
+        !self.unconfirmed.is_empty()
+    }
+
     fn give_up_recheck(&mut self) {
-        for id in self.late.drain() {
-            self.unconfirmed.remove(&id);
-        }
+        self.late.clear();
+        self.unconfirmed.clear();
     }
 
     /// The time for a message not held yet (`stamp`: its delay stamp) that arrived live
@@ -949,13 +990,14 @@ impl Placement {
         &mut self,
         conversation: ConversationId,
         archived: bool,
+        in_archive: bool,
         late: bool,
         time: i64,
         id: MessageId,
     ) {
         if archived {
             self.archive.insert(conversation, (time, id));
-        } else if self.catching_up || late {
+        } else if in_archive && (self.catching_up || late) {
             // Bounded: what no catch-up ever confirms would otherwise pile up.
             if self.unconfirmed.len() >= 10_000 {
                 self.unconfirmed.clear();
