@@ -156,7 +156,73 @@ const V3: &str = r#"
 CREATE INDEX messages_by_stanza_id ON messages (stanza_id) WHERE stanza_id IS NOT NULL;
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// v4: OMEMO (XEP-0384) state per account, behind `linnet_omemo`'s store traits (see the
+/// `omemo` module). Private keys and sessions are stored as they are: the database is the
+/// encrypted place meant for them. `version` is the OMEMO major version: 0 for OMEMO 0.3
+/// (eu.siacs.conversations.axolotl), 2 for OMEMO 2 (urn:xmpp:omemo:2); each has its own
+/// prekeys, sessions and peer identities. Key ids and device ids are u32 on the wire.
+const V4: &str = r#"
+-- The Ed25519 seed both versions derive their identity from.
+CREATE TABLE omemo_identity (
+    account_id INTEGER PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+    seed       BLOB    NOT NULL CHECK (length(seed) = 32)
+);
+
+-- Per version: which signed prekey the bundle publishes, and the next one-time prekey id.
+-- No foreign key to the signed prekey: the id names what is published, and the store only
+-- records it (the manager never deletes the current one).
+CREATE TABLE omemo_prekey_state (
+    account_id        INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    version           INTEGER NOT NULL CHECK (version IN (0, 2)),
+    current_signed_id INTEGER CHECK (current_signed_id BETWEEN 0 AND 4294967295),
+    next_prekey_id    INTEGER NOT NULL DEFAULT 1 CHECK (next_prekey_id BETWEEN 0 AND 4294967295),
+    PRIMARY KEY (account_id, version)
+) WITHOUT ROWID;
+
+-- The current signed prekey and the previous one (kept for key exchanges in flight).
+CREATE TABLE omemo_signed_prekeys (
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL CHECK (version IN (0, 2)),
+    id         INTEGER NOT NULL CHECK (id BETWEEN 0 AND 4294967295),
+    secret     BLOB    NOT NULL CHECK (length(secret) = 32),
+    signature  BLOB    NOT NULL,
+    PRIMARY KEY (account_id, version, id)
+) WITHOUT ROWID;
+
+-- One-time prekeys; a used one is deleted in the transaction that stores its session.
+CREATE TABLE omemo_prekeys (
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL CHECK (version IN (0, 2)),
+    id         INTEGER NOT NULL CHECK (id BETWEEN 0 AND 4294967295),
+    secret     BLOB    NOT NULL CHECK (length(secret) = 32),
+    PRIMARY KEY (account_id, version, id)
+) WITHOUT ROWID;
+
+-- Double Ratchet sessions, opaque to the store (linnet_omemo's serialization). A rowid
+-- table: a session with skipped message keys runs to kilobytes, too large a row for a
+-- WITHOUT ROWID b-tree.
+CREATE TABLE omemo_sessions (
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL CHECK (version IN (0, 2)),
+    jid        TEXT    NOT NULL,
+    device_id  INTEGER NOT NULL CHECK (device_id BETWEEN 0 AND 4294967295),
+    session    BLOB    NOT NULL,
+    UNIQUE (account_id, version, jid, device_id)
+);
+
+-- Peer devices' identity keys (Curve25519 for 0.3, Ed25519 for 2) and the user's trust.
+CREATE TABLE omemo_identities (
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL CHECK (version IN (0, 2)),
+    jid        TEXT    NOT NULL,
+    device_id  INTEGER NOT NULL CHECK (device_id BETWEEN 0 AND 4294967295),
+    key        BLOB    NOT NULL CHECK (length(key) = 32),
+    trust      TEXT    NOT NULL CHECK (trust IN ('undecided', 'blind', 'verified', 'distrusted')),
+    PRIMARY KEY (account_id, version, jid, device_id)
+) WITHOUT ROWID;
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
