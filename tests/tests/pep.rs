@@ -1,0 +1,109 @@
+//! PEP (XEP-0163): publishing with the node configuration OMEMO needs, and reading another
+//! account's items, against the real servers.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use linnet_tests::*;
+use linnet_xmpp::{BareJid, NodeConfig, Published, RequestError, Session};
+
+const DEVICES: &str = "urn:xmpp:omemo:2:devices";
+const BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
+
+async fn registered(server: Server, tag: &str) -> (Session, BareJid) {
+    let jid = fresh_jid(server, tag);
+    linnet_xmpp::register(&xmpp_config(server, &jid))
+        .await
+        .unwrap();
+    let conn = linnet_xmpp::connect(&xmpp_config(server, &jid))
+        .await
+        .unwrap();
+    let bare = BareJid::parse(&jid).unwrap();
+    (Session::start(conn, bare.clone()).0, bare)
+}
+
+fn open() -> NodeConfig {
+    NodeConfig {
+        access_model: Some("open".into()),
+        max_items: Some("max".into()),
+    }
+}
+
+fn devices(id: u32) -> String {
+    format!("<devices xmlns='urn:xmpp:omemo:2'><device id='{id}'/></devices>")
+}
+
+/// A device list published open is readable by someone who is not a contact, and a node
+/// asked for with max_items=max keeps every item (a server's default is often one).
+async fn open_nodes_are_readable_by_strangers(server: Server) {
+    let (a, a_jid) = registered(server, "pepa").await;
+    let (b, _) = registered(server, "pepb").await;
+    let outcome = a
+        .pep_publish(DEVICES, Some("current"), &devices(12345), &open())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Published::AsAsked);
+    let items = b.pep_items(Some(&a_jid), DEVICES, None).await.unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].id.as_deref(), Some("current"));
+    assert!(items[0].payload.contains("id=\"12345\"") || items[0].payload.contains("id='12345'"));
+    for id in ["1", "2", "3"] {
+        let bundle = format!("<bundle xmlns='urn:xmpp:omemo:2'><ik>{id}</ik></bundle>");
+        a.pep_publish(BUNDLES, Some(id), &bundle, &open())
+            .await
+            .unwrap();
+    }
+    let bundles = b.pep_items(Some(&a_jid), BUNDLES, None).await.unwrap();
+    assert_eq!(bundles.len(), 3, "{bundles:?}");
+    let one = b.pep_items(Some(&a_jid), BUNDLES, Some("2")).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert!(one[0].payload.contains(">2<"), "{one:?}");
+}
+
+/// A node that exists with another access model is reconfigured: the publish goes through
+/// and strangers can read it afterwards (they could not before).
+async fn a_node_configured_otherwise_is_reconfigured(server: Server) {
+    let (a, a_jid) = registered(server, "pepc").await;
+    let (b, _) = registered(server, "pepd").await;
+    let presence_only = NodeConfig {
+        access_model: Some("presence".into()),
+        max_items: None,
+    };
+    a.pep_publish(DEVICES, Some("current"), &devices(1), &presence_only)
+        .await
+        .unwrap();
+    let refused = b.pep_items(Some(&a_jid), DEVICES, None).await;
+    assert!(
+        matches!(refused, Err(RequestError::Stanza { .. })),
+        "a stranger cannot read a presence-access node: {refused:?}"
+    );
+    let outcome = a
+        .pep_publish(DEVICES, Some("current"), &devices(2), &open())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Published::NodeConfigured);
+    let items = b.pep_items(Some(&a_jid), DEVICES, None).await.unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(items[0].payload.contains("'2'") || items[0].payload.contains("\"2\""));
+}
+
+/// Bad arguments are errors, not panics, and nothing is sent.
+async fn bad_arguments_are_refused(server: Server) {
+    let (a, _) = registered(server, "pepe").await;
+    let bad_xml = a
+        .pep_publish(DEVICES, Some("current"), "<devices", &open())
+        .await;
+    assert!(
+        matches!(bad_xml, Err(RequestError::BadArgument(_))),
+        "{bad_xml:?}"
+    );
+    let no_node = a.pep_items(None, "", None).await;
+    assert!(
+        matches!(no_node, Err(RequestError::BadArgument(_))),
+        "{no_node:?}"
+    );
+}
+
+both_servers!(
+    open_nodes_are_readable_by_strangers,
+    a_node_configured_otherwise_is_reconfigured,
+    bad_arguments_are_refused
+);
