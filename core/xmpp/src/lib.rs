@@ -7,6 +7,7 @@ mod error;
 mod fast;
 pub mod inbound;
 pub mod jid;
+pub mod omemo;
 mod pep;
 mod sasl2;
 pub mod scram;
