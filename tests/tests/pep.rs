@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use linnet_tests::*;
-use linnet_xmpp::{BareJid, NodeConfig, Published, RequestError, Session};
+use linnet_xmpp::{BareJid, Event, NodeConfig, Published, RequestError, Session};
 
 const DEVICES: &str = "urn:xmpp:omemo:2:devices";
 const BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
@@ -102,7 +102,60 @@ async fn bad_arguments_are_refused(server: Server) {
     );
 }
 
+/// A contact's new device list reaches us as it is published: our presence carries our
+/// capabilities (XEP-0115), the server learns our `+notify` features from them, and its
+/// notification arrives as `Event::PepItems`.
+async fn contacts_device_lists_are_pushed(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let (a_session, _a_events) = raw_session(server, &a.jid).await;
+    let (b_session, mut b_events) = raw_session(server, &b.jid).await;
+    // Available, as a client publishing its device list is: ejabberd pushed nothing while
+    // the publishing session was not.
+    a_session.send_presence(None, None).unwrap();
+    b_session.send_presence(None, None).unwrap();
+    let a_jid = BareJid::parse(&a.jid).unwrap();
+    // The server asks for our features when it first sees our capabilities, which may be
+    // after the first publish: publish again until one is pushed.
+    for round in 0..20u32 {
+        let id = 1000 + round;
+        a_session
+            .pep_publish(DEVICES, Some("current"), &devices(id), &open())
+            .await
+            .unwrap();
+        let pushed = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            loop {
+                match b_events.recv().await {
+                    Some(Event::PepItems { from, node, items }) if node == DEVICES => {
+                        return (from, items)
+                    }
+                    Some(_) => {}
+                    None => panic!("session closed"),
+                }
+            }
+        })
+        .await;
+        if let Ok((from, items)) = pushed {
+            assert_eq!(from, a_jid);
+            assert_eq!(items.len(), 1, "{items:?}");
+            assert!(items[0].payload.contains("urn:xmpp:omemo:2"), "{items:?}");
+            return;
+        }
+    }
+    panic!("no device list was pushed");
+}
+
+async fn raw_session(
+    server: Server,
+    jid: &str,
+) -> (Session, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let conn = linnet_xmpp::connect(&xmpp_config(server, jid))
+        .await
+        .unwrap();
+    Session::start(conn, BareJid::parse(jid).unwrap())
+}
+
 both_servers!(
+    contacts_device_lists_are_pushed,
     open_nodes_are_readable_by_strangers,
     a_node_configured_otherwise_is_reconfigured,
     bad_arguments_are_refused

@@ -779,6 +779,8 @@ fn apply(
         }
         // Handled by the pump, which owns the catch-up state.
         Event::ArchivePage { .. } | Event::ArchiveFailed { .. } => {}
+        // Device lists: for OMEMO, which does not use them yet.
+        Event::PepItems { .. } => {}
         Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
     }
     Ok(())

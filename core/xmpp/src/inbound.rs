@@ -21,8 +21,46 @@ pub const NS_HINTS: &str = "urn:xmpp:hints";
 pub const NS_MAM: &str = "urn:xmpp:mam:2";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 
-/// What our client advertises in disco#info.
-pub const FEATURES: &[&str] = &[NS_DISCO_INFO, NS_PING, NS_RECEIPTS, NS_CARBONS, NS_SID];
+pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
+pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// Names our software in entity capabilities (XEP-0115 §4: a URI of the client's own).
+pub const CAPS_NODE: &str = "urn:x-linnet:client";
+
+/// What our client advertises in disco#info. The `+notify` features (XEP-0163 §4) make
+/// the servers send us our contacts' OMEMO device lists as they change, for both versions.
+pub const FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_PING,
+    NS_RECEIPTS,
+    NS_CARBONS,
+    NS_SID,
+    "urn:xmpp:omemo:2:devices+notify",
+    "eu.siacs.conversations.axolotl.devicelist+notify",
+];
+
+/// Our one disco identity: category, type, name.
+const IDENTITY: (&str, &str, &str) = ("client", "phone", "Linnet");
+
+/// The XEP-0115 §5.1 verification string of our identity and features, hashed with SHA-1:
+/// servers use it to learn our `+notify` features once per version rather than per login.
+pub fn caps_ver() -> String {
+    caps_hash(IDENTITY, FEATURES)
+}
+
+/// XEP-0115 §5.1 for one identity without a language and no extended forms.
+fn caps_hash((category, type_, name): (&str, &str, &str), features: &[&str]) -> String {
+    use base64::Engine as _;
+    use sha1::{Digest, Sha1};
+    let mut s = format!("{category}/{type_}//{name}<");
+    let mut features: Vec<&str> = features.to_vec();
+    // Sorted by octets, as the XEP says (i;octet collation).
+    features.sort_unstable();
+    for f in features {
+        s.push_str(f);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {
@@ -110,6 +148,13 @@ pub enum Event {
     ArchiveFailed {
         from: crate::ArchiveFrom,
         condition: String,
+    },
+    /// New items of a node a contact (or we) published to, pushed because we asked for
+    /// them with `+notify` (XEP-0163).
+    PepItems {
+        from: BareJid,
+        node: String,
+        items: Vec<crate::PepItem>,
     },
     /// The session ended; reason given.
     Closed(crate::ConnectError),
@@ -214,6 +259,9 @@ fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
             })
             .unwrap_or_default();
     }
+    if let Some(event) = el.get_child("event", NS_PUBSUB_EVENT) {
+        return pep_event(el, event, cx);
+    }
     // Carbons: only our own server may send them, on behalf of our bare JID
     // (XEP-0280 §Security; CVE-2017-5589 and friends).
     for (kind, outgoing) in [("received", false), ("sent", true)] {
@@ -232,6 +280,48 @@ fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
         }
     }
     direct_message(el, cx, false, false)
+}
+
+/// A PEP notification. It comes from the publisher's bare JID (the server sends it for
+/// the account): one from a full JID is some client's own message dressed up as one.
+fn pep_event(el: &Element, event: &Element, cx: &Context<'_>) -> Vec<Event> {
+    let from = match el.attr("from") {
+        None => cx.own.clone(),
+        Some(f) => match BareJid::parse(f) {
+            Ok(b) if !f.contains('/') => b,
+            _ => {
+                tracing::warn!("dropping a PEP event not from a bare JID");
+                return Vec::new();
+            }
+        },
+    };
+    let Some(items) = event.get_child("items", NS_PUBSUB_EVENT) else {
+        return Vec::new();
+    };
+    let Some(node) = items.attr("node").filter(|n| !n.is_empty()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items.children().filter(|c| c.is("item", NS_PUBSUB_EVENT)) {
+        if out.len() == crate::pep::MAX_ITEMS {
+            tracing::warn!("dropping a PEP event with too many items");
+            return Vec::new();
+        }
+        if let Some(payload) = item.children().next() {
+            out.push(crate::PepItem {
+                id: item.attr("id").map(str::to_owned),
+                payload: String::from(payload),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Vec::new();
+    }
+    vec![Event::PepItems {
+        from,
+        node: node.to_owned(),
+        items: out,
+    }]
 }
 
 fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) -> Vec<Event> {
@@ -476,11 +566,12 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
             reply: Some(iq_result(st).build()),
         },
         ("get", "query", NS_DISCO_INFO) => {
+            let (category, type_, name) = IDENTITY;
             let mut q = el("query", NS_DISCO_INFO).child(
                 el("identity", NS_DISCO_INFO)
-                    .attr("category", "client")
-                    .attr("type", "phone")
-                    .attr("name", "Linnet"),
+                    .attr("category", category)
+                    .attr("type", type_)
+                    .attr("name", name),
             );
             for f in FEATURES {
                 q = q.child(el("feature", NS_DISCO_INFO).attr("var", *f));
@@ -556,6 +647,61 @@ mod tests {
             own,
             own_full: "me@example.org/phone",
         }
+    }
+
+    #[test]
+    fn caps_hash_matches_the_xep_0115_example() {
+        // XEP-0115 §5.2, the simple example.
+        let ver = caps_hash(
+            ("client", "pc", "Exodus 0.9.1"),
+            &[
+                "http://jabber.org/protocol/muc",
+                "http://jabber.org/protocol/disco#info",
+                "http://jabber.org/protocol/caps",
+                "http://jabber.org/protocol/disco#items",
+            ],
+        );
+        assert_eq!(ver, "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+
+    const DEVICE_EVENT: &str = "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:omemo:2:devices'><item id='current'><devices xmlns='urn:xmpp:omemo:2'><device id='7'/></devices></item></items></event>";
+
+    #[test]
+    fn pep_event_from_a_bare_jid() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let xml = format!("<message xmlns='jabber:client' from='Bob@example.org' to='me@example.org/phone' type='headline'>{DEVICE_EVENT}</message>");
+        let out = classify(&parse(&xml), &cx(&own));
+        let [Event::PepItems { from, node, items }] = out.events.as_slice() else {
+            panic!("{:?}", out.events)
+        };
+        assert_eq!(from.as_str(), "bob@example.org");
+        assert_eq!(node, "urn:xmpp:omemo:2:devices");
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].id.as_deref(), Some("current"));
+        assert!(items[0].payload.contains("urn:xmpp:omemo:2"));
+        // Our own PEP service sends ours without a from.
+        let xml = format!(
+            "<message xmlns='jabber:client' to='me@example.org/phone'>{DEVICE_EVENT}</message>"
+        );
+        let out = classify(&parse(&xml), &cx(&own));
+        assert!(matches!(out.events.as_slice(), [Event::PepItems { from, .. }] if from == &own));
+    }
+
+    #[test]
+    fn pep_event_from_a_full_jid_is_dropped() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let xml = format!("<message xmlns='jabber:client' from='bob@example.org/evil' to='me@example.org/phone' type='headline'>{DEVICE_EVENT}</message>");
+        assert!(classify(&parse(&xml), &cx(&own)).events.is_empty());
+    }
+
+    #[test]
+    fn pep_event_flood_is_dropped() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let items: String = (0..=crate::pep::MAX_ITEMS)
+            .map(|i| format!("<item id='{i}'><x xmlns='urn:example'/></item>"))
+            .collect();
+        let xml = format!("<message xmlns='jabber:client' from='bob@example.org'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'>{items}</items></event></message>");
+        assert!(classify(&parse(&xml), &cx(&own)).events.is_empty());
     }
 
     #[test]

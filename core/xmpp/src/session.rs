@@ -476,11 +476,20 @@ impl Session {
         to: Option<&BareJid>,
         type_: Option<&'static str>,
     ) -> Result<(), RequestError> {
-        let stanza = el("presence", ns::JABBER_CLIENT)
+        let mut stanza = el("presence", ns::JABBER_CLIENT)
             .attr_opt("to", to.map(BareJid::as_str))
-            .attr_opt("type", type_)
-            .build();
-        self.send(stanza, None)
+            .attr_opt("type", type_);
+        if to.is_none() && type_.is_none() {
+            // Our available presence carries our capabilities (XEP-0115), which is how
+            // the server learns our +notify features.
+            stanza = stanza.child(
+                el("c", inbound::NS_CAPS)
+                    .attr("hash", "sha-1")
+                    .attr("node", inbound::CAPS_NODE)
+                    .attr("ver", inbound::caps_ver()),
+            );
+        }
+        self.send(stanza.build(), None)
     }
 
     /// A directed presence tracked under `id` (also its stanza id): `Event::Acked` follows
