@@ -205,7 +205,15 @@ pub(crate) async fn run(
                     }
                     Ok(())
                 } else {
-                    setup(&inner, account, &session).await
+                    let done = setup(&inner, account, &session).await;
+                    if done.is_ok() {
+                        tokio::spawn(crate::omemo::publish_own_device(
+                            inner.clone(),
+                            account,
+                            session.clone(),
+                        ));
+                    }
+                    done
                 };
                 match setup {
                     Ok(()) => {

@@ -3,6 +3,7 @@
 
 mod account;
 mod error;
+mod omemo;
 pub mod snapshot;
 
 use std::collections::HashMap;
