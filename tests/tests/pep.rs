@@ -124,8 +124,12 @@ async fn contacts_device_lists_are_pushed(server: Server) {
             .unwrap();
         let pushed = tokio::time::timeout(std::time::Duration::from_secs(1), async {
             loop {
+                // The clients of both accounts publish device lists of their own too.
                 match b_events.recv().await {
-                    Some(Event::PepItems { from, node, items }) if node == DEVICES => {
+                    Some(Event::PepItems { from, node, items })
+                        if node == DEVICES
+                            && items.iter().any(|i| lists_device(&i.payload, id)) =>
+                    {
                         return (from, items)
                     }
                     Some(_) => {}
@@ -142,6 +146,12 @@ async fn contacts_device_lists_are_pushed(server: Server) {
         }
     }
     panic!("no device list was pushed");
+}
+
+fn lists_device(payload: &str, id: u32) -> bool {
+    linnet_xmpp::omemo::DeviceListItem::from_xml(linnet_xmpp::omemo::OmemoVersion::V2, payload)
+        .map(|l| l.devices.iter().any(|d| d.id == id))
+        .unwrap_or(false)
 }
 
 async fn raw_session(
