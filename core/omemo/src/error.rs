@@ -59,6 +59,10 @@ pub enum Error {
     /// The decrypted SCE envelope is not acceptable XML or lacks required parts.
     #[error("invalid SCE envelope: {0}")]
     Envelope(&'static str),
+    /// A key derivation was asked for more output than HKDF gives (a bug of ours, kept
+    /// an error rather than a panic).
+    #[error("key derivation failed")]
+    Kdf,
     /// The store failed.
     #[error("store error: {0}")]
     Store(String),

@@ -1,27 +1,38 @@
 //! The key derivations shared by both versions; only their labels differ (see `Version`).
 
 use hkdf::Hkdf;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::error::{Error, Result};
+
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
-/// HKDF-SHA-256 into `N` bytes.
-pub(crate) fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; N]> {
+/// A 32-byte secret key, zeroized when dropped.
+pub(crate) type Key = Zeroizing<[u8; 32]>;
+
+/// HKDF-SHA-256 into `N` bytes (at most 255 hash lengths, else `Error::Kdf`).
+pub(crate) fn hkdf<const N: usize>(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[u8],
+) -> Result<Zeroizing<[u8; N]>> {
     let mut out = Zeroizing::new([0u8; N]);
-    // Only fails for outputs longer than 255 hash lengths, which no caller asks for.
-    #[allow(clippy::expect_used)]
     Hkdf::<Sha256>::new(Some(salt), ikm)
         .expand(info, out.as_mut())
-        .expect("HKDF output length is at most 80 bytes");
-    out
+        .map_err(|_| Error::Kdf)?;
+    Ok(out)
 }
 
-pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length.
-    #[allow(clippy::expect_used)]
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+/// HMAC-SHA-256 with a 32-byte key. HMAC pads a key shorter than the hash's block with
+/// zeros (RFC 2104 §2), so the key is given already padded to the block: a construction
+/// that cannot fail, where taking a slice of any length could.
+pub(crate) fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = Zeroizing::new([0u8; 64]);
+    block[..32].copy_from_slice(key);
+    let mut mac = <HmacSha256 as KeyInit>::new((&*block).into());
     for p in parts {
         mac.update(p);
     }
@@ -30,17 +41,13 @@ pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// Root chain step (Double Ratchet KDF_RK): HKDF with the root key as salt and the DH output
 /// as input keying material; 64 bytes split into the new root key and a chain key.
-pub(crate) fn kdf_rk(
-    root_key: &[u8; 32],
-    dh_out: &[u8; 32],
-    info: &[u8],
-) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
-    let out = hkdf::<64>(root_key, dh_out, info);
+pub(crate) fn kdf_rk(root_key: &[u8; 32], dh_out: &[u8; 32], info: &[u8]) -> Result<(Key, Key)> {
+    let out = hkdf::<64>(root_key, dh_out, info)?;
     let mut rk = Zeroizing::new([0u8; 32]);
     let mut ck = Zeroizing::new([0u8; 32]);
     rk.copy_from_slice(&out[..32]);
     ck.copy_from_slice(&out[32..]);
-    (rk, ck)
+    Ok((rk, ck))
 }
 
 /// Message chain step (KDF_CK): message key = HMAC(ck, 0x01), next chain key = HMAC(ck, 0x02),
@@ -59,13 +66,37 @@ pub(crate) struct MessageKeys {
     pub iv: [u8; 16],
 }
 
-pub(crate) fn message_keys(mk: &[u8; 32], info: &[u8]) -> MessageKeys {
-    let out = hkdf::<80>(&[0u8; 32], mk, info);
+pub(crate) fn message_keys(mk: &[u8; 32], info: &[u8]) -> Result<MessageKeys> {
+    let out = hkdf::<80>(&[0u8; 32], mk, info)?;
     let mut enc = Zeroizing::new([0u8; 32]);
     let mut mac = Zeroizing::new([0u8; 32]);
     let mut iv = [0u8; 16];
     enc.copy_from_slice(&out[..32]);
     mac.copy_from_slice(&out[32..64]);
     iv.copy_from_slice(&out[64..]);
-    MessageKeys { enc, mac, iv }
+    Ok(MessageKeys { enc, mac, iv })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_with_a_padded_key_is_hmac_with_the_key() {
+        let key = [0x5au8; 32];
+        let mut plain = <HmacSha256 as Mac>::new_from_slice(&key).unwrap();
+        plain.update(b"part one");
+        plain.update(b"part two");
+        let want: [u8; 32] = plain.finalize().into_bytes().into();
+        assert_eq!(hmac(&key, &[b"part one", b"part two"]), want);
+    }
+
+    #[test]
+    fn hkdf_refuses_more_than_it_can_give() {
+        assert!(matches!(
+            hkdf::<8192>(&[], b"ikm", b"info"),
+            Err(Error::Kdf)
+        ));
+        assert!(hkdf::<8160>(&[], b"ikm", b"info").is_ok());
+    }
 }

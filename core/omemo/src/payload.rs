@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::kdf::{hkdf, hmac};
+use crate::kdf::{hmac, message_keys, MessageKeys};
 use crate::ratchet::{aes256_cbc_decrypt, aes256_cbc_encrypt};
 use crate::Version;
 
@@ -54,9 +54,9 @@ pub(crate) fn seal<R: RngCore + CryptoRng>(
         Version::Omemo2 => {
             let mut key = Zeroizing::new([0u8; 32]);
             rng.fill_bytes(key.as_mut());
-            let (enc, auth, iv) = payload_keys(&key);
+            let MessageKeys { enc, mac: auth, iv } = payload_keys(&key)?;
             let ciphertext = aes256_cbc_encrypt(&enc, &iv, plaintext);
-            let mac = hmac(auth.as_ref(), &[&ciphertext]);
+            let mac = hmac(&auth, &[&ciphertext]);
             let mut km = Zeroizing::new(Vec::with_capacity(48));
             km.extend_from_slice(key.as_ref());
             km.extend_from_slice(&mac[..16]);
@@ -82,17 +82,10 @@ pub(crate) fn empty_key_material<R: RngCore + CryptoRng>(
     km
 }
 
-/// OMEMO 2 payload keys: HKDF-SHA-256(salt = 32 zero bytes, key, "OMEMO Payload") → 32-byte
-/// AES-256 key, 32-byte HMAC key, 16-byte IV.
-fn payload_keys(key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>, [u8; 16]) {
-    let out = hkdf::<80>(&[0u8; 32], key, b"OMEMO Payload");
-    let mut enc = Zeroizing::new([0u8; 32]);
-    let mut auth = Zeroizing::new([0u8; 32]);
-    let mut iv = [0u8; 16];
-    enc.copy_from_slice(&out[..32]);
-    auth.copy_from_slice(&out[32..64]);
-    iv.copy_from_slice(&out[64..]);
-    (enc, auth, iv)
+/// OMEMO 2 payload keys: HKDF-SHA-256(salt = 32 zero bytes, key, "OMEMO Payload") into an
+/// AES-256 key, an HMAC key and an IV, split as the ratchet's message keys are.
+fn payload_keys(key: &[u8; 32]) -> Result<MessageKeys> {
+    message_keys(key, b"OMEMO Payload")
 }
 
 pub(crate) fn open(
@@ -141,8 +134,8 @@ pub(crate) fn open(
             }
             let mut key = Zeroizing::new([0u8; 32]);
             key.copy_from_slice(&key_material[..32]);
-            let (enc, auth, iv) = payload_keys(&key);
-            let mac = hmac(auth.as_ref(), &[ciphertext]);
+            let MessageKeys { enc, mac: auth, iv } = payload_keys(&key)?;
+            let mac = hmac(&auth, &[ciphertext]);
             if !bool::from(mac[..16].ct_eq(&key_material[32..])) {
                 return Err(Error::PayloadDecryption);
             }

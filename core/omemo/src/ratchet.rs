@@ -107,7 +107,7 @@ impl Session {
     ) -> Result<Self> {
         let dhs = KeyPair::generate(rng);
         let dh_out = dhs.dh(&their_spk)?;
-        let (rk, cks) = kdf_rk(sk, &dh_out, version.root_info());
+        let (rk, cks) = kdf_rk(sk, &dh_out, version.root_info())?;
         Ok(Self {
             version,
             local_identity,
@@ -182,7 +182,7 @@ impl Session {
             .as_ref()
             .ok_or(Error::InvalidKey("session has no sending chain"))?;
         let (next_ck, mk) = kdf_ck(cks);
-        let keys = message_keys(&mk, self.version.message_key_info());
+        let keys = message_keys(&mk, self.version.message_key_info())?;
         let ciphertext = aes256_cbc_encrypt(&keys.enc, &keys.iv, plaintext);
         let ad = self.associated_data(true);
         let own_pub = self.dhs.public();
@@ -197,7 +197,7 @@ impl Session {
                 }
                 .encode(&mut msg)
                 .map_err(|_| malformed("SignalMessage encoding"))?;
-                let mac = hmac(keys.mac.as_ref(), &[&ad, &msg]);
+                let mac = hmac(&keys.mac, &[&ad, &msg]);
                 msg.extend_from_slice(&mac[..self.version.mac_len()]);
                 msg
             }
@@ -209,7 +209,7 @@ impl Session {
                     ciphertext: Some(ciphertext),
                 }
                 .encode_to_vec();
-                let mac = hmac(keys.mac.as_ref(), &[&ad, &msg]);
+                let mac = hmac(&keys.mac, &[&ad, &msg]);
                 proto::OmemoAuthenticatedMessage {
                     mac: Some(mac[..self.version.mac_len()].to_vec()),
                     message: Some(msg),
@@ -379,19 +379,19 @@ impl Session {
             self.previous_dhr.push_back(old);
         }
         let info = self.version.root_info();
-        let (rk, ckr) = kdf_rk(&self.root_key, &*self.dhs.dh(&dh)?, info);
+        let (rk, ckr) = kdf_rk(&self.root_key, &*self.dhs.dh(&dh)?, info)?;
         self.ckr = Some(ckr);
         self.dhs = KeyPair::generate(rng);
-        let (rk, cks) = kdf_rk(&rk, &*self.dhs.dh(&dh)?, info);
+        let (rk, cks) = kdf_rk(&rk, &*self.dhs.dh(&dh)?, info)?;
         self.root_key = rk;
         self.cks = Some(cks);
         Ok(())
     }
 
     fn open(&self, msg: &ParsedMessage, mk: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>> {
-        let keys = message_keys(mk, self.version.message_key_info());
+        let keys = message_keys(mk, self.version.message_key_info())?;
         let ad = self.associated_data(false);
-        let mac = hmac(keys.mac.as_ref(), &[&ad, &msg.authenticated]);
+        let mac = hmac(&keys.mac, &[&ad, &msg.authenticated]);
         if !bool::from(mac[..self.version.mac_len()].ct_eq(&msg.mac)) {
             return Err(Error::BadMac);
         }

@@ -121,7 +121,7 @@ fn verify_prekey(version: Version, identity: &PeerIdentity, spk: &CurvePublic, s
     }
 }
 
-fn shared_secret(version: Version, dhs: [&[u8; 32]; 4]) -> Zeroizing<[u8; 32]> {
+fn shared_secret(version: Version, dhs: [&[u8; 32]; 4]) -> Result<Zeroizing<[u8; 32]>> {
     let mut ikm = Zeroizing::new(Vec::with_capacity(160));
     ikm.extend_from_slice(&[0xFF; 32]);
     for d in dhs {
@@ -165,7 +165,7 @@ pub(crate) fn initiate<R: RngCore + CryptoRng>(
     let dh3 = ek.dh(&spk)?;
     let dh4 = ek.dh(&opk)?;
     Ok(Initiated {
-        sk: shared_secret(version, [&dh1, &dh2, &dh3, &dh4]),
+        sk: shared_secret(version, [&dh1, &dh2, &dh3, &dh4])?,
         identity,
         signed_prekey: spk,
         signed_prekey_id: bundle.signed_prekey_id,
@@ -187,7 +187,7 @@ pub(crate) fn respond(
     let dh2 = own.x25519().dh(their_ephemeral)?;
     let dh3 = spk.dh(their_ephemeral)?;
     let dh4 = opk.dh(their_ephemeral)?;
-    Ok(shared_secret(version, [&dh1, &dh2, &dh3, &dh4]))
+    shared_secret(version, [&dh1, &dh2, &dh3, &dh4])
 }
 
 /// A key exchange message, parsed.
