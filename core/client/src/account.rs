@@ -234,6 +234,11 @@ pub(crate) async fn run(
                             if !foreground || resumed {
                                 let _ = session.set_active(foreground);
                             }
+                            if resumed {
+                                // A resumed stream the server cannot read takes everything
+                                // we send (see `UNREAD_STREAM`): find out at once.
+                                let _ = session.check_link();
+                            }
                             *published = Some(session.clone());
                         }
                         was_online = true;
@@ -262,6 +267,20 @@ pub(crate) async fn run(
                         let sm = session.sm_state();
                         if sm.id.is_some() && sm.id == state.sm_id {
                             raise_sm_inbound(&inner, account, sm.inbound_handled);
+                        }
+                        if reason.is_unread_stream() {
+                            // Resuming would bring the same deafness back: a new stream,
+                            // to which the previous one's unacknowledged stanzas go again
+                            // (receivers drop what they already have), and the archive
+                            // catch-up brings what its queue held.
+                            tracing::info!(
+                                account = account.0,
+                                "server stopped reading the stream; next login is fresh"
+                            );
+                            state.sm_id = None;
+                            if let Err(e) = inner.store().set_session_state(account, &state) {
+                                tracing::warn!(error = %e, "clearing stream-management state failed");
+                            }
                         }
                         previous = Some(session);
                         inner.denials_ended(account);

@@ -41,6 +41,18 @@ impl ConnectError {
     /// in the text).
     pub const FAST_TOKEN_REJECTED: &'static str = "fast-token-rejected";
 
+    /// `Timeout` reason of a stream whose server went on sending but never answered our
+    /// probe: it no longer reads what we send. Prosody 13.0.1 does this to a resumed stream
+    /// when the connection before it broke in the middle of a stanza (it feeds the new
+    /// connection to the old one's parser), and every later resumption of that stream
+    /// inherits it: the caller should log in afresh instead of resuming.
+    pub const UNREAD_STREAM: &'static str = "the server does not read the stream";
+
+    /// The stream is alive one way only (see [`Self::UNREAD_STREAM`]).
+    pub fn is_unread_stream(&self) -> bool {
+        matches!(self, ConnectError::Timeout(r) if *r == Self::UNREAD_STREAM)
+    }
+
     /// A FAST token login failed: drop the token, log in with the password.
     pub fn is_fast_token_rejected(&self) -> bool {
         matches!(self, ConnectError::Auth { condition, .. } if condition == Self::FAST_TOKEN_REJECTED)

@@ -714,8 +714,14 @@ impl Driver {
                     Some(cmd) => if let Err(e) = self.handle_cmd(cmd).await { break e },
                 },
                 () = tokio::time::sleep_until(self.keepalive_deadline()) => {
-                    if self.probe_sent.is_some() {
-                        break ConnectError::Timeout("keepalive probe");
+                    if let Some(sent) = self.probe_sent {
+                        // Data after the probe but no answer to it: the link works, the
+                        // server is not reading us.
+                        break ConnectError::Timeout(if self.last_read > sent {
+                            ConnectError::UNREAD_STREAM
+                        } else {
+                            "keepalive probe"
+                        });
                     }
                     if let Err(e) = self.probe().await { break e }
                 },
