@@ -59,8 +59,12 @@ pub struct Decrypted {
     /// A key exchange consumed one of our prekeys and a new one replaced it: publish the
     /// bundle again.
     pub bundle_changed: bool,
-    /// The message built a new session.
+    /// The message built a new session: XEP-0384 asks to answer it with an empty message
+    /// at once, so that the sender stops repeating the key exchange.
     pub new_session: bool,
+    /// The message was the first at counter 53 or more on its chain: answer it with an
+    /// empty message (heartbeat), which moves the ratchet on.
+    pub heartbeat_due: bool,
 }
 
 /// One device's OMEMO state for both versions: identity, prekeys, sessions.
@@ -230,7 +234,16 @@ impl<S: Store> SessionManager<S> {
                 let sealed = payload::seal(version, p, &mut OsRng)?;
                 (sealed.key_material, sealed.iv, Some(sealed.ciphertext))
             }
-            None => (payload::empty_key_material(version, &mut OsRng), None, None),
+            None => {
+                // OMEMO 0.3's key transport element keeps the <iv> (libsignal-era clients
+                // and python-omemo's schema require it), though nothing is encrypted with it.
+                let iv = (version == Version::Omemo03).then(|| {
+                    let mut iv = vec![0u8; 12];
+                    rand::RngCore::fill_bytes(&mut OsRng, &mut iv);
+                    iv
+                });
+                (payload::empty_key_material(version, &mut OsRng), iv, None)
+            }
         };
         let identity = &self.identity;
         // One scope for the whole fan-out: the sessions move forward together with the
@@ -288,7 +301,8 @@ impl<S: Store> SessionManager<S> {
             let record = store
                 .identity(version, &sender)?
                 .ok_or_else(|| Error::NoSession(sender.clone()))?;
-            let key_material = session.decrypt(&key.data, &mut OsRng)?;
+            let (key_material, heartbeat_due) =
+                session.decrypt_noting_heartbeat(&key.data, &mut OsRng)?;
             let payload = open_payload(version, &key_material, message)?;
             store.save_session(version, &sender, &session.to_bytes())?;
             Ok(Decrypted {
@@ -296,6 +310,7 @@ impl<S: Store> SessionManager<S> {
                 identity: record,
                 bundle_changed: false,
                 new_session: false,
+                heartbeat_due,
             })
         })
     }
@@ -312,7 +327,7 @@ fn new_signed_prekey<S: Store>(
     id: u32,
 ) -> Result<()> {
     let key_pair = KeyPair::generate(&mut OsRng);
-    let signature = x3dh::sign_prekey(version, identity, &key_pair.public(), &mut OsRng);
+    let signature = x3dh::sign_prekey(version, identity, &key_pair.public());
     store.save_current_signed_prekey(
         version,
         &SignedPreKeyRecord {
@@ -433,7 +448,8 @@ fn decrypt_key_exchange<S: Store>(
     // session already exists, and a replay of a consumed message fails as a duplicate.
     if let Some(mut session) = load_session(store, version, sender)? {
         if !session.initiator && session.base_key == kex.ephemeral {
-            let key_material = session.decrypt(&kex.message, &mut OsRng)?;
+            let (key_material, heartbeat_due) =
+                session.decrypt_noting_heartbeat(&kex.message, &mut OsRng)?;
             let payload = open_payload(version, &key_material, message)?;
             store.save_session(version, sender, &session.to_bytes())?;
             return Ok(Decrypted {
@@ -441,6 +457,7 @@ fn decrypt_key_exchange<S: Store>(
                 identity: record,
                 bundle_changed: false,
                 new_session: false,
+                heartbeat_due,
             });
         }
     }
@@ -468,7 +485,8 @@ fn decrypt_key_exchange<S: Store>(
         kex.ephemeral,
     );
     // Nothing is stored unless the message inside and its payload authenticate.
-    let key_material = session.decrypt(&kex.message, &mut OsRng)?;
+    let (key_material, heartbeat_due) =
+        session.decrypt_noting_heartbeat(&kex.message, &mut OsRng)?;
     let payload = open_payload(version, &key_material, message)?;
     store.save_session(version, sender, &session.to_bytes())?;
     store.save_identity(version, sender, &record)?;
@@ -480,5 +498,6 @@ fn decrypt_key_exchange<S: Store>(
         identity: record,
         bundle_changed: true,
         new_session: true,
+        heartbeat_due,
     })
 }

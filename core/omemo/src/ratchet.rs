@@ -58,6 +58,10 @@ pub(crate) struct PendingKeyExchange {
 }
 
 /// One session with one device: Double Ratchet state plus what the wire format needs.
+/// XEP-0384 §Business rules: "the first message for a given ratchet key with a counter of 53
+/// or higher" calls for a heartbeat.
+pub const HEARTBEAT_COUNTER: u32 = 53;
+
 pub(crate) struct Session {
     pub version: Version,
     /// Our identity key as encoded into the associated data (0x05 ‖ Curve25519 for 0.3,
@@ -269,19 +273,37 @@ impl Session {
 
     /// Decrypts a ratchet message. All state changes happen on a copy that is committed only
     /// once the MAC has verified, so forged or replayed input never damages the session.
+    #[cfg(test)]
     pub fn decrypt<R: RngCore + CryptoRng>(
         &mut self,
         wire: &[u8],
         rng: &mut R,
     ) -> Result<Zeroizing<Vec<u8>>> {
+        self.decrypt_noting_heartbeat(wire, rng).map(|(p, _)| p)
+    }
+
+    /// Decrypts, and tells whether the message is the first with a counter of
+    /// [`HEARTBEAT_COUNTER`] or more on its ratchet key: XEP-0384 then asks for a heartbeat
+    /// (an empty message) so that the peer's chain starts again from 0.
+    pub fn decrypt_noting_heartbeat<R: RngCore + CryptoRng>(
+        &mut self,
+        wire: &[u8],
+        rng: &mut R,
+    ) -> Result<(Zeroizing<Vec<u8>>, bool)> {
         let msg = self.parse(wire)?;
+        let skipped = self.skipped.iter().any(|k| k.n == msg.n && k.dh == msg.dh);
+        // `nr` is the next counter expected on the current chain: at most HEARTBEAT_COUNTER
+        // means no message at or past it came on that chain yet.
+        let heartbeat = !skipped
+            && msg.n >= HEARTBEAT_COUNTER
+            && (self.dhr != Some(msg.dh) || self.nr <= HEARTBEAT_COUNTER);
         let mut next = self.clone();
         let mk = next.message_key_for(&msg, rng)?;
         let plaintext = next.open(&msg, &mk)?;
         // The peer answered: it has the session, so stop repeating the key exchange.
         next.pending = None;
         *self = next;
-        Ok(plaintext)
+        Ok((plaintext, heartbeat))
     }
 
     fn message_key_for<R: RngCore + CryptoRng>(
@@ -586,6 +608,43 @@ mod tests {
             }
             assert_eq!(bob.skipped_len(), MAX_SKIPPED_TOTAL);
         }
+    }
+
+    /// The heartbeat is due once per chain: at the first message at counter 53 or more,
+    /// also when that message arrives with earlier ones skipped, and not for a skipped
+    /// message decrypted later.
+    #[test]
+    fn heartbeat_is_due_once_per_chain_from_counter_53() {
+        let mut rng = rand::thread_rng();
+        let (mut alice, mut bob) = pair(Version::Omemo2);
+        let mut due = Vec::new();
+        for n in 0..60 {
+            let m = alice.encrypt(b"m").unwrap();
+            if n == 50 {
+                // Held back: decrypted after the chain went past 53.
+                due.push((n, m));
+                continue;
+            }
+            if bob.decrypt_noting_heartbeat(&m, &mut rng).unwrap().1 {
+                due.push((n, Vec::new()));
+            }
+        }
+        let flagged: Vec<u32> = due
+            .iter()
+            .filter(|(_, m)| m.is_empty())
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(flagged, vec![HEARTBEAT_COUNTER]);
+        let (_, late) = due.into_iter().find(|(_, m)| !m.is_empty()).unwrap();
+        assert!(!bob.decrypt_noting_heartbeat(&late, &mut rng).unwrap().1);
+        // Bob answers: Alice's next chain starts at 0; a jump straight to 55 is due at once.
+        let reply = bob.encrypt(b"r").unwrap();
+        alice.decrypt(&reply, &mut rng).unwrap();
+        let mut last = Vec::new();
+        for _ in 0..56 {
+            last = alice.encrypt(b"m").unwrap();
+        }
+        assert!(bob.decrypt_noting_heartbeat(&last, &mut rng).unwrap().1);
     }
 
     #[test]

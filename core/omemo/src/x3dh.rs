@@ -91,14 +91,20 @@ pub(crate) fn own_identity_encoded(version: Version, ik: &IdentityKeyPair) -> Ve
 }
 
 /// Signs a signed prekey the way the version requires.
-pub(crate) fn sign_prekey<R: RngCore + CryptoRng>(
-    version: Version,
-    ik: &IdentityKeyPair,
-    spk: &CurvePublic,
-    rng: &mut R,
-) -> Vec<u8> {
+pub(crate) fn sign_prekey(version: Version, ik: &IdentityKeyPair, spk: &CurvePublic) -> Vec<u8> {
     match version {
-        Version::Omemo03 => xeddsa::sign(&ik.curve25519_secret(), &encode_djb(spk), rng).to_vec(),
+        // Our identity is an Ed25519 key whose sign bit may be 1, which XEdDSA would
+        // normalise away. A device in both versions must present one identity, and clients
+        // speaking both (python-omemo) derive the Ed25519 key of a 0.3 bundle from the
+        // Curve25519 key and the top bit of the signature's last byte (free, as s < 2^253):
+        // libsignal's original Curve25519 signatures, which every 0.3 client verifies. So we
+        // sign as Ed25519 and carry the sign bit there.
+        Version::Omemo03 => {
+            use ed25519_dalek::Signer;
+            let mut sig = ik.signing_key().sign(&encode_djb(spk)).to_bytes();
+            sig[63] |= ik.ed25519_public()[31] & 0x80;
+            sig.to_vec()
+        }
         Version::Omemo2 => {
             use ed25519_dalek::Signer;
             ik.signing_key().sign(spk).to_bytes().to_vec()
@@ -271,5 +277,40 @@ pub(crate) fn parse_key_exchange(version: Version, bytes: &[u8]) -> Result<KeyEx
                 message: required(m.message, "OMEMOKeyExchange message")?,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our OMEMO 0.3 signed prekey signature verifies (as libsignal and XEdDSA verifiers
+    /// read it), and its top bit is our Ed25519 key's sign bit, from which a client that
+    /// speaks both versions recovers the one identity our OMEMO 2 bundle shows.
+    #[test]
+    fn omemo_03_signature_carries_the_identity_sign_bit() {
+        let mut rng = rand::thread_rng();
+        let mut seen = [false; 2];
+        for _ in 0..64 {
+            let ik = IdentityKeyPair::generate(&mut rng);
+            let spk = KeyPair::generate(&mut rng).public();
+            let sig = sign_prekey(Version::Omemo03, &ik, &spk);
+            let ed = ik.ed25519_public();
+            assert_eq!(sig[63] & 0x80, ed[31] & 0x80);
+            assert!(xeddsa::verify(
+                &ik.curve25519_public(),
+                &encode_djb(&spk),
+                &sig
+            ));
+            let mut flipped = sig.clone();
+            flipped[63] ^= 0x80;
+            assert!(!xeddsa::verify(
+                &ik.curve25519_public(),
+                &encode_djb(&spk),
+                &flipped
+            ));
+            seen[usize::from(ed[31] >> 7)] = true;
+        }
+        assert_eq!(seen, [true, true], "both sign bits were exercised");
     }
 }
