@@ -103,6 +103,10 @@ pub struct ChatMessage {
     pub wants_receipt: bool,
     /// Fetched from our archive (XEP-0313) rather than delivered live.
     pub archived: bool,
+    /// The message's OMEMO `<encrypted>` elements, at most one per version, each parsed or
+    /// refused with the reason. When there are any, `body` is only the fallback text for
+    /// clients without OMEMO (possibly empty) and must not be shown.
+    pub encrypted: Vec<Result<crate::omemo::Encrypted, crate::omemo::OmemoXmlError>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,14 +362,18 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
             });
         }
     }
+    let encrypted = omemo_elements(el);
     let body = el
         .children()
         .find(|c| c.is("body", ns::JABBER_CLIENT))
         .map(|b| b.text());
-    let Some(body) = body else { return events };
-    if body.trim().is_empty() {
-        return events;
-    }
+    // An OMEMO message without a body is still one: a key transport or heartbeat moves the
+    // ratchet, and a message may carry its fallback text nowhere.
+    let body = match body {
+        Some(b) if !b.trim().is_empty() => b,
+        _ if !encrypted.is_empty() => String::new(),
+        _ => return events,
+    };
     let origin_id = el
         .get_child("origin-id", NS_SID)
         .and_then(|o| o.attr("id"))
@@ -399,8 +407,34 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         timestamp_ms,
         wants_receipt: el.has_child("request", NS_RECEIPTS) && el.attr("id").is_some(),
         archived: false,
+        encrypted,
     }));
     events
+}
+
+/// The `<encrypted>` children of a message, one per OMEMO version: a second element of the
+/// same version makes that version's result an error, since a sender cannot mean both.
+fn omemo_elements(
+    el: &Element,
+) -> Vec<Result<crate::omemo::Encrypted, crate::omemo::OmemoXmlError>> {
+    use crate::omemo::{OmemoVersion, OmemoXmlError};
+    let mut out: Vec<(OmemoVersion, Result<_, _>)> = Vec::new();
+    for child in el.children().filter(|c| c.name() == "encrypted") {
+        let Some(version) = OmemoVersion::from_namespace(&child.ns()) else {
+            continue;
+        };
+        let parsed = crate::omemo::parse_encrypted(child);
+        match out.iter_mut().find(|(v, _)| *v == version) {
+            Some((_, slot)) => {
+                *slot = Err(OmemoXmlError::DuplicateChild {
+                    parent: "message",
+                    child: "encrypted",
+                })
+            }
+            None => out.push((version, parsed)),
+        }
+    }
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The `queryid` of a XEP-0313 result message, if `el` is one (checked or not).
@@ -716,6 +750,72 @@ mod tests {
         assert_eq!(m.origin_id.as_deref(), Some("o1"));
         assert_eq!(m.stanza_id.as_deref(), Some("s1"));
         assert_eq!(m.body, "hi");
+    }
+
+    fn omemo2_encrypted(sid: u32, rid: u32) -> crate::omemo::Encrypted {
+        crate::omemo::Encrypted {
+            version: crate::omemo::OmemoVersion::V2,
+            sid,
+            keys: vec![crate::omemo::KeyEntry {
+                jid: Some(BareJid::parse("me@example.org").unwrap()),
+                rid,
+                kex: true,
+                data: vec![1, 2, 3],
+            }],
+            iv: None,
+            payload: Some(vec![9; 20]),
+        }
+    }
+
+    #[test]
+    fn omemo_messages_built_here_classify_with_their_elements() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let enc = omemo2_encrypted(5, 7);
+        let built =
+            crate::omemo::chat_stanza(&own, "m1", std::slice::from_ref(&enc), Some("fallback"))
+                .unwrap();
+        let mut xml = String::from(&built).replace("to='me@example.org'", "");
+        xml = xml.replacen("<message ", "<message from='bob@example.org/pc' ", 1);
+        let m = only_message(classify(&parse(&xml), &cx(&own)).events);
+        assert_eq!(m.encrypted, vec![Ok(enc.clone())]);
+        assert!(m.wants_receipt);
+        assert_eq!(m.origin_id.as_deref(), Some("m1"));
+        // An empty message (heartbeat) has no body and still arrives.
+        let built =
+            crate::omemo::chat_stanza(&own, "m2", std::slice::from_ref(&enc), None).unwrap();
+        let xml =
+            String::from(&built).replacen("<message ", "<message from='bob@example.org/pc' ", 1);
+        let m = only_message(classify(&parse(&xml), &cx(&own)).events);
+        assert_eq!(m.body, "");
+        assert!(!m.wants_receipt);
+        assert_eq!(m.encrypted, vec![Ok(enc)]);
+    }
+
+    #[test]
+    fn malformed_and_doubled_omemo_elements_are_reported_not_dropped() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        // A bad sid: the message still arrives, with the reason.
+        let xml = "<message xmlns='jabber:client' from='bob@example.org/pc' type='chat' id='x'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='0'><keys jid='me@example.org'><key rid='7'>AQID</key></keys></header></encrypted><body>fallback</body></message>";
+        let m = only_message(classify(&parse(xml), &cx(&own)).events);
+        assert!(
+            matches!(m.encrypted.as_slice(), [Err(_)]),
+            "{:?}",
+            m.encrypted
+        );
+        // Two elements of one version: neither is believed.
+        let one = String::from(
+            &crate::omemo::chat_stanza(&own, "y", &[omemo2_encrypted(5, 7)], None).unwrap(),
+        );
+        let inner = &one[one.find("<encrypted").unwrap()..one.find("</encrypted>").unwrap() + 12];
+        let xml = format!("<message xmlns='jabber:client' from='bob@example.org/pc' type='chat' id='y'>{inner}{inner}</message>");
+        let m = only_message(classify(&parse(&xml), &cx(&own)).events);
+        assert!(matches!(
+            m.encrypted.as_slice(),
+            [Err(crate::omemo::OmemoXmlError::DuplicateChild { .. })]
+        ));
+        // Without OMEMO and without body: no message.
+        let xml = "<message xmlns='jabber:client' from='bob@example.org/pc' type='chat' id='z'/>";
+        assert!(classify(&parse(xml), &cx(&own)).events.is_empty());
     }
 
     fn archive_result(outer_from: Option<&str>, inner: &str) -> Element {

@@ -306,6 +306,57 @@ impl BundleItem {
     }
 }
 
+/// Fallback text for clients without OMEMO, in the words Conversations and others use, so
+/// that such a contact understands what reached them.
+pub const FALLBACK_BODY: &str =
+    "I sent you an OMEMO encrypted message but your client doesn't seem to support that.";
+
+/// A chat message carrying OMEMO: one `<encrypted>` per version in use (devices are reached
+/// by the version each speaks), the XEP-0380 hint naming it, a fallback body, the XEP-0334
+/// store hint (so that archives keep empty messages too, which other devices need to move
+/// their ratchets) and origin-id. `fallback` is `None` for an empty message (heartbeat,
+/// session completion or repair), which asks for no receipt.
+pub fn chat_stanza(
+    to: &BareJid,
+    id: &str,
+    encrypted: &[Encrypted],
+    fallback: Option<&str>,
+) -> Result<Element> {
+    if encrypted.is_empty() {
+        return Err(OmemoXmlError::MissingChild {
+            parent: "message",
+            child: "encrypted",
+        });
+    }
+    let mut m = el("message", "jabber:client")
+        .attr("to", to.as_str())
+        .attr("type", "chat")
+        .attr("id", id);
+    for e in encrypted {
+        m = m.child(encrypted_element(e)?);
+    }
+    for e in encrypted {
+        let name = match e.version {
+            OmemoVersion::V03 => "OMEMO",
+            OmemoVersion::V2 => "OMEMO 2",
+        };
+        m = m.child(
+            el("encryption", "urn:xmpp:eme:0")
+                .attr("namespace", e.version.namespace())
+                .attr("name", name),
+        );
+    }
+    if let Some(text) = fallback {
+        m = m
+            .child(el("body", "jabber:client").text(text.to_owned()))
+            .child(el("request", crate::inbound::NS_RECEIPTS))
+            .child(el("markable", "urn:xmpp:chat-markers:0"));
+    }
+    Ok(m.child(el("store", crate::inbound::NS_HINTS))
+        .child(el("origin-id", crate::inbound::NS_SID).attr("id", id))
+        .build())
+}
+
 /// Parses a device id (a PEP item id or an attribute value) as the XEP bounds it.
 pub fn parse_device_id(s: &str) -> Result<u32> {
     let n = parse_unsigned(s).ok_or(OmemoXmlError::BadNumber {

@@ -364,6 +364,11 @@ impl Session {
         self.tx.is_closed()
     }
 
+    /// Whether both handles drive the same stream.
+    pub fn same_stream(&self, other: &Session) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     fn send(&self, stanza: Element, track: Option<String>) -> Result<(), RequestError> {
         self.tx
             .send(Cmd::Send { stanza, track })
