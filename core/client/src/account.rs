@@ -9,12 +9,14 @@ use std::time::Duration;
 use linnet_store::{
     ContactRecord, DeliveryState, Direction, Inserted, NewMessage, Subscription as RosterSub,
 };
+use linnet_xmpp::omemo::OmemoVersion;
 use linnet_xmpp::{
     ArchiveFrom, BareJid, ChatMessage, ConnectError, Event, RosterItem, Session, Subscription,
 };
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::omemo::Opened;
 use crate::{lock, now_ms, ClientError, ConnectionState, Inner, ServerOverride};
 use linnet_store::{AccountId, ConversationId, MessageId, Tx};
 
@@ -37,6 +39,7 @@ pub(crate) async fn run(
     account: AccountId,
     slot: Arc<Mutex<Option<Session>>>,
     wake: Arc<Notify>,
+    send_wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
     first: oneshot::Sender<Result<(), ClientError>>,
 ) {
@@ -205,15 +208,20 @@ pub(crate) async fn run(
                     }
                     Ok(())
                 } else {
-                    let done = setup(&inner, account, &session).await;
-                    if done.is_ok() {
-                        tokio::spawn(crate::omemo::publish_own_device(
-                            inner.clone(),
-                            account,
-                            session.clone(),
-                        ));
+                    match setup(&inner, account, &session).await {
+                        // Bundles are published after every fresh login (what was used
+                        // of them is replaced), beside the session.
+                        Ok(false) => {
+                            tokio::spawn(crate::omemo::publish_own_device(
+                                inner.clone(),
+                                account,
+                                session.clone(),
+                            ));
+                            Ok(())
+                        }
+                        Ok(true) => Ok(()),
+                        Err(e) => Err(e),
                     }
-                    done
                 };
                 match setup {
                     Ok(()) => {
@@ -241,6 +249,13 @@ pub(crate) async fn run(
                             }
                             *published = Some(session.clone());
                         }
+                        tokio::spawn(crate::omemo::send_queued(
+                            inner.clone(),
+                            account,
+                            slot.clone(),
+                            session.clone(),
+                            send_wake.clone(),
+                        ));
                         was_online = true;
                         online_at = tokio::time::Instant::now();
                         // Every session catches up from the archive (see `pump`). Before
@@ -382,7 +397,12 @@ fn apply_session_state(
 
 /// After login: roster, initial presence (which releases offline messages), carbons, and
 /// whatever the outbox still holds.
-async fn setup(inner: &Inner, account: AccountId, session: &Session) -> Result<(), ConnectError> {
+/// Returns whether our OMEMO device was published during it.
+async fn setup(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+) -> Result<bool, ConnectError> {
     let to_conn = |e: linnet_xmpp::RequestError| match e {
         linnet_xmpp::RequestError::Timeout => ConnectError::Timeout("setup"),
         other => ConnectError::Network(other.to_string()),
@@ -398,9 +418,17 @@ async fn setup(inner: &Inner, account: AccountId, session: &Session) -> Result<(
         tracing::error!(error = %e, "storing roster failed");
     }
     inner.refresh_account(account);
+    // A device not yet in our device lists goes there before our presence does: contacts
+    // who see a new resource of ours may look, and ejabberd notifies of a list published
+    // by a session only the contacts whose presence that session has received, while it
+    // sends the current list to each contact whose presence reaches it afterwards.
+    let publish_first = !crate::omemo::own_device_listed(inner, account, session.own_jid());
+    if publish_first {
+        crate::omemo::publish_own_device(inner.clone(), account, session.clone()).await;
+    }
     session.send_presence(None, None).map_err(to_conn)?;
     inner.publish_chat_list();
-    Ok(())
+    Ok(publish_first)
 }
 
 /// Sends the outbox again, but not what `carried` names (the resumed stream took care of it).
@@ -413,6 +441,10 @@ fn resend_outbox(inner: &Inner, account: AccountId, session: &Session, carried: 
         }
     };
     for entry in entries {
+        if entry.kind == crate::omemo::KIND_TO_ENCRYPT {
+            // Not a stanza yet: the encrypting sender takes it (see `omemo::send_queued`).
+            continue;
+        }
         let origin = entry
             .message
             .and_then(|m| inner.store().message(m).ok())
@@ -456,7 +488,7 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 const MAX_RECHECKS: u32 = 2;
 
 async fn pump(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     account: AccountId,
     session: &Session,
     mut events: mpsc::UnboundedReceiver<(u32, Event)>,
@@ -659,6 +691,30 @@ async fn pump(
         } else if let Err(e) = blocking(|| inner.store().sync()) {
             tracing::error!(account = account.0, error = %e, "sync failed");
         }
+        let omemo = std::mem::take(&mut effects.omemo);
+        if result.is_ok() && omemo.republish {
+            tokio::spawn(crate::omemo::publish_own_device(
+                inner.clone(),
+                account,
+                session.clone(),
+            ));
+        }
+        if result.is_ok() && !omemo.fetch_lists.is_empty() {
+            tokio::spawn(crate::omemo::refresh_device_lists(
+                inner.clone(),
+                account,
+                session.clone(),
+                omemo.fetch_lists,
+            ));
+        }
+        if result.is_ok() && !omemo.answers.is_empty() {
+            tokio::spawn(crate::omemo::answer(
+                inner.clone(),
+                account,
+                session.clone(),
+                omemo.answers,
+            ));
+        }
         if let Some(from) = next_page {
             if session.archive_query(from).is_err() {
                 catching_up = false;
@@ -723,6 +779,7 @@ struct Effects {
     roster_changed: bool,
     receipts: Vec<(String, String)>,
     approvals: Vec<BareJid>,
+    omemo: crate::omemo::OmemoEffects,
 }
 
 fn apply(
@@ -776,6 +833,11 @@ fn apply(
                 if matches!(rec.subscription, RosterSub::From | RosterSub::Both) {
                     tx.remove_subscription_request(account, item.jid.as_str())?;
                 }
+                let before = tx.contact(account, item.jid.as_str())?;
+                let sees = |s: &RosterSub| matches!(s, RosterSub::To | RosterSub::Both);
+                if sees(&rec.subscription) && !before.is_some_and(|c| sees(&c.subscription)) {
+                    fx.omemo.fetch_lists.push(item.jid.clone());
+                }
                 tx.upsert_contact(account, &rec)?;
             }
             fx.roster_changed = true;
@@ -806,8 +868,29 @@ fn apply(
         }
         // Handled by the pump, which owns the catch-up state.
         Event::ArchivePage { .. } | Event::ArchiveFailed { .. } => {}
-        // Device lists: for OMEMO, which does not use them yet.
-        Event::PepItems { .. } => {}
+        Event::PepItems { from, node, items } => {
+            let version = [OmemoVersion::V03, OmemoVersion::V2]
+                .into_iter()
+                .find(|v| v.devices_node() == node);
+            if let Some(version) = version {
+                // A node keeps one list: the last item of a notification is the current one.
+                let payload = items.last().map(|i| i.payload.as_str());
+                if crate::omemo::device_list_seen(tx, account, own, &from, version, payload)? {
+                    fx.omemo.republish = true;
+                }
+            }
+        }
+        Event::Presence {
+            from_full,
+            available: true,
+        } if linnet_xmpp::jid::split_bare(&from_full).as_deref() == Some(own.as_str()) => {
+            // Another device of ours came online, maybe a new one: ejabberd does not
+            // notify our other sessions of a device list published before its presence
+            // (see `setup`), so our list is read again.
+            if !fx.omemo.fetch_lists.contains(own) {
+                fx.omemo.fetch_lists.push(own.clone());
+            }
+        }
         Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
     }
     Ok(())
@@ -824,6 +907,35 @@ fn on_message(
     let Some(conversation) = tx.conversation(account, m.peer.as_str(), true)? else {
         return Ok(());
     };
+    let mut m = m;
+    let mut encryption = linnet_store::Encryption::Plain;
+    let mut error = None;
+    if !m.encrypted.is_empty() {
+        // A copy of a message we hold (the archive's, a re-sent one, our own sent one) is
+        // not decrypted again: its key is gone, and so it would show as undecryptable.
+        let origin = m.origin_id.as_ref().or(m.id.as_ref());
+        let held = match origin {
+            Some(o) => tx.message_by_origin_id(conversation, o)?.is_some(),
+            None => false,
+        } || match (&m.stanza_id, &m.stanza_id_by) {
+            (Some(id), Some(by)) => tx.message_by_archive_id(account, by, id)?.is_some(),
+            _ => false,
+        };
+        if !held {
+            match crate::omemo::open_message(tx, account, own, &m, &mut fx.omemo)? {
+                Opened::Body(body, e) => {
+                    m.body = body;
+                    encryption = e;
+                }
+                Opened::Nothing => return Ok(()),
+                Opened::Failed(reason, e) => {
+                    m.body = String::new();
+                    encryption = e;
+                    error = Some(reason);
+                }
+            }
+        }
+    }
     let timestamp_ms = placement.time_for(tx, conversation, m.archived, m.timestamp_ms)?;
     let inserted = tx.insert_message(&NewMessage {
         conversation,
@@ -847,6 +959,8 @@ fn on_message(
         } else {
             DeliveryState::Delivered
         },
+        encryption,
+        error,
     })?;
     match inserted {
         Inserted::New(rec) => {

@@ -17,8 +17,11 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use error::{ClientError, Result};
-pub use linnet_store::{AccountId, ConversationId, DbKey, DeliveryState, MessageId};
+pub use linnet_store::{
+    AccountId, ConversationId, DbKey, DeliveryState, Encryption, EncryptionPolicy, MessageId,
+};
 pub use linnet_xmpp::TlsOptions;
+pub use omemo::OmemoDeviceInfo;
 pub use snapshot::*;
 
 /// Longest message body we accept from the app (bytes); servers cap stanzas at 256 KiB or so.
@@ -82,6 +85,8 @@ pub(crate) struct Runtime {
     pub task: JoinHandle<()>,
     pub session: Arc<Mutex<Option<Session>>>,
     pub wake: Arc<Notify>,
+    /// Wakes the sender of messages waiting to be encrypted (see `omemo::send_queued`).
+    pub send_wake: Arc<Notify>,
     pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -116,7 +121,13 @@ pub(crate) struct Inner {
     /// Denied subscription requests whose answer the server has not yet acknowledged:
     /// (account, tracking id, requester).
     denials: Mutex<Vec<(AccountId, String, BareJid)>>,
+    /// When each device's broken OMEMO session was last rebuilt (see `omemo::answer`).
+    pub(crate) omemo_repairs: Mutex<OmemoRepairs>,
+    /// Held while our OMEMO device is being published (see `omemo::publish_own_device`).
+    pub(crate) omemo_publishing: tokio::sync::Mutex<()>,
 }
+
+type OmemoRepairs = HashMap<(AccountId, BareJid, u32, linnet_omemo::Version), tokio::time::Instant>;
 
 #[derive(Default)]
 struct Dirty {
@@ -168,6 +179,8 @@ impl Client {
             chat_list,
             model: Mutex::new(Model::default()),
             runtimes: Mutex::new(HashMap::new()),
+            omemo_repairs: Mutex::new(HashMap::new()),
+            omemo_publishing: tokio::sync::Mutex::new(()),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
@@ -255,12 +268,14 @@ impl Client {
         let (first_tx, first_rx) = oneshot::channel();
         let session = Arc::new(Mutex::new(None));
         let wake = Arc::new(Notify::new());
+        let send_wake = Arc::new(Notify::new());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(account::run(
             self.inner.clone(),
             account,
             session.clone(),
             wake.clone(),
+            send_wake.clone(),
             stop.clone(),
             first_tx,
         ));
@@ -270,6 +285,7 @@ impl Client {
                 task,
                 session,
                 wake,
+                send_wake,
                 stop,
             },
         );
@@ -374,16 +390,23 @@ impl Client {
         let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(&peer, body, &id));
         // Held while queueing and sending, so that a session coming up re-sends the outbox
         // either before this message is queued or before it is sent (see account::run).
-        let slot = lock(&self.inner.runtimes)
+        let (slot, send_wake) = lock(&self.inner.runtimes)
             .get(&account)
-            .map(|rt| rt.session.clone());
+            .map(|rt| (rt.session.clone(), rt.send_wake.clone()))
+            .unzip();
         let session = slot.as_ref().map(|s| lock(s));
-        let (message, conversation) = {
+        let (message, conversation, encrypt) = {
             let mut store = lock(&self.inner.store);
             store.transaction(|tx| {
                 let conversation = tx
                     .conversation(account, peer.as_str(), true)?
                     .ok_or(linnet_store::StoreError::NotFound("conversation"))?;
+                let encrypt = match tx.encryption_policy(conversation)? {
+                    EncryptionPolicy::Plain => false,
+                    EncryptionPolicy::Omemo => true,
+                    // The sender finds out (fetching the lists) unless we know already.
+                    EncryptionPolicy::Auto => omemo::may_have_devices(tx, account, &peer)?,
+                };
                 let inserted = tx.insert_message(&NewMessage {
                     conversation,
                     direction: Direction::Outgoing,
@@ -394,12 +417,22 @@ impl Client {
                     stanza_id_by: None,
                     timestamp_ms: now_ms(),
                     delivery_state: DeliveryState::Pending,
+                    encryption: Default::default(),
+                    error: None,
                 })?;
-                tx.outbox_push(account, Some(inserted.id()), "chat", &stanza)?;
-                Ok((inserted.id(), conversation))
+                if encrypt {
+                    tx.outbox_push(account, Some(inserted.id()), omemo::KIND_TO_ENCRYPT, "")?;
+                } else {
+                    tx.outbox_push(account, Some(inserted.id()), "chat", &stanza)?;
+                }
+                Ok((inserted.id(), conversation, encrypt))
             })?
         };
-        if let Some(s) = session
+        if encrypt {
+            if let Some(w) = send_wake {
+                w.notify_one();
+            }
+        } else if let Some(s) = session
             .as_ref()
             .and_then(|g| g.as_ref())
             .filter(|s| !s.is_closed())
@@ -411,6 +444,33 @@ impl Client {
         self.inner.conversation_changed(conversation);
         self.inner.publish_chat_list();
         Ok(message)
+    }
+
+    /// The OMEMO devices of `jid` (a contact, or our own account) as last seen in PEP.
+    pub fn omemo_devices(&self, account: AccountId, jid: &str) -> Result<Vec<OmemoDeviceInfo>> {
+        let jid = BareJid::parse(jid)?;
+        Ok(omemo::devices(&self.inner, account, &jid)?)
+    }
+
+    /// This device's OMEMO device id for `account`.
+    pub fn own_omemo_device(&self, account: AccountId) -> Result<u32> {
+        lock(&self.inner.store).account(account)?;
+        omemo::own_device_id(&self.inner, account).map_err(|e| ClientError::Internal(e.to_string()))
+    }
+
+    /// A conversation's encryption choice (see [`EncryptionPolicy`]).
+    pub fn encryption_policy(&self, conversation: ConversationId) -> Result<EncryptionPolicy> {
+        Ok(lock(&self.inner.store).encryption_policy(conversation)?)
+    }
+
+    /// Sets a conversation's encryption choice; applies to messages sent from now on.
+    pub fn set_encryption_policy(
+        &self,
+        conversation: ConversationId,
+        policy: EncryptionPolicy,
+    ) -> Result<()> {
+        lock(&self.inner.store).set_encryption_policy(conversation, policy)?;
+        Ok(())
     }
 
     /// Marks everything in the conversation read.
@@ -675,6 +735,8 @@ fn message_item(m: linnet_store::MessageRecord) -> MessageItem {
         body: m.body,
         timestamp_ms: m.timestamp_ms,
         state: m.delivery_state,
+        encryption: m.encryption,
+        error: m.error,
     }
 }
 

@@ -3,15 +3,24 @@
 //! every fresh login the device is in our device lists and its bundles are published,
 //! readable by anyone (a peer who is not a contact yet must be able to start a session).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use linnet_omemo::{Bundle, SessionManager, Version};
-use linnet_store::{AccountId, OmemoStore};
-use linnet_xmpp::omemo::{BundleItem, Device, DeviceListItem, OmemoVersion, DEVICE_LIST_ITEM_ID};
-use linnet_xmpp::{NodeConfig, RequestError, Session};
+use linnet_omemo::sce::Envelope;
+use linnet_omemo::{Bundle, DeviceAddress, EncryptedMessage, MessageKey, SessionManager, Version};
+use linnet_store::{
+    AccountId, DeliveryState, Encryption, EncryptionPolicy, OmemoStore, OutboxEntry, StoreError, Tx,
+};
+use linnet_xmpp::omemo::{
+    BundleItem, Device, DeviceListItem, KeyEntry, OmemoVersion, DEVICE_LIST_ITEM_ID,
+};
+use linnet_xmpp::{BareJid, ChatMessage, NodeConfig, RequestError, Session};
 use rand::Rng;
+use tokio::sync::Notify;
+use zeroize::Zeroizing;
 
-use crate::Inner;
+use crate::{lock, Inner};
 
 const KV_DEVICE_ID: &str = "omemo.device_id";
 
@@ -80,14 +89,53 @@ fn open(max_items: Option<&str>) -> NodeConfig {
     }
 }
 
+/// Whether both our device lists, as last seen, hold this device.
+pub(crate) fn own_device_listed(inner: &Inner, account: AccountId, own: &BareJid) -> bool {
+    let store = inner.store();
+    let Ok(Some(id)) = store
+        .kv_get(Some(account), KV_DEVICE_ID)
+        .map(|v| v.and_then(|v| v.parse::<u32>().ok()))
+    else {
+        return false;
+    };
+    VERSIONS.iter().all(|(v, _)| {
+        store
+            .omemo_device_list(account, own.as_str(), *v)
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.iter().any(|d| d.device_id == id && d.active))
+    })
+}
+
 /// Puts our device into our device list of each version (keeping the devices there) and
 /// publishes its bundles. Runs beside the session after a fresh login; a failure is
 /// logged and tried again at the next one.
 pub(crate) async fn publish_own_device(inner: Arc<Inner>, account: AccountId, session: Session) {
-    if let Err(e) = publish(&inner, account, &session).await {
-        tracing::info!(account = account.0, error = %e, "OMEMO device not published");
+    // One publication at a time: two (after a login, and after a key exchange used a
+    // prekey) would read the list both before either wrote it, and one device could go.
+    let _one = inner.omemo_publishing.lock().await;
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1..=PUBLISH_ATTEMPTS {
+        match publish(&inner, account, &session).await {
+            Ok(()) => return,
+            // A server error can be a passing one (ejabberd answered item-not-found while
+            // another session of the account created the node); the session's end is not.
+            Err(PublishError::Request(e))
+                if attempt < PUBLISH_ATTEMPTS && !matches!(e, RequestError::Closed) =>
+            {
+                tracing::info!(account = account.0, error = %e, "OMEMO publication failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::info!(account = account.0, error = %e, "OMEMO device not published");
+                return;
+            }
+        }
     }
 }
+
+const PUBLISH_ATTEMPTS: u32 = 3;
 
 async fn publish(
     inner: &Arc<Inner>,
@@ -149,4 +197,938 @@ async fn publish(
         tracing::debug!(account = account.0, ?xv, "OMEMO device published");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+/// What a received OMEMO message comes to.
+pub(crate) enum Opened {
+    /// Decrypted text to show.
+    Body(String, Encryption),
+    /// Nothing to show: an empty message (key transport, heartbeat, session completion), or
+    /// a replay of one already decrypted.
+    Nothing,
+    /// Could not be decrypted: shown as such, with the reason (never dropped).
+    Failed(String, Encryption),
+}
+
+/// A device to send an empty message to once the batch is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Answer {
+    pub jid: BareJid,
+    pub device_id: u32,
+    pub version: Version,
+    /// Build a new session from the device's bundle first (its session is missing or
+    /// broken), as XEP-0384 asks of a receiver that cannot decrypt.
+    pub rebuild: bool,
+}
+
+/// What decrypting a batch leaves to do once it is committed.
+#[derive(Default)]
+pub(crate) struct OmemoEffects {
+    /// A key exchange used one of our prekeys: publish the bundles again.
+    pub republish: bool,
+    /// New contacts whose device lists to fetch.
+    pub fetch_lists: Vec<BareJid>,
+    pub answers: Vec<Answer>,
+}
+
+fn encryption_of(version: Version) -> Encryption {
+    match version {
+        Version::Omemo03 => Encryption::Omemo03,
+        Version::Omemo2 => Encryption::Omemo2,
+    }
+}
+
+fn crypto_version(v: OmemoVersion) -> Version {
+    match v {
+        OmemoVersion::V03 => Version::Omemo03,
+        OmemoVersion::V2 => Version::Omemo2,
+    }
+}
+
+fn xml_version(v: Version) -> OmemoVersion {
+    match v {
+        Version::Omemo03 => OmemoVersion::V03,
+        Version::Omemo2 => OmemoVersion::V2,
+    }
+}
+
+/// Our device id as the batch's transaction sees it (`None`: no device yet, so nothing can
+/// have been encrypted for us).
+fn device_id_in(tx: &Tx<'_>, account: AccountId) -> Result<Option<u32>, StoreError> {
+    Ok(tx
+        .kv_get(Some(account), KV_DEVICE_ID)?
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|id| (1..=linnet_xmpp::omemo::MAX_DEVICE_ID).contains(id)))
+}
+
+/// Decrypts a received message inside the batch's transaction, so that the ratchet moves
+/// forward together with the stored message or not at all. Call only for messages not
+/// already held (a copy we hold would decrypt as a replay).
+pub(crate) fn open_message(
+    tx: &Tx<'_>,
+    account: AccountId,
+    own: &BareJid,
+    m: &ChatMessage,
+    fx: &mut OmemoEffects,
+) -> Result<Opened, StoreError> {
+    let sender = if m.outgoing { own } else { &m.peer };
+    let device_id = device_id_in(tx, account)?;
+    let mine = device_id.and_then(|id| {
+        let ours = |e: &&linnet_xmpp::omemo::Encrypted| e.key_for(own, id).is_some();
+        let parsed = m.encrypted.iter().filter_map(|r| r.as_ref().ok());
+        // OMEMO 2 first when a sender reached us by both.
+        parsed
+            .clone()
+            .filter(|e| e.version == OmemoVersion::V2)
+            .find(ours)
+            .or_else(|| parsed.clone().find(ours))
+            .map(|e| (id, e))
+    });
+    let Some((device_id, enc)) = mine else {
+        let first = m.encrypted.first();
+        let version = first
+            .and_then(|r| r.as_ref().ok())
+            .map_or(Version::Omemo03, |e| crypto_version(e.version));
+        // Empty messages for other devices (our own heartbeats as sent carbons, say) are
+        // not messages.
+        if m.encrypted.iter().flatten().all(|e| e.payload.is_none()) && !m.encrypted.is_empty() {
+            return Ok(Opened::Nothing);
+        }
+        let reason = match m.encrypted.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) if !m.encrypted.iter().any(|r| r.is_ok()) => {
+                format!("malformed OMEMO element: {e}")
+            }
+            _ => "not encrypted for this device".to_owned(),
+        };
+        return Ok(Opened::Failed(reason, encryption_of(version)));
+    };
+    let version = crypto_version(enc.version);
+    let message = EncryptedMessage {
+        sender_device_id: enc.sid,
+        keys: enc
+            .keys
+            .iter()
+            .filter(|k| k.rid == device_id)
+            .map(|k| MessageKey {
+                recipient: DeviceAddress::new(
+                    k.jid.as_ref().map_or(own.as_str(), |j| j.as_str()),
+                    k.rid,
+                ),
+                key_exchange: k.kex,
+                data: k.data.clone(),
+            })
+            .collect(),
+        iv: enc.iv.clone(),
+        payload: enc.payload.clone(),
+    };
+    let result = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)
+        .and_then(|mut m| m.decrypt(version, sender.as_str(), &message));
+    let answer = |rebuild| Answer {
+        jid: sender.clone(),
+        device_id: enc.sid,
+        version,
+        rebuild,
+    };
+    match result {
+        Ok(d) => {
+            fx.republish |= d.bundle_changed;
+            // A device we did not know of: its list changed without a notification reaching
+            // us (ejabberd sends none to contacts for a device list published right after a
+            // login), so our next messages would leave it out.
+            let known = tx
+                .omemo_device_list(account, sender.as_str(), version)?
+                .is_some_and(|l| l.iter().any(|d| d.device_id == enc.sid && d.active));
+            if !known && !fx.fetch_lists.contains(sender) {
+                fx.fetch_lists.push(sender.clone());
+            }
+            if d.new_session || d.heartbeat_due {
+                fx.answers.push(answer(false));
+            }
+            let Some(payload) = d.payload else {
+                return Ok(Opened::Nothing);
+            };
+            let body = match version {
+                Version::Omemo03 => String::from_utf8(payload.to_vec()).ok(),
+                Version::Omemo2 => match Envelope::from_bytes(&payload) {
+                    // XEP-0420: an envelope naming another sender was replayed from
+                    // elsewhere.
+                    Ok(env)
+                        if env
+                            .from
+                            .as_deref()
+                            .is_some_and(|f| BareJid::parse(f).map_or(true, |f| &f != sender)) =>
+                    {
+                        return Ok(Opened::Failed(
+                            "the envelope names another sender".into(),
+                            Encryption::Omemo2,
+                        ))
+                    }
+                    Ok(env) => env.body(),
+                    Err(e) => {
+                        return Ok(Opened::Failed(e.to_string(), Encryption::Omemo2));
+                    }
+                },
+            };
+            match body {
+                Some(b) if !b.trim().is_empty() => Ok(Opened::Body(b, encryption_of(version))),
+                Some(_) => Ok(Opened::Nothing),
+                None => Ok(Opened::Failed(
+                    "the decrypted content is not text".into(),
+                    encryption_of(version),
+                )),
+            }
+        }
+        Err(linnet_omemo::Error::DuplicateMessage) => Ok(Opened::Nothing),
+        Err(linnet_omemo::Error::Store(e)) => {
+            tracing::error!(account = account.0, error = %e, "OMEMO store failed");
+            Err(StoreError::InvalidInput("OMEMO store failure"))
+        }
+        Err(e) => {
+            use linnet_omemo::Error as E;
+            if matches!(
+                e,
+                E::NoSession(_) | E::BadMac | E::UnknownPreKey(_) | E::UnknownSignedPreKey(_)
+            ) {
+                fx.answers.push(answer(true));
+            }
+            tracing::info!(account = account.0, error = %e, "OMEMO message not decrypted");
+            if enc.payload.is_none() {
+                return Ok(Opened::Nothing);
+            }
+            Ok(Opened::Failed(e.to_string(), encryption_of(version)))
+        }
+    }
+}
+
+/// Whether `peer` may have OMEMO devices: yes unless both its lists are known and hold no
+/// active device.
+pub(crate) fn may_have_devices(
+    tx: &Tx<'_>,
+    account: AccountId,
+    peer: &BareJid,
+) -> Result<bool, StoreError> {
+    for (v, _) in VERSIONS {
+        match tx.omemo_device_list(account, peer.as_str(), v)? {
+            None => return Ok(true),
+            Some(list) if list.iter().any(|d| d.active) => return Ok(true),
+            Some(_) => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Records a device list from PEP (a notification or a fetch). Returns whether it is our
+/// own list and lacks our device (another client of ours replaced it: publish again).
+pub(crate) fn device_list_seen(
+    tx: &Tx<'_>,
+    account: AccountId,
+    own: &BareJid,
+    jid: &BareJid,
+    version: OmemoVersion,
+    payload: Option<&str>,
+) -> Result<bool, StoreError> {
+    let list = match payload.map(|p| DeviceListItem::from_xml(version, p)) {
+        Some(Ok(list)) => list,
+        None => DeviceListItem::default(),
+        Some(Err(e)) => {
+            tracing::info!(account = account.0, error = %e, "device list ignored");
+            return Ok(false);
+        }
+    };
+    let ids: Vec<u32> = list.devices.iter().map(|d| d.id).collect();
+    tx.set_omemo_device_list(account, jid.as_str(), crypto_version(version), &ids)?;
+    if jid != own {
+        return Ok(false);
+    }
+    Ok(match device_id_in(tx, account)? {
+        Some(id) => !ids.contains(&id),
+        None => false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+/// Outbox entries of this kind hold a message still to be encrypted (payload empty); once
+/// encrypted they become ordinary `chat` entries holding the stanza.
+pub(crate) const KIND_TO_ENCRYPT: &str = "omemo";
+
+/// How often the sender looks whether its session ended while it had nothing to do.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+enum SendError {
+    /// Try again with the next session (network, server).
+    Later(String),
+    /// The message cannot go: it is marked failed, with this reason.
+    Never(String),
+}
+
+impl From<StoreError> for SendError {
+    fn from(e: StoreError) -> Self {
+        SendError::Later(format!("store: {e}"))
+    }
+}
+
+impl From<RequestError> for SendError {
+    fn from(e: RequestError) -> Self {
+        SendError::Later(format!("server: {e}"))
+    }
+}
+
+/// A device a message goes to, by the version it speaks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Target {
+    jid: BareJid,
+    device_id: u32,
+    version: Version,
+}
+
+/// Encrypts and sends what the outbox holds for encryption, in order, for as long as
+/// `session` lives. Started for every session once its outbox was re-sent, and woken by
+/// `wake` when a message is queued.
+pub(crate) async fn send_queued(
+    inner: Arc<Inner>,
+    account: AccountId,
+    slot: Arc<Mutex<Option<Session>>>,
+    session: Session,
+    wake: Arc<Notify>,
+) {
+    let mut fetched: HashSet<(BareJid, OmemoVersion)> = HashSet::new();
+    let mut retry = RETRY_MIN;
+    while !session.is_closed() {
+        let queued: Vec<OutboxEntry> = match inner.store().outbox(account) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|e| e.kind == KIND_TO_ENCRYPT)
+                .collect(),
+            Err(e) => {
+                tracing::error!(account = account.0, error = %e, "reading the outbox failed");
+                return;
+            }
+        };
+        let mut waiting = false;
+        for entry in queued {
+            match send_one(&inner, account, &slot, &session, &entry, &mut fetched).await {
+                Ok(()) => retry = RETRY_MIN,
+                Err(SendError::Later(why)) => {
+                    // In order: the later ones wait too. Tried again on this session after a
+                    // while (a server slow to answer), else on the next one.
+                    tracing::info!(account = account.0, reason = %why, "encrypted message waits");
+                    waiting = true;
+                    break;
+                }
+                Err(SendError::Never(why)) => {
+                    tracing::info!(account = account.0, reason = %why, "message cannot be encrypted");
+                    fail(&inner, &entry, &why);
+                }
+            }
+        }
+        if waiting {
+            let until = tokio::time::Instant::now() + retry;
+            retry = (retry * 2).min(RETRY_MAX);
+            while tokio::time::Instant::now() < until && !session.is_closed() {
+                tokio::time::sleep(IDLE_CHECK.min(until - tokio::time::Instant::now())).await;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_CHECK) => {}
+        }
+    }
+}
+
+/// Waits between tries of a message that could not be prepared on a live session.
+const RETRY_MIN: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(120);
+
+fn fail(inner: &Inner, entry: &OutboxEntry, why: &str) {
+    let conversation = inner.store().transaction(|tx| {
+        tx.outbox_remove(entry.id)?;
+        let Some(id) = entry.message else {
+            return Ok(None);
+        };
+        tx.set_delivery_state(id, DeliveryState::Failed)?;
+        tx.set_message_error(id, Some(why))?;
+        Ok(Some(tx.message(id)?.conversation))
+    });
+    match conversation {
+        Ok(Some(c)) => {
+            inner.conversation_changed(c);
+            inner.publish_chat_list();
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "marking a message failed"),
+    }
+}
+
+async fn send_one(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    slot: &Arc<Mutex<Option<Session>>>,
+    session: &Session,
+    entry: &OutboxEntry,
+    fetched: &mut HashSet<(BareJid, OmemoVersion)>,
+) -> Result<(), SendError> {
+    let Some(message_id) = entry.message else {
+        inner.store().outbox_remove(entry.id)?;
+        return Ok(());
+    };
+    let (message, peer, policy) = {
+        let store = inner.store();
+        let message = store.message(message_id)?;
+        let info = store.conversation_info(message.conversation)?;
+        let policy = store.encryption_policy(message.conversation)?;
+        (message, info.peer, policy)
+    };
+    let peer = BareJid::parse(&peer).map_err(|_| SendError::Never("bad peer address".into()))?;
+    let own = session.own_jid().clone();
+    let origin = message
+        .origin_id
+        .clone()
+        .ok_or_else(|| SendError::Never("message without id".into()))?;
+    let device_id = {
+        let inner = inner.clone();
+        tokio::task::spawn_blocking(move || own_device_id(&inner, account))
+            .await
+            .map_err(|_| SendError::Later("task".into()))?
+            .map_err(|e| SendError::Later(e.to_string()))?
+    };
+    for jid in [&peer, &own] {
+        for (_, xv) in VERSIONS {
+            if fetched.insert((jid.clone(), xv)) {
+                if let Err(e) = fetch_device_list(inner, account, session, jid, xv).await {
+                    fetched.remove(&(jid.clone(), xv));
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let peer_targets = targets(inner, account, &peer, None)?;
+    let own_targets = targets(inner, account, &own, Some(device_id))?;
+    if peer_targets.is_empty() {
+        return match policy {
+            EncryptionPolicy::Omemo => Err(SendError::Never(
+                "the contact has no OMEMO device to encrypt for".into(),
+            )),
+            // Auto, and the contact has no OMEMO: as a plain message.
+            _ => {
+                let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
+                    &peer,
+                    &message.body,
+                    &origin,
+                ));
+                send_prepared(inner, slot, session, entry, &origin, &stanza, None)
+            }
+        };
+    }
+    let all: Vec<Target> = peer_targets.iter().chain(&own_targets).cloned().collect();
+    for t in &all {
+        ensure_session(inner, account, session, &own, device_id, t).await?;
+    }
+    // Under the slot lock, as `send_message` and the outbox re-send are: the entry is
+    // encrypted, stored as its stanza and sent on this session, or left for the next one.
+    let guard = lock(slot);
+    if !guard
+        .as_ref()
+        .is_some_and(|s| s.same_stream(session) && !s.is_closed())
+    {
+        return Err(SendError::Later("session ended".into()));
+    }
+    let mut failure = None;
+    let built = inner.store().transaction(|tx| {
+        match encrypt_for(
+            tx,
+            account,
+            &own,
+            device_id,
+            &peer,
+            &origin,
+            &message.body,
+            &all,
+        ) {
+            Ok(Some((stanza, encryption))) => {
+                tx.outbox_replace(entry.id, "chat", &stanza)?;
+                tx.set_message_encryption(message_id, encryption)?;
+                if policy == EncryptionPolicy::Auto {
+                    tx.set_encryption_policy(message.conversation, EncryptionPolicy::Omemo)?;
+                }
+                Ok(Some(stanza))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                failure = Some(e);
+                Err(StoreError::InvalidInput("OMEMO encryption failed"))
+            }
+        }
+    });
+    let stanza = match (built, failure) {
+        (_, Some(e)) => return Err(SendError::Never(e.to_string())),
+        (Err(e), None) => return Err(e.into()),
+        (Ok(None), None) => {
+            return Err(SendError::Never(
+                "no device of the contact could be reached".into(),
+            ))
+        }
+        (Ok(Some(s)), None) => s,
+    };
+    let _ = session.send_raw_tracked(&stanza, &origin);
+    drop(guard);
+    tracing::debug!(
+        account = account.0,
+        devices = all.len(),
+        "encrypted message sent"
+    );
+    inner.conversation_changed(message.conversation);
+    Ok(())
+}
+
+/// Sends a stanza built without encryption in place of the entry (see `send_one`).
+fn send_prepared(
+    inner: &Inner,
+    slot: &Arc<Mutex<Option<Session>>>,
+    session: &Session,
+    entry: &OutboxEntry,
+    origin: &str,
+    stanza: &str,
+    encryption: Option<Encryption>,
+) -> Result<(), SendError> {
+    let guard = lock(slot);
+    if !guard
+        .as_ref()
+        .is_some_and(|s| s.same_stream(session) && !s.is_closed())
+    {
+        return Err(SendError::Later("session ended".into()));
+    }
+    inner.store().transaction(|tx| {
+        tx.outbox_replace(entry.id, "chat", stanza)?;
+        if let (Some(e), Some(m)) = (encryption, entry.message) {
+            tx.set_message_encryption(m, e)?;
+        }
+        Ok(())
+    })?;
+    let _ = session.send_raw_tracked(stanza, origin);
+    drop(guard);
+    Ok(())
+}
+
+/// The active devices of `jid`, each reached by OMEMO 2 when it is in that list too (one
+/// device id in both lists is one device speaking both), less `except`.
+fn targets(
+    inner: &Inner,
+    account: AccountId,
+    jid: &BareJid,
+    except: Option<u32>,
+) -> Result<Vec<Target>, SendError> {
+    let store = inner.store();
+    let mut out: Vec<Target> = Vec::new();
+    for version in [Version::Omemo2, Version::Omemo03] {
+        for d in store
+            .omemo_device_list(account, jid.as_str(), version)?
+            .unwrap_or_default()
+        {
+            if !d.active || Some(d.device_id) == except {
+                continue;
+            }
+            if out.iter().any(|t| t.device_id == d.device_id) {
+                continue;
+            }
+            out.push(Target {
+                jid: jid.clone(),
+                device_id: d.device_id,
+                version,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn fetch_device_list(
+    inner: &Inner,
+    account: AccountId,
+    session: &Session,
+    jid: &BareJid,
+    version: OmemoVersion,
+) -> Result<(), SendError> {
+    let payload = match session
+        .pep_items(Some(jid), version.devices_node(), None)
+        .await
+    {
+        // The singleton item if the publisher named it so, else the first (older clients).
+        Ok(items) => items
+            .iter()
+            .find(|i| i.id.as_deref() == Some(DEVICE_LIST_ITEM_ID))
+            .or(items.first())
+            .map(|i| i.payload.clone()),
+        Err(RequestError::Stanza { condition, .. })
+            if condition == "item-not-found" || condition == "service-unavailable" =>
+        {
+            None
+        }
+        Err(RequestError::Stanza { condition, .. }) => {
+            // Not allowed to read it (say, presence access and no subscription): we know
+            // nothing, which is not an empty list.
+            tracing::info!(account = account.0, condition = %condition, "device list not readable");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::debug!(
+        account = account.0,
+        ?version,
+        found = payload.is_some(),
+        "device list fetched"
+    );
+    let own = session.own_jid().clone();
+    inner.store().transaction(|tx| {
+        device_list_seen(tx, account, &own, jid, version, payload.as_deref()).map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Builds a session with the device from its bundle unless one exists. A device whose
+/// bundle cannot be had is left out of this message (logged), not a failure of it.
+async fn ensure_session(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+    own: &BareJid,
+    device_id: u32,
+    t: &Target,
+) -> Result<(), SendError> {
+    let address = DeviceAddress::new(t.jid.as_str(), t.device_id);
+    let has = inner
+        .store()
+        .omemo_transaction(account, |s| {
+            SessionManager::new(s, own.as_str(), device_id)?.has_session(t.version, &address)
+        })
+        .map_err(|e| SendError::Later(e.to_string()))?;
+    if has {
+        return Ok(());
+    }
+    let xv = xml_version(t.version);
+    let items = match session
+        .pep_items(
+            Some(&t.jid),
+            &xv.bundle_node(t.device_id),
+            Some(&xv.bundle_item_id(t.device_id)),
+        )
+        .await
+    {
+        Ok(items) => items,
+        Err(RequestError::Stanza { condition, .. }) => {
+            tracing::info!(account = account.0, condition = %condition, "no bundle for a device");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(item) = items.first() else {
+        return Ok(());
+    };
+    let bundle = match BundleItem::from_xml(xv, &item.payload) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(account = account.0, error = %e, "malformed bundle ignored");
+            return Ok(());
+        }
+    };
+    let bundle = Bundle {
+        identity_key: bundle.ik,
+        signed_prekey_id: bundle.spk_id,
+        signed_prekey: bundle.spk,
+        signed_prekey_signature: bundle.spks,
+        prekeys: bundle.prekeys,
+    };
+    let built = inner.store().omemo_transaction(account, |s| {
+        SessionManager::new(s, own.as_str(), device_id)?
+            .process_bundle(t.version, &address, &bundle)
+    });
+    match built {
+        Ok(()) => Ok(()),
+        Err(linnet_omemo::Error::Store(e)) => Err(SendError::Later(e)),
+        Err(e) => {
+            // A bad signature, a low-order key: that device is not usable.
+            tracing::info!(account = account.0, error = %e, "bundle refused");
+            Ok(())
+        }
+    }
+}
+
+/// Encrypts `body` for every target with a session, by version, and builds the stanza.
+/// `None` when no device of `peer` could be included.
+#[allow(clippy::too_many_arguments)]
+fn encrypt_for(
+    tx: &Tx<'_>,
+    account: AccountId,
+    own: &BareJid,
+    device_id: u32,
+    peer: &BareJid,
+    origin: &str,
+    body: &str,
+    all: &[Target],
+) -> Result<Option<(String, Encryption)>, linnet_omemo::Error> {
+    let mut manager = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)?;
+    let mut elements = Vec::new();
+    let mut reached_peer = false;
+    let mut newest = Encryption::Omemo03;
+    for version in [Version::Omemo2, Version::Omemo03] {
+        let recipients: Vec<DeviceAddress> = all
+            .iter()
+            .filter(|t| t.version == version)
+            .map(|t| DeviceAddress::new(t.jid.as_str(), t.device_id))
+            .collect();
+        if recipients.is_empty() {
+            continue;
+        }
+        let payload = match version {
+            Version::Omemo03 => Zeroizing::new(body.as_bytes().to_vec()),
+            Version::Omemo2 => Zeroizing::new(
+                Envelope::with_body(body, own.as_str()).to_bytes(&mut rand::rngs::OsRng)?,
+            ),
+        };
+        let out = manager.encrypt(version, Some(&payload), &recipients)?;
+        for (address, e) in &out.skipped {
+            tracing::info!(account = account.0, device = address.device_id, error = %e, "device left out");
+        }
+        if out.message.keys.is_empty() {
+            continue;
+        }
+        let to_peer = out
+            .message
+            .keys
+            .iter()
+            .any(|k| k.recipient.jid == peer.as_str());
+        reached_peer |= to_peer;
+        // The message is recorded by how it reached the contact.
+        if to_peer && version == Version::Omemo2 {
+            newest = Encryption::Omemo2;
+        }
+        elements.push(to_element(version, &out.message)?);
+    }
+    if !reached_peer {
+        return Ok(None);
+    }
+    let stanza = linnet_xmpp::omemo::chat_stanza(
+        peer,
+        origin,
+        &elements,
+        Some(linnet_xmpp::omemo::FALLBACK_BODY),
+    )
+    .map_err(|_| linnet_omemo::Error::Malformed {
+        what: "our own message",
+    })?;
+    Ok(Some((linnet_xmpp::stanza_to_string(&stanza), newest)))
+}
+
+/// The `<encrypted>` element's data for one version's result.
+fn to_element(
+    version: Version,
+    m: &EncryptedMessage,
+) -> Result<linnet_xmpp::omemo::Encrypted, linnet_omemo::Error> {
+    let keys = m
+        .keys
+        .iter()
+        .map(|k| {
+            Ok(KeyEntry {
+                jid: match version {
+                    Version::Omemo03 => None,
+                    Version::Omemo2 => Some(BareJid::parse(&k.recipient.jid).map_err(|_| {
+                        linnet_omemo::Error::Malformed {
+                            what: "recipient JID",
+                        }
+                    })?),
+                },
+                rid: k.recipient.device_id,
+                kex: k.key_exchange,
+                data: k.data.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, linnet_omemo::Error>>()?;
+    Ok(linnet_xmpp::omemo::Encrypted {
+        version: xml_version(version),
+        sid: m.sender_device_id,
+        keys,
+        iv: m.iv.clone(),
+        payload: m.payload.clone(),
+    })
+}
+
+/// Sends empty messages to the devices in `answers` (after rebuilding sessions where
+/// asked): session completion after a key exchange, heartbeats, repairs of broken
+/// sessions. A repair goes to each device at most once per [`REPAIR_INTERVAL`], so that a
+/// broken peer cannot make us loop. Best effort: a lost empty message costs nothing.
+pub(crate) async fn answer(
+    inner: Arc<Inner>,
+    account: AccountId,
+    session: Session,
+    answers: Vec<Answer>,
+) {
+    let own = session.own_jid().clone();
+    let Ok(Ok(device_id)) = ({
+        let inner = inner.clone();
+        tokio::task::spawn_blocking(move || own_device_id(&inner, account)).await
+    }) else {
+        return;
+    };
+    let mut seen = HashSet::new();
+    for a in answers {
+        if !seen.insert(a.clone()) {
+            continue;
+        }
+        let target = Target {
+            jid: a.jid.clone(),
+            device_id: a.device_id,
+            version: a.version,
+        };
+        if a.rebuild {
+            let key = (account, a.jid.clone(), a.device_id, a.version);
+            {
+                let mut repairs = lock(&inner.omemo_repairs);
+                let now = tokio::time::Instant::now();
+                if repairs
+                    .get(&key)
+                    .is_some_and(|t| now.duration_since(*t) < REPAIR_INTERVAL)
+                {
+                    continue;
+                }
+                repairs.insert(key, now);
+            }
+            let address = DeviceAddress::new(a.jid.as_str(), a.device_id);
+            // The broken session goes; the bundle makes a new one.
+            let removed = inner.store().omemo_transaction(account, |mut s| {
+                use linnet_omemo::store::SessionStore as _;
+                s.remove_session(a.version, &address)
+            });
+            if let Err(e) = removed {
+                tracing::warn!(account = account.0, error = %e, "dropping a broken session failed");
+                continue;
+            }
+            if let Err(e) =
+                ensure_session(&inner, account, &session, &own, device_id, &target).await
+            {
+                tracing::info!(account = account.0, error = ?e, "session repair failed");
+                continue;
+            }
+        }
+        let built = inner.store().omemo_transaction(account, |s| {
+            let mut m = SessionManager::new(s, own.as_str(), device_id)?;
+            let address = DeviceAddress::new(a.jid.as_str(), a.device_id);
+            if !m.has_session(a.version, &address)? {
+                return Ok(None);
+            }
+            let out = m.encrypt(a.version, None, &[address])?;
+            if out.message.keys.is_empty() {
+                return Ok(None);
+            }
+            let element = to_element(a.version, &out.message)?;
+            linnet_xmpp::omemo::chat_stanza(&a.jid, &linnet_xmpp::new_id(), &[element], None)
+                .map(Some)
+                .map_err(|_| linnet_omemo::Error::Malformed {
+                    what: "our own message",
+                })
+        });
+        match built {
+            Ok(Some(stanza)) => {
+                let _ = session.send_xml(&linnet_xmpp::stanza_to_string(&stanza));
+                tracing::debug!(
+                    account = account.0,
+                    rebuild = a.rebuild,
+                    "empty OMEMO message sent"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(account = account.0, error = %e, "empty OMEMO message not built")
+            }
+        }
+    }
+}
+
+/// How often at most a device's broken session is rebuilt.
+pub(crate) const REPAIR_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Fetches the device lists of `jids` (both versions). Contacts' lists normally come by
+/// PEP notification, but a server sends the current one only on events it chooses
+/// (ejabberd not when a subscription is made), so a new contact's are fetched.
+pub(crate) async fn refresh_device_lists(
+    inner: Arc<Inner>,
+    account: AccountId,
+    session: Session,
+    jids: Vec<BareJid>,
+) {
+    for jid in jids {
+        for (_, xv) in VERSIONS {
+            if let Err(e) = fetch_device_list(&inner, account, &session, &jid, xv).await {
+                tracing::info!(account = account.0, error = ?e, "device list not fetched");
+                return;
+            }
+        }
+    }
+}
+
+/// One OMEMO device of a JID as the app shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OmemoDeviceInfo {
+    pub device_id: u32,
+    /// The version the device is reached by (OMEMO 2 when it is in both lists).
+    pub encryption: Encryption,
+    /// In the device's list as last seen; inactive devices get nothing.
+    pub active: bool,
+    /// The identity key in lowercase hex (32 bytes: Curve25519 for OMEMO 0.3, Ed25519 for
+    /// OMEMO 2), once known from a session.
+    pub fingerprint: Option<String>,
+    pub trust: Option<linnet_omemo::Trust>,
+}
+
+/// `jid`'s devices as last seen, with what we know of their identities.
+pub(crate) fn devices(
+    inner: &Inner,
+    account: AccountId,
+    jid: &BareJid,
+) -> Result<Vec<OmemoDeviceInfo>, StoreError> {
+    use linnet_omemo::store::IdentityStore as _;
+    let mut store = inner.store();
+    let mut out: Vec<OmemoDeviceInfo> = Vec::new();
+    for version in [Version::Omemo2, Version::Omemo03] {
+        for d in store
+            .omemo_device_list(account, jid.as_str(), version)?
+            .unwrap_or_default()
+        {
+            if out.iter().any(|o| o.device_id == d.device_id && o.active) {
+                continue;
+            }
+            out.retain(|o| o.device_id != d.device_id);
+            out.push(OmemoDeviceInfo {
+                device_id: d.device_id,
+                encryption: encryption_of(version),
+                active: d.active,
+                fingerprint: None,
+                trust: None,
+            });
+        }
+    }
+    let found = store.omemo_transaction(account, |s| {
+        out.iter()
+            .map(|o| {
+                let version = match o.encryption {
+                    Encryption::Omemo03 => Version::Omemo03,
+                    _ => Version::Omemo2,
+                };
+                s.identity(version, &DeviceAddress::new(jid.as_str(), o.device_id))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    if let Ok(records) = found {
+        for (o, r) in out.iter_mut().zip(records) {
+            if let Some(r) = r {
+                o.fingerprint = Some(r.key.iter().map(|b| format!("{b:02x}")).collect());
+                o.trust = Some(r.trust);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -76,6 +76,10 @@ pub struct MessageItem {
     pub body: String,
     pub timestamp_ms: i64,
     pub state: DeliveryState,
+    /// How it travelled (OMEMO 0.3, OMEMO 2, or in the clear).
+    pub encryption: linnet_store::Encryption,
+    /// Why it could not be decrypted or sent; then `body` is empty or not delivered.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

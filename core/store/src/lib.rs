@@ -11,6 +11,7 @@
 
 mod accounts;
 mod conversations;
+mod devices;
 mod error;
 mod key;
 mod kv;
@@ -25,6 +26,7 @@ mod store;
 mod tx;
 mod types;
 
+pub use devices::OmemoDevice;
 pub use error::{Result, StoreError};
 pub use key::DbKey;
 pub use migrations::LATEST_VERSION;
@@ -34,6 +36,6 @@ pub use store::Store;
 pub use tx::Tx;
 pub use types::{
     AccountId, AccountRecord, ContactRecord, ConversationId, ConversationKind, ConversationSummary,
-    DeliveryState, Direction, Inserted, LastMessage, MessageId, MessageRecord, NewMessage,
-    OutboxEntry, OutboxId, Subscription,
+    DeliveryState, Direction, Encryption, EncryptionPolicy, Inserted, LastMessage, MessageId,
+    MessageRecord, NewMessage, OutboxEntry, OutboxId, Subscription,
 };

@@ -23,6 +23,8 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord>
         timestamp_ms: row.get(9)?,
         received_ms: row.get(10)?,
         delivery_state: row.get(11)?,
+        encryption: row.get(12)?,
+        error: row.get(13)?,
     })
 }
 
@@ -93,8 +95,9 @@ impl Tx<'_> {
             self.conn
                 .prepare_cached(
                     "INSERT INTO messages (conversation_id, direction, sender, body, origin_id,
-                         stanza_id, stanza_id_by, timestamp_ms, received_ms, delivery_state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         stanza_id, stanza_id_by, timestamp_ms, received_ms, delivery_state,
+                         encryption, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
                     m.conversation,
@@ -107,6 +110,8 @@ impl Tx<'_> {
                     m.timestamp_ms,
                     received_ms,
                     m.delivery_state,
+                    m.encryption,
+                    m.error,
                 ])?;
             let id = MessageId(self.conn.last_insert_rowid());
 
@@ -146,6 +151,8 @@ impl Tx<'_> {
                 timestamp_ms: m.timestamp_ms,
                 received_ms,
                 delivery_state: m.delivery_state,
+                encryption: m.encryption,
+                error: m.error.clone(),
             }))
         })
     }

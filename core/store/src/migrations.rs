@@ -222,7 +222,42 @@ CREATE TABLE omemo_identities (
 ) WITHOUT ROWID;
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// v5: OMEMO in conversations. The device lists of peers (and our own account) as last
+/// seen in PEP: a list we have seen, even empty, is known, which is not the same as one we
+/// never fetched; a device gone from its list stays as inactive (sessions and trust are kept,
+/// nothing is encrypted for it). Each message records how it travelled and, when it could
+/// not be decrypted, why; each conversation its encryption choice.
+const V5: &str = r#"
+CREATE TABLE omemo_device_lists (
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    jid        TEXT    NOT NULL,
+    version    INTEGER NOT NULL CHECK (version IN (0, 2)),
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (account_id, jid, version)
+) WITHOUT ROWID;
+
+CREATE TABLE omemo_devices (
+    account_id    INTEGER NOT NULL,
+    jid           TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    device_id     INTEGER NOT NULL CHECK (device_id BETWEEN 1 AND 2147483647),
+    active        INTEGER NOT NULL CHECK (active IN (0, 1)),
+    first_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (account_id, jid, version, device_id),
+    FOREIGN KEY (account_id, jid, version)
+        REFERENCES omemo_device_lists (account_id, jid, version) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- 'auto': OMEMO when the peer has devices (and for good once a message went encrypted).
+ALTER TABLE conversations ADD COLUMN encryption TEXT NOT NULL DEFAULT 'auto'
+    CHECK (encryption IN ('auto', 'omemo', 'plain'));
+-- 0 plaintext, 1 OMEMO 0.3, 2 OMEMO 2.
+ALTER TABLE messages ADD COLUMN encryption INTEGER NOT NULL DEFAULT 0
+    CHECK (encryption IN (0, 1, 2));
+ALTER TABLE messages ADD COLUMN error TEXT;
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -13,7 +13,7 @@ macro_rules! message_select {
     () => {
         "SELECT m.id, m.conversation_id, c.account_id, m.direction, m.sender, m.body,
                 m.origin_id, m.stanza_id, m.stanza_id_by, m.timestamp_ms, m.received_ms,
-                m.delivery_state
+                m.delivery_state, m.encryption, m.error
          FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     };
 }

@@ -249,6 +249,26 @@ macro_rules! delegate_to_tx {
 }
 
 delegate_to_tx! {
+    // OMEMO devices and encryption choices
+    fn set_omemo_device_list(
+        &self,
+        account: AccountId,
+        jid: &str,
+        version: linnet_omemo::Version,
+        ids: &[u32],
+    ) -> Result<()>;
+    fn omemo_device_list(
+        &self,
+        account: AccountId,
+        jid: &str,
+        version: linnet_omemo::Version,
+    ) -> Result<Option<Vec<crate::OmemoDevice>>>;
+    fn encryption_policy(&self, conversation: ConversationId) -> Result<crate::EncryptionPolicy>;
+    fn set_encryption_policy(
+        &self,
+        conversation: ConversationId,
+        policy: crate::EncryptionPolicy,
+    ) -> Result<()>;
     // session state
     fn session_state(&self, account: AccountId) -> Result<SessionState>;
     fn set_session_state(&self, account: AccountId, state: &SessionState) -> Result<()>;

@@ -277,6 +277,10 @@ pub struct NewMessage {
     /// The message's own time: the XEP-0203 delay stamp, else the time it arrived/was sent.
     pub timestamp_ms: i64,
     pub delivery_state: DeliveryState,
+    pub encryption: Encryption,
+    /// Why an incoming encrypted message could not be decrypted (then `body` is empty). No
+    /// user data: it is shown as the message.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -294,6 +298,79 @@ pub struct MessageRecord {
     /// When this device stored it.
     pub received_ms: i64,
     pub delivery_state: DeliveryState,
+    pub encryption: Encryption,
+    /// See [`NewMessage::error`].
+    pub error: Option<String>,
+}
+
+/// How a message travelled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    #[default]
+    Plain,
+    /// OMEMO 0.3 (eu.siacs.conversations.axolotl).
+    Omemo03,
+    /// OMEMO 2 (urn:xmpp:omemo:2).
+    Omemo2,
+}
+
+impl Encryption {
+    fn code(self) -> i64 {
+        match self {
+            Encryption::Plain => 0,
+            Encryption::Omemo03 => 1,
+            Encryption::Omemo2 => 2,
+        }
+    }
+}
+
+impl ToSql for Encryption {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.code()))
+    }
+}
+
+impl FromSql for Encryption {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let code = i64::column_result(value)?;
+        [Encryption::Plain, Encryption::Omemo03, Encryption::Omemo2]
+            .into_iter()
+            .find(|e| e.code() == code)
+            .ok_or_else(|| invalid("invalid encryption"))
+    }
+}
+
+/// A conversation's encryption choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionPolicy {
+    /// OMEMO when the peer has devices; becomes [`EncryptionPolicy::Omemo`] with the first
+    /// message that goes encrypted, so that a vanished device list never turns it off.
+    #[default]
+    Auto,
+    Omemo,
+    Plain,
+}
+
+impl EncryptionPolicy {
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            EncryptionPolicy::Auto => "auto",
+            EncryptionPolicy::Omemo => "omemo",
+            EncryptionPolicy::Plain => "plain",
+        }
+    }
+
+    pub(crate) fn from_code(code: &str) -> Option<Self> {
+        [
+            EncryptionPolicy::Auto,
+            EncryptionPolicy::Omemo,
+            EncryptionPolicy::Plain,
+        ]
+        .into_iter()
+        .find(|p| p.code() == code)
+    }
 }
 
 /// Outcome of storing a message.

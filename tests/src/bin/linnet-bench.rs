@@ -51,6 +51,8 @@ fn fill(store: &mut Store, account: linnet_store::AccountId, own: &str) {
                         stanza_id_by: None,
                         timestamp_ms: base + (i as i64) * 60_000 + c as i64,
                         delivery_state: DeliveryState::Delivered,
+                        encryption: Default::default(),
+                        error: None,
                     })
                     .collect();
                 tx.insert_messages(&batch)?;

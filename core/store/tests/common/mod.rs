@@ -48,6 +48,8 @@ pub fn incoming(conversation: ConversationId, body: &str, ts: i64) -> NewMessage
         stanza_id_by: None,
         timestamp_ms: ts,
         delivery_state: DeliveryState::Delivered,
+        encryption: Default::default(),
+        error: None,
     }
 }
 
