@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use linnet_client::{
     AccountId, ChatListSnapshot, Client, ClientError, ConversationSnapshot, DbKey, DeliveryState,
-    Direction, ServerOverride,
+    Direction, Encryption, EncryptionPolicy, ServerOverride,
 };
 use tokio::sync::watch;
 
@@ -117,6 +117,15 @@ fn linnet_client_id() -> String {
     )
 }
 
+/// A hex fingerprint in groups of eight, as clients show them.
+fn group(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(8)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn clock(ms: i64) -> String {
     let s = (ms / 1000).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
@@ -142,8 +151,13 @@ fn render(viewer: &Side, peer_label: &str, snap: &ConversationSnapshot) -> Strin
             (_, DeliveryState::Read) => "  ✓✓ read",
             (_, DeliveryState::Failed) => "  ✗ failed",
         };
+        let lock = match m.encryption {
+            Encryption::Omemo2 => "🔒 OMEMO 2  ",
+            Encryption::Omemo03 => "🔒 OMEMO 0.3",
+            Encryption::Plain => "⚠ plaintext",
+        };
         out.push_str(&format!(
-            "  {}  {:<5} {} {}{}\n",
+            "  {}  {:<5} {} [{lock}] {}{}\n",
             clock(m.timestamp_ms),
             who,
             arrow,
@@ -197,7 +211,31 @@ pub async fn run(args: &Args) -> Result<(), ClientError> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    eprintln!("• they are mutual contacts; chatting");
+    // End-to-end encrypted or not at all: each waits for the other's OMEMO device, and both
+    // conversations are set to OMEMO, so that nothing could go in the clear.
+    for (me, other) in [(&alice, &bob), (&bob, &alice)] {
+        let device = other.client.own_omemo_device(other.account)?;
+        let mut tries = 0;
+        while !me
+            .client
+            .omemo_devices(me.account, &other.jid)?
+            .iter()
+            .any(|d| d.device_id == device && d.active)
+        {
+            tries += 1;
+            if tries > 500 {
+                return Err(ClientError::Network(format!(
+                    "{} never saw {}'s OMEMO device",
+                    me.name, other.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let conv = me.client.open_conversation(me.account, &other.jid)?;
+        me.client
+            .set_encryption_policy(conv, EncryptionPolicy::Omemo)?;
+    }
+    eprintln!("• they are mutual contacts and know each other's OMEMO devices; chatting, end-to-end encrypted");
     let lines = [
         (&alice, &bob, "Hi Bob! No phone number needed 🎉"),
         (&bob, &alice, "Hi Alice! Got it loud and clear."),
@@ -220,6 +258,22 @@ pub async fn run(args: &Args) -> Result<(), ClientError> {
     let b_view = bob.conversation(&alice.jid).await?;
     print!("{}", render(&alice, "bob", &a_view));
     print!("{}", render(&bob, "alice", &b_view));
+    // What each would compare with the other to verify (by QR code or reading aloud).
+    println!();
+    for (me, other) in [(&alice, &bob), (&bob, &alice)] {
+        for d in me.client.omemo_devices(me.account, &other.jid)? {
+            if let Some(f) = d.fingerprint {
+                println!(
+                    "  {} sees {}'s device {} ({:?}), fingerprint {}",
+                    me.name,
+                    other.name,
+                    d.device_id,
+                    d.encryption,
+                    group(&f)
+                );
+            }
+        }
+    }
     alice.client.shutdown().await;
     bob.client.shutdown().await;
     Ok(())

@@ -248,3 +248,26 @@ async fn kill_9_mid_stream_loses_nothing_confirmed() {
         kill_and_restart(server).await;
     }
 }
+
+/// The demo (what `scripts/demo` runs) chats end to end encrypted, and says so.
+#[test]
+fn the_demo_conversation_is_omemo_encrypted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_linnet"))
+        .args(["demo", "--domain", &var("PROSODY_DOMAIN"), "--server"])
+        .arg(format!("{}:{}", var("PROSODY_HOST"), var("PROSODY_PORT")))
+        .args(["--ca", &var("LINNET_CA"), "--only-ca", "--data-dir"])
+        .arg(tmp.path().join("demo"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" → ") || l.contains(" ← "))
+        .collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines.iter().all(|l| l.contains("🔒 OMEMO")), "{text}");
+    assert!(!text.contains("plaintext"), "{text}");
+    assert_eq!(text.matches("fingerprint").count(), 2, "{text}");
+}
