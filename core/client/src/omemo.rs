@@ -599,6 +599,7 @@ async fn send_one(
             .map_err(|e| SendError::Later(e.to_string()))?
     };
     for jid in [&peer, &own] {
+        // Once per session: ejabberd does not always notify of a changed list.
         for (_, xv) in VERSIONS {
             if fetched.insert((jid.clone(), xv)) {
                 if let Err(e) = fetch_device_list(inner, account, session, jid, xv).await {
@@ -622,7 +623,7 @@ async fn send_one(
                     &message.body,
                     &origin,
                 ));
-                send_prepared(inner, slot, session, entry, &origin, &stanza, None)
+                send_prepared(inner, slot, session, entry, &origin, &stanza)
             }
         };
     }
@@ -695,7 +696,6 @@ fn send_prepared(
     entry: &OutboxEntry,
     origin: &str,
     stanza: &str,
-    encryption: Option<Encryption>,
 ) -> Result<(), SendError> {
     let guard = lock(slot);
     if !guard
@@ -704,13 +704,7 @@ fn send_prepared(
     {
         return Err(SendError::Later("session ended".into()));
     }
-    inner.store().transaction(|tx| {
-        tx.outbox_replace(entry.id, "chat", stanza)?;
-        if let (Some(e), Some(m)) = (encryption, entry.message) {
-            tx.set_message_encryption(m, e)?;
-        }
-        Ok(())
-    })?;
+    inner.store().outbox_replace(entry.id, "chat", stanza)?;
     let _ = session.send_raw_tracked(stanza, origin);
     drop(guard);
     Ok(())

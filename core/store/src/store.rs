@@ -264,6 +264,7 @@ delegate_to_tx! {
         version: linnet_omemo::Version,
     ) -> Result<Option<Vec<crate::OmemoDevice>>>;
     fn encryption_policy(&self, conversation: ConversationId) -> Result<crate::EncryptionPolicy>;
+    fn outbox_replace(&self, id: OutboxId, kind: &str, payload: &str) -> Result<()>;
     fn set_encryption_policy(
         &self,
         conversation: ConversationId,
