@@ -279,6 +279,30 @@ async fn a_message_not_for_our_device_is_shown_as_such(server: Server) {
     assert_eq!(m.body, "");
     assert_eq!(m.encryption, Encryption::Omemo2);
     assert_eq!(m.error.as_deref(), Some("not encrypted for this device"));
+    // A malformed element (sid 0) beside an empty OMEMO 0.3 one: shown, with the reason.
+    let empty03 = linnet_xmpp::omemo::Encrypted {
+        version: OmemoVersion::V03,
+        sid: 77,
+        keys: vec![linnet_xmpp::omemo::KeyEntry {
+            jid: None,
+            rid: other,
+            kex: false,
+            data: vec![1; 40],
+        }],
+        iv: Some(vec![0; 12]),
+        payload: None,
+    };
+    let ok = String::from(&linnet_xmpp::omemo::chat_stanza(&to, "m1", &[empty03], None).unwrap());
+    let bad = "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='0'/></encrypted>";
+    raw.send_xml(&ok.replacen("</message>", &format!("{bad}</message>"), 1))
+        .unwrap();
+    let s = b
+        .wait_conversation(&stranger, "the malformed message", |s| {
+            s.messages.len() == 2
+        })
+        .await;
+    let reason = s.messages[1].error.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("malformed OMEMO element"), "{reason}");
 }
 
 /// Messages written offline wait in the outbox: encrypted ones are encrypted and sent by

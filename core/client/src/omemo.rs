@@ -294,13 +294,17 @@ pub(crate) fn open_message(
             .map_or(Version::Omemo03, |e| crypto_version(e.version));
         // Empty messages for other devices (our own heartbeats as sent carbons, say) are
         // not messages.
-        if m.encrypted.iter().flatten().all(|e| e.payload.is_none()) && !m.encrypted.is_empty() {
+        // A malformed element is reported even beside empty ones: it may have been a message.
+        if m.encrypted
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|e| e.payload.is_none()))
+        {
             return Ok(Opened::Nothing);
         }
+        // The malformed element is the reason unless a well-formed one carried content.
+        let content = m.encrypted.iter().flatten().any(|e| e.payload.is_some());
         let reason = match m.encrypted.iter().find_map(|r| r.as_ref().err()) {
-            Some(e) if !m.encrypted.iter().any(|r| r.is_ok()) => {
-                format!("malformed OMEMO element: {e}")
-            }
+            Some(e) if !content => format!("malformed OMEMO element: {e}"),
             _ => "not encrypted for this device".to_owned(),
         };
         return Ok(Opened::Failed(reason, encryption_of(version)));
@@ -388,9 +392,12 @@ pub(crate) fn open_message(
         }
         Err(e) => {
             use linnet_omemo::Error as E;
+            // XEP-0384: a message from a device we have no session with (or whose key
+            // exchange names keys we no longer have) calls for a new session. A MAC failure
+            // does not: one garbled or forged message must not replace a working session.
             if matches!(
                 e,
-                E::NoSession(_) | E::BadMac | E::UnknownPreKey(_) | E::UnknownSignedPreKey(_)
+                E::NoSession(_) | E::UnknownPreKey(_) | E::UnknownSignedPreKey(_)
             ) {
                 fx.answers.push(answer(true));
             }
@@ -629,15 +636,12 @@ async fn send_one(
     }
     let all: Vec<Target> = peer_targets.iter().chain(&own_targets).cloned().collect();
     for t in &all {
-        ensure_session(inner, account, session, &own, device_id, t).await?;
+        ensure_session(inner, account, session, &own, device_id, t, false).await?;
     }
     // Under the slot lock, as `send_message` and the outbox re-send are: the entry is
     // encrypted, stored as its stanza and sent on this session, or left for the next one.
     let guard = lock(slot);
-    if !guard
-        .as_ref()
-        .is_some_and(|s| s.same_stream(session) && !s.is_closed())
-    {
+    if !live(&guard, session) {
         return Err(SendError::Later("session ended".into()));
     }
     let mut failure = None;
@@ -688,6 +692,13 @@ async fn send_one(
     Ok(())
 }
 
+/// Whether the slot still holds `session`, open: what is sent now goes on it, or else is
+/// left to the next session's outbox re-send.
+fn live(slot: &Option<Session>, session: &Session) -> bool {
+    slot.as_ref()
+        .is_some_and(|s| s.same_stream(session) && !s.is_closed())
+}
+
 /// Sends a stanza built without encryption in place of the entry (see `send_one`).
 fn send_prepared(
     inner: &Inner,
@@ -698,10 +709,7 @@ fn send_prepared(
     stanza: &str,
 ) -> Result<(), SendError> {
     let guard = lock(slot);
-    if !guard
-        .as_ref()
-        .is_some_and(|s| s.same_stream(session) && !s.is_closed())
-    {
+    if !live(&guard, session) {
         return Err(SendError::Later("session ended".into()));
     }
     inner.store().outbox_replace(entry.id, "chat", stanza)?;
@@ -784,8 +792,9 @@ async fn fetch_device_list(
     Ok(())
 }
 
-/// Builds a session with the device from its bundle unless one exists. A device whose
-/// bundle cannot be had is left out of this message (logged), not a failure of it.
+/// Builds a session with the device from its bundle unless one exists (or, with `replace`,
+/// in place of the one that exists: the old one stays if no bundle can be had). A device
+/// whose bundle cannot be had is left out of this message (logged), not a failure of it.
 async fn ensure_session(
     inner: &Arc<Inner>,
     account: AccountId,
@@ -793,6 +802,7 @@ async fn ensure_session(
     own: &BareJid,
     device_id: u32,
     t: &Target,
+    replace: bool,
 ) -> Result<(), SendError> {
     let address = DeviceAddress::new(t.jid.as_str(), t.device_id);
     let has = inner
@@ -801,7 +811,7 @@ async fn ensure_session(
             SessionManager::new(s, own.as_str(), device_id)?.has_session(t.version, &address)
         })
         .map_err(|e| SendError::Later(e.to_string()))?;
-    if has {
+    if has && !replace {
         return Ok(());
     }
     let xv = xml_version(t.version);
@@ -991,18 +1001,8 @@ pub(crate) async fn answer(
                 }
                 repairs.insert(key, now);
             }
-            let address = DeviceAddress::new(a.jid.as_str(), a.device_id);
-            // The broken session goes; the bundle makes a new one.
-            let removed = inner.store().omemo_transaction(account, |mut s| {
-                use linnet_omemo::store::SessionStore as _;
-                s.remove_session(a.version, &address)
-            });
-            if let Err(e) = removed {
-                tracing::warn!(account = account.0, error = %e, "dropping a broken session failed");
-                continue;
-            }
             if let Err(e) =
-                ensure_session(&inner, account, &session, &own, device_id, &target).await
+                ensure_session(&inner, account, &session, &own, device_id, &target, true).await
             {
                 tracing::info!(account = account.0, error = ?e, "session repair failed");
                 continue;
