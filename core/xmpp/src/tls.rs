@@ -36,7 +36,7 @@ impl std::fmt::Debug for TlsOptions {
 /// send and verify again; the ticket exists only because an earlier handshake with the
 /// same trust options verified the chain). Same number of round trips: early data (0-RTT)
 /// stays off, it would be replayable.
-pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConnectError> {
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, ConnectError> {
     type Key = (Option<Vec<u8>>, bool);
     type Cache = Mutex<Vec<(Key, Arc<ClientConfig>)>>;
     // Trust configurations per process are few; this only bounds a pathological caller.
