@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use linnet_client::{
     AccountId, ChatListSnapshot, Client, ClientError, ClientOptions, ConversationListener,
-    ConversationSnapshot, DbKey, DeliveryState, ServerOverride, TlsOptions,
+    ConversationSnapshot, DbKey, DeliveryState, MessageId, ServerOverride, TlsOptions,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use args::Args;
 
-const USAGE: &str = "usage: linnet [options] <command> [args]
+const USAGE: &str = r#"usage: linnet [options] <command> [args]
 
 commands:
   keygen                          print a new random database key (64 hex digits)
@@ -37,7 +37,12 @@ commands:
   chats                           print the chat-list snapshot
   show <jid> [--limit N]          print one conversation's snapshot
   history <jid> [--limit N]       messages as JSON lines, oldest first
-  watch [--seconds N]             stay online; snapshot updates out, JSON commands in (stdin)
+  watch [--seconds N]             stay online; snapshot updates out, JSON commands in (stdin):
+                                  {"cmd":"send","to":J,"body":B}  {"cmd":"reply","message":N,"body":B}
+                                  {"cmd":"correct","message":N,"body":B}  {"cmd":"retract","message":N}
+                                  {"cmd":"react","message":N,"emojis":[E,…]}  {"cmd":"typing","peer":J,"typing":true}
+                                  {"cmd":"mark_read","peer":J}  add_contact/approve/deny {"jid":J}
+                                  {"cmd":"show","peer":J}  {"cmd":"quit"}
   change-password                 new password from --password-file/LINNET_PASSWORD
   delete-account                  delete the account on the server and here
   demo                            two fresh accounts chatting on a local server
@@ -49,7 +54,7 @@ options:
   --password-file F    password (env LINNET_PASSWORD; else first line of stdin)
   --server HOST:PORT   connect here instead of DNS SRV   --direct-tls   TLS from the first byte
   --ca FILE            extra trusted CA (PEM; env LINNET_CA)   --only-ca   trust only that CA
-";
+"#;
 
 fn exit_code(e: &ClientError) -> i32 {
     match e {
@@ -508,14 +513,19 @@ async fn watch(args: &Args) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// One JSON command of `watch`: {"cmd": "send", "to": ..., "body": ...}, "mark_read",
-/// "add_contact", "approve", "deny", "show", "quit".
+/// One JSON command of `watch` (see the usage text).
 async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, ClientError> {
     let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
     let s = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("missing \"{k}\"")))
+    };
+    let message = || {
+        v.get("message")
+            .and_then(Value::as_i64)
+            .map(MessageId)
+            .ok_or_else(|| bad("missing \"message\" (a message id)"))
     };
     let acc = match v.get("account").and_then(Value::as_str) {
         Some(jid) => client
@@ -525,6 +535,27 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
     };
     match s("cmd")? {
         "send" => Ok(json!({"message": client.send_message(acc, s("to")?, s("body")?)?.0})),
+        "reply" => Ok(json!({"message": client.reply(acc, message()?, s("body")?)?.0})),
+        "correct" => client
+            .correct_message(acc, message()?, s("body")?)
+            .map(|_| json!({})),
+        "retract" => client.retract_message(acc, message()?).map(|_| json!({})),
+        "react" => {
+            let emojis: Vec<String> = v
+                .get("emojis")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("missing \"emojis\" (a list)"))?
+                .iter()
+                .map(|e| e.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("\"emojis\" holds strings"))?;
+            client.react(acc, message()?, &emojis).map(|_| json!({}))
+        }
+        "typing" => {
+            let conv = client.open_conversation(acc, s("peer")?)?;
+            let typing = v.get("typing").and_then(Value::as_bool).unwrap_or(true);
+            client.set_typing(conv, typing).map(|_| json!({}))
+        }
         "mark_read" => {
             let conv = client.open_conversation(acc, s("peer")?)?;
             client.mark_read(conv)?;

@@ -259,13 +259,16 @@ async fn a_message_not_for_our_device_is_shown_as_such(server: Server) {
         iv: None,
         payload,
     };
-    let empty = linnet_xmpp::omemo::chat_stanza(&to, "e1", &[encrypted(None)], None).unwrap();
+    let empty =
+        linnet_xmpp::omemo::chat_stanza(&to, "e1", &[encrypted(None)], None, &Default::default())
+            .unwrap();
     raw.send_xml(&String::from(&empty)).unwrap();
     let full = linnet_xmpp::omemo::chat_stanza(
         &to,
         "f1",
         &[encrypted(Some(vec![2; 30]))],
         Some("fallback"),
+        &Default::default(),
     )
     .unwrap();
     raw.send_xml(&String::from(&full)).unwrap();
@@ -292,7 +295,9 @@ async fn a_message_not_for_our_device_is_shown_as_such(server: Server) {
         iv: Some(vec![0; 12]),
         payload: None,
     };
-    let ok = String::from(&linnet_xmpp::omemo::chat_stanza(&to, "m1", &[empty03], None).unwrap());
+    let ok = String::from(
+        &linnet_xmpp::omemo::chat_stanza(&to, "m1", &[empty03], None, &Default::default()).unwrap(),
+    );
     let bad = "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='0'/></encrypted>";
     raw.send_xml(&ok.replacen("</message>", &format!("{bad}</message>"), 1))
         .unwrap();

@@ -667,6 +667,9 @@ async fn pump(
         for c in &effects.changed {
             inner.conversation_snapshot_changed(*c);
         }
+        for (c, typing) in std::mem::take(&mut effects.typing) {
+            inner.set_peer_typing(c, typing);
+        }
         // The publisher was woken during the transaction; let it run before the fsync.
         tokio::task::yield_now().await;
         if !effects.receipts.is_empty() || !effects.approvals.is_empty() || handled > 0 {
@@ -780,6 +783,8 @@ struct Effects {
     receipts: Vec<(String, String)>,
     approvals: Vec<BareJid>,
     omemo: crate::omemo::OmemoEffects,
+    /// Conversations whose peer started (true) or stopped typing.
+    typing: Vec<(ConversationId, bool)>,
 }
 
 fn apply(
@@ -891,6 +896,28 @@ fn apply(
                 fx.omemo.fetch_lists.push(own.clone());
             }
         }
+        Event::Presence {
+            from_full,
+            available: false,
+        } => {
+            // Gone: whatever they were typing will not come.
+            if let Some(peer) = linnet_xmpp::jid::split_bare(&from_full) {
+                if let Some(c) = tx.conversation(account, &peer, false)? {
+                    fx.typing.push((c, false));
+                }
+            }
+        }
+        Event::ChatState { from, state } => {
+            if let Some(c) = tx.conversation(account, from.as_str(), false)? {
+                fx.typing
+                    .push((c, state == linnet_xmpp::rich::ChatState::Composing));
+            }
+        }
+        Event::Displayed { peer, id, outgoing } => {
+            if let Some(c) = crate::rich::on_displayed(tx, account, &peer, &id, outgoing)? {
+                fx.changed.push(c);
+            }
+        }
         Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
     }
     Ok(())
@@ -936,7 +963,32 @@ fn on_message(
             }
         }
     }
+    let change = crate::rich::change_of(tx, conversation, &m)?;
+    if matches!(change, crate::rich::Change::Drop) {
+        return Ok(());
+    }
     let timestamp_ms = placement.time_for(tx, conversation, m.archived, m.timestamp_ms)?;
+    if !m.outgoing && !m.archived {
+        // A message ends the typing that led to it.
+        fx.typing.push((conversation, false));
+    }
+    if let crate::rich::Change::Apply(kind, target) = change {
+        if crate::rich::store_change(
+            tx,
+            conversation,
+            own,
+            &m,
+            kind,
+            target,
+            timestamp_ms,
+            encryption,
+            error,
+        )? {
+            fx.changed.push(conversation);
+        }
+        return Ok(());
+    }
+    let (body, reply_to) = crate::rich::message_parts(&m);
     let inserted = tx.insert_message(&NewMessage {
         conversation,
         direction: if m.outgoing {
@@ -949,7 +1001,7 @@ fn on_message(
         } else {
             m.peer.as_str().to_owned()
         },
-        body: m.body.clone(),
+        body,
         origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
         stanza_id: m.stanza_id.clone(),
         stanza_id_by: m.stanza_id_by.clone(),
@@ -961,6 +1013,11 @@ fn on_message(
         },
         encryption,
         error,
+        kind: Default::default(),
+        target: None,
+        reply_to,
+        markable: m.rich.markable,
+        replaces: m.rich.replace.clone(),
     })?;
     match inserted {
         Inserted::New(rec) => {

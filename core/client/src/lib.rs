@@ -4,14 +4,16 @@
 mod account;
 mod error;
 mod omemo;
+mod rich;
 pub mod snapshot;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use linnet_store::{ContactRecord, NewMessage, Store, Subscription as RosterSub};
+use linnet_store::{ContactRecord, Store, Subscription as RosterSub};
 use linnet_xmpp::{BareJid, ServerAddr, Session};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
@@ -125,6 +127,10 @@ pub(crate) struct Inner {
     pub(crate) omemo_repairs: Mutex<OmemoRepairs>,
     /// Held while our OMEMO device is being published (see `omemo::publish_own_device`).
     pub(crate) omemo_publishing: tokio::sync::Mutex<()>,
+    /// Conversations whose peer is typing, as their last chat state said.
+    pub(crate) peer_typing: Mutex<std::collections::HashSet<ConversationId>>,
+    /// The typing state we last told each conversation's peer (see `Client::set_typing`).
+    pub(crate) typing_sent: Mutex<HashMap<ConversationId, bool>>,
 }
 
 type OmemoRepairs = HashMap<(AccountId, BareJid, u32, linnet_omemo::Version), tokio::time::Instant>;
@@ -181,6 +187,8 @@ impl Client {
             runtimes: Mutex::new(HashMap::new()),
             omemo_repairs: Mutex::new(HashMap::new()),
             omemo_publishing: tokio::sync::Mutex::new(()),
+            peer_typing: Default::default(),
+            typing_sent: Default::default(),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
@@ -382,68 +390,17 @@ impl Client {
         if body.len() > MAX_BODY_BYTES {
             return Err(ClientError::BadInput("message too long".into()));
         }
-        let own = {
-            let store = lock(&self.inner.store);
-            store.account(account)?.jid
-        };
         let id = linnet_xmpp::new_id();
-        let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(&peer, body, &id));
-        // Held while queueing and sending, so that a session coming up re-sends the outbox
-        // either before this message is queued or before it is sent (see account::run).
-        let (slot, send_wake) = lock(&self.inner.runtimes)
-            .get(&account)
-            .map(|rt| (rt.session.clone(), rt.send_wake.clone()))
-            .unzip();
-        let session = slot.as_ref().map(|s| lock(s));
-        let (message, conversation, encrypt) = {
-            let mut store = lock(&self.inner.store);
-            store.transaction(|tx| {
-                let conversation = tx
-                    .conversation(account, peer.as_str(), true)?
-                    .ok_or(linnet_store::StoreError::NotFound("conversation"))?;
-                let encrypt = match tx.encryption_policy(conversation)? {
-                    EncryptionPolicy::Plain => false,
-                    EncryptionPolicy::Omemo => true,
-                    // The sender finds out (fetching the lists) unless we know already.
-                    EncryptionPolicy::Auto => omemo::may_have_devices(tx, account, &peer)?,
-                };
-                let inserted = tx.insert_message(&NewMessage {
-                    conversation,
-                    direction: Direction::Outgoing,
-                    sender: own.clone(),
-                    body: body.to_owned(),
-                    origin_id: Some(id.clone()),
-                    stanza_id: None,
-                    stanza_id_by: None,
-                    timestamp_ms: now_ms(),
-                    delivery_state: DeliveryState::Pending,
-                    encryption: Default::default(),
-                    error: None,
-                })?;
-                if encrypt {
-                    tx.outbox_push(account, Some(inserted.id()), omemo::KIND_TO_ENCRYPT, "")?;
-                } else {
-                    tx.outbox_push(account, Some(inserted.id()), "chat", &stanza)?;
-                }
-                Ok((inserted.id(), conversation, encrypt))
-            })?
+        let out = rich::Outgoing {
+            body: body.to_owned(),
+            kind: Default::default(),
+            target: None,
+            reply_to: None,
+            wire: rich::Wire::Chat(Default::default()),
         };
-        if encrypt {
-            if let Some(w) = send_wake {
-                w.notify_one();
-            }
-        } else if let Some(s) = session
-            .as_ref()
-            .and_then(|g| g.as_ref())
-            .filter(|s| !s.is_closed())
-        {
-            // If this fails the outbox still has it: the next session sends it.
-            let _ = s.send_raw_tracked(&stanza, &id);
-        }
-        drop(session);
-        self.inner.conversation_changed(conversation);
-        self.inner.publish_chat_list();
-        Ok(message)
+        Ok(self
+            .queue_outgoing(account, &peer, &id, out, |_, _| Ok(()))?
+            .0)
     }
 
     /// The OMEMO devices of `jid` (a contact, or our own account) as last seen in PEP.
@@ -473,11 +430,15 @@ impl Client {
         Ok(())
     }
 
-    /// Marks everything in the conversation read.
+    /// Marks everything in the conversation read, and tells the peer (XEP-0333) when
+    /// something was newly read and they asked to know.
     pub fn mark_read(&self, conversation: ConversationId) -> Result<()> {
-        lock(&self.inner.store).mark_read(conversation, None)?;
+        let newly_read = lock(&self.inner.store).mark_read(conversation, None)?;
         self.inner.conversation_changed(conversation);
         self.inner.publish_chat_list();
+        if !newly_read.is_empty() {
+            self.send_displayed(conversation)?;
+        }
         Ok(())
     }
 
@@ -668,11 +629,11 @@ impl Client {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<MessageItem>> {
-        Ok(lock(&self.inner.store)
-            .messages(conversation, before, limit.min(1000))?
-            .into_iter()
-            .map(message_item)
-            .collect())
+        let store = lock(&self.inner.store);
+        let records = store.messages(conversation, before, limit.min(1000))?;
+        let account = store.conversation_info(conversation)?.account;
+        let own = store.account(account)?.jid;
+        Ok(rich::message_items(&store, &own, records)?)
     }
 
     /// Logs every account out and stops all tasks.
@@ -727,22 +688,31 @@ fn contact_item(c: ContactRecord) -> ContactItem {
     }
 }
 
-fn message_item(m: linnet_store::MessageRecord) -> MessageItem {
-    MessageItem {
-        id: m.id,
-        direction: m.direction,
-        sender: m.sender,
-        body: m.body,
-        timestamp_ms: m.timestamp_ms,
-        state: m.delivery_state,
-        encryption: m.encryption,
-        error: m.error,
-    }
-}
-
 impl Inner {
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
+    }
+
+    /// The account's session, if one is up.
+    pub(crate) fn live_session(&self, account: AccountId) -> Option<Session> {
+        let slot = lock(&self.runtimes).get(&account)?.session.clone();
+        let s = lock(&slot).clone();
+        s.filter(|s| !s.is_closed())
+    }
+
+    /// Records whether a conversation's peer is typing; the snapshot follows.
+    pub(crate) fn set_peer_typing(&self, conversation: ConversationId, typing: bool) {
+        let changed = {
+            let mut set = lock(&self.peer_typing);
+            if typing {
+                set.insert(conversation)
+            } else {
+                set.remove(&conversation)
+            }
+        };
+        if changed {
+            self.conversation_snapshot_changed(conversation);
+        }
     }
 
     pub(crate) fn connect_config(
@@ -993,12 +963,15 @@ impl Inner {
     ) -> Result<ConversationSnapshot> {
         let store = self.store();
         let info = store.conversation_info(conversation)?;
-        let mut messages = store.messages(conversation, None, window + 1)?;
-        drop(store);
-        let has_more = messages.len() > window as usize;
+        let mut records = store.messages(conversation, None, window + 1)?;
+        let has_more = records.len() > window as usize;
         if has_more {
-            messages.remove(0);
+            records.remove(0);
         }
+        let own = store.account(info.account)?.jid;
+        let messages = rich::message_items(&store, &own, records)?;
+        drop(store);
+        let peer_typing = lock(&self.peer_typing).contains(&conversation);
         let name = lock(&self.model)
             .names
             .get(&(info.account, info.peer.clone()))
@@ -1010,8 +983,9 @@ impl Inner {
             peer: info.peer,
             name,
             unread: info.unread_count,
-            messages: messages.into_iter().map(message_item).collect(),
+            messages,
             has_more,
+            peer_typing,
         })
     }
 }

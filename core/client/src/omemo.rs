@@ -598,6 +598,8 @@ async fn send_one(
         .origin_id
         .clone()
         .ok_or_else(|| SendError::Never("message without id".into()))?;
+    let extras = linnet_xmpp::rich::Extras::from_xml(&entry.payload)
+        .ok_or_else(|| SendError::Never("unreadable queued message".into()))?;
     let device_id = {
         let inner = inner.clone();
         tokio::task::spawn_blocking(move || own_device_id(&inner, account))
@@ -627,8 +629,9 @@ async fn send_one(
             _ => {
                 let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
                     &peer,
-                    &message.body,
+                    &extras.wire_body(&message.body),
                     &origin,
+                    &extras,
                 ));
                 send_prepared(inner, slot, session, entry, &origin, &stanza)
             }
@@ -654,6 +657,7 @@ async fn send_one(
             &peer,
             &origin,
             &message.body,
+            &extras,
             &all,
         ) {
             Ok(Some((stanza, encryption))) => {
@@ -873,8 +877,10 @@ fn encrypt_for(
     peer: &BareJid,
     origin: &str,
     body: &str,
+    extras: &linnet_xmpp::rich::Extras,
     all: &[Target],
 ) -> Result<Option<(String, Encryption)>, linnet_omemo::Error> {
+    let body = &extras.wire_body(body);
     let mut manager = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)?;
     let mut elements = Vec::new();
     let mut reached_peer = false;
@@ -921,6 +927,7 @@ fn encrypt_for(
         origin,
         &elements,
         Some(linnet_xmpp::omemo::FALLBACK_BODY),
+        extras,
     )
     .map_err(|_| linnet_omemo::Error::Malformed {
         what: "our own message",
@@ -1019,11 +1026,17 @@ pub(crate) async fn answer(
                 return Ok(None);
             }
             let element = to_element(a.version, &out.message)?;
-            linnet_xmpp::omemo::chat_stanza(&a.jid, &linnet_xmpp::new_id(), &[element], None)
-                .map(Some)
-                .map_err(|_| linnet_omemo::Error::Malformed {
-                    what: "our own message",
-                })
+            linnet_xmpp::omemo::chat_stanza(
+                &a.jid,
+                &linnet_xmpp::new_id(),
+                &[element],
+                None,
+                &Default::default(),
+            )
+            .map(Some)
+            .map_err(|_| linnet_omemo::Error::Malformed {
+                what: "our own message",
+            })
         });
         match built {
             Ok(Some(stanza)) => {

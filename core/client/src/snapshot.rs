@@ -80,6 +80,60 @@ pub struct MessageItem {
     pub encryption: linnet_store::Encryption,
     /// Why it could not be decrypted or sent; then `body` is empty or not delivered.
     pub error: Option<String>,
+    /// The text shown is a correction of the original (XEP-0308).
+    pub edited: bool,
+    /// Deleted for everyone by its author (XEP-0424); `body` is then empty.
+    pub retracted: bool,
+    /// The message this one answers (XEP-0461).
+    pub reply_to: Option<ReplyPreview>,
+    /// Reactions by emoji, in the order they first came (XEP-0444).
+    pub reactions: Vec<Reaction>,
+    /// XEP-0393 styling of `body`, parsed once here so both apps render it alike.
+    pub spans: Vec<StyleSpan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplyPreview {
+    /// The answered message, if we hold it (`None`: it is older than our history).
+    pub message: Option<MessageId>,
+    pub sender: String,
+    /// The start of its text (empty when it was deleted or is unknown).
+    pub excerpt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    pub senders: Vec<String>,
+    /// One of them is ours (tapping it again removes it).
+    pub mine: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextStyle {
+    Strong,
+    Emphasis,
+    Strike,
+    /// Inline preformatted text.
+    Code,
+    /// A preformatted block.
+    CodeBlock,
+    /// A block quote (nested ones have a greater `depth`).
+    Quote,
+}
+
+/// A styled range of a message's body, in UTF-16 code units (Kotlin `String` and
+/// `NSAttributedString` indices). Span directives (`*`, `_`, …) lie inside the range: the
+/// XEP wants them shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StyleSpan {
+    pub style: TextStyle,
+    pub start: u32,
+    pub end: u32,
+    /// Quote nesting depth (1 for the outermost), 0 for other styles.
+    pub depth: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,6 +148,8 @@ pub struct ConversationSnapshot {
     pub messages: Vec<MessageItem>,
     /// Older messages exist beyond the window.
     pub has_more: bool,
+    /// The peer is typing (XEP-0085 "composing"), as last told.
+    pub peer_typing: bool,
 }
 
 pub trait ChatListListener: Send + Sync + 'static {

@@ -19,6 +19,7 @@ mod messages;
 pub mod migrations;
 mod omemo;
 mod outbox;
+mod rich;
 mod roster;
 mod session;
 mod sql;
@@ -31,11 +32,12 @@ pub use error::{Result, StoreError};
 pub use key::DbKey;
 pub use migrations::LATEST_VERSION;
 pub use omemo::OmemoStore;
+pub use rich::ReactionSet;
 pub use session::{FastToken, SessionState};
 pub use store::Store;
 pub use tx::Tx;
 pub use types::{
     AccountId, AccountRecord, ContactRecord, ConversationId, ConversationKind, ConversationSummary,
     DeliveryState, Direction, Encryption, EncryptionPolicy, Inserted, LastMessage, MessageId,
-    MessageRecord, NewMessage, OutboxEntry, OutboxId, Subscription,
+    MessageKind, MessageRecord, NewMessage, OutboxEntry, OutboxId, Subscription,
 };

@@ -5,7 +5,8 @@ use crate::error::{is_unique_violation, Result, StoreError};
 use crate::sql;
 use crate::tx::{now_ms, Tx};
 use crate::types::{
-    ConversationId, DeliveryState, Direction, Inserted, MessageId, MessageRecord, NewMessage,
+    ConversationId, DeliveryState, Direction, Inserted, MessageId, MessageKind, MessageRecord,
+    NewMessage,
 };
 use crate::AccountId;
 
@@ -25,6 +26,13 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord>
         delivery_state: row.get(11)?,
         encryption: row.get(12)?,
         error: row.get(13)?,
+        kind: row.get(14)?,
+        target: row.get(15)?,
+        edited_ms: row.get(16)?,
+        retracted_ms: row.get(17)?,
+        reply_to: row.get(18)?,
+        markable: row.get(19)?,
+        replaces: row.get(20)?,
     })
 }
 
@@ -91,13 +99,23 @@ impl Tx<'_> {
                 }
             }
 
+            if m.kind != MessageKind::Message
+                && (m.target.is_none()
+                    || (m.direction == Direction::Incoming
+                        && m.delivery_state != DeliveryState::Read))
+            {
+                return Err(StoreError::InvalidInput(
+                    "a correction, retraction or reaction names its message and is never unread",
+                ));
+            }
             let received_ms = now_ms();
             self.conn
                 .prepare_cached(
                     "INSERT INTO messages (conversation_id, direction, sender, body, origin_id,
                          stanza_id, stanza_id_by, timestamp_ms, received_ms, delivery_state,
-                         encryption, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         encryption, error, kind, target_id, reply_to, markable, replaces)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                             ?16, ?17)",
                 )?
                 .execute(params![
                     m.conversation,
@@ -112,20 +130,28 @@ impl Tx<'_> {
                     m.delivery_state,
                     m.encryption,
                     m.error,
+                    m.kind,
+                    m.target,
+                    m.reply_to,
+                    m.markable,
+                    m.replaces,
                 ])?;
             let id = MessageId(self.conn.last_insert_rowid());
+            let hidden = m.kind != MessageKind::Message;
 
-            self.conn
-                .prepare_cached(sql::ADVANCE_LAST_MESSAGE)?
-                .execute(params![
-                    m.conversation,
-                    id,
-                    m.timestamp_ms,
-                    m.sender,
-                    m.body,
-                    m.direction,
-                    m.delivery_state,
-                ])?;
+            if !hidden {
+                self.conn
+                    .prepare_cached(sql::ADVANCE_LAST_MESSAGE)?
+                    .execute(params![
+                        m.conversation,
+                        id,
+                        m.timestamp_ms,
+                        m.sender,
+                        m.body,
+                        m.direction,
+                        m.delivery_state,
+                    ])?;
+            }
             if m.direction == Direction::Incoming && m.delivery_state != DeliveryState::Read {
                 self.conn
                     .prepare_cached(
@@ -138,7 +164,7 @@ impl Tx<'_> {
                 conversation = m.conversation.0,
                 "message stored"
             );
-            Ok(Inserted::New(MessageRecord {
+            Ok(Inserted::New(Box::new(MessageRecord {
                 id,
                 conversation: m.conversation,
                 account,
@@ -153,7 +179,14 @@ impl Tx<'_> {
                 delivery_state: m.delivery_state,
                 encryption: m.encryption,
                 error: m.error.clone(),
-            }))
+                kind: m.kind,
+                target: m.target,
+                edited_ms: None,
+                retracted_ms: None,
+                reply_to: m.reply_to.clone(),
+                markable: m.markable,
+                replaces: m.replaces.clone(),
+            })))
         })
     }
 

@@ -257,7 +257,44 @@ ALTER TABLE messages ADD COLUMN encryption INTEGER NOT NULL DEFAULT 0
 ALTER TABLE messages ADD COLUMN error TEXT;
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// v6: rich messages. Corrections, retractions and reactions are rows of `messages` too,
+/// hidden from the history (`kind` <> 0) and pointing at the message they change
+/// (`target_id`): so they are deduplicated, ordered, queued and re-sent like messages, and
+/// a copy seen again (archive, carbon) is known and not applied (or decrypted) twice. The
+/// message they change carries the result: its corrected body, `edited_ms`,
+/// `retracted_ms`, and the `reactions` table. Hidden incoming rows are stored read, so
+/// they never count as unread.
+const V6: &str = r#"
+-- 0 message, 1 correction, 2 retraction, 3 reactions.
+ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind BETWEEN 0 AND 3);
+ALTER TABLE messages ADD COLUMN target_id INTEGER REFERENCES messages (id) ON DELETE CASCADE;
+-- Time of the correction now shown (the correction's own time), NULL if never corrected.
+ALTER TABLE messages ADD COLUMN edited_ms INTEGER;
+ALTER TABLE messages ADD COLUMN retracted_ms INTEGER;
+-- XEP-0461: the id of the message this one answers.
+ALTER TABLE messages ADD COLUMN reply_to TEXT;
+-- XEP-0308: the id of the message this one corrects, when that message was unknown and
+-- this one is shown in its place. Later changes naming that id apply to it: ejabberd
+-- deletes a retracted message from the archive but keeps its corrections and the
+-- retraction, so a new device meets the correction first and the original never.
+ALTER TABLE messages ADD COLUMN replaces TEXT;
+-- XEP-0333: the sender asked for displayed markers.
+ALTER TABLE messages ADD COLUMN markable INTEGER NOT NULL DEFAULT 0 CHECK (markable IN (0, 1));
+CREATE INDEX messages_by_target ON messages (target_id) WHERE target_id IS NOT NULL;
+CREATE INDEX messages_by_replaces
+    ON messages (conversation_id, replaces) WHERE replaces IS NOT NULL;
+
+-- Each sender's current set of reactions to a message (XEP-0444: a new set replaces it).
+CREATE TABLE reactions (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    sender     TEXT    NOT NULL,
+    emojis     TEXT    NOT NULL,  -- JSON array, in the sender's order
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (message_id, sender)
+) WITHOUT ROWID;
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -13,7 +13,8 @@ macro_rules! message_select {
     () => {
         "SELECT m.id, m.conversation_id, c.account_id, m.direction, m.sender, m.body,
                 m.origin_id, m.stanza_id, m.stanza_id_by, m.timestamp_ms, m.received_ms,
-                m.delivery_state, m.encryption, m.error
+                m.delivery_state, m.encryption, m.error, m.kind, m.target_id, m.edited_ms,
+                m.retracted_ms, m.reply_to, m.markable, m.replaces
          FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     };
 }
@@ -69,8 +70,17 @@ pub(crate) const MESSAGE_BY_ACCOUNT_ORIGIN_ID: &str = concat!(
 );
 pub(crate) const MESSAGE_PAGE: &str = concat!(
     message_select!(),
-    " WHERE m.conversation_id = ?1 AND (m.timestamp_ms, m.id) < (?2, ?3)
+    " WHERE m.conversation_id = ?1 AND (m.timestamp_ms, m.id) < (?2, ?3) AND m.kind = 0
       ORDER BY m.timestamp_ms DESC, m.id DESC LIMIT ?4"
+);
+pub(crate) const LATEST_INCOMING: &str = concat!(
+    message_select!(),
+    " WHERE m.conversation_id = ?1 AND m.direction = 0 AND m.kind = 0
+      ORDER BY m.timestamp_ms DESC, m.id DESC LIMIT 1"
+);
+pub(crate) const STAND_IN: &str = concat!(
+    message_select!(),
+    " WHERE m.conversation_id = ?1 AND m.replaces = ?2 AND m.kind = 0 ORDER BY m.id LIMIT 1"
 );
 pub(crate) const DUPLICATE_BY_ORIGIN_ID: &str =
     "SELECT id FROM messages WHERE conversation_id = ?1 AND origin_id = ?2";
@@ -93,9 +103,10 @@ pub(crate) const RESET_LAST_MESSAGE: &str = "
     SET (last_message_id, last_timestamp_ms, last_sender, last_body, last_direction,
          last_delivery_state) = (
         SELECT id, timestamp_ms, sender, body, direction, delivery_state FROM messages
-        WHERE conversation_id = ?1 ORDER BY timestamp_ms DESC, id DESC LIMIT 1),
+        WHERE conversation_id = ?1 AND kind = 0 ORDER BY timestamp_ms DESC, id DESC LIMIT 1),
         last_activity_ms = max(last_activity_ms, ifnull(
-            (SELECT max(timestamp_ms) FROM messages WHERE conversation_id = ?1), 0))
+            (SELECT max(timestamp_ms) FROM messages WHERE conversation_id = ?1 AND kind = 0),
+            0))
     WHERE id = ?1";
 /// Copies the last message's current delivery state into its preview.
 pub(crate) const REFRESH_LAST_STATE: &str = "
@@ -103,7 +114,8 @@ pub(crate) const REFRESH_LAST_STATE: &str = "
     SET last_delivery_state = (
         SELECT delivery_state FROM messages WHERE id = conversations.last_message_id)
     WHERE id = ?1 AND last_message_id IS NOT NULL";
-pub(crate) const MESSAGE_COUNT: &str = "SELECT count(*) FROM messages WHERE conversation_id = ?1";
+pub(crate) const MESSAGE_COUNT: &str =
+    "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND kind = 0";
 
 pub(crate) const OUTBOX: &str = "
     SELECT id, account_id, message_id, kind, payload, created_ms, attempts
@@ -144,6 +156,8 @@ mod tests {
             MESSAGE_BY_ORIGIN_ID,
             MESSAGE_BY_ACCOUNT_ORIGIN_ID,
             MESSAGE_PAGE,
+            LATEST_INCOMING,
+            STAND_IN,
             DUPLICATE_BY_ORIGIN_ID,
             DUPLICATE_BY_STANZA_ID,
             ADVANCE_LAST_MESSAGE,

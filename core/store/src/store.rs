@@ -355,6 +355,24 @@ delegate_to_tx! {
         conversation: ConversationId,
         up_to: MessageId,
     ) -> Result<Option<(i64, MessageId)>>;
+    // rich messages
+    fn message_by_reference(
+        &self,
+        conversation: ConversationId,
+        id: &str,
+    ) -> Result<Option<MessageRecord>>;
+    fn reactions(&self, messages: &[MessageId]) -> Result<Vec<crate::ReactionSet>>;
+    fn latest_incoming(&self, conversation: ConversationId) -> Result<Option<MessageRecord>>;
+    fn apply_correction(&self, target: MessageId, body: &str, at_ms: i64) -> Result<bool>;
+    fn apply_retraction(&self, target: MessageId, at_ms: i64) -> Result<bool>;
+    fn set_reactions(
+        &self,
+        target: MessageId,
+        sender: &str,
+        emojis: &[String],
+        at_ms: i64,
+    ) -> Result<bool>;
+    fn mark_displayed_up_to(&self, conversation: ConversationId, up_to: MessageId) -> Result<bool>;
     // outbox
     fn outbox_push(
         &self,

@@ -281,6 +281,17 @@ pub struct NewMessage {
     /// Why an incoming encrypted message could not be decrypted (then `body` is empty). No
     /// user data: it is shown as the message.
     pub error: Option<String>,
+    /// A message, or a change to the message `target` (hidden from the history; see the
+    /// v6 migration).
+    pub kind: MessageKind,
+    pub target: Option<MessageId>,
+    /// XEP-0461: the id of the message this one answers.
+    pub reply_to: Option<String>,
+    /// XEP-0333: the sender wants displayed markers.
+    pub markable: bool,
+    /// XEP-0308: the id this message was meant to correct, when that message is unknown
+    /// and this one stands in for it.
+    pub replaces: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -301,6 +312,55 @@ pub struct MessageRecord {
     pub encryption: Encryption,
     /// See [`NewMessage::error`].
     pub error: Option<String>,
+    pub kind: MessageKind,
+    pub target: Option<MessageId>,
+    /// When the text now shown was written by a correction (its time).
+    pub edited_ms: Option<i64>,
+    /// When the sender retracted it (the body is then empty).
+    pub retracted_ms: Option<i64>,
+    pub reply_to: Option<String>,
+    pub markable: bool,
+    pub replaces: Option<String>,
+}
+
+/// What a row of `messages` is: a message of the history, or a change to one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    Message,
+    Correction,
+    Retraction,
+    Reactions,
+}
+
+impl MessageKind {
+    fn code(self) -> i64 {
+        match self {
+            MessageKind::Message => 0,
+            MessageKind::Correction => 1,
+            MessageKind::Retraction => 2,
+            MessageKind::Reactions => 3,
+        }
+    }
+}
+
+impl ToSql for MessageKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.code().into())
+    }
+}
+
+impl FromSql for MessageKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_i64()? {
+            0 => Ok(MessageKind::Message),
+            1 => Ok(MessageKind::Correction),
+            2 => Ok(MessageKind::Retraction),
+            3 => Ok(MessageKind::Reactions),
+            n => Err(FromSqlError::OutOfRange(n)),
+        }
+    }
 }
 
 /// How a message travelled.
@@ -376,7 +436,7 @@ impl EncryptionPolicy {
 /// Outcome of storing a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inserted {
-    New(MessageRecord),
+    New(Box<MessageRecord>),
     /// Already stored (same origin-id, or same stanza-id from the same archive).
     Duplicate(MessageId),
 }

@@ -107,6 +107,9 @@ pub struct ChatMessage {
     /// refused with the reason. When there are any, `body` is only the fallback text for
     /// clients without OMEMO (possibly empty) and must not be shown.
     pub encrypted: Vec<Result<crate::omemo::Encrypted, crate::omemo::OmemoXmlError>>,
+    /// Corrections, retractions, replies, reactions, markers: checked here for form only;
+    /// whether the sender may change what they refer to is for the caller to decide.
+    pub rich: Box<crate::rich::Rich>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +162,18 @@ pub enum Event {
         from: BareJid,
         node: String,
         items: Vec<crate::PepItem>,
+    },
+    /// XEP-0085: the peer is typing, stopped, left… (live messages only).
+    ChatState {
+        from: BareJid,
+        state: crate::rich::ChatState,
+    },
+    /// XEP-0333: the message `id` of the conversation with `peer`, and all before it, were
+    /// displayed: by the peer, or (`outgoing`) by another device of ours.
+    Displayed {
+        peer: BareJid,
+        id: String,
+        outgoing: bool,
     },
     /// The session ended; reason given.
     Closed(crate::ConnectError),
@@ -362,16 +377,35 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
             });
         }
     }
+    let rich = Box::new(crate::rich::parse(el));
+    if let Some(state) = rich.chat_state {
+        if !outgoing {
+            events.push(Event::ChatState {
+                from: peer.clone(),
+                state,
+            });
+        }
+    }
+    if let Some(id) = &rich.displayed {
+        events.push(Event::Displayed {
+            peer: peer.clone(),
+            id: id.clone(),
+            outgoing,
+        });
+    }
     let encrypted = omemo_elements(el);
     let body = el
         .children()
         .find(|c| c.is("body", ns::JABBER_CLIENT))
         .map(|b| b.text());
     // An OMEMO message without a body is still one: a key transport or heartbeat moves the
-    // ratchet, and a message may carry its fallback text nowhere.
+    // ratchet, and a message may carry its fallback text nowhere. Reactions and retractions
+    // need no body either.
     let body = match body {
         Some(b) if !b.trim().is_empty() => b,
-        _ if !encrypted.is_empty() => String::new(),
+        _ if !encrypted.is_empty() || rich.reactions.is_some() || rich.retract.is_some() => {
+            String::new()
+        }
         _ => return events,
     };
     let origin_id = el
@@ -408,6 +442,7 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         wants_receipt: el.has_child("request", NS_RECEIPTS) && el.attr("id").is_some(),
         archived: false,
         encrypted,
+        rich,
     }));
     events
 }
@@ -477,6 +512,8 @@ pub(crate) fn archived_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
         return Vec::new();
     };
     let mut events = direct_message(inner, cx, false, outgoing);
+    // What someone was typing long ago is of no interest.
+    events.retain(|e| !matches!(e, Event::ChatState { .. }));
     let stamp = forwarded
         .get_child("delay", NS_DELAY)
         .and_then(|d| d.attr("stamp"))
@@ -670,6 +707,11 @@ mod tests {
     }
 
     fn only_message(events: Vec<Event>) -> ChatMessage {
+        // Our own messages carry the "active" chat state, which is not the point here.
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| !matches!(e, Event::ChatState { .. }))
+            .collect();
         match <[Event; 1]>::try_from(events) {
             Ok([Event::Message(m)]) => m,
             other => panic!("expected one message, got {other:?}"),
@@ -771,9 +813,14 @@ mod tests {
     fn omemo_messages_built_here_classify_with_their_elements() {
         let own = BareJid::parse("me@example.org").unwrap();
         let enc = omemo2_encrypted(5, 7);
-        let built =
-            crate::omemo::chat_stanza(&own, "m1", std::slice::from_ref(&enc), Some("fallback"))
-                .unwrap();
+        let built = crate::omemo::chat_stanza(
+            &own,
+            "m1",
+            std::slice::from_ref(&enc),
+            Some("fallback"),
+            &Default::default(),
+        )
+        .unwrap();
         let mut xml = String::from(&built).replace("to='me@example.org'", "");
         xml = xml.replacen("<message ", "<message from='bob@example.org/pc' ", 1);
         let m = only_message(classify(&parse(&xml), &cx(&own)).events);
@@ -781,8 +828,14 @@ mod tests {
         assert!(m.wants_receipt);
         assert_eq!(m.origin_id.as_deref(), Some("m1"));
         // An empty message (heartbeat) has no body and still arrives.
-        let built =
-            crate::omemo::chat_stanza(&own, "m2", std::slice::from_ref(&enc), None).unwrap();
+        let built = crate::omemo::chat_stanza(
+            &own,
+            "m2",
+            std::slice::from_ref(&enc),
+            None,
+            &Default::default(),
+        )
+        .unwrap();
         let xml =
             String::from(&built).replacen("<message ", "<message from='bob@example.org/pc' ", 1);
         let m = only_message(classify(&parse(&xml), &cx(&own)).events);
@@ -804,7 +857,14 @@ mod tests {
         );
         // Two elements of one version: neither is believed.
         let one = String::from(
-            &crate::omemo::chat_stanza(&own, "y", &[omemo2_encrypted(5, 7)], None).unwrap(),
+            &crate::omemo::chat_stanza(
+                &own,
+                "y",
+                &[omemo2_encrypted(5, 7)],
+                None,
+                &Default::default(),
+            )
+            .unwrap(),
         );
         let inner = &one[one.find("<encrypted").unwrap()..one.find("</encrypted>").unwrap() + 12];
         let xml = format!("<message xmlns='jabber:client' from='bob@example.org/pc' type='chat' id='y'>{inner}{inner}</message>");

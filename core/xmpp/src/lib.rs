@@ -9,11 +9,14 @@ pub mod inbound;
 pub mod jid;
 pub mod omemo;
 mod pep;
+pub mod rich;
 mod sasl2;
 pub mod scram;
 mod session;
 mod srv;
+pub mod styling;
 mod tls;
+pub mod upload;
 
 pub use connect::{
     connect, forget_login_hints, login_hint, register, set_login_hint, ConnectConfig, Connection,
@@ -27,7 +30,9 @@ pub use pep::{NodeConfig, PepItem, Published};
 pub use sasl2::new_user_agent_id;
 pub use session::{chat_stanza, stanza_to_string, ArchiveFrom, Session, SmState};
 pub use srv::service_address;
-pub use tls::TlsOptions;
+/// The rustls configuration our XMPP connections use (same roots, same verification), for
+/// other TLS clients of the core such as HTTP file transfers.
+pub use tls::{client_config as tls_client_config, TlsOptions};
 
 /// A fresh random id for stanzas (and origin-ids): 128 bits, URL-safe.
 pub fn new_id() -> String {

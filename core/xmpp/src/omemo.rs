@@ -321,6 +321,7 @@ pub fn chat_stanza(
     id: &str,
     encrypted: &[Encrypted],
     fallback: Option<&str>,
+    extras: &crate::rich::Extras,
 ) -> Result<Element> {
     if encrypted.is_empty() {
         return Err(OmemoXmlError::MissingChild {
@@ -350,11 +351,14 @@ pub fn chat_stanza(
         m = m
             .child(el("body", "jabber:client").text(text.to_owned()))
             .child(el("request", crate::inbound::NS_RECEIPTS))
-            .child(el("markable", "urn:xmpp:chat-markers:0"));
+            .child(el("markable", "urn:xmpp:chat-markers:0"))
+            .child(el("active", crate::rich::NS_CHAT_STATES));
     }
-    Ok(m.child(el("store", crate::inbound::NS_HINTS))
+    let m = m
+        .child(el("store", crate::inbound::NS_HINTS))
         .child(el("origin-id", crate::inbound::NS_SID).attr("id", id))
-        .build())
+        .build();
+    Ok(extras.apply(m))
 }
 
 /// Parses a device id (a PEP item id or an attribute value) as the XEP bounds it.

@@ -451,7 +451,10 @@ impl Session {
         if body.is_empty() {
             return Err(RequestError::BadArgument("empty message body".into()));
         }
-        self.send(chat_stanza(to, body, id), Some(id.to_owned()))
+        self.send(
+            chat_stanza(to, body, id, &Default::default()),
+            Some(id.to_owned()),
+        )
     }
 
     /// Re-sends a stanza built earlier (outbox), tracked under `id`.
@@ -586,8 +589,8 @@ impl Session {
     }
 }
 
-pub fn chat_stanza(to: &BareJid, body: &str, id: &str) -> Element {
-    el("message", ns::JABBER_CLIENT)
+pub fn chat_stanza(to: &BareJid, body: &str, id: &str, extras: &crate::rich::Extras) -> Element {
+    let m = el("message", ns::JABBER_CLIENT)
         .attr("to", to.as_str())
         .attr("type", "chat")
         .attr("id", id)
@@ -595,7 +598,9 @@ pub fn chat_stanza(to: &BareJid, body: &str, id: &str) -> Element {
         .child(el("request", NS_RECEIPTS))
         .child(el("origin-id", NS_SID).attr("id", id))
         .child(el("markable", "urn:xmpp:chat-markers:0"))
-        .build()
+        .child(el("active", crate::rich::NS_CHAT_STATES))
+        .build();
+    extras.apply(m)
 }
 
 /// Serialized form of a stanza for the outbox.

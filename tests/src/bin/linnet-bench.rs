@@ -53,6 +53,11 @@ fn fill(store: &mut Store, account: linnet_store::AccountId, own: &str) {
                         delivery_state: DeliveryState::Delivered,
                         encryption: Default::default(),
                         error: None,
+                        kind: Default::default(),
+                        target: None,
+                        reply_to: None,
+                        markable: false,
+                        replaces: None,
                     })
                     .collect();
                 tx.insert_messages(&batch)?;

@@ -50,6 +50,11 @@ pub fn incoming(conversation: ConversationId, body: &str, ts: i64) -> NewMessage
         delivery_state: DeliveryState::Delivered,
         encryption: Default::default(),
         error: None,
+        kind: Default::default(),
+        target: None,
+        reply_to: None,
+        markable: false,
+        replaces: None,
     }
 }
 

@@ -1,0 +1,657 @@
+//! Rich messages in 1:1 conversations: corrections (XEP-0308), retractions (XEP-0424),
+//! replies (XEP-0461/0428), reactions (XEP-0444), displayed markers (XEP-0333) and typing
+//! notifications (XEP-0085).
+//!
+//! A change to a message travels and is stored like a message (a hidden row pointing at
+//! its target, see the store's v6 migration), so it is queued, re-sent, deduplicated and
+//! ordered by the same code. Who may change what is decided here: in a 1:1 conversation a
+//! correction or retraction must come from the author of the message it names (our own
+//! account for ours, the peer for theirs); a reaction changes only its sender's reactions.
+
+use linnet_store::{
+    AccountId, ConversationId, DeliveryState, Direction, EncryptionPolicy, MessageId, MessageKind,
+    MessageRecord, NewMessage, StoreError, Subscription as RosterSub, Tx,
+};
+use linnet_xmpp::rich::{self as xr, ChatState, Extras, Reply};
+use linnet_xmpp::{BareJid, ChatMessage};
+
+use crate::snapshot::{MessageItem, Reaction, ReplyPreview, StyleSpan, TextStyle};
+use crate::{lock, now_ms, Client, ClientError, Result, MAX_BODY_BYTES};
+
+/// What a received message does.
+pub(crate) enum Change {
+    /// A message of its own.
+    Message,
+    /// Changes the message `1` of the conversation.
+    Apply(MessageKind, MessageId),
+    /// Names nothing we hold, or something its sender may not change: nothing to show.
+    Drop,
+}
+
+pub(crate) fn change_of(
+    tx: &Tx<'_>,
+    conversation: ConversationId,
+    m: &ChatMessage,
+) -> std::result::Result<Change, StoreError> {
+    let r = &m.rich;
+    let direction = if m.outgoing {
+        Direction::Outgoing
+    } else {
+        Direction::Incoming
+    };
+    let target = |id: &str| tx.message_by_reference(conversation, id);
+    if let Some(id) = &r.retract {
+        return Ok(match target(id)? {
+            Some(t) if t.direction == direction => Change::Apply(MessageKind::Retraction, t.id),
+            _ => {
+                tracing::debug!("ignoring a retraction of a message its sender did not write");
+                Change::Drop
+            }
+        });
+    }
+    if let Some(reactions) = &r.reactions {
+        return Ok(match target(&reactions.id)? {
+            Some(t) => Change::Apply(MessageKind::Reactions, t.id),
+            None => Change::Drop,
+        });
+    }
+    if let Some(id) = &r.replace {
+        match target(id)? {
+            Some(t) if t.direction == direction => {
+                return Ok(Change::Apply(MessageKind::Correction, t.id))
+            }
+            // XEP-0308 lets a receiver show what it cannot apply as a message: its text was
+            // meant to be read. Whatever it names stays as it was.
+            _ => tracing::debug!("a correction of a message its sender did not write"),
+        }
+    }
+    Ok(Change::Message)
+}
+
+/// Stores a received change (once: a copy seen again is a duplicate) and applies it.
+/// Returns whether the conversation changed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_change(
+    tx: &Tx<'_>,
+    conversation: ConversationId,
+    own: &BareJid,
+    m: &ChatMessage,
+    kind: MessageKind,
+    target: MessageId,
+    timestamp_ms: i64,
+    encryption: linnet_store::Encryption,
+    error: Option<String>,
+) -> std::result::Result<bool, StoreError> {
+    let sender = if m.outgoing {
+        own.as_str().to_owned()
+    } else {
+        m.peer.as_str().to_owned()
+    };
+    let emojis = m
+        .rich
+        .reactions
+        .as_ref()
+        .map(|r| r.emojis.clone())
+        .unwrap_or_default();
+    let body = match kind {
+        MessageKind::Correction => m.body.clone(),
+        // Reactions hold no control characters, so a line each is unambiguous.
+        MessageKind::Reactions => emojis.join("\n"),
+        _ => String::new(),
+    };
+    let inserted = tx.insert_message(&NewMessage {
+        conversation,
+        direction: if m.outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        },
+        sender: sender.clone(),
+        body,
+        origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
+        stanza_id: m.stanza_id.clone(),
+        stanza_id_by: m.stanza_id_by.clone(),
+        timestamp_ms,
+        // Hidden rows are never unread.
+        delivery_state: if m.outgoing {
+            DeliveryState::Sent
+        } else {
+            DeliveryState::Read
+        },
+        encryption,
+        error: error.clone(),
+        kind,
+        target: Some(target),
+        reply_to: None,
+        markable: false,
+        replaces: None,
+    })?;
+    if !matches!(inserted, linnet_store::Inserted::New(_)) {
+        return Ok(false);
+    }
+    match kind {
+        // An undecryptable correction leaves the text as it was.
+        MessageKind::Correction if error.is_none() && !m.body.trim().is_empty() => {
+            tx.apply_correction(target, &m.body, timestamp_ms)
+        }
+        MessageKind::Retraction => tx.apply_retraction(target, timestamp_ms),
+        MessageKind::Reactions => tx.set_reactions(target, &sender, &emojis, timestamp_ms),
+        _ => Ok(false),
+    }
+}
+
+/// A received message of the history: its answer text (without the quote that stands in
+/// for the reply for other clients) and what it answers.
+pub(crate) fn message_parts(m: &ChatMessage) -> (String, Option<String>) {
+    match &m.rich.reply {
+        Some(reply) => {
+            let text = m.rich.strip_fallback(&m.body, &[xr::NS_REPLY]);
+            // A reply that is all quote still says something: show it whole.
+            let text = if text.trim().is_empty() {
+                m.body.clone()
+            } else {
+                text
+            };
+            (text, Some(reply.id.clone()))
+        }
+        None => (m.body.clone(), None),
+    }
+}
+
+/// XEP-0333: `peer` displayed our message `id` (and all before it), or another device of
+/// ours (`outgoing`) displayed theirs and so read the conversation up to it.
+pub(crate) fn on_displayed(
+    tx: &Tx<'_>,
+    account: AccountId,
+    peer: &BareJid,
+    id: &str,
+    outgoing: bool,
+) -> std::result::Result<Option<ConversationId>, StoreError> {
+    let Some(conversation) = tx.conversation(account, peer.as_str(), false)? else {
+        return Ok(None);
+    };
+    let Some(target) = tx.message_by_reference(conversation, id)? else {
+        return Ok(None);
+    };
+    let changed = match (outgoing, target.direction) {
+        (false, Direction::Outgoing) => tx.mark_displayed_up_to(conversation, target.id)?,
+        (true, Direction::Incoming) => !tx.mark_read(conversation, Some(target.id))?.is_empty(),
+        // A marker for a message of the other side's is not a marker (XEP-0333 §Business
+        // Rules: none for one's own messages).
+        _ => false,
+    };
+    Ok(changed.then_some(conversation))
+}
+
+/// Whether a contact may learn of our activity (receipts, markers, typing): only one who
+/// sees our presence anyway.
+pub(crate) fn shares_presence(contact: Option<linnet_store::ContactRecord>) -> bool {
+    contact.is_some_and(|c| matches!(c.subscription, RosterSub::From | RosterSub::Both))
+}
+
+/// What an outgoing row is and how it travels.
+pub(crate) struct Outgoing {
+    pub body: String,
+    pub kind: MessageKind,
+    pub target: Option<MessageId>,
+    pub reply_to: Option<String>,
+    pub wire: Wire,
+}
+
+pub(crate) enum Wire {
+    /// A chat message: encrypted or not as the conversation's policy says.
+    Chat(Extras),
+    /// A stanza that always goes as it is (reactions and retractions carry no text).
+    Stanza(String),
+}
+
+impl Client {
+    /// Queues and (when online) sends an outgoing row, running `change` on the same
+    /// transaction. Returns the new row and its conversation.
+    pub(crate) fn queue_outgoing(
+        &self,
+        account: AccountId,
+        peer: &BareJid,
+        id: &str,
+        out: Outgoing,
+        change: impl FnOnce(&Tx<'_>, MessageId) -> std::result::Result<(), StoreError>,
+    ) -> Result<(MessageId, ConversationId)> {
+        let own = lock(&self.inner.store).account(account)?.jid;
+        // Held while queueing and sending, so that a session coming up re-sends the outbox
+        // either before this row is queued or before it is sent (see account::run).
+        let (slot, send_wake) = lock(&self.inner.runtimes)
+            .get(&account)
+            .map(|rt| (rt.session.clone(), rt.send_wake.clone()))
+            .unzip();
+        let session = slot.as_ref().map(|s| lock(s));
+        let (message, conversation, stanza) = {
+            let mut store = lock(&self.inner.store);
+            store.transaction(|tx| {
+                let conversation = tx
+                    .conversation(account, peer.as_str(), true)?
+                    .ok_or(StoreError::NotFound("conversation"))?;
+                let inserted = tx.insert_message(&NewMessage {
+                    conversation,
+                    direction: Direction::Outgoing,
+                    sender: own.clone(),
+                    body: out.body.clone(),
+                    origin_id: Some(id.to_owned()),
+                    stanza_id: None,
+                    stanza_id_by: None,
+                    timestamp_ms: now_ms(),
+                    delivery_state: DeliveryState::Pending,
+                    encryption: Default::default(),
+                    error: None,
+                    kind: out.kind,
+                    target: out.target,
+                    reply_to: out.reply_to.clone(),
+                    markable: false,
+                    replaces: None,
+                })?;
+                let stanza = match &out.wire {
+                    Wire::Stanza(s) => Some(s.clone()),
+                    Wire::Chat(extras) => {
+                        let encrypt = match tx.encryption_policy(conversation)? {
+                            EncryptionPolicy::Plain => false,
+                            EncryptionPolicy::Omemo => true,
+                            // The sender finds out (fetching the lists) unless we know.
+                            EncryptionPolicy::Auto => {
+                                crate::omemo::may_have_devices(tx, account, peer)?
+                            }
+                        };
+                        if encrypt {
+                            None
+                        } else {
+                            Some(linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
+                                peer,
+                                &extras.wire_body(&out.body),
+                                id,
+                                extras,
+                            )))
+                        }
+                    }
+                };
+                match (&stanza, &out.wire) {
+                    (Some(s), _) => tx.outbox_push(account, Some(inserted.id()), "chat", s)?,
+                    (None, Wire::Chat(extras)) => tx.outbox_push(
+                        account,
+                        Some(inserted.id()),
+                        crate::omemo::KIND_TO_ENCRYPT,
+                        &extras.to_xml(),
+                    )?,
+                    (None, Wire::Stanza(_)) => unreachable_outbox()?,
+                };
+                change(tx, inserted.id())?;
+                Ok((inserted.id(), conversation, stanza))
+            })?
+        };
+        match stanza {
+            None => {
+                if let Some(w) = send_wake {
+                    w.notify_one();
+                }
+            }
+            Some(stanza) => {
+                if let Some(s) = session
+                    .as_ref()
+                    .and_then(|g| g.as_ref())
+                    .filter(|s| !s.is_closed())
+                {
+                    // If this fails the outbox still has it: the next session sends it.
+                    let _ = s.send_raw_tracked(&stanza, id);
+                }
+            }
+        }
+        drop(session);
+        self.inner.conversation_changed(conversation);
+        self.inner.publish_chat_list();
+        Ok((message, conversation))
+    }
+
+    /// A message of the history that this account may act on, with its conversation's peer.
+    fn own_history_message(
+        &self,
+        account: AccountId,
+        message: MessageId,
+    ) -> Result<(MessageRecord, BareJid, String)> {
+        let store = lock(&self.inner.store);
+        let m = store.message(message)?;
+        if m.account != account || m.kind != MessageKind::Message {
+            return Err(ClientError::NotFound("message".into()));
+        }
+        let info = store.conversation_info(m.conversation)?;
+        if info.kind != linnet_store::ConversationKind::Chat {
+            return Err(ClientError::BadInput("not a 1:1 conversation".into()));
+        }
+        let peer = BareJid::parse(&info.peer)?;
+        let own = store.account(account)?.jid;
+        Ok((m, peer, own))
+    }
+
+    /// Sends `body` as an answer to `message` (XEP-0461), quoting its start for clients
+    /// without replies.
+    pub fn reply(&self, account: AccountId, message: MessageId, body: &str) -> Result<MessageId> {
+        check_body(body)?;
+        let (target, peer, own) = self.own_history_message(account, message)?;
+        let Some(reference) = target.origin_id.clone() else {
+            return Err(ClientError::BadInput(
+                "that message cannot be answered".into(),
+            ));
+        };
+        if target.retracted_ms.is_some() {
+            return Err(ClientError::BadInput("that message was deleted".into()));
+        }
+        let author = match target.direction {
+            Direction::Outgoing => own,
+            Direction::Incoming => peer.as_str().to_owned(),
+        };
+        let extras = Extras {
+            replace: None,
+            reply: Some((
+                Reply {
+                    to: Some(author),
+                    id: reference.clone(),
+                },
+                xr::reply_quote(&target.body),
+            )),
+        };
+        let id = linnet_xmpp::new_id();
+        let out = Outgoing {
+            body: body.to_owned(),
+            kind: MessageKind::Message,
+            target: None,
+            reply_to: Some(reference),
+            wire: Wire::Chat(extras),
+        };
+        Ok(self
+            .queue_outgoing(account, &peer, &id, out, |_, _| Ok(()))?
+            .0)
+    }
+
+    /// Replaces the text of a message we sent (XEP-0308). The change shows at once.
+    pub fn correct_message(
+        &self,
+        account: AccountId,
+        message: MessageId,
+        body: &str,
+    ) -> Result<()> {
+        check_body(body)?;
+        let (target, peer, _) = self.own_history_message(account, message)?;
+        if target.direction != Direction::Outgoing {
+            return Err(ClientError::BadInput(
+                "only our own messages can be corrected".into(),
+            ));
+        }
+        if target.retracted_ms.is_some() {
+            return Err(ClientError::BadInput("that message was deleted".into()));
+        }
+        let Some(reference) = target.origin_id.clone() else {
+            return Err(ClientError::BadInput(
+                "that message cannot be corrected".into(),
+            ));
+        };
+        let id = linnet_xmpp::new_id();
+        let out = Outgoing {
+            body: body.to_owned(),
+            kind: MessageKind::Correction,
+            target: Some(target.id),
+            reply_to: None,
+            wire: Wire::Chat(Extras {
+                replace: Some(reference),
+                reply: None,
+            }),
+        };
+        let text = body.to_owned();
+        self.queue_outgoing(account, &peer, &id, out, move |tx, _| {
+            tx.apply_correction(target.id, &text, now_ms()).map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a message we sent for everyone (XEP-0424). Clients without retraction
+    /// support keep showing it; ours and supporting ones remove the text.
+    pub fn retract_message(&self, account: AccountId, message: MessageId) -> Result<()> {
+        let (target, peer, _) = self.own_history_message(account, message)?;
+        if target.direction != Direction::Outgoing {
+            return Err(ClientError::BadInput(
+                "only our own messages can be deleted for everyone".into(),
+            ));
+        }
+        if target.retracted_ms.is_some() {
+            return Ok(());
+        }
+        let Some(reference) = target.origin_id.clone() else {
+            return Err(ClientError::BadInput(
+                "that message cannot be deleted".into(),
+            ));
+        };
+        let id = linnet_xmpp::new_id();
+        let stanza = xr::retraction_stanza(&peer, &id, &reference);
+        let out = Outgoing {
+            body: String::new(),
+            kind: MessageKind::Retraction,
+            target: Some(target.id),
+            reply_to: None,
+            wire: Wire::Stanza(linnet_xmpp::stanza_to_string(&stanza)),
+        };
+        self.queue_outgoing(account, &peer, &id, out, move |tx, _| {
+            tx.apply_retraction(target.id, now_ms()).map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Sets our reactions to a message (XEP-0444): the complete set; empty removes ours.
+    pub fn react(&self, account: AccountId, message: MessageId, emojis: &[String]) -> Result<()> {
+        let mut set: Vec<String> = Vec::new();
+        for e in emojis {
+            let e = e.trim();
+            if e.is_empty() || e.len() > xr::MAX_REACTION_BYTES || e.chars().any(char::is_control) {
+                return Err(ClientError::BadInput("a reaction is one emoji".into()));
+            }
+            if !set.iter().any(|x| x == e) {
+                set.push(e.to_owned());
+            }
+        }
+        if set.len() > xr::MAX_REACTIONS {
+            return Err(ClientError::BadInput("too many reactions".into()));
+        }
+        let (target, peer, own) = self.own_history_message(account, message)?;
+        if target.retracted_ms.is_some() {
+            return Err(ClientError::BadInput("that message was deleted".into()));
+        }
+        let Some(reference) = target.origin_id.clone() else {
+            return Err(ClientError::BadInput(
+                "that message cannot be reacted to".into(),
+            ));
+        };
+        let id = linnet_xmpp::new_id();
+        let stanza = xr::reactions_stanza(&peer, &id, &reference, &set);
+        let out = Outgoing {
+            body: set.join("\n"),
+            kind: MessageKind::Reactions,
+            target: Some(target.id),
+            reply_to: None,
+            wire: Wire::Stanza(linnet_xmpp::stanza_to_string(&stanza)),
+        };
+        self.queue_outgoing(account, &peer, &id, out, move |tx, _| {
+            tx.set_reactions(target.id, &own, &set, now_ms())
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Tells the peer whether we are typing (XEP-0085). Only state changes go out, only to
+    /// contacts who see our presence, and only while online: a lost notification is
+    /// harmless and never queued.
+    pub fn set_typing(&self, conversation: ConversationId, typing: bool) -> Result<()> {
+        let (account, peer, allowed) = {
+            let store = lock(&self.inner.store);
+            let info = store.conversation_info(conversation)?;
+            let allowed = shares_presence(store.contact(info.account, &info.peer)?)
+                && info.kind == linnet_store::ConversationKind::Chat;
+            (info.account, info.peer, allowed)
+        };
+        if !allowed {
+            return Ok(());
+        }
+        let state = if typing {
+            ChatState::Composing
+        } else {
+            ChatState::Paused
+        };
+        {
+            let mut sent = lock(&self.inner.typing_sent);
+            let was = sent.insert(conversation, typing);
+            if was == Some(typing) || (was.is_none() && !typing) {
+                return Ok(());
+            }
+        }
+        let peer = BareJid::parse(&peer)?;
+        if let Some(s) = self.inner.live_session(account) {
+            let _ = s.send_xml(&linnet_xmpp::stanza_to_string(&xr::chat_state_stanza(
+                &peer, state,
+            )));
+        }
+        Ok(())
+    }
+
+    /// After marking read: a displayed marker (XEP-0333) for the newest incoming message,
+    /// if its sender asked for markers and may learn that we read it. Archived, so our
+    /// other devices learn it too.
+    pub(crate) fn send_displayed(&self, conversation: ConversationId) -> Result<()> {
+        let (account, peer, target) = {
+            let store = lock(&self.inner.store);
+            let info = store.conversation_info(conversation)?;
+            if info.kind != linnet_store::ConversationKind::Chat {
+                return Ok(());
+            }
+            let Some(latest) = store.latest_incoming(conversation)? else {
+                return Ok(());
+            };
+            if !latest.markable || !shares_presence(store.contact(info.account, &info.peer)?) {
+                return Ok(());
+            }
+            let Some(reference) = latest.origin_id else {
+                return Ok(());
+            };
+            (info.account, info.peer, reference)
+        };
+        let peer = BareJid::parse(&peer)?;
+        if let Some(s) = self.inner.live_session(account) {
+            let stanza = xr::displayed_stanza(&peer, &linnet_xmpp::new_id(), &target);
+            let _ = s.send_xml(&linnet_xmpp::stanza_to_string(&stanza));
+        }
+        Ok(())
+    }
+}
+
+/// The body in an entry that is never a stanza of its own: cannot happen, since only chat
+/// messages wait for encryption.
+fn unreachable_outbox() -> std::result::Result<linnet_store::OutboxId, StoreError> {
+    Err(StoreError::InvalidInput(
+        "a stanza cannot wait for encryption",
+    ))
+}
+
+fn check_body(body: &str) -> Result<()> {
+    if body.trim().is_empty() {
+        return Err(ClientError::BadInput("empty message".into()));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ClientError::BadInput("message too long".into()));
+    }
+    Ok(())
+}
+
+/// Snapshot items for a page of history: reactions, reply previews and styling resolved.
+pub(crate) fn message_items(
+    tx: &linnet_store::Store,
+    own: &str,
+    records: Vec<MessageRecord>,
+) -> std::result::Result<Vec<MessageItem>, StoreError> {
+    let ids: Vec<MessageId> = records.iter().map(|m| m.id).collect();
+    let reactions = tx.reactions(&ids)?;
+    let mut out = Vec::with_capacity(records.len());
+    for m in records {
+        let mut grouped: Vec<Reaction> = Vec::new();
+        for set in reactions.iter().filter(|r| r.message == m.id) {
+            for e in &set.emojis {
+                let i = match grouped.iter().position(|g| &g.emoji == e) {
+                    Some(i) => i,
+                    None => {
+                        grouped.push(Reaction {
+                            emoji: e.clone(),
+                            count: 0,
+                            senders: Vec::new(),
+                            mine: false,
+                        });
+                        grouped.len() - 1
+                    }
+                };
+                let g = &mut grouped[i];
+                g.count += 1;
+                g.mine |= set.sender == own;
+                g.senders.push(set.sender.clone());
+            }
+        }
+        let reply_to = match &m.reply_to {
+            Some(r) => Some(match tx.message_by_reference(m.conversation, r)? {
+                Some(t) => ReplyPreview {
+                    message: Some(t.id),
+                    sender: t.sender,
+                    excerpt: if t.retracted_ms.is_some() {
+                        String::new()
+                    } else {
+                        t.body.chars().take(160).collect()
+                    },
+                },
+                None => ReplyPreview {
+                    message: None,
+                    sender: String::new(),
+                    excerpt: String::new(),
+                },
+            }),
+            None => None,
+        };
+        let spans = styles(&m.body);
+        out.push(MessageItem {
+            id: m.id,
+            direction: m.direction,
+            sender: m.sender,
+            body: m.body,
+            timestamp_ms: m.timestamp_ms,
+            state: m.delivery_state,
+            encryption: m.encryption,
+            error: m.error,
+            edited: m.edited_ms.is_some(),
+            retracted: m.retracted_ms.is_some(),
+            reply_to,
+            reactions: grouped,
+            spans,
+        });
+    }
+    Ok(out)
+}
+
+/// XEP-0393 styling, in UTF-16 offsets (what Android's String and iOS's NSAttributedString
+/// index by), so that both apps render the same spans.
+fn styles(body: &str) -> Vec<StyleSpan> {
+    use linnet_xmpp::styling::{self, Style};
+    let spans = styling::parse(body);
+    styling::to_utf16(body, &spans)
+        .into_iter()
+        .map(|s| StyleSpan {
+            style: match s.style {
+                Style::Strong => TextStyle::Strong,
+                Style::Emphasis => TextStyle::Emphasis,
+                Style::Strike => TextStyle::Strike,
+                Style::Preformatted => TextStyle::Code,
+                Style::PreBlock => TextStyle::CodeBlock,
+                Style::Quote => TextStyle::Quote,
+            },
+            start: s.start as u32,
+            end: s.end as u32,
+            depth: s.depth,
+        })
+        .collect()
+}
