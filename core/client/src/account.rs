@@ -986,7 +986,8 @@ fn on_message(
         )? {
             fx.changed.push(conversation);
         }
-        return Ok(());
+        // A correction asks for a receipt like the message it replaces.
+        return receipt(tx, account, &m, fx);
     }
     let (body, reply_to) = crate::rich::message_parts(&m);
     let inserted = tx.insert_message(&NewMessage {
@@ -1070,13 +1071,19 @@ fn on_message(
             }
         }
     }
-    // Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
-    // that we are online.
+    receipt(tx, account, &m, fx)
+}
+
+/// Receipts only to contacts who may see our presence anyway: a receipt tells a stranger
+/// that we are online.
+fn receipt(
+    tx: &Tx<'_>,
+    account: AccountId,
+    m: &ChatMessage,
+    fx: &mut Effects,
+) -> Result<(), linnet_store::StoreError> {
     if m.wants_receipt && !m.carbon && !m.outgoing {
-        let allowed = tx
-            .contact(account, m.peer.as_str())?
-            .map(|c| matches!(c.subscription, RosterSub::From | RosterSub::Both))
-            .unwrap_or(false);
+        let allowed = crate::rich::shares_presence(tx.contact(account, m.peer.as_str())?);
         if let (true, Some(id)) = (allowed, m.id.clone()) {
             fx.receipts.push((m.from_full.clone(), id));
         }
