@@ -106,6 +106,21 @@ pub fn xmpp_config(server: Server, jid: &str) -> linnet_xmpp::ConnectConfig {
     cfg
 }
 
+/// A fresh account on `server` and a raw session of it, with the session's events.
+pub async fn registered_session(
+    server: Server,
+    tag: &str,
+) -> (
+    linnet_xmpp::Session,
+    tokio::sync::mpsc::UnboundedReceiver<linnet_xmpp::Event>,
+) {
+    let jid = fresh_jid(server, tag);
+    let cfg = xmpp_config(server, &jid);
+    linnet_xmpp::register(&cfg).await.expect("register");
+    let conn = linnet_xmpp::connect(&cfg).await.expect("connect");
+    linnet_xmpp::Session::start(conn, cfg.jid.clone())
+}
+
 /// Trusts only the test CA, so that a wrong certificate can never pass because of the
 /// machine's own roots.
 pub fn tls() -> TlsOptions {

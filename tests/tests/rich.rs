@@ -6,7 +6,7 @@ use linnet_client::{
     ConversationSnapshot, DeliveryState, Direction, Encryption, MessageItem, TextStyle,
 };
 use linnet_tests::*;
-use linnet_xmpp::{BareJid, ConnectConfig, ServerAddr, Session};
+use linnet_xmpp::Session;
 
 fn find<'a>(s: &'a ConversationSnapshot, body: &str) -> Option<&'a MessageItem> {
     s.messages.iter().find(|m| m.body == body)
@@ -192,24 +192,13 @@ async fn reactions_markers_and_typing(server: Server) {
 
 /// A raw session of a fresh account, its events drained.
 async fn raw(server: Server, tag: &str) -> (Session, String) {
-    let jid = fresh_jid(server, tag);
-    let bare = BareJid::parse(&jid).unwrap();
-    let mut cfg = ConnectConfig::new(bare.clone(), PASSWORD);
-    let o = server_override(server, false);
-    cfg.server = Some(ServerAddr {
-        host: o.host,
-        port: o.port,
-        direct_tls: false,
-    });
-    cfg.tls = tls();
-    linnet_xmpp::register(&cfg).await.unwrap();
-    let conn = linnet_xmpp::connect(&cfg).await.unwrap();
-    let (session, events) = Session::start(conn, bare);
+    let (session, events) = registered_session(server, tag).await;
     tokio::spawn(async move {
         let mut events = events;
         while events.recv().await.is_some() {}
     });
     session.send_presence(None, None).unwrap();
+    let jid = session.own_jid().as_str().to_owned();
     (session, jid)
 }
 
@@ -299,7 +288,14 @@ async fn nobody_changes_what_is_not_theirs(server: Server) {
     .unwrap();
     bob.send_xml(&chat(&a_full, "b7", "<body>control</body>"))
         .unwrap();
+    eve.send_xml(&chat(&a_full, "e5", "<body>eve control</body>"))
+        .unwrap();
 
+    // Each sender's stanzas arrive in order, so once their controls are here, all is.
+    a.wait_conversation(&eve_jid, "Eve's control message", |s| {
+        find(s, "eve control").is_some()
+    })
+    .await;
     let s = a
         .wait_conversation(&bob_jid, "Bob's control message", |s| {
             find(s, "control").is_some()
@@ -331,7 +327,7 @@ async fn nobody_changes_what_is_not_theirs(server: Server) {
     // retraction of the same id then deletes; nothing else.
     let s = a.client.open_conversation(a.account, &eve_jid).unwrap();
     let eves = a.client.messages(s, None, 10).unwrap();
-    assert_eq!(eves.len(), 1, "{eves:#?}");
+    assert_eq!(eves.len(), 2, "{eves:#?}");
     assert!(eves[0].retracted && eves[0].direction == Direction::Incoming);
     assert!(eves[0].reactions.is_empty());
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use linnet_client::transfer::{CancellationToken, TransferError, Transfers};
 use linnet_tests::*;
 use linnet_xmpp::upload::{discover_upload_service, request_slot, Slot, UploadError};
-use linnet_xmpp::{BareJid, Session};
+use linnet_xmpp::Session;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -23,14 +23,7 @@ const SERVER_LIMIT: u64 = 100 * 1024 * 1024;
 const MIME: &str = "application/octet-stream";
 
 async fn session(server: Server, tag: &str) -> Session {
-    let jid = fresh_jid(server, tag);
-    linnet_xmpp::register(&xmpp_config(server, &jid))
-        .await
-        .unwrap();
-    let conn = linnet_xmpp::connect(&xmpp_config(server, &jid))
-        .await
-        .unwrap();
-    Session::start(conn, BareJid::parse(&jid).unwrap()).0
+    registered_session(server, tag).await.0
 }
 
 fn upload_domain(server: Server) -> String {
