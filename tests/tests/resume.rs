@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use linnet_tests::proxy::Proxy;
@@ -369,31 +368,11 @@ const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' 
 
 impl Script {
     async fn start() -> Script {
-        use tokio_rustls::rustls;
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["fake.test".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
+        let (acceptor, ca_pem) = linnet_tests::fake::test_tls(&["fake.test"]);
         Script {
             listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            ca_pem: ca.pem(),
+            acceptor,
+            ca_pem,
         }
     }
 

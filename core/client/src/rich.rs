@@ -248,8 +248,9 @@ impl Client {
                     markable: false,
                     replaces: None,
                 })?;
-                let stanza = match &out.wire {
-                    Wire::Stanza(s) => Some(s.clone()),
+                // The outbox holds the stanza, or (to be encrypted) the payloads to add.
+                let (kind, payload, stanza) = match &out.wire {
+                    Wire::Stanza(s) => ("chat", s.clone(), Some(s.clone())),
                     Wire::Chat(extras) => {
                         let encrypt = match tx.encryption_policy(conversation)? {
                             EncryptionPolicy::Plain => false,
@@ -260,27 +261,19 @@ impl Client {
                             }
                         };
                         if encrypt {
-                            None
+                            (crate::omemo::KIND_TO_ENCRYPT, extras.to_xml(), None)
                         } else {
-                            Some(linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
+                            let s = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
                                 peer,
                                 &extras.wire_body(&out.body),
                                 id,
                                 extras,
-                            )))
+                            ));
+                            ("chat", s.clone(), Some(s))
                         }
                     }
                 };
-                match (&stanza, &out.wire) {
-                    (Some(s), _) => tx.outbox_push(account, Some(inserted.id()), "chat", s)?,
-                    (None, Wire::Chat(extras)) => tx.outbox_push(
-                        account,
-                        Some(inserted.id()),
-                        crate::omemo::KIND_TO_ENCRYPT,
-                        &extras.to_xml(),
-                    )?,
-                    (None, Wire::Stanza(_)) => unreachable_outbox()?,
-                };
+                tx.outbox_push(account, Some(inserted.id()), kind, &payload)?;
                 change(tx, inserted.id())?;
                 Ok((inserted.id(), conversation, stanza))
             })?
@@ -543,14 +536,6 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// The body in an entry that is never a stanza of its own: cannot happen, since only chat
-/// messages wait for encryption.
-fn unreachable_outbox() -> std::result::Result<linnet_store::OutboxId, StoreError> {
-    Err(StoreError::InvalidInput(
-        "a stanza cannot wait for encryption",
-    ))
 }
 
 fn check_body(body: &str) -> Result<()> {
