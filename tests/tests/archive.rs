@@ -164,14 +164,31 @@ async fn second_session_catching_up() -> (TestClient, linnet_tests::fake::FakeSe
     break_stream.send(()).unwrap();
     first.await.unwrap();
     let mut s = fake.accept().await;
-    let q = s.serve_until_unanswered("urn:xmpp:mam:2").await;
+    let q = catch_up_query(&mut s).await;
     assert!(q.contains(">a0<"), "the catch-up starts after a0: {q}");
     (c, s, q)
 }
 
+/// The next query of the catch-up. The client also asks for the archive's oldest message
+/// (one result, no cursor) to tell whether history expired: that one is answered with an
+/// archive that holds "zero" (a0) still.
+async fn catch_up_query(s: &mut linnet_tests::fake::FakeSession) -> String {
+    loop {
+        let q = s.serve_until_unanswered("urn:xmpp:mam:2").await;
+        if q.contains("<max>1</max>") && !q.contains("<after>") {
+            let qid = linnet_tests::fake::attr(&q, "id").unwrap();
+            s.send(&archived(&qid, "a0", "zero", "2026-01-01T00:00:00Z"))
+                .await;
+            s.send(&fin(&qid, Some("a0"))).await;
+            continue;
+        }
+        return q;
+    }
+}
+
 /// The next catch-up query, within `WAIT`.
 async fn next_query(s: &mut linnet_tests::fake::FakeSession, what: &str) -> String {
-    tokio::time::timeout(WAIT, s.serve_until_unanswered("urn:xmpp:mam:2"))
+    tokio::time::timeout(WAIT, catch_up_query(s))
         .await
         .unwrap_or_else(|_| panic!("no catch-up query: {what}"))
 }

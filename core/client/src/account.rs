@@ -17,7 +17,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::omemo::Opened;
-use crate::{lock, now_ms, ClientError, ConnectionState, Inner, ServerOverride};
+use crate::{lock, now_ms, ClientError, ConnectionState, Inner, ServerOverride, SyncProgress};
 use linnet_store::{AccountId, ConversationId, MessageId, Tx};
 
 /// Events applied per batch before one snapshot is published: bounds latency under a flood
@@ -509,6 +509,10 @@ async fn pump(
     // during it are not in what it read (see `Placement::unconfirmed_left`).
     let mut ended_at: Option<ArchiveFrom> = None;
     let mut rechecks = 0;
+    // The archive time of the message the catch-up starts after, to tell whether the
+    // archive expired what followed it (see `Event::ArchiveOldest`) and to read on by time
+    // when that message itself is gone.
+    let mut cursor_time: Option<i64> = None;
     {
         let from = match inner.store().kv_get(Some(account), KV_ARCHIVE_LAST) {
             Ok(Some(last)) if last.is_empty() => Some(ArchiveFrom::Start),
@@ -536,7 +540,11 @@ async fn pump(
                 _ => None,
             };
             placement.catch_up_from(anchor);
-            catching_up = session.archive_query(from.clone()).is_ok();
+            catching_up = session.catch_up(from.clone()).is_ok();
+            if let Some(a) = anchor {
+                cursor_time = inner.store().message(a).ok().map(|m| m.timestamp_ms);
+                let _ = session.archive_query(ArchiveFrom::Oldest);
+            }
             start = Some((from, anchor));
         }
     }
@@ -554,6 +562,7 @@ async fn pump(
         }
         let mut closed = None;
         let mut next_page = None;
+        let mut older_loaded = Vec::new();
         let mut effects = Effects::default();
         // One transaction per batch. The chat list is updated from inside it and published
         // while the commit runs (received messages may be shown before they are on disk;
@@ -572,41 +581,73 @@ async fn pump(
                     Event::Closed(reason) => closed = Some(reason),
                     Event::ArchivePage { from, complete, last } => {
                         tracing::debug!(account = account.0, ?from, complete, "archive page");
-                        let cursor = match (&from, last) {
-                            (ArchiveFrom::Latest | ArchiveFrom::Recent, l) => {
-                                Some(l.unwrap_or_default())
-                            }
-                            (_, l) => l,
+                        // A catch-up hands its pages on in archive order, each page's last
+                        // id moving the cursor; Latest and Recent are one page each.
+                        let single = matches!(from, ArchiveFrom::Latest | ArchiveFrom::Recent);
+                        let cursor = if single {
+                            Some(last.unwrap_or_default())
+                        } else {
+                            last
                         };
                         if let Some(c) = &cursor {
                             tx.kv_set(Some(account), KV_ARCHIVE_LAST, c)?;
                         }
-                        match cursor {
-                            Some(c)
-                                if !complete
-                                    && matches!(
-                                        from,
-                                        ArchiveFrom::After(_) | ArchiveFrom::Start
-                                    ) =>
-                            {
-                                next_page = Some(ArchiveFrom::After(c));
+                        if complete || single {
+                            catching_up = false;
+                            ended_at = Some(match cursor.as_deref() {
+                                Some("") => ArchiveFrom::Start,
+                                Some(c) => ArchiveFrom::After(c.to_owned()),
+                                None => from,
+                            });
+                        }
+                    }
+                    Event::ArchiveOldest { id, stamp_ms } => {
+                        // The archive forgets oldest first: if even its oldest message is
+                        // newer than where we left off, what lay between may be lost.
+                        let cursor = match &start {
+                            Some((ArchiveFrom::After(c), _)) => Some(c.as_str()),
+                            _ => None,
+                        };
+                        if let Some(after) = cursor_time.take() {
+                            let before = stamp_ms.unwrap_or_else(now_ms);
+                            if id.as_deref() != cursor && before > after {
+                                tracing::warn!(account = account.0, "the archive expired messages we had not read");
+                                tx.add_history_gap(account, linnet_store::HistoryGap { after_ms: after, before_ms: before })?;
+                                effects.gap = true;
+                                // Everything the archive still holds is newer than our
+                                // cursor, and a server may answer a query after a vanished
+                                // id with nothing at all (Prosody does): read it all.
+                                next_page = Some(ArchiveFrom::Start);
                             }
-                            _ => {
-                                catching_up = false;
-                                ended_at = Some(match cursor.as_deref() {
-                                    Some("") => ArchiveFrom::Start,
-                                    Some(c) => ArchiveFrom::After(c.to_owned()),
-                                    None => from,
-                                });
+                        }
+                    }
+                    Event::ArchiveProgress { received, total } => {
+                        inner.set_sync_progress(account, SyncProgress { received, total });
+                    }
+                    Event::HistoryPage { with, complete } => {
+                        if let Some(c) = tx.conversation(account, with.as_str(), false)? {
+                            placement.scrollback_done(c);
+                            if complete {
+                                tx.set_history_complete(c, true)?;
                             }
+                            older_loaded.push(c);
+                        }
+                    }
+                    Event::HistoryFailed { with, condition } => {
+                        tracing::info!(account = account.0, condition = %condition, "older history refused");
+                        if let Some(c) = tx.conversation(account, with.as_str(), false)? {
+                            placement.scrollback_done(c);
+                            older_loaded.push(c);
                         }
                     }
                     Event::ArchiveFailed { from, condition } => {
                         if condition == "item-not-found" && matches!(from, ArchiveFrom::After(_)) {
-                            // Our cursor left the archive (retention): what lay between is
-                            // gone from the server too. Start again from its newest message.
-                            tracing::warn!(account = account.0, "archive cursor expired");
-                            next_page = Some(ArchiveFrom::Latest);
+                            // The message our cursor names has left the archive (expired,
+                            // or deleted): read what it holds from its start, where no
+                            // clock can mislead us; what we hold already is recognised.
+                            // Whether the archive lost more is `ArchiveOldest`'s to tell.
+                            tracing::warn!(account = account.0, "archive cursor gone");
+                            next_page = Some(ArchiveFrom::Start);
                         } else {
                             tracing::info!(account = account.0, condition = %condition, "archive catch-up refused");
                             catching_up = false;
@@ -719,8 +760,16 @@ async fn pump(
             ));
         }
         if let Some(from) = next_page {
-            if session.archive_query(from).is_err() {
-                catching_up = false;
+            placement.catch_up_from(start.as_ref().and_then(|(_, anchor)| *anchor));
+            catching_up = session.catch_up(from).is_ok();
+            inner.set_catching_up(account, catching_up);
+        }
+        for c in older_loaded {
+            inner.older_loaded(c);
+        }
+        if effects.gap {
+            for c in inner.subscribed_conversations(account) {
+                inner.conversation_snapshot_changed(c);
             }
         }
         if !catching_up && placement.recheck_wanted() {
@@ -732,7 +781,7 @@ async fn pump(
                         "a late message was not in the catch-up; reading it again"
                     );
                     placement.catch_up_from(*anchor);
-                    catching_up = session.archive_query(from.clone()).is_ok();
+                    catching_up = session.catch_up(from.clone()).is_ok();
                     if catching_up {
                         inner.set_catching_up(account, true);
                     }
@@ -747,7 +796,7 @@ async fn pump(
                         account = account.0,
                         "messages came live during the catch-up; reading on"
                     );
-                    catching_up = session.archive_query(from).is_ok();
+                    catching_up = session.catch_up(from).is_ok();
                 }
                 _ => placement.give_up_recheck(),
             }
@@ -785,6 +834,8 @@ struct Effects {
     omemo: crate::omemo::OmemoEffects,
     /// Conversations whose peer started (true) or stopped typing.
     typing: Vec<(ConversationId, bool)>,
+    /// A gap in the history was recorded.
+    gap: bool,
 }
 
 fn apply(
@@ -872,7 +923,12 @@ fn apply(
             fx.roster_changed = true;
         }
         // Handled by the pump, which owns the catch-up state.
-        Event::ArchivePage { .. } | Event::ArchiveFailed { .. } => {}
+        Event::ArchivePage { .. }
+        | Event::ArchiveFailed { .. }
+        | Event::ArchiveOldest { .. }
+        | Event::ArchiveProgress { .. }
+        | Event::HistoryPage { .. }
+        | Event::HistoryFailed { .. } => {}
         Event::PepItems { from, node, items } => {
             let version = [OmemoVersion::V03, OmemoVersion::V2]
                 .into_iter()
@@ -967,7 +1023,11 @@ fn on_message(
     if matches!(change, crate::rich::Change::Drop) {
         return Ok(());
     }
-    let timestamp_ms = placement.time_for(tx, conversation, m.archived, m.timestamp_ms)?;
+    let timestamp_ms = if m.scrollback {
+        placement.scrollback_time(tx, conversation, m.timestamp_ms)?
+    } else {
+        placement.time_for(tx, conversation, m.archived, m.timestamp_ms)?
+    };
     if !m.outgoing && !m.archived {
         // A message ends the typing that led to it.
         fx.typing.push((conversation, false));
@@ -987,7 +1047,11 @@ fn on_message(
             fx.changed.push(conversation);
         }
         // A correction asks for a receipt like the message it replaces.
-        return receipt(tx, account, &m, fx);
+        return if m.scrollback {
+            Ok(())
+        } else {
+            receipt(tx, account, &m, fx)
+        };
     }
     let (body, reply_to) = crate::rich::message_parts(&m);
     let inserted = tx.insert_message(&NewMessage {
@@ -1021,6 +1085,12 @@ fn on_message(
         replaces: m.rich.replace.clone(),
     })?;
     match inserted {
+        // Old history: read, placed by its own time, never acknowledged again.
+        Inserted::New(_) if m.scrollback => {
+            fx.changed.push(conversation);
+            return Ok(());
+        }
+        Inserted::Duplicate(_) if m.scrollback => return Ok(()),
         Inserted::New(rec) => {
             // Only what our archive holds can be confirmed by it.
             let in_archive = m.stanza_id.is_some();
@@ -1134,6 +1204,8 @@ pub(crate) struct Placement {
     /// showed in it). Such a message stands before what came ahead of it, where the catch-up
     /// no longer looks, so the session's catch-up is read again until it shows them.
     late: HashSet<MessageId>,
+    /// Per conversation, the time before which a page of older history goes.
+    scrollback: HashMap<ConversationId, i64>,
 }
 
 impl Placement {
@@ -1171,6 +1243,33 @@ impl Placement {
     fn give_up_recheck(&mut self) {
         self.late.clear();
         self.unconfirmed.clear();
+    }
+
+    /// The time for a message of a page of older history (see `Session::history_before`):
+    /// its own, but before every message held when the page began, which it is older than
+    /// whatever the clocks say. The page comes oldest first, so equal times keep its order.
+    fn scrollback_time(
+        &mut self,
+        tx: &Tx<'_>,
+        conversation: ConversationId,
+        stamp: Option<i64>,
+    ) -> Result<i64, linnet_store::StoreError> {
+        let bound = match self.scrollback.get(&conversation) {
+            Some(b) => *b,
+            None => {
+                let b = match tx.oldest_message(conversation)? {
+                    Some(oldest) => oldest.timestamp_ms.saturating_sub(1),
+                    None => i64::MAX,
+                };
+                self.scrollback.insert(conversation, b);
+                b
+            }
+        };
+        Ok(stamp.unwrap_or(bound).min(bound))
+    }
+
+    fn scrollback_done(&mut self, conversation: ConversationId) {
+        self.scrollback.remove(&conversation);
     }
 
     /// The time for a message not held yet (`stamp`: its delay stamp) that arrived live

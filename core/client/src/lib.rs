@@ -131,6 +131,8 @@ pub(crate) struct Inner {
     pub(crate) peer_typing: Mutex<std::collections::HashSet<ConversationId>>,
     /// The typing state we last told each conversation's peer (see `Client::set_typing`).
     pub(crate) typing_sent: Mutex<HashMap<ConversationId, bool>>,
+    /// Conversations whose older history is being fetched from the server (`load_older`).
+    pub(crate) loading_older: Mutex<std::collections::HashSet<ConversationId>>,
 }
 
 type OmemoRepairs = HashMap<(AccountId, BareJid, u32, linnet_omemo::Version), tokio::time::Instant>;
@@ -189,6 +191,7 @@ impl Client {
             omemo_publishing: tokio::sync::Mutex::new(()),
             peer_typing: Default::default(),
             typing_sent: Default::default(),
+            loading_older: Default::default(),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
@@ -605,7 +608,11 @@ impl Client {
         Ok(Subscription::new(task, Some(on_drop)))
     }
 
-    /// Widens a subscribed conversation's window by one page of older messages.
+    /// Widens a subscribed conversation's window by one page of older messages. When the
+    /// window reaches past the oldest message held here, the page before it is fetched from
+    /// the server's archive (XEP-0313) while online: `loading_older` is set meanwhile, and
+    /// the messages fall into the window as they arrive. `has_more` turns false once the
+    /// archive has nothing older.
     pub fn load_older(&self, conversation: ConversationId) -> Result<()> {
         let window = {
             let mut subs = lock(&self.inner.conv_subs);
@@ -615,6 +622,10 @@ impl Client {
             sub.window += WINDOW_STEP;
             sub.window
         };
+        let held = self.inner.store().message_count(conversation)?;
+        if held < u64::from(window) {
+            self.inner.fetch_older(conversation)?;
+        }
         let snap = self.inner.build_conversation(conversation, window)?;
         if let Some(sub) = lock(&self.inner.conv_subs).get(&conversation) {
             sub.tx.send_replace(Arc::new(snap));
@@ -700,6 +711,62 @@ impl Inner {
         s.filter(|s| !s.is_closed())
     }
 
+    /// Asks the server's archive for the page of a conversation's history before the oldest
+    /// message held, unless that page is on its way, the archive has nothing older, or the
+    /// account is offline (then `has_more` stays and the next `load_older` asks).
+    fn fetch_older(&self, conversation: ConversationId) -> Result<()> {
+        let (account, before, peer) = {
+            let store = self.store();
+            let info = store.conversation_info(conversation)?;
+            if info.kind != linnet_store::ConversationKind::Chat
+                || store.history_complete(conversation)?
+            {
+                return Ok(());
+            }
+            let own = store.account(info.account)?.jid;
+            let before = match store.oldest_message(conversation)? {
+                Some(m) => match (m.stanza_id, m.stanza_id_by) {
+                    (Some(id), Some(by)) if by == own => linnet_xmpp::HistoryBefore::Id(id),
+                    _ => linnet_xmpp::HistoryBefore::Time(m.timestamp_ms),
+                },
+                None => linnet_xmpp::HistoryBefore::Now,
+            };
+            (info.account, before, BareJid::parse(&info.peer)?)
+        };
+        let Some(session) = self.live_session(account) else {
+            return Ok(());
+        };
+        if !lock(&self.loading_older).insert(conversation) {
+            return Ok(());
+        }
+        if session.history_before(&peer, before).is_err() {
+            lock(&self.loading_older).remove(&conversation);
+        }
+        Ok(())
+    }
+
+    /// The account's conversations someone is subscribed to.
+    pub(crate) fn subscribed_conversations(&self, account: AccountId) -> Vec<ConversationId> {
+        let subscribed: Vec<ConversationId> = lock(&self.conv_subs).keys().copied().collect();
+        let model = lock(&self.model);
+        subscribed
+            .into_iter()
+            .filter(|c| {
+                model
+                    .conversations
+                    .iter()
+                    .any(|i| i.id == *c && i.account == account)
+            })
+            .collect()
+    }
+
+    /// A fetch of older history ended.
+    pub(crate) fn older_loaded(&self, conversation: ConversationId) {
+        if lock(&self.loading_older).remove(&conversation) {
+            self.conversation_snapshot_changed(conversation);
+        }
+    }
+
     /// Records whether a conversation's peer is typing; the snapshot follows.
     pub(crate) fn set_peer_typing(&self, conversation: ConversationId, typing: bool) {
         let changed = {
@@ -757,6 +824,7 @@ impl Inner {
                 .map(|x| x.connection.clone())
                 .unwrap_or(ConnectionState::Offline { reason: None });
             let catching_up = previous.is_some_and(|x| x.catching_up);
+            let sync_progress = previous.and_then(|x| x.sync_progress);
             for c in store.contacts(a.id)? {
                 if let Some(n) = c.name {
                     names.insert((a.id, c.jid), n);
@@ -767,6 +835,7 @@ impl Inner {
                 jid: a.jid,
                 connection,
                 catching_up,
+                sync_progress,
                 subscription_requests: store.subscription_requests(a.id)?,
             });
         }
@@ -866,8 +935,22 @@ impl Inner {
 
     pub(crate) fn set_catching_up(&self, account: AccountId, catching_up: bool) {
         self.update_account(account, |a| {
-            let changed = a.catching_up != catching_up;
+            let changed =
+                a.catching_up != catching_up || (!catching_up && a.sync_progress.is_some());
             a.catching_up = catching_up;
+            if !catching_up {
+                a.sync_progress = None;
+            }
+            changed
+        });
+    }
+
+    pub(crate) fn set_sync_progress(&self, account: AccountId, progress: SyncProgress) {
+        self.update_account(account, |a| {
+            let changed = a.catching_up && a.sync_progress != Some(progress);
+            if a.catching_up {
+                a.sync_progress = Some(progress);
+            }
             changed
         });
     }
@@ -964,14 +1047,30 @@ impl Inner {
         let store = self.store();
         let info = store.conversation_info(conversation)?;
         let mut records = store.messages(conversation, None, window + 1)?;
-        let has_more = records.len() > window as usize;
-        if has_more {
+        let more_here = records.len() > window as usize;
+        if more_here {
             records.remove(0);
         }
+        let has_more = more_here || !store.history_complete(conversation)?;
+        let oldest_shown = if more_here {
+            records.first().map(|m| m.timestamp_ms)
+        } else {
+            None
+        };
+        let gaps = store
+            .history_gaps(info.account)?
+            .into_iter()
+            .filter(|g| oldest_shown.is_none_or(|t| g.before_ms >= t))
+            .map(|g| HistoryGap {
+                after_ms: g.after_ms,
+                before_ms: g.before_ms,
+            })
+            .collect();
         let own = store.account(info.account)?.jid;
         let messages = rich::message_items(&store, &own, records)?;
         drop(store);
         let peer_typing = lock(&self.peer_typing).contains(&conversation);
+        let loading_older = lock(&self.loading_older).contains(&conversation);
         let name = lock(&self.model)
             .names
             .get(&(info.account, info.peer.clone()))
@@ -985,6 +1084,8 @@ impl Inner {
             unread: info.unread_count,
             messages,
             has_more,
+            loading_older,
+            gaps,
             peer_typing,
         })
     }

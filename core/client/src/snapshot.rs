@@ -35,6 +35,8 @@ pub struct AccountItem {
     /// fresh login; until it ends, the newest messages may still be followed by older ones
     /// falling into place ("Updating…").
     pub catching_up: bool,
+    /// How far the catch-up has come ("catching up n/m"), while it reads more than a page.
+    pub sync_progress: Option<SyncProgress>,
     /// Pending incoming subscription requests (bare JIDs), for "X wants to add you".
     pub subscription_requests: Vec<String>,
 }
@@ -136,6 +138,22 @@ pub struct StyleSpan {
     pub depth: u8,
 }
 
+/// Progress of a catch-up: messages received, and how many there are in all when the
+/// server counts them (ejabberd does; Prosody by default does not, so only `received`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SyncProgress {
+    pub received: u32,
+    pub total: Option<u32>,
+}
+
+/// Messages between these times may be missing: the server's archive had lost them
+/// (expired) before this device read it. Shown between the messages on either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HistoryGap {
+    pub after_ms: i64,
+    pub before_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConversationSnapshot {
     pub version: u64,
@@ -146,8 +164,13 @@ pub struct ConversationSnapshot {
     pub unread: u32,
     /// The newest messages, oldest first; `load_older` widens the window.
     pub messages: Vec<MessageItem>,
-    /// Older messages exist beyond the window.
+    /// Older messages exist beyond the window, here or (until scrolling back has reached
+    /// its start) in the server's archive.
     pub has_more: bool,
+    /// `load_older` is fetching older history from the server.
+    pub loading_older: bool,
+    /// Gaps in the history from the oldest message shown on, oldest first.
+    pub gaps: Vec<HistoryGap>,
     /// The peer is typing (XEP-0085 "composing"), as last told.
     pub peer_typing: bool,
 }

@@ -13,6 +13,7 @@ mod accounts;
 mod conversations;
 mod devices;
 mod error;
+mod history;
 mod key;
 mod kv;
 mod messages;
@@ -29,6 +30,7 @@ mod types;
 
 pub use devices::OmemoDevice;
 pub use error::{Result, StoreError};
+pub use history::HistoryGap;
 pub use key::DbKey;
 pub use migrations::LATEST_VERSION;
 pub use omemo::OmemoStore;

@@ -294,7 +294,25 @@ CREATE TABLE reactions (
 ) WITHOUT ROWID;
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+/// v7: history. Gaps are stretches of time in which the server's archive may have lost
+/// messages before we read them (it keeps history for a limited time: Prosody a week by
+/// default), recorded per account because our archive covers every one-to-one
+/// conversation. `history_complete`: scrolling back reached the start of the archive.
+const V7: &str = r#"
+CREATE TABLE history_gaps (
+    id         INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    -- Messages after this time and before `before_ms` may be missing (ms since the epoch).
+    after_ms   INTEGER NOT NULL,
+    before_ms  INTEGER NOT NULL,
+    CHECK (after_ms <= before_ms)
+);
+CREATE INDEX history_gaps_by_account ON history_gaps (account_id, after_ms);
+ALTER TABLE conversations ADD COLUMN history_complete INTEGER NOT NULL DEFAULT 0
+    CHECK (history_complete IN (0, 1));
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -383,10 +401,11 @@ mod tests {
     #[test]
     fn newer_version_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "user_version", 7).unwrap();
+        let newer = LATEST_VERSION + 1;
+        conn.pragma_update(None, "user_version", newer).unwrap();
         match migrate(&mut conn, MIGRATIONS) {
             Err(StoreError::TooNew { found, supported }) => {
-                assert_eq!((found, supported), (7, LATEST_VERSION));
+                assert_eq!((found, supported), (newer, LATEST_VERSION));
             }
             other => panic!("expected TooNew, got {other:?}"),
         }

@@ -73,6 +73,10 @@ pub(crate) const MESSAGE_PAGE: &str = concat!(
     " WHERE m.conversation_id = ?1 AND (m.timestamp_ms, m.id) < (?2, ?3) AND m.kind = 0
       ORDER BY m.timestamp_ms DESC, m.id DESC LIMIT ?4"
 );
+pub(crate) const OLDEST_MESSAGE: &str = concat!(
+    message_select!(),
+    " WHERE m.conversation_id = ?1 AND m.kind = 0 ORDER BY m.timestamp_ms, m.id LIMIT 1"
+);
 pub(crate) const LATEST_INCOMING: &str = concat!(
     message_select!(),
     " WHERE m.conversation_id = ?1 AND m.direction = 0 AND m.kind = 0
@@ -156,6 +160,7 @@ mod tests {
             MESSAGE_BY_ORIGIN_ID,
             MESSAGE_BY_ACCOUNT_ORIGIN_ID,
             MESSAGE_PAGE,
+            OLDEST_MESSAGE,
             LATEST_INCOMING,
             STAND_IN,
             DUPLICATE_BY_ORIGIN_ID,

@@ -355,6 +355,12 @@ delegate_to_tx! {
         conversation: ConversationId,
         up_to: MessageId,
     ) -> Result<Option<(i64, MessageId)>>;
+    // history
+    fn add_history_gap(&self, account: AccountId, gap: crate::HistoryGap) -> Result<()>;
+    fn history_gaps(&self, account: AccountId) -> Result<Vec<crate::HistoryGap>>;
+    fn history_complete(&self, conversation: ConversationId) -> Result<bool>;
+    fn set_history_complete(&self, conversation: ConversationId, complete: bool) -> Result<()>;
+    fn oldest_message(&self, conversation: ConversationId) -> Result<Option<MessageRecord>>;
     // rich messages
     fn message_by_reference(
         &self,

@@ -103,6 +103,9 @@ pub struct ChatMessage {
     pub wants_receipt: bool,
     /// Fetched from our archive (XEP-0313) rather than delivered live.
     pub archived: bool,
+    /// Fetched by a scroll-back query ([`crate::Session::history_before`]): older than what
+    /// the caller holds of the conversation, not part of a catch-up.
+    pub scrollback: bool,
     /// The message's OMEMO `<encrypted>` elements, at most one per version, each parsed or
     /// refused with the reason. When there are any, `body` is only the fallback text for
     /// clients without OMEMO (possibly empty) and must not be shown.
@@ -154,6 +157,29 @@ pub enum Event {
     /// A query of our archive was refused (`condition` as in RFC 6120 §8.3).
     ArchiveFailed {
         from: crate::ArchiveFrom,
+        condition: String,
+    },
+    /// The answer to an `ArchiveFrom::Oldest` query: the oldest message the archive
+    /// holds (its archive id and time), `None` when the archive is empty.
+    ArchiveOldest {
+        id: Option<String>,
+        stamp_ms: Option<i64>,
+    },
+    /// How far a catch-up ([`crate::Session::catch_up`]) has come: results received, and
+    /// how many there are in all once the server has counted them (ejabberd does, Prosody
+    /// by default does not).
+    ArchiveProgress {
+        received: u32,
+        total: Option<u32>,
+    },
+    /// A page of older history ([`crate::Session::history_before`]) ended; `complete`:
+    /// the archive holds nothing older.
+    HistoryPage {
+        with: BareJid,
+        complete: bool,
+    },
+    HistoryFailed {
+        with: BareJid,
         condition: String,
     },
     /// New items of a node a contact (or we) published to, pushed because we asked for
@@ -441,6 +467,7 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         timestamp_ms,
         wants_receipt: el.has_child("request", NS_RECEIPTS) && el.attr("id").is_some(),
         archived: false,
+        scrollback: false,
         encrypted,
         rich,
     }));
@@ -529,6 +556,35 @@ pub(crate) fn archived_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
         }
     }
     events
+}
+
+/// The archive id and archive time of a result of our own archive.
+pub(crate) fn archive_result_meta(el: &Element, cx: &Context<'_>) -> Option<(String, Option<i64>)> {
+    if !cx.is_from_own_account(el) {
+        tracing::warn!("dropping archive result not sent by our own account");
+        return None;
+    }
+    let result = el.get_child("result", NS_MAM)?;
+    let id = result
+        .attr("id")
+        .filter(|i| !i.is_empty() && i.len() <= crate::rich::MAX_ID_BYTES)?;
+    let stamp = result
+        .get_child("forwarded", NS_FORWARD)
+        .and_then(|f| f.get_child("delay", NS_DELAY))
+        .and_then(|d| d.attr("stamp"))
+        .and_then(parse_stamp);
+    Some((id.to_owned(), stamp))
+}
+
+/// RSM `<count>` of a XEP-0313 `<fin/>`, when the server counted.
+pub(crate) fn archive_fin_count(iq: &Element) -> Option<u32> {
+    iq.get_child("fin", NS_MAM)?
+        .get_child("set", NS_RSM)?
+        .get_child("count", NS_RSM)?
+        .text()
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `<fin/>` of a XEP-0313 query: (complete, last archive id of the page).

@@ -7,6 +7,7 @@ mod error;
 mod fast;
 pub mod inbound;
 pub mod jid;
+mod mam;
 pub mod omemo;
 mod pep;
 pub mod rich;
@@ -28,7 +29,7 @@ pub use inbound::{ChatMessage, Event, RosterItem, Subscription};
 pub use jid::{BareJid, JidError};
 pub use pep::{NodeConfig, PepItem, Published};
 pub use sasl2::new_user_agent_id;
-pub use session::{chat_stanza, stanza_to_string, ArchiveFrom, Session, SmState};
+pub use session::{chat_stanza, stanza_to_string, ArchiveFrom, HistoryBefore, Session, SmState};
 pub use srv::service_address;
 /// The rustls configuration our XMPP connections use (same roots, same verification), for
 /// other TLS clients of the core such as HTTP file transfers.

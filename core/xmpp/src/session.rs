@@ -3,7 +3,7 @@
 //! turned into `Event::Acked` so that the layer above marks messages "sent" only once the
 //! server has them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use crate::elem::el;
 use crate::error::{ConnectError, RequestError};
 use crate::inbound::{self, Context, Event, RosterItem, NS_CARBONS, NS_PING, NS_RECEIPTS, NS_SID};
 use crate::jid::{split_bare, BareJid};
+use crate::mam::{self, CatchUp};
 
 enum Cmd {
     /// A stanza; when tracked, `Event::Acked(id)` follows the server's acknowledgement.
@@ -38,6 +39,16 @@ enum Cmd {
     /// A query of our archive (see `Session::archive_query`).
     Archive {
         from: ArchiveFrom,
+    },
+    /// A whole catch-up (see `Session::catch_up`).
+    CatchUp {
+        from: ArchiveFrom,
+    },
+    /// One page of a conversation's history before what we hold (see
+    /// `Session::history_before`).
+    History {
+        with: BareJid,
+        before: HistoryBefore,
     },
     /// After a resumption: what the previous stream left unacknowledged (see
     /// `Session::carry_over`).
@@ -66,6 +77,24 @@ pub enum ArchiveFrom {
     Recent,
     /// Only to learn the newest archive id: its message is not delivered.
     Latest,
+    /// From this archive time on (ms since the epoch), for when the cursor's message is no
+    /// longer in the archive.
+    Since(i64),
+    /// Only to learn the oldest message the archive still holds (`Event::ArchiveOldest`):
+    /// when it is newer than where we left off, the archive expired what lay between.
+    Oldest,
+}
+
+/// Where a page of older history ends (see [`Session::history_before`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryBefore {
+    /// Before the message with this archive id.
+    Id(String),
+    /// Before this time (ms since the epoch): for conversations whose oldest message we
+    /// hold has no archive id (sent from here, never read back).
+    Time(i64),
+    /// The newest page.
+    Now,
 }
 
 /// Messages per archive page: enough to catch up a typical gap in one round trip, small
@@ -213,6 +242,10 @@ impl Session {
             durable,
             pending_iqs: HashMap::new(),
             archive_queries: HashMap::new(),
+            catch_up: None,
+            history_queries: HashMap::new(),
+            dropped_queries: HashSet::new(),
+            oldest_found: HashMap::new(),
             unacked: VecDeque::new(),
             unsent: Vec::new(),
             sent_count: base.outbound,
@@ -258,6 +291,34 @@ impl Session {
     pub fn archive_query(&self, from: ArchiveFrom) -> Result<(), RequestError> {
         self.tx
             .send(Cmd::Archive { from })
+            .map_err(|_| RequestError::Closed)
+    }
+
+    /// Reads our archive (XEP-0313) from `from` up to its newest message, as
+    /// [`crate::mam`] describes: the messages arrive as `Event::Message` (with `archived`)
+    /// in archive order, each page's end as `Event::ArchivePage` (the last with
+    /// `complete`), progress as `Event::ArchiveProgress`, a refusal as
+    /// `Event::ArchiveFailed` (which ends it). A new catch-up replaces one still running.
+    /// `Latest` and `Recent` are single pages, as with [`Session::archive_query`].
+    pub fn catch_up(&self, from: ArchiveFrom) -> Result<(), RequestError> {
+        self.tx
+            .send(Cmd::CatchUp { from })
+            .map_err(|_| RequestError::Closed)
+    }
+
+    /// Reads one page of our archive's messages with `with`, the newest before `before`:
+    /// history older than what we hold, for scrolling back. The messages arrive as
+    /// `Event::Message` with `archived` and `scrollback`, then `Event::HistoryPage`.
+    pub fn history_before(
+        &self,
+        with: &BareJid,
+        before: HistoryBefore,
+    ) -> Result<(), RequestError> {
+        self.tx
+            .send(Cmd::History {
+                with: with.clone(),
+                before,
+            })
             .map_err(|_| RequestError::Closed)
     }
 
@@ -623,6 +684,14 @@ struct Driver {
     pending_iqs: HashMap<String, PendingIq>,
     /// Our archive queries in flight, by query id (also the IQ id).
     archive_queries: HashMap<String, ArchiveFrom>,
+    catch_up: Option<CatchUp>,
+    /// Scroll-back queries in flight, by query id (also the IQ id): with whom.
+    history_queries: HashMap<String, BareJid>,
+    /// Queries of a catch-up that ended before they were answered: their results are
+    /// dropped without a warning.
+    dropped_queries: HashSet<String>,
+    /// The result of an `ArchiveFrom::Oldest` query, until its `<fin/>`.
+    oldest_found: HashMap<String, (String, Option<i64>)>,
     /// Stanzas sent but not yet acknowledged, with their tracking ids, oldest first.
     unacked: VecDeque<(Option<String>, Element)>,
     /// Stanzas handed to the session that never went out because the stream broke first.
@@ -773,7 +842,12 @@ impl Driver {
                 Cmd::Close { done } => {
                     let _ = done.send(());
                 }
-                Cmd::Confirmed | Cmd::Archive { .. } | Cmd::ClientState { .. } | Cmd::Probe => {}
+                Cmd::Confirmed
+                | Cmd::Archive { .. }
+                | Cmd::CatchUp { .. }
+                | Cmd::History { .. }
+                | Cmd::ClientState { .. }
+                | Cmd::Probe => {}
             }
         }
         let mut left = std::mem::take(&mut self.unacked);
@@ -844,30 +918,24 @@ impl Driver {
                     self.send_ack().await?;
                 }
             }
-            Cmd::Archive { from } => {
+            Cmd::Archive { from } => self.archive_page(from).await?,
+            Cmd::CatchUp { from } => {
+                if matches!(from, ArchiveFrom::Latest | ArchiveFrom::Recent) {
+                    return self.archive_page(from).await;
+                }
+                if let Some(mut old) = self.catch_up.take() {
+                    self.dropped_queries.extend(old.take_abandoned());
+                    self.dropped_queries.extend(old.in_flight_ids());
+                }
+                let (c, q) = CatchUp::start(from, mam::WINDOWS);
+                self.catch_up = Some(c);
+                self.write(&q.to_iq(), None).await?;
+            }
+            Cmd::History { with, before } => {
                 let id = crate::new_id();
-                let mut set = el("set", inbound::NS_RSM);
-                set = match &from {
-                    ArchiveFrom::After(after) => set
-                        .child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
-                        .child(el("after", inbound::NS_RSM).text(after)),
-                    ArchiveFrom::Start => {
-                        set.child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
-                    }
-                    ArchiveFrom::Recent => set
-                        .child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
-                        .child(el("before", inbound::NS_RSM)),
-                    ArchiveFrom::Latest => set
-                        .child(el("max", inbound::NS_RSM).text("1"))
-                        .child(el("before", inbound::NS_RSM)),
-                };
-                let iq = el("iq", ns::JABBER_CLIENT)
-                    .attr("type", "set")
-                    .attr("id", &id)
-                    .child(el("query", inbound::NS_MAM).attr("queryid", &id).child(set))
-                    .build();
-                self.write(&iq, None).await?;
-                self.archive_queries.insert(id, from);
+                let q = mam::history_query(&id, &with, &before);
+                self.write(&q, None).await?;
+                self.history_queries.insert(id, with);
             }
             Cmd::Replay { acked, resend } => {
                 for id in acked {
@@ -902,6 +970,84 @@ impl Driver {
             }
             Cmd::Probe => self.probe().await?,
             Cmd::Close { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// One page of our archive (see `Session::archive_query`).
+    async fn archive_page(&mut self, from: ArchiveFrom) -> Result<(), ConnectError> {
+        let id = crate::new_id();
+        let mut set = el("set", inbound::NS_RSM);
+        set = match &from {
+            ArchiveFrom::After(after) => set
+                .child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
+                .child(el("after", inbound::NS_RSM).text(after)),
+            ArchiveFrom::Start => {
+                set.child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
+            }
+            ArchiveFrom::Recent => set
+                .child(el("max", inbound::NS_RSM).text(ARCHIVE_PAGE.to_string()))
+                .child(el("before", inbound::NS_RSM)),
+            ArchiveFrom::Latest => set
+                .child(el("max", inbound::NS_RSM).text("1"))
+                .child(el("before", inbound::NS_RSM)),
+            ArchiveFrom::Oldest => set.child(el("max", inbound::NS_RSM).text("1")),
+            ArchiveFrom::Since(ms) => {
+                let q = mam::Query {
+                    id: id.clone(),
+                    start_ms: Some(*ms),
+                    end_ms: None,
+                    after: None,
+                    max: ARCHIVE_PAGE,
+                };
+                self.write(&q.to_iq(), None).await?;
+                self.archive_queries.insert(id, from);
+                return Ok(());
+            }
+        };
+        let iq = el("iq", ns::JABBER_CLIENT)
+            .attr("type", "set")
+            .attr("id", &id)
+            .child(el("query", inbound::NS_MAM).attr("queryid", &id).child(set))
+            .build();
+        self.write(&iq, None).await?;
+        self.archive_queries.insert(id, from);
+        Ok(())
+    }
+
+    /// The answer to a query of the running catch-up.
+    async fn catch_up_answer(
+        &mut self,
+        seq: u32,
+        id: &str,
+        iq: &Element,
+    ) -> Result<(), ConnectError> {
+        let Some(c) = self.catch_up.as_mut() else {
+            return Ok(());
+        };
+        let step = if iq.attr("type") == Some("result") {
+            let (complete, last) = inbound::archive_fin(iq);
+            let count = inbound::archive_fin_count(iq);
+            let mut step = c.fin(id, complete, last, count, inbound::now_ms());
+            let (received, total) = c.progress();
+            if !step.done {
+                step.emit.push(Event::ArchiveProgress { received, total });
+            }
+            step
+        } else {
+            match c.failed(id, inbound::stanza_error(iq).0) {
+                Some(step) => step,
+                None => return Ok(()),
+            }
+        };
+        if step.done {
+            if let Some(mut c) = self.catch_up.take() {
+                self.dropped_queries.extend(c.take_abandoned());
+            }
+        }
+        self.emit(seq, step.emit);
+        for q in step.send {
+            self.write(&q.to_iq(), None).await?;
         }
         Ok(())
     }
@@ -961,8 +1107,37 @@ impl Driver {
                 own: &self.own,
                 own_full: &self.own_full,
             };
+            if let Some(c) = self.catch_up.as_mut().filter(|c| c.owns(query)) {
+                let query = query.to_owned();
+                if let Some((id, stamp)) = inbound::archive_result_meta(&el, &cx) {
+                    let events = inbound::archived_message(&el, &cx);
+                    let out = c.result(&query, id, stamp, events);
+                    self.emit(seq, out);
+                }
+                return Ok(());
+            }
+            if self.history_queries.contains_key(query) {
+                let mut events = inbound::archived_message(&el, &cx);
+                for ev in &mut events {
+                    if let Event::Message(m) = ev {
+                        m.scrollback = true;
+                    }
+                }
+                self.emit(seq, events);
+                return Ok(());
+            }
+            if self.dropped_queries.contains(query) {
+                return Ok(());
+            }
             let events = match self.archive_queries.get(query) {
                 Some(ArchiveFrom::Latest) => Vec::new(),
+                Some(ArchiveFrom::Oldest) => {
+                    let query = query.to_owned();
+                    if let Some(found) = inbound::archive_result_meta(&el, &cx) {
+                        self.oldest_found.insert(query, found);
+                    }
+                    Vec::new()
+                }
                 Some(_) => inbound::archived_message(&el, &cx),
                 None => {
                     // XEP-0313 §Security: results we did not ask for could inject history.
@@ -980,10 +1155,42 @@ impl Driver {
                 self.probe_sent = None;
                 return Ok(());
             }
+            if self.catch_up.as_ref().is_some_and(|c| c.owns(id))
+                && self.iq_reply_matches(None, el.attr("from"))
+            {
+                let id = id.to_owned();
+                return self.catch_up_answer(seq, &id, &el).await;
+            }
+            if self.history_queries.contains_key(id) && self.iq_reply_matches(None, el.attr("from"))
+            {
+                if let Some(with) = self.history_queries.remove(id) {
+                    let ev = if el.attr("type") == Some("result") {
+                        let (complete, _) = inbound::archive_fin(&el);
+                        Event::HistoryPage { with, complete }
+                    } else {
+                        Event::HistoryFailed {
+                            with,
+                            condition: inbound::stanza_error(&el).0,
+                        }
+                    };
+                    self.emit(seq, vec![ev]);
+                }
+                return Ok(());
+            }
+            if self.dropped_queries.remove(id) {
+                return Ok(());
+            }
             if self.archive_queries.contains_key(id) && self.iq_reply_matches(None, el.attr("from"))
             {
                 if let Some(from) = self.archive_queries.remove(id) {
-                    let ev = if el.attr("type") == Some("result") {
+                    let found = self.oldest_found.remove(id);
+                    let ev = if from == ArchiveFrom::Oldest && el.attr("type") == Some("result") {
+                        let (id, stamp_ms) = found.unzip();
+                        Event::ArchiveOldest {
+                            id,
+                            stamp_ms: stamp_ms.flatten(),
+                        }
+                    } else if el.attr("type") == Some("result") {
                         let (complete, last) = inbound::archive_fin(&el);
                         Event::ArchivePage {
                             from,
