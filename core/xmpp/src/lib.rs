@@ -10,6 +10,7 @@ pub mod jid;
 mod mam;
 pub mod omemo;
 mod pep;
+pub mod profile;
 pub mod rich;
 mod sasl2;
 pub mod scram;
