@@ -223,7 +223,7 @@ pub(crate) fn now_ms() -> i64 {
 /// the future, is replaced by "now" (Pidgin CVE-2013-6477 crashed on far-future stamps).
 const MIN_PLAUSIBLE_MS: i64 = 946_684_800_000;
 
-fn parse_stamp(stamp: &str) -> Option<i64> {
+pub(crate) fn parse_stamp(stamp: &str) -> Option<i64> {
     let dt: xmpp_parsers::date::DateTime = stamp.parse().ok()?;
     let ms = dt.0.timestamp_millis();
     let now = now_ms();

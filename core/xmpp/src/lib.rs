@@ -8,6 +8,7 @@ mod fast;
 pub mod inbound;
 pub mod jid;
 mod mam;
+pub mod muc;
 pub mod omemo;
 mod pep;
 pub mod profile;

@@ -477,9 +477,9 @@ fn form_field(form: &Element, var: &str) -> Option<String> {
         .map(|v| v.text())
 }
 
-/// The entities of a disco#items reply worth a disco#info: valid JIDs, not nodes (those
-/// are not services), not `domain` itself (already asked), each once.
-fn disco_items(reply: &Element, domain: &str) -> Vec<String> {
+/// The services among a disco#items answer of `domain`: bare domain JIDs (no node, no
+/// user part), `domain` itself excluded, each once, at most `MAX_ITEMS`.
+pub(crate) fn disco_items(reply: &Element, domain: &str) -> Vec<String> {
     let Some(query) = reply.get_child("query", ns::DISCO_ITEMS) else {
         return Vec::new();
     };
@@ -494,6 +494,9 @@ fn disco_items(reply: &Element, domain: &str) -> Vec<String> {
         else {
             continue;
         };
+        if !jid.is_bare() || jid.node().is_some() {
+            continue;
+        }
         let jid = jid.as_str().to_owned();
         if jid != domain && !jids.contains(&jid) {
             jids.push(jid);
