@@ -43,6 +43,9 @@ commands:
                                   {"cmd":"react","message":N,"emojis":[E,…]}  {"cmd":"typing","peer":J,"typing":true}
                                   {"cmd":"mark_read","peer":J}  add_contact/approve/deny {"jid":J}
                                   {"cmd":"show","peer":J}  {"cmd":"quit"}
+                                  {"cmd":"open","peer":J} streams that conversation's snapshots;
+                                  {"cmd":"load_older","peer":J} widens an open one (from the
+                                  server's archive past what is stored here)
   change-password                 new password from --password-file/LINNET_PASSWORD
   delete-account                  delete the account on the server and here
   demo                            two fresh accounts chatting on a local server
@@ -485,6 +488,9 @@ async fn watch(args: &Args) -> Result<(), ClientError> {
             }
         }
     });
+    // Conversations opened with {"cmd":"open"}: their snapshots stream out until the end.
+    let (conv_tx, mut conv_rx) = mpsc::unbounded_channel::<Arc<ConversationSnapshot>>();
+    let mut open_convs = std::collections::HashMap::new();
     let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
     loop {
         let sleep = async {
@@ -497,8 +503,14 @@ async fn watch(args: &Args) -> Result<(), ClientError> {
             Some(s) = rx.recv() => {
                 print(&json!({"event": "chat_list", "snapshot": &*s}));
             }
+            Some(s) = conv_rx.recv() => {
+                print(&json!({"event": "conversation", "snapshot": &*s}));
+            }
             Some(line) = cmd_rx.recv() => {
-                let reply = command(&client, args, &line).await;
+                let reply = match conversation_command(&client, args, &line, &conv_tx, &mut open_convs) {
+                    Some(r) => r,
+                    None => command(&client, args, &line).await,
+                };
                 let quit = matches!(reply, Ok(ref v) if v.get("quit").is_some());
                 match reply {
                     Ok(v) => print(&json!({"event": "result", "ok": true, "result": v})),
@@ -511,6 +523,48 @@ async fn watch(args: &Args) -> Result<(), ClientError> {
     }
     client.shutdown().await;
     Ok(())
+}
+
+/// `open` and `load_older`, which keep a conversation subscribed; `None` for the others.
+fn conversation_command(
+    client: &Client,
+    args: &Args,
+    line: &str,
+    tx: &mpsc::UnboundedSender<Arc<ConversationSnapshot>>,
+    open: &mut std::collections::HashMap<
+        linnet_client::ConversationId,
+        linnet_client::Subscription,
+    >,
+) -> Option<Result<Value, ClientError>> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let cmd = v.get("cmd").and_then(Value::as_str)?;
+    if cmd != "open" && cmd != "load_older" {
+        return None;
+    }
+    let mut run = || {
+        let peer = v
+            .get("peer")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing \"peer\""))?;
+        let acc = match v.get("account").and_then(Value::as_str) {
+            Some(jid) => client
+                .account_by_jid(jid)?
+                .ok_or_else(|| ClientError::NotFound("account".into()))?,
+            None => account(client, args)?,
+        };
+        let conv = client.open_conversation(acc, peer)?;
+        if cmd == "open" {
+            if let std::collections::hash_map::Entry::Vacant(e) = open.entry(conv) {
+                e.insert(client.subscribe_conversation(conv, ConvTx(tx.clone()))?);
+            }
+        } else if open.contains_key(&conv) {
+            client.load_older(conv)?;
+        } else {
+            return Err(bad("open the conversation first"));
+        }
+        Ok(json!({"conversation": conv.0}))
+    };
+    Some(run())
 }
 
 /// One JSON command of `watch` (see the usage text).

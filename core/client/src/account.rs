@@ -480,6 +480,9 @@ fn raise_sm_inbound(inner: &Inner, account: AccountId, handled: u32) {
     }
 }
 
+/// How long a batch waits for more results while catching up (see `pump`).
+const CATCH_UP_GATHER: Duration = Duration::from_millis(10);
+
 /// A session online this long before it dropped was healthy (see the reconnect policy).
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
@@ -560,6 +563,30 @@ async fn pump(
                 Err(_) => break,
             }
         }
+        // A catch-up's results trickle in as the server sends them: gathered for a moment,
+        // they share one transaction and one fsync instead of one each.
+        if catching_up && batch.len() < BATCH {
+            let until = tokio::time::Instant::now() + CATCH_UP_GATHER;
+            while batch.len() < BATCH {
+                match tokio::time::timeout_at(until, events.recv()).await {
+                    Ok(Some(ev)) => batch.push(ev),
+                    _ => break,
+                }
+            }
+        }
+        // Results of our archive can be read again (the cursor moves in the same
+        // transaction), so acknowledging them needs no fsync of their own.
+        let rereadable = batch.iter().all(|(_, ev)| {
+            matches!(ev, Event::Message(m) if m.archived)
+                || matches!(
+                    ev,
+                    Event::ArchivePage { .. }
+                        | Event::ArchiveProgress { .. }
+                        | Event::ArchiveOldest { .. }
+                        | Event::HistoryPage { .. }
+                        | Event::HistoryFailed { .. }
+                )
+        });
         let mut closed = None;
         let mut next_page = None;
         let mut older_loaded = Vec::new();
@@ -713,7 +740,12 @@ async fn pump(
         }
         // The publisher was woken during the transaction; let it run before the fsync.
         tokio::task::yield_now().await;
-        if !effects.receipts.is_empty() || !effects.approvals.is_empty() || handled > 0 {
+        let urgent = !effects.receipts.is_empty() || !effects.approvals.is_empty();
+        if rereadable && !urgent {
+            if result.is_ok() && handled > 0 {
+                session.confirm_handled(handled);
+            }
+        } else if urgent || handled > 0 {
             match blocking(|| inner.store().sync()) {
                 Ok(()) => {
                     if result.is_ok() && handled > 0 {

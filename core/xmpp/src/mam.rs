@@ -182,6 +182,8 @@ struct Window {
     /// `<count>` of its first page (ejabberd gives it; Prosody does not by default).
     count: Option<u32>,
     results: u32,
+    /// The newest archive time among its results so far.
+    newest: Option<i64>,
 }
 
 /// A running catch-up (see the module documentation).
@@ -235,6 +237,7 @@ impl CatchUp {
                 held: Vec::new(),
                 count: None,
                 results: 0,
+                newest: None,
             }],
             head: 0,
             in_flight: HashMap::new(),
@@ -335,7 +338,11 @@ impl CatchUp {
         let Some(&w) = self.in_flight.get(query_id) else {
             return Vec::new();
         };
-        self.windows[w].results += 1;
+        let win = &mut self.windows[w];
+        win.results += 1;
+        if let Some(s) = stamp {
+            win.newest = Some(win.newest.map_or(s, |n| n.max(s)));
+        }
         if w == self.head {
             let mut out = Vec::new();
             self.hand_on(&mut out, id, stamp, events);
@@ -416,6 +423,12 @@ impl CatchUp {
         let more = !complete && progressed;
         if more {
             win.after = last.clone();
+            // The next page also starts at this page's newest time: a server that finds
+            // `after` by scanning (Prosody's internal storage, from the start of the time
+            // filter) then scans one instant, not the whole window so far.
+            if let Some(n) = win.newest {
+                win.start_ms = Some(win.start_ms.map_or(n, |s| s.max(n)));
+            }
             win.state = State::Ready;
         } else {
             win.state = State::Done;
@@ -473,6 +486,7 @@ impl CatchUp {
                 held: Vec::new(),
                 count: None,
                 results: 0,
+                newest: None,
             });
         }
         // What the first page handed on at t0 comes again in window 1.
@@ -653,7 +667,8 @@ mod tests {
         let s = c.fin(&q[1], false, Some("b1".into()), Some(2), 10_000);
         assert_eq!(s.send.len(), 1);
         assert_eq!(s.send[0].after.as_deref(), Some("b1"));
-        assert_eq!(s.send[0].start_ms, Some(4000));
+        // From the newest time seen, so that the server finds `after` at once.
+        assert_eq!(s.send[0].start_ms, Some(4500));
         let q1b = s.send[0].id.clone();
         assert!(c.result(&q1b, "b2".into(), Some(6000), ev("b2")).is_empty());
         let s = c.fin(&q1b, true, Some("b2".into()), Some(2), 10_000);
@@ -718,7 +733,7 @@ mod tests {
         let s = c.fin(&q.id, false, Some("p1".into()), None, 5000);
         assert_eq!(s.send.len(), 1);
         assert_eq!(s.send[0].after.as_deref(), Some("p1"));
-        assert_eq!((s.send[0].start_ms, s.send[0].end_ms), (None, None));
+        assert_eq!((s.send[0].start_ms, s.send[0].end_ms), (Some(9000), None));
     }
 
     #[test]

@@ -58,7 +58,6 @@ pub const MAX_STATUS_CODES: usize = 16;
 pub const MAX_LIST_ITEMS: usize = 10_000;
 /// A bookmark's opaque `<extensions/>`, as XML.
 pub const MAX_EXTENSIONS_BYTES: usize = 64 * 1024;
-/// Entities of the server's disco#items asked whether they are the MUC service.
 
 // --- Affiliations, roles, occupant JIDs -------------------------------------------------
 

@@ -1,0 +1,308 @@
+//! `scripts/bench-catchup`: catching up with 10,000 archived messages after being offline,
+//! on both servers, at 0 and 100 ms RTT through the fault proxy: messages/s and peak RSS
+//! of Linnet's client (in a child process of its own, from login to caught up, every
+//! message stored), side by side with slixmpp reading the same archive in the same run.
+//! Figures, not assertions. Also printed: the model "pages × RTT ÷ windows + server
+//! time" the catch-up should come close to (server time: Linnet's own time at 0 ms RTT).
+//!
+//! Options: `--messages N` (10000), `--runs R` (3, medians), `--server prosody|ejabberd`
+//! (both), `--rtt MS` (0 and 100), `--no-slixmpp`.
+#![allow(clippy::unwrap_used)] // a benchmark: a panic is the failure report
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use linnet_client::{Client, DbKey, ServerOverride};
+use linnet_tests::proxy::Proxy;
+use linnet_tests::*;
+
+/// Results per archive page each server gives at most (Prosody's default
+/// `max_archive_query_results`, ejabberd's limit), asked of slixmpp too: both readers then
+/// need the same number of pages.
+fn page_size(server: Server) -> usize {
+    match server {
+        Server::Prosody => 50,
+        Server::Ejabberd => 250,
+    }
+}
+
+/// Time windows the catch-up reads at once (linnet_xmpp's `mam::WINDOWS`).
+const WINDOWS: f64 = 8.0;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The child: opens the copied database, logs in and waits until every message is stored
+/// and the catch-up is over. Prints `CATCHUP <total s> <login s> <peak RSS KiB>`.
+async fn child(dir: &Path, key: &str, n: u32) {
+    let key = DbKey::from_hex(key).unwrap();
+    let client = Client::open(dir, &key, options()).unwrap();
+    let account = client.accounts().unwrap()[0].0;
+    let (tx, mut rx) = tokio::sync::watch::channel(client.chat_list());
+    let _sub = client.subscribe_chat_list(move |s| {
+        tx.send_replace(s);
+    });
+    let t = Instant::now();
+    client.login(account).await.unwrap();
+    let login = t.elapsed().as_secs_f64();
+    loop {
+        {
+            let s = rx.borrow_and_update();
+            let unread: u32 = s.conversations.iter().map(|c| c.unread).sum();
+            if unread >= n && !s.accounts[0].catching_up {
+                break;
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(120), rx.changed())
+            .await
+            .is_err()
+        {
+            let s = rx.borrow();
+            let unread: Vec<u32> = s.conversations.iter().map(|c| c.unread).collect();
+            panic!(
+                "no progress for 2 minutes: {:?}, unread {unread:?}",
+                s.accounts
+            );
+        }
+    }
+    let total = t.elapsed().as_secs_f64();
+    println!("CATCHUP {total:.6} {login:.6} {}", peak_rss_kib());
+    client.shutdown().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn python() -> String {
+    std::env::var("LINNET_PEER_PYTHON").unwrap_or_else(|_| {
+        repo_root()
+            .join(".run/venv/bin/python")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+struct Run {
+    secs: f64,
+    rss_mib: f64,
+}
+
+fn linnet_run(template: &Path, key: &str, n: u32) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(template, dir.path());
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--child",
+            &dir.path().to_string_lossy(),
+            key,
+            &n.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("CATCHUP"))
+        .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Run {
+        secs: f[0] - f[1],
+        rss_mib: f[2] / 1024.0,
+    }
+}
+
+fn slixmpp_run(server: Server, jid: &str, proxy: &Proxy, n: u32) -> Run {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/peers/slix_mam.py"))
+        .args(["--jid", jid, "--password", PASSWORD, "--host", "127.0.0.1"])
+        .args([
+            "--port",
+            &proxy.port().to_string(),
+            "--ca",
+            &var("LINNET_CA"),
+        ])
+        .args(["--page", &page_size(server).to_string()])
+        .output()
+        .expect("slixmpp (scripts/bench-catchup sets up .run/venv)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("CATCHUP"))
+        .unwrap_or_else(|| panic!("slixmpp failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(f[0] as u32 >= n, "slixmpp read {} of {n}", f[0]);
+    Run {
+        secs: f[1],
+        rss_mib: f[2] / 1024.0,
+    }
+}
+
+/// A reader account whose device has caught up once (cursor at the archive's start) and
+/// then went offline while `n` messages came: its database is the template every run
+/// copies. Returns (template dir, key, reader JID).
+async fn prepare(server: Server, proxy: &Proxy, n: u32) -> (tempfile::TempDir, String, String) {
+    let (sender, _events) = registered_session(server, "bcs").await;
+    let reader = fresh_jid(server, "bcr");
+    linnet_xmpp::register(&xmpp_config(server, &reader))
+        .await
+        .unwrap();
+    let template = tempfile::tempdir().unwrap();
+    let key = DbKey::generate().unwrap();
+    let hex = key.to_hex().to_string();
+    {
+        let client = Client::open(template.path(), &key, options()).unwrap();
+        let via = ServerOverride {
+            host: "127.0.0.1".into(),
+            port: proxy.port(),
+            direct_tls: false,
+        };
+        let account = client.add_account(&reader, PASSWORD, Some(via)).unwrap();
+        let (tx, mut rx) = tokio::sync::watch::channel(client.chat_list());
+        let _sub = client.subscribe_chat_list(move |s| {
+            tx.send_replace(s);
+        });
+        client.login(account).await.unwrap();
+        // Caught up once, so the cursor (the archive's start) is stored: the server
+        // answers in order, so the catch-up's answer is in before the ping's.
+        client.sync(account).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while rx.borrow_and_update().accounts[0].catching_up {
+            rx.changed().await.unwrap();
+        }
+        client.logout(account).await.unwrap();
+        client.shutdown().await;
+    }
+    let to = linnet_xmpp::BareJid::parse(&reader).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        sender
+            .send_chat(
+                &to,
+                &format!("catch-up message {i}"),
+                &linnet_xmpp::new_id(),
+            )
+            .unwrap();
+        if i % 500 == 499 {
+            // Keeps the server's queue for us short.
+            sender.ping().await.unwrap();
+        }
+    }
+    sender.ping().await.unwrap();
+    // What waited for the reader offline (ejabberd's mod_offline keeps up to 5000) is
+    // delivered on its first presence: taken here by a bare session, so that every run
+    // (Linnet's and slixmpp's alike) reads the same archive and nothing else.
+    let conn = linnet_xmpp::connect(&xmpp_config(server, &reader))
+        .await
+        .unwrap();
+    let (drain, _events) = linnet_xmpp::Session::start(conn, to.clone());
+    drain.send_presence(None, None).unwrap();
+    drain.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drain.ping().await.unwrap();
+    drain.close().await;
+    eprintln!(
+        "{server:?}: {n} messages archived in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    (template, hex, reader)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if let Some(dir) = arg("--child") {
+        let args: Vec<String> = std::env::args().collect();
+        let i = args.iter().position(|a| a == "--child").unwrap();
+        child(Path::new(&dir), &args[i + 2], args[i + 3].parse().unwrap()).await;
+        return;
+    }
+    let n: u32 = arg("--messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let runs: usize = arg("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let servers = match arg("--server").as_deref() {
+        Some("prosody") => vec![Server::Prosody],
+        Some("ejabberd") => vec![Server::Ejabberd],
+        _ => vec![Server::Prosody, Server::Ejabberd],
+    };
+    let rtts: Vec<u64> = arg("--rtt")
+        .and_then(|r| r.parse().ok())
+        .map_or_else(|| vec![0, 100], |r| vec![r]);
+    let with_slixmpp = !std::env::args().any(|a| a == "--no-slixmpp");
+    println!(
+        "linnet-bench-catchup: {n} archived messages, medians of {runs} runs; Linnet from login to every message stored (child process), slixmpp from session start to its last page; peak RSS of each process"
+    );
+    for server in servers {
+        let proxy = Proxy::start(socket_addr(server)).await.unwrap();
+        let (template, key, reader) = prepare(server, &proxy, n).await;
+        let mut server_secs = None;
+        for &rtt in &rtts {
+            proxy.set_latency(Duration::from_millis(rtt / 2));
+            let (mut ours, mut our_rss) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let r = tokio::task::block_in_place(|| linnet_run(template.path(), &key, n));
+                ours.push(r.secs);
+                our_rss.push(r.rss_mib);
+            }
+            let ours = median(&mut ours);
+            if rtt == 0 {
+                server_secs = Some(ours);
+            }
+            let pages = (f64::from(n) / page_size(server) as f64).ceil();
+            let model = pages * rtt as f64 / 1000.0 / WINDOWS + server_secs.unwrap_or(0.0);
+            let slix = if with_slixmpp {
+                let (mut s, mut s_rss) = (Vec::new(), Vec::new());
+                for _ in 0..runs {
+                    let r = tokio::task::block_in_place(|| slixmpp_run(server, &reader, &proxy, n));
+                    s.push(r.secs);
+                    s_rss.push(r.rss_mib);
+                }
+                let s = median(&mut s);
+                format!(
+                    "slixmpp {:.0} msg/s, peak RSS {:.0} MiB | Linnet ÷ slixmpp {:.1}× [target >= 5]",
+                    f64::from(n) / s,
+                    median(&mut s_rss),
+                    s / ours
+                )
+            } else {
+                "slixmpp -".into()
+            };
+            println!(
+                "{server:?} @ {rtt} ms RTT: Linnet {:.0} msg/s ({ours:.2} s), peak RSS {:.0} MiB, model {model:.2} s ({pages} pages × RTT ÷ {WINDOWS} + server time) | {slix}",
+                f64::from(n) / ours,
+                median(&mut our_rss),
+            );
+        }
+    }
+}
