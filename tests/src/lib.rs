@@ -2,6 +2,7 @@
 //! that), fresh accounts, clients in temporary directories, and waiting on snapshots.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+pub mod bench;
 pub mod dns;
 pub mod fake;
 pub mod proxy;

@@ -93,8 +93,6 @@ pub const MAX_BLOCKLIST_ITEMS: usize = 10_000;
 pub const MAX_REPORT_TEXT_BYTES: usize = 4096;
 /// Stanza ids one report may name.
 pub const MAX_REPORTED_STANZAS: usize = 100;
-/// Longest stanza id (XEP-0359 ids are short; this matches the rest of the crate).
-const MAX_ID_BYTES: usize = 256;
 /// Stanza size assumed when the server announces none (XEP-0478): 64 KiB, the smallest
 /// c2s limit in common use (ejabberd's c2s default of old). Servers close the stream on an
 /// oversized stanza (ejabberd 24.12 does, without announcing its limit), and stream
@@ -1105,7 +1103,7 @@ pub(crate) fn report_element(r: &Report) -> Result<Element> {
     for s in &r.stanzas {
         let by =
             normalize_jid(&s.by).ok_or(ProfileError::BadArgument("stanza-id 'by' is not a JID"))?;
-        if s.id.is_empty() || s.id.len() > MAX_ID_BYTES {
+        if s.id.is_empty() || s.id.len() > crate::rich::MAX_ID_BYTES {
             return Err(ProfileError::BadArgument("bad stanza-id"));
         }
         report = report.child(el("stanza-id", NS_SID).attr("by", by).attr("id", &s.id));

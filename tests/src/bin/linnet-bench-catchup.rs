@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use linnet_client::{Client, DbKey, ServerOverride};
+use linnet_tests::bench::{arg, median};
 use linnet_tests::proxy::Proxy;
 use linnet_tests::*;
 
@@ -29,15 +30,6 @@ fn page_size(server: Server) -> usize {
 
 /// Time windows the catch-up reads at once (linnet_xmpp's `mam::WINDOWS`).
 const WINDOWS: f64 = 8.0;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -97,15 +89,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn python() -> String {
-    std::env::var("LINNET_PEER_PYTHON").unwrap_or_else(|_| {
-        repo_root()
-            .join(".run/venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
 struct Run {
     secs: f64,
     rss_mib: f64,
@@ -140,7 +123,7 @@ fn linnet_run(template: &Path, key: &str, n: u32) -> Run {
 }
 
 fn slixmpp_run(server: Server, jid: &str, proxy: &Proxy, n: u32) -> Run {
-    let out = Command::new(python())
+    let out = Command::new(bench::peer_python())
         .arg(repo_root().join("tests/peers/slix_mam.py"))
         .args(["--jid", jid, "--password", PASSWORD, "--host", "127.0.0.1"])
         .args([
@@ -205,6 +188,15 @@ async fn prepare(server: Server, proxy: &Proxy, n: u32) -> (tempfile::TempDir, S
         client.shutdown().await;
     }
     let to = linnet_xmpp::BareJid::parse(&reader).unwrap();
+    // The reader is online (a bare session) while the messages come, so that they go to
+    // the archive and not to offline storage as well (ejabberd would flood up to 5000 of
+    // them at the next login): every run, Linnet's and slixmpp's, reads the archive alone.
+    let conn = linnet_xmpp::connect(&xmpp_config(server, &reader))
+        .await
+        .unwrap();
+    let (online, _events) = linnet_xmpp::Session::start(conn, to.clone());
+    online.send_presence(None, None).unwrap();
+    online.ping().await.unwrap();
     let t = Instant::now();
     for i in 0..n {
         sender
@@ -220,18 +212,8 @@ async fn prepare(server: Server, proxy: &Proxy, n: u32) -> (tempfile::TempDir, S
         }
     }
     sender.ping().await.unwrap();
-    // What waited for the reader offline (ejabberd's mod_offline keeps up to 5000) is
-    // delivered on its first presence: taken here by a bare session, so that every run
-    // (Linnet's and slixmpp's alike) reads the same archive and nothing else.
-    let conn = linnet_xmpp::connect(&xmpp_config(server, &reader))
-        .await
-        .unwrap();
-    let (drain, _events) = linnet_xmpp::Session::start(conn, to.clone());
-    drain.send_presence(None, None).unwrap();
-    drain.ping().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    drain.ping().await.unwrap();
-    drain.close().await;
+    online.ping().await.unwrap();
+    online.close().await;
     eprintln!(
         "{server:?}: {n} messages archived in {:.1} s",
         t.elapsed().as_secs_f64()

@@ -24,13 +24,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use linnet_client::{Client, ConnectionState, DbKey, ServerOverride};
+use linnet_tests::bench::{arg, flag, median};
 use linnet_tests::proxy::Proxy;
 use linnet_tests::*;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 async fn ours(
     server: Server,
@@ -123,21 +119,12 @@ async fn bind2_cold(server: Server, proxy: &Proxy, direct_tls: bool, runs: usize
     times
 }
 
-fn python() -> String {
-    std::env::var("LINNET_PEER_PYTHON").unwrap_or_else(|_| {
-        repo_root()
-            .join(".run/venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
-}
-
 async fn slixmpp(server: Server, proxy: &Proxy, runs: usize) -> (Vec<f64>, Vec<f64>) {
     let me = TestClient::register(server, "slix").await;
     me.client.shutdown().await;
     let script = repo_root().join("tests/peers/slix_peer.py");
     let spawn = || {
-        Command::new(python())
+        Command::new(bench::peer_python())
             .arg(&script)
             .args([
                 "--jid",
@@ -194,14 +181,6 @@ async fn slixmpp(server: Server, proxy: &Proxy, runs: usize) -> (Vec<f64>, Vec<f
         let _ = child.wait();
     }
     (cold, reconnect)
-}
-
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
