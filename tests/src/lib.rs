@@ -415,6 +415,18 @@ impl<T> Default for Recorder<T> {
     }
 }
 
+impl Recorder<ChatListSnapshot> {
+    /// Records every chat-list snapshot `client` publishes while the subscription lives.
+    pub fn chat_list(client: &Client) -> (Self, Subscription) {
+        let rec = Recorder::default();
+        let sink = rec.clone();
+        let sub = client.subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
+            sink.0.lock().unwrap().push(s);
+        });
+        (rec, sub)
+    }
+}
+
 impl<T> Recorder<T> {
     pub fn snapshots(&self) -> Vec<Arc<T>> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()

@@ -344,13 +344,7 @@ async fn catch_up_burst_is_coalesced(server: Server) {
         s.messages.iter().all(|m| m.state >= DeliveryState::Sent) && s.messages.len() == 50
     })
     .await;
-    let rec: Recorder<ChatListSnapshot> = Recorder::default();
-    let sink = rec.clone();
-    let _sub = b
-        .client
-        .subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
-            sink.0.lock().unwrap().push(s);
-        });
+    let (rec, _sub) = Recorder::chat_list(&b.client);
     b.client.login(b.account).await.unwrap();
     let a_jid = a.jid.clone();
     b.wait_list("whole burst", |s| {

@@ -6,9 +6,7 @@
 
 use std::sync::Arc;
 
-use linnet_client::{
-    ChatListSnapshot, ConversationListener, ConversationSnapshot, DeliveryState, EncryptionPolicy,
-};
+use linnet_client::{ConversationListener, ConversationSnapshot, DeliveryState, EncryptionPolicy};
 use linnet_tests::*;
 use tokio::sync::watch;
 
@@ -39,13 +37,7 @@ async fn a_long_catch_up_is_complete_in_order_with_progress(server: Server) {
     const N: usize = 700;
     let offline = numbered("offline", N);
     send_all(&a, &b.jid, &offline).await;
-    let rec: Recorder<ChatListSnapshot> = Recorder::default();
-    let sink = rec.clone();
-    let _sub = b
-        .client
-        .subscribe_chat_list(move |s: Arc<ChatListSnapshot>| {
-            sink.0.lock().unwrap().push(s);
-        });
+    let (rec, _sub) = Recorder::chat_list(&b.client);
     b.client.login(b.account).await.unwrap();
     b.wait_incoming(&a.jid, N + 1, "the whole catch-up").await;
     b.wait_list("caught up", |s| {

@@ -1087,34 +1087,10 @@ fn on_message(
     }
     let (body, reply_to) = crate::rich::message_parts(&m);
     let inserted = tx.insert_message(&NewMessage {
-        conversation,
-        direction: if m.outgoing {
-            Direction::Outgoing
-        } else {
-            Direction::Incoming
-        },
-        sender: if m.outgoing {
-            own.as_str().to_owned()
-        } else {
-            m.peer.as_str().to_owned()
-        },
-        body,
-        origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
-        stanza_id: m.stanza_id.clone(),
-        stanza_id_by: m.stanza_id_by.clone(),
-        timestamp_ms,
-        delivery_state: if m.outgoing {
-            DeliveryState::Sent
-        } else {
-            DeliveryState::Delivered
-        },
-        encryption,
-        error,
-        kind: Default::default(),
-        target: None,
         reply_to,
         markable: m.rich.markable,
         replaces: m.rich.replace.clone(),
+        ..received_row(conversation, own, &m, body, timestamp_ms, encryption, error)
     })?;
     match inserted {
         // Old history: read, placed by its own time, never acknowledged again.
@@ -1174,6 +1150,49 @@ fn on_message(
         }
     }
     receipt(tx, account, &m, fx)
+}
+
+/// The row of a received message (or of a change to one): its sender, ids, time and
+/// state as a message of the history; callers set what differs.
+pub(crate) fn received_row(
+    conversation: ConversationId,
+    own: &BareJid,
+    m: &ChatMessage,
+    body: String,
+    timestamp_ms: i64,
+    encryption: linnet_store::Encryption,
+    error: Option<String>,
+) -> NewMessage {
+    NewMessage {
+        conversation,
+        direction: if m.outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        },
+        sender: if m.outgoing {
+            own.as_str().to_owned()
+        } else {
+            m.peer.as_str().to_owned()
+        },
+        body,
+        origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
+        stanza_id: m.stanza_id.clone(),
+        stanza_id_by: m.stanza_id_by.clone(),
+        timestamp_ms,
+        delivery_state: if m.outgoing {
+            DeliveryState::Sent
+        } else {
+            DeliveryState::Delivered
+        },
+        encryption,
+        error,
+        kind: Default::default(),
+        target: None,
+        reply_to: None,
+        markable: false,
+        replaces: None,
+    }
 }
 
 /// Receipts only to contacts who may see our presence anyway: a receipt tells a stranger

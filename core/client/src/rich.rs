@@ -82,11 +82,6 @@ pub(crate) fn store_change(
     encryption: linnet_store::Encryption,
     error: Option<String>,
 ) -> std::result::Result<bool, StoreError> {
-    let sender = if m.outgoing {
-        own.as_str().to_owned()
-    } else {
-        m.peer.as_str().to_owned()
-    };
     let emojis = m
         .rich
         .reactions
@@ -99,32 +94,26 @@ pub(crate) fn store_change(
         MessageKind::Reactions => emojis.join("\n"),
         _ => String::new(),
     };
-    let inserted = tx.insert_message(&NewMessage {
+    let row = crate::account::received_row(
         conversation,
-        direction: if m.outgoing {
-            Direction::Outgoing
-        } else {
-            Direction::Incoming
-        },
-        sender: sender.clone(),
+        own,
+        m,
         body,
-        origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
-        stanza_id: m.stanza_id.clone(),
-        stanza_id_by: m.stanza_id_by.clone(),
         timestamp_ms,
+        encryption,
+        error.clone(),
+    );
+    let sender = row.sender.clone();
+    let inserted = tx.insert_message(&NewMessage {
         // Hidden rows are never unread.
         delivery_state: if m.outgoing {
             DeliveryState::Sent
         } else {
             DeliveryState::Read
         },
-        encryption,
-        error: error.clone(),
         kind,
         target: Some(target),
-        reply_to: None,
-        markable: false,
-        replaces: None,
+        ..row
     })?;
     if !matches!(inserted, linnet_store::Inserted::New(_)) {
         return Ok(false);
