@@ -33,6 +33,12 @@ commands:
   roster approve|deny <jid>       answer a subscription request
   roster list                     list contacts
   send <jid> <body> [--wait sent|delivered]
+  send-file <jid> <path> [--wait sent|delivered]
+                                  upload a file (XEP-0363) and send it; progress as JSON lines
+  download <jid> <message-id> [--dir DIR]
+                                  fetch a received file into DIR (default .), hash checked
+  encryption <jid> [auto|omemo|plain]
+                                  show or set a conversation's encryption (files need plain)
   sync [--seconds N]              log in, fetch what is waiting, log out
   chats                           print the chat-list snapshot
   show <jid> [--limit N]          print one conversation's snapshot
@@ -43,6 +49,14 @@ commands:
                                   {"cmd":"react","message":N,"emojis":[E,…]}  {"cmd":"typing","peer":J,"typing":true}
                                   {"cmd":"mark_read","peer":J}  add_contact/approve/deny {"jid":J}
                                   {"cmd":"show","peer":J}  {"cmd":"quit"}
+                                  files: {"cmd":"send_file","to":J,"path":P}  {"cmd":"cancel","message":N}
+                                  {"cmd":"download","message":N,"dir":D} (runs on; ends with a "download" event)
+                                  groups: {"cmd":"create_group","name":N}  {"cmd":"join_group","room":R,"nick":N}
+                                  accept_invitation/decline_invitation/leave_group/destroy_group {"room":R}
+                                  {"cmd":"invite","room":R,"jid":J}  {"cmd":"subject","room":R,"subject":S}
+                                  {"cmd":"nick","room":R,"nick":N}  {"cmd":"kick","room":R,"nick":N}
+                                  {"cmd":"ban","room":R,"jid":J}  {"cmd":"affiliation","room":R,"jid":J,"affiliation":A}
+                                  (send to a group with {"cmd":"send","to":R,…}; open it with {"cmd":"open","peer":R})
                                   {"cmd":"open","peer":J} streams that conversation's snapshots;
                                   {"cmd":"load_older","peer":J} widens an open one (from the
                                   server's archive past what is stored here)
@@ -317,6 +331,20 @@ async fn run(args: &Args) -> Result<(), ClientError> {
                 &serde_json::to_value(&*client.chat_list())
                     .map_err(|e| ClientError::Internal(e.to_string()))?,
             );
+            Ok(())
+        }
+        "send-file" | "download" => files_command(args).await,
+        "encryption" => {
+            let peer = pos(args, 0, "peer JID")?;
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            let conv = client.open_conversation(acc, peer)?;
+            if let Some(p) = args.positional.get(1) {
+                let policy = serde_json::from_value(json!(p))
+                    .map_err(|_| bad("encryption: auto, omemo or plain"))?;
+                client.set_encryption_policy(conv, policy)?;
+            }
+            print(&json!({"ok": true, "encryption": client.encryption_policy(conv)?}));
             Ok(())
         }
         "show" => {
@@ -630,7 +658,145 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
             let snap = conversation_snapshot(client, acc, s("peer")?).await?;
             serde_json::to_value(&*snap).map_err(|e| ClientError::Internal(e.to_string()))
         }
+        "create_group" => {
+            let c = client.create_group(acc, s("name")?).await?;
+            Ok(json!({"conversation": c.0}))
+        }
+        "join_group" => {
+            let opt = |k: &str| v.get(k).and_then(Value::as_str);
+            let c = client
+                .join_group(acc, s("room")?, opt("nick"), opt("password"))
+                .await?;
+            Ok(json!({"conversation": c.0}))
+        }
+        "accept_invitation" => {
+            let c = client.accept_invitation(acc, s("room")?).await?;
+            Ok(json!({"conversation": c.0}))
+        }
+        "decline_invitation" => client
+            .decline_invitation(acc, s("room")?)
+            .map(|_| json!({})),
+        "leave_group" | "invite" | "subject" | "nick" | "kick" | "ban" | "affiliation"
+        | "destroy_group" => {
+            let group = client.group_conversation(acc, s("room")?)?;
+            let reason = v.get("reason").and_then(Value::as_str);
+            match s("cmd")? {
+                "leave_group" => client.leave_group(group).await?,
+                "invite" => client.invite_to_group(group, s("jid")?, reason).await?,
+                "subject" => client.set_group_subject(group, s("subject")?)?,
+                "nick" => client.set_group_nick(group, s("nick")?)?,
+                "kick" => client.kick_from_group(group, s("nick")?, reason).await?,
+                "ban" => client.ban_from_group(group, s("jid")?, reason).await?,
+                "affiliation" => {
+                    client
+                        .set_group_affiliation(group, s("jid")?, s("affiliation")?)
+                        .await?
+                }
+                _ => client.destroy_group(group, reason).await?,
+            }
+            Ok(json!({"conversation": group.0}))
+        }
+        "send_file" => {
+            let id = client
+                .send_file(acc, s("to")?, std::path::Path::new(s("path")?))
+                .await?;
+            Ok(json!({"message": id.0}))
+        }
+        "cancel" => client.cancel_transfer(message()?).map(|_| json!({})),
+        "download" => {
+            // Runs on while other commands come in; its progress shows in the snapshots.
+            let id = message()?;
+            let dir = PathBuf::from(v.get("dir").and_then(Value::as_str).unwrap_or("."));
+            let client = client.clone();
+            tokio::spawn(async move {
+                let done = match client.download_file(id, &dir).await {
+                    Ok(path) => json!({"ok": true, "path": path}),
+                    Err(e) => json!({"ok": false, "error": error_kind(&e), "text": e.to_string()}),
+                };
+                print(&json!({"event": "download", "message": id.0, "result": done}));
+            });
+            Ok(json!({"started": true}))
+        }
         "quit" => Ok(json!({"quit": true})),
         other => Err(bad(format!("unknown cmd {other:?}"))),
     }
+}
+
+/// `send-file` and `download`: log in, move the file with its progress as JSON lines
+/// (`{"event":"progress",…}`), then report.
+async fn files_command(args: &Args) -> Result<(), ClientError> {
+    let peer = pos(args, 0, "peer JID")?;
+    let client = open(args)?;
+    let acc = account(&client, args)?;
+    login_once(&client, acc).await?;
+    let result = move_file(&client, acc, peer, args).await;
+    client.shutdown().await;
+    print(&result?);
+    Ok(())
+}
+
+async fn move_file(
+    client: &Client,
+    acc: AccountId,
+    peer: &str,
+    args: &Args,
+) -> Result<Value, ClientError> {
+    use linnet_client::TransferState as T;
+    let conv = client.open_conversation(acc, peer)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = client.subscribe_conversation(conv, ConvTx(tx))?;
+    // Prints each new progress figure of `id` until `done` says the snapshot is final.
+    let mut last = None;
+    let mut follow = move |s: &ConversationSnapshot, id: MessageId| {
+        let m = s.messages.iter().find(|m| m.id == id)?;
+        let a = m.attachment.as_ref()?;
+        if last != Some((a.state, a.transferred)) {
+            last = Some((a.state, a.transferred));
+            let line = json!({"event": "progress", "message": id.0, "state": a.state,
+                              "transferred": a.transferred, "size": a.size});
+            print(&line);
+        }
+        Some((m.state, a.state, a.error.clone()))
+    };
+    if args.command == "download" {
+        let id = MessageId(
+            pos(args, 1, "message id")?
+                .parse()
+                .map_err(|_| bad("the message id is a number"))?,
+        );
+        let dir = PathBuf::from(args.opt("dir").unwrap_or("."));
+        let download = client.download_file(id, &dir);
+        tokio::pin!(download);
+        let path = loop {
+            tokio::select! {
+                r = &mut download => break r?,
+                Some(s) = rx.recv() => { follow(&s, id); }
+            }
+        };
+        return Ok(json!({"ok": true, "message": id.0, "path": path}));
+    }
+    let path = PathBuf::from(pos(args, 1, "file path")?);
+    let want = match args.opt("wait").unwrap_or("sent") {
+        "sent" => DeliveryState::Sent,
+        "delivered" => DeliveryState::Delivered,
+        other => return Err(bad(format!("--wait {other}: sent or delivered"))),
+    };
+    let id = client.send_file(acc, peer, &path).await?;
+    while let Some(s) = rx.recv().await {
+        match follow(&s, id) {
+            Some((_, T::Failed | T::Cancelled, error)) => {
+                return Err(ClientError::Policy(
+                    error.unwrap_or_else(|| "the upload failed".into()),
+                ))
+            }
+            Some((DeliveryState::Failed, _, _)) => {
+                return Err(ClientError::Policy("the message bounced".into()))
+            }
+            Some((state, T::Uploaded, _)) if state >= want => {
+                return Ok(json!({"ok": true, "message": id.0, "state": state}))
+            }
+            _ => {}
+        }
+    }
+    Err(ClientError::Internal("snapshot stream ended".into()))
 }

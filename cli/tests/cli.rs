@@ -271,3 +271,90 @@ fn the_demo_conversation_is_omemo_encrypted() {
     assert!(!text.contains("plaintext"), "{text}");
     assert_eq!(text.matches("fingerprint").count(), 2, "{text}");
 }
+
+/// A file through the CLI: refused while the conversation would encrypt, sent once it is
+/// plain (progress as JSON lines), received as a file message, downloaded with the same
+/// bytes.
+fn files_from_the_cli(server: Server) {
+    let prefix = match server {
+        Server::Prosody => "PROSODY",
+        Server::Ejabberd => "EJABBERD",
+    };
+    let host = format!(
+        "{}:{}",
+        var(&format!("{prefix}_HOST")),
+        var(&format!("{prefix}_PORT"))
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (a_key, b_key) = (keyfile(tmp.path(), "akey"), keyfile(tmp.path(), "bkey"));
+    let (a, b) = (fresh_jid(server, "clifa"), fresh_jid(server, "clifb"));
+    for (dir, key, jid) in [(&a_dir, &a_key, &a), (&b_dir, &b_key, &b)] {
+        let out = linnet(
+            dir,
+            key,
+            &["register", jid, "--server", &host],
+            Some("pass word\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let file = tmp.path().join("notes.txt");
+    let content: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&file, &content).unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = linnet(&a_dir, &a_key, &["send-file", &b, file], None);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let out = linnet(&a_dir, &a_key, &["encryption", &b, "plain"], None);
+    assert_eq!(json_lines(&out)[0]["encryption"], "plain");
+    let out = linnet(&a_dir, &a_key, &["send-file", &b, file], None);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    assert!(lines
+        .iter()
+        .any(|l| l["event"] == "progress" && l["state"] == "uploading"));
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (&last["ok"], &last["state"]),
+        (&Value::Bool(true), &Value::from("sent"))
+    );
+
+    let out = linnet(&b_dir, &b_key, &["sync"], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = linnet(&b_dir, &b_key, &["history", &a], None);
+    let msgs = json_lines(&out);
+    let m = msgs
+        .iter()
+        .find(|m| m["attachment"]["name"] == "notes.txt")
+        .unwrap_or_else(|| panic!("{msgs:?}"));
+    assert_eq!(m["body"], "");
+    assert_eq!(m["attachment"]["size"], content.len());
+    assert_eq!(m["attachment"]["media_type"], "text/plain");
+    let id = m["id"].to_string();
+    let dest = tmp.path().join("downloads");
+    std::fs::create_dir(&dest).unwrap();
+    let out = linnet(
+        &b_dir,
+        &b_key,
+        &["download", &a, &id, "--dir", dest.to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out).last().unwrap()["ok"], true);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("notes.txt")).unwrap(),
+        content
+    );
+    let out = linnet(&b_dir, &b_key, &["download", &a, "999999"], None);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+}
+
+#[test]
+fn files_from_the_cli_prosody() {
+    files_from_the_cli(Server::Prosody)
+}
+
+#[test]
+fn files_from_the_cli_ejabberd() {
+    files_from_the_cli(Server::Ejabberd)
+}

@@ -1,6 +1,7 @@
 //! Group chats (XEP-0045, XEP-0410, XEP-0402) against the real servers, on raw sessions.
-//! The session's events do not carry MUC presences or messages yet, so everything here is
-//! observed through IQs: the room's disco#info, its affiliation lists, self-pings.
+//! Everything here is observed through IQs (the room's disco#info, its affiliation lists,
+//! self-pings); the room's presences and messages, as the client applies them, are tested
+//! in `groups.rs`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::time::Duration;

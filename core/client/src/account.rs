@@ -256,6 +256,13 @@ pub(crate) async fn run(
                             session.clone(),
                             send_wake.clone(),
                         ));
+                        tokio::spawn(crate::groups::on_session(
+                            inner.clone(),
+                            account,
+                            session.clone(),
+                            resumed,
+                            restarted,
+                        ));
                         was_online = true;
                         online_at = tokio::time::Instant::now();
                         // Every session catches up from the archive (see `pump`). Before
@@ -443,6 +450,10 @@ fn resend_outbox(inner: &Inner, account: AccountId, session: &Session, carried: 
     for entry in entries {
         if entry.kind == crate::omemo::KIND_TO_ENCRYPT {
             // Not a stanza yet: the encrypting sender takes it (see `omemo::send_queued`).
+            continue;
+        }
+        if entry.kind == crate::groups::KIND_GROUPCHAT {
+            // Goes out once we are in its room again (see `groups::after_join`).
             continue;
         }
         let origin = entry
@@ -680,6 +691,26 @@ async fn pump(
                             catching_up = false;
                         }
                     }
+                    ev @ (Event::RoomMessage(_)
+                    | Event::RoomPresence(_)
+                    | Event::RoomJoinFailed(_)
+                    | Event::RoomHistoryPage { .. }
+                    | Event::RoomHistoryFailed { .. }
+                    | Event::Invitation(_)
+                    | Event::Bookmarks(_)) => {
+                        let mut ev = Some(ev);
+                        if let Err(e) = crate::groups::apply(
+                            inner,
+                            tx,
+                            account,
+                            session.own_jid(),
+                            &mut ev,
+                            &mut effects.rooms,
+                            &mut effects.changed,
+                        ) {
+                            tracing::warn!(account = account.0, error = %e, "group event not applied");
+                        }
+                    }
                     ev if inner.stale_request(account, &ev) => {
                         tracing::debug!(account = account.0, "re-sent request to a denial dropped");
                     }
@@ -799,6 +830,14 @@ async fn pump(
         for c in older_loaded {
             inner.older_loaded(c);
         }
+        if result.is_ok() {
+            crate::groups::after_commit(
+                inner,
+                account,
+                session,
+                std::mem::take(&mut effects.rooms),
+            );
+        }
         if effects.gap {
             for c in inner.subscribed_conversations(account) {
                 inner.conversation_snapshot_changed(c);
@@ -868,6 +907,7 @@ struct Effects {
     typing: Vec<(ConversationId, bool)>,
     /// A gap in the history was recorded.
     gap: bool,
+    rooms: crate::groups::GroupEffects,
 }
 
 fn apply(
@@ -1007,6 +1047,14 @@ fn apply(
             }
         }
         Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
+        // Handled by the pump (see `groups::apply`).
+        Event::RoomMessage(_)
+        | Event::RoomPresence(_)
+        | Event::RoomJoinFailed(_)
+        | Event::RoomHistoryPage { .. }
+        | Event::RoomHistoryFailed { .. }
+        | Event::Invitation(_)
+        | Event::Bookmarks(_) => {}
     }
     Ok(())
 }
@@ -1092,6 +1140,9 @@ fn on_message(
         replaces: m.rich.replace.clone(),
         ..received_row(conversation, own, &m, body, timestamp_ms, encryption, error)
     })?;
+    if let Inserted::New(rec) = &inserted {
+        crate::files::store_received(tx, rec.id, &m)?;
+    }
     match inserted {
         // Old history: read, placed by its own time, never acknowledged again.
         Inserted::New(_) if m.scrollback => {

@@ -3,6 +3,8 @@
 
 mod account;
 mod error;
+mod files;
+mod groups;
 mod omemo;
 mod rich;
 pub mod snapshot;
@@ -50,6 +52,8 @@ pub struct ClientOptions {
     /// the account reconnects.
     pub keepalive: Duration,
     pub foreground_keepalive: Duration,
+    /// A joined group silent this long is asked whether we are still in it (XEP-0410).
+    pub room_ping_interval: Duration,
 }
 
 impl Default for ClientOptions {
@@ -63,6 +67,7 @@ impl Default for ClientOptions {
             stream_resumption: true,
             keepalive: Duration::from_secs(180),
             foreground_keepalive: Duration::from_secs(30),
+            room_ping_interval: Duration::from_secs(300),
         }
     }
 }
@@ -133,6 +138,10 @@ pub(crate) struct Inner {
     pub(crate) typing_sent: Mutex<HashMap<ConversationId, bool>>,
     /// Conversations whose older history is being fetched from the server (`load_older`).
     pub(crate) loading_older: Mutex<std::collections::HashSet<ConversationId>>,
+    /// Each group's live state (see `groups`).
+    pub(crate) rooms: Mutex<groups::Rooms>,
+    /// File transfers under way and what they share (see `files`).
+    pub(crate) files: files::Files,
 }
 
 type OmemoRepairs = HashMap<(AccountId, BareJid, u32, linnet_omemo::Version), tokio::time::Instant>;
@@ -192,6 +201,8 @@ impl Client {
             peer_typing: Default::default(),
             typing_sent: Default::default(),
             loading_older: Default::default(),
+            rooms: Default::default(),
+            files: Default::default(),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
@@ -642,9 +653,16 @@ impl Client {
     ) -> Result<Vec<MessageItem>> {
         let store = lock(&self.inner.store);
         let records = store.messages(conversation, before, limit.min(1000))?;
-        let account = store.conversation_info(conversation)?.account;
-        let own = store.account(account)?.jid;
-        Ok(rich::message_items(&store, &own, records)?)
+        let info = store.conversation_info(conversation)?;
+        let own = store.account(info.account)?.jid;
+        let own_occupant = if info.kind == linnet_store::ConversationKind::GroupChat {
+            self.inner.own_occupant(conversation, &info.peer)
+        } else {
+            None
+        };
+        let mut items = rich::message_items(&store, &own, own_occupant.as_deref(), records)?;
+        self.inner.files.merge(&mut items);
+        Ok(items)
     }
 
     /// Logs every account out and stops all tasks.
@@ -718,9 +736,11 @@ impl Inner {
         let (account, before, peer) = {
             let store = self.store();
             let info = store.conversation_info(conversation)?;
-            if info.kind != linnet_store::ConversationKind::Chat
-                || store.history_complete(conversation)?
-            {
+            if info.kind == linnet_store::ConversationKind::GroupChat {
+                drop(store);
+                return self.fetch_older_group(conversation);
+            }
+            if store.history_complete(conversation)? {
                 return Ok(());
             }
             let own = store.account(info.account)?.jid;
@@ -830,6 +850,11 @@ impl Inner {
                     names.insert((a.id, c.jid), n);
                 }
             }
+            for r in store.rooms(a.id)? {
+                if let Some(n) = r.name {
+                    names.insert((a.id, r.jid), n);
+                }
+            }
             accounts.push(AccountItem {
                 id: a.id,
                 jid: a.jid,
@@ -837,6 +862,7 @@ impl Inner {
                 catching_up,
                 sync_progress,
                 subscription_requests: store.subscription_requests(a.id)?,
+                invitations: invitation_items(store.room_invitations(a.id)?),
             });
         }
         drop(old);
@@ -972,24 +998,34 @@ impl Inner {
 
     /// Re-reads an account's roster names and requests into the model.
     pub(crate) fn refresh_account(&self, account: AccountId) {
-        let (requests, contacts) = {
+        let (requests, contacts, rooms, invitations) = {
             let store = self.store();
             (
                 store.subscription_requests(account),
                 store.contacts(account),
+                store.rooms(account),
+                store.room_invitations(account),
             )
         };
         let mut model = lock(&self.model);
-        if let Ok(requests) = requests {
-            if let Some(a) = model.accounts.iter_mut().find(|a| a.id == account) {
+        if let Some(a) = model.accounts.iter_mut().find(|a| a.id == account) {
+            if let Ok(requests) = requests {
                 a.subscription_requests = requests;
             }
+            if let Ok(invitations) = invitations {
+                a.invitations = invitation_items(invitations);
+            }
         }
-        if let Ok(contacts) = contacts {
+        if let (Ok(contacts), Ok(rooms)) = (contacts, rooms) {
             model.names.retain(|(a, _), _| *a != account);
             for c in contacts {
                 if let Some(n) = c.name {
                     model.names.insert((account, c.jid), n);
+                }
+            }
+            for r in rooms {
+                if let Some(n) = r.name {
+                    model.names.insert((account, r.jid), n);
                 }
             }
             let Model {
@@ -1067,8 +1103,20 @@ impl Inner {
             })
             .collect();
         let own = store.account(info.account)?.jid;
-        let messages = rich::message_items(&store, &own, records)?;
+        let group = info.kind == linnet_store::ConversationKind::GroupChat;
+        let own_occupant = if group {
+            self.own_occupant(conversation, &info.peer)
+        } else {
+            None
+        };
+        let mut messages = rich::message_items(&store, &own, own_occupant.as_deref(), records)?;
+        self.files.merge(&mut messages);
         drop(store);
+        let group = if group {
+            self.group_state(conversation)
+        } else {
+            None
+        };
         let peer_typing = lock(&self.peer_typing).contains(&conversation);
         let loading_older = lock(&self.loading_older).contains(&conversation);
         let name = lock(&self.model)
@@ -1087,6 +1135,7 @@ impl Inner {
             loading_older,
             gaps,
             peer_typing,
+            group,
         })
     }
 }
@@ -1127,7 +1176,20 @@ fn conversation_item(
         }),
         unread: c.unread_count,
         last_activity_ms: c.last_activity_ms,
+        group: c.kind == linnet_store::ConversationKind::GroupChat,
     }
+}
+
+fn invitation_items(invitations: Vec<linnet_store::RoomInvitation>) -> Vec<GroupInvitation> {
+    invitations
+        .into_iter()
+        .map(|i| GroupInvitation {
+            room: i.room,
+            inviter: i.inviter,
+            reason: i.reason,
+            received_ms: i.received_ms,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -212,6 +212,20 @@ impl Client {
             .get(&account)
             .map(|rt| (rt.session.clone(), rt.send_wake.clone()))
             .unzip();
+        // A group's messages go out only while we are in it (see `groups::KIND_GROUPCHAT`).
+        let group = lock(&self.inner.store)
+            .room_by_jid(account, peer.as_str())?
+            .map(|r| r.conversation);
+        if let Some(c) = group {
+            if matches!(&out.wire, Wire::Chat(_))
+                && lock(&self.inner.store).encryption_policy(c)? == EncryptionPolicy::Omemo
+            {
+                return Err(ClientError::Policy(
+                    "encrypted group messages are not supported yet".into(),
+                ));
+            }
+        }
+        let group_joined = group.is_some_and(|c| self.inner.group_joined(c));
         let session = slot.as_ref().map(|s| lock(s));
         let (message, conversation, stanza) = {
             let mut store = lock(&self.inner.store);
@@ -240,6 +254,17 @@ impl Client {
                 // The outbox holds the stanza, or (to be encrypted) the payloads to add.
                 let (kind, payload, stanza) = match &out.wire {
                     Wire::Stanza(s) => ("chat", s.clone(), Some(s.clone())),
+                    Wire::Chat(extras) if group.is_some() => {
+                        let s =
+                            linnet_xmpp::stanza_to_string(&linnet_xmpp::muc::groupchat_message(
+                                peer,
+                                &extras.wire_body(&out.body),
+                                id,
+                                extras,
+                            ));
+                        let now = group_joined.then(|| s.clone());
+                        (crate::groups::KIND_GROUPCHAT, s, now)
+                    }
                     Wire::Chat(extras) => {
                         let encrypt = match tx.encryption_policy(conversation)? {
                             EncryptionPolicy::Plain => false,
@@ -336,6 +361,7 @@ impl Client {
                 },
                 xr::reply_quote(&target.body),
             )),
+            file: None,
         };
         let id = linnet_xmpp::new_id();
         let out = Outgoing {
@@ -381,6 +407,7 @@ impl Client {
             wire: Wire::Chat(Extras {
                 replace: Some(reference),
                 reply: None,
+                file: None,
             }),
         };
         let text = body.to_owned();
@@ -541,10 +568,12 @@ fn check_body(body: &str) -> Result<()> {
 pub(crate) fn message_items(
     tx: &linnet_store::Store,
     own: &str,
+    own_occupant: Option<&str>,
     records: Vec<MessageRecord>,
 ) -> std::result::Result<Vec<MessageItem>, StoreError> {
     let ids: Vec<MessageId> = records.iter().map(|m| m.id).collect();
     let reactions = tx.reactions(&ids)?;
+    let mut attachments = crate::files::attachments_of(tx, &ids)?;
     let mut out = Vec::with_capacity(records.len());
     for m in records {
         let mut grouped: Vec<Reaction> = Vec::new();
@@ -564,7 +593,7 @@ pub(crate) fn message_items(
                 };
                 let g = &mut grouped[i];
                 g.count += 1;
-                g.mine |= set.sender == own;
+                g.mine |= set.sender == own || Some(set.sender.as_str()) == own_occupant;
                 g.senders.push(set.sender.clone());
             }
         }
@@ -587,12 +616,17 @@ pub(crate) fn message_items(
             }),
             None => None,
         };
-        let spans = styles(&m.body);
+        let (body, attachment) = crate::files::shown(&mut attachments, m.id, m.body);
+        let spans = styles(&body);
+        let sender_nick = own_occupant
+            .and_then(|_| m.sender.split_once('/'))
+            .map(|(_, nick)| nick.to_owned());
         out.push(MessageItem {
             id: m.id,
             direction: m.direction,
+            sender_nick,
             sender: m.sender,
-            body: m.body,
+            body,
             timestamp_ms: m.timestamp_ms,
             state: m.delivery_state,
             encryption: m.encryption,
@@ -602,6 +636,7 @@ pub(crate) fn message_items(
             reply_to,
             reactions: grouped,
             spans,
+            attachment,
         });
     }
     Ok(out)

@@ -39,6 +39,18 @@ pub struct AccountItem {
     pub sync_progress: Option<SyncProgress>,
     /// Pending incoming subscription requests (bare JIDs), for "X wants to add you".
     pub subscription_requests: Vec<String>,
+    /// Invitations to groups waiting for an answer (`accept_invitation`), oldest first.
+    pub invitations: Vec<GroupInvitation>,
+}
+
+/// "X invites you to group Y."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupInvitation {
+    /// The room's JID.
+    pub room: String,
+    pub inviter: String,
+    pub reason: Option<String>,
+    pub received_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,6 +71,8 @@ pub struct ConversationItem {
     pub last_message: Option<MessagePreview>,
     pub unread: u32,
     pub last_activity_ms: i64,
+    /// A group chat (the peer is the room's JID).
+    pub group: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,6 +89,8 @@ pub struct MessageItem {
     pub id: MessageId,
     pub direction: Direction,
     pub sender: String,
+    /// In a group: the sender's nickname (the sender being their occupant JID).
+    pub sender_nick: Option<String>,
     pub body: String,
     pub timestamp_ms: i64,
     pub state: DeliveryState,
@@ -92,6 +108,49 @@ pub struct MessageItem {
     pub reactions: Vec<Reaction>,
     /// XEP-0393 styling of `body`, parsed once here so both apps render it alike.
     pub spans: Vec<StyleSpan>,
+    /// The file this message shares (XEP-0363/0066/0447). When the body was nothing but
+    /// the file's URL, `body` is empty: the file is the message.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file shared in a message, and how its transfer stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// A plain file name (no directories), as the sender gave it or derived from the URL.
+    pub name: String,
+    /// In bytes, when known.
+    pub size: Option<u64>,
+    /// As the sender said; advisory only.
+    pub media_type: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The SHA-256 the file must have (hex), when the sender gave one; a download that
+    /// does not match it fails.
+    pub sha256: Option<String>,
+    pub state: TransferState,
+    /// Bytes moved by the transfer under way (or the last one); `size` when done.
+    pub transferred: u64,
+    /// Where the file is on this device: the source of an upload, or the downloaded file.
+    pub local_path: Option<String>,
+    /// Why the last transfer failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// Ours, going up; the message is sent once it is there.
+    Uploading,
+    /// Ours, uploaded and sent.
+    Uploaded,
+    /// Received; `download_file` fetches it.
+    Available,
+    Downloading,
+    Downloaded,
+    /// The last transfer failed (`error`); a download can be tried again.
+    Failed,
+    /// Cancelled by the user; a cancelled upload sent nothing.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -173,6 +232,56 @@ pub struct ConversationSnapshot {
     pub gaps: Vec<HistoryGap>,
     /// The peer is typing (XEP-0085 "composing"), as last told.
     pub peer_typing: bool,
+    /// What a group chat has beyond a one-to-one conversation; `None` for those.
+    pub group: Option<GroupState>,
+}
+
+/// Whether we are in a group right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinState {
+    NotJoined,
+    Joining,
+    Joined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupState {
+    pub joined: JoinState,
+    /// Our nickname in it.
+    pub nick: String,
+    pub subject: Option<String>,
+    /// Why we are no longer in it ("kicked", "banned", "destroyed", …) when we did not leave
+    /// on our own; cleared when we join again.
+    pub removed: Option<String>,
+    /// Our own affiliation ("owner", "admin", "member", "none") and role ("moderator",
+    /// "participant", "visitor"), while joined.
+    pub affiliation: Option<String>,
+    pub role: Option<String>,
+    /// Who is in it now, by nickname; ourselves included.
+    pub occupants: Vec<Occupant>,
+    /// Who may be in it (owners, admins, members by real JID), as last read.
+    pub members: Vec<GroupMember>,
+    /// Members only, real JIDs visible to all: what end-to-end encryption in a group needs.
+    pub private: bool,
+    /// The group keeps an archive its history is read from.
+    pub archived: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Occupant {
+    pub nick: String,
+    /// Their real bare JID, when the room shows it to everyone.
+    pub jid: Option<String>,
+    pub affiliation: Option<String>,
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    pub jid: String,
+    pub affiliation: String,
+    pub nick: Option<String>,
 }
 
 pub trait ChatListListener: Send + Sync + 'static {

@@ -33,6 +33,7 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord>
         reply_to: row.get(18)?,
         markable: row.get(19)?,
         replaces: row.get(20)?,
+        occupant_id: row.get(21)?,
     })
 }
 
@@ -186,6 +187,7 @@ impl Tx<'_> {
                 reply_to: m.reply_to.clone(),
                 markable: m.markable,
                 replaces: m.replaces.clone(),
+                occupant_id: None,
             })))
         })
     }

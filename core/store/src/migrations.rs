@@ -312,7 +312,75 @@ ALTER TABLE conversations ADD COLUMN history_complete INTEGER NOT NULL DEFAULT 0
     CHECK (history_complete IN (0, 1));
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+/// v8: group chats (XEP-0045). A room is a conversation of kind `groupchat` whose peer is
+/// the room's JID; `rooms` holds what we keep of it between sessions. Occupants are not
+/// stored: the room sends them on every join. Members (owners, admins, members by real
+/// JID) are, because encrypting to a group needs them while offline too.
+const V8: &str = r#"
+CREATE TABLE rooms (
+    conversation_id INTEGER PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+    nick            TEXT    NOT NULL,
+    name            TEXT,
+    subject         TEXT,
+    password        TEXT,
+    -- Join on every login (XEP-0402 autojoin); 0 after leaving, until joined again.
+    autojoin        INTEGER NOT NULL DEFAULT 1 CHECK (autojoin IN (0, 1)),
+    -- The room's archive id (stanza-id by the room) of the newest message read from it.
+    archive_cursor  TEXT,
+    members_only    INTEGER NOT NULL DEFAULT 0 CHECK (members_only IN (0, 1)),
+    non_anonymous   INTEGER NOT NULL DEFAULT 0 CHECK (non_anonymous IN (0, 1)),
+    -- The room has an archive (XEP-0313) and gives occupant ids (XEP-0421).
+    archived        INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1)),
+    occupant_ids    INTEGER NOT NULL DEFAULT 0 CHECK (occupant_ids IN (0, 1)),
+    -- Why we are no longer in it (kicked, banned, destroyed…), shown until rejoined.
+    removed         TEXT
+);
+CREATE TABLE room_members (
+    conversation_id INTEGER NOT NULL REFERENCES rooms (conversation_id) ON DELETE CASCADE,
+    jid             TEXT    NOT NULL,
+    affiliation     TEXT    NOT NULL CHECK (affiliation IN ('owner', 'admin', 'member')),
+    nick            TEXT,
+    PRIMARY KEY (conversation_id, jid)
+) WITHOUT ROWID;
+CREATE TABLE room_invitations (
+    account_id  INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    room        TEXT    NOT NULL,
+    inviter     TEXT    NOT NULL,
+    reason      TEXT,
+    password    TEXT,
+    received_ms INTEGER NOT NULL,
+    UNIQUE (account_id, room)
+);  -- a rowid table: the rowid gives arrival order
+-- XEP-0421: who sent a group message, across nickname changes; corrections, retractions
+-- and reactions in a group are matched on it.
+ALTER TABLE messages ADD COLUMN occupant_id TEXT;
+"#;
+
+/// v9: files shared in messages (XEP-0363 uploads, XEP-0066/0447 URLs, XEP-0446
+/// metadata). One row per message that carries a file. `url` is the https GET URL (NULL
+/// while our own upload has not finished); `local_path` is where the file is on this device
+/// (the source of an upload, or where a download was saved). Transfers in flight are held
+/// in memory; a row left in 'uploading' by a process that died is shown as failed.
+const V9: &str = r#"
+CREATE TABLE attachments (
+    message_id  INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    url         TEXT,
+    name        TEXT    NOT NULL,
+    media_type  TEXT,
+    size        INTEGER CHECK (size IS NULL OR size >= 0),
+    width       INTEGER CHECK (width IS NULL OR width > 0),
+    height      INTEGER CHECK (height IS NULL OR height > 0),
+    sha256      BLOB    CHECK (sha256 IS NULL OR length(sha256) = 32),
+    local_path  TEXT,
+    state       TEXT    NOT NULL CHECK (state IN ('uploading', 'uploaded', 'available',
+                                                  'downloaded', 'failed', 'cancelled')),
+    -- Why the last transfer failed.
+    error       TEXT,
+    updated_ms  INTEGER NOT NULL
+);
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

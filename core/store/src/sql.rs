@@ -14,7 +14,7 @@ macro_rules! message_select {
         "SELECT m.id, m.conversation_id, c.account_id, m.direction, m.sender, m.body,
                 m.origin_id, m.stanza_id, m.stanza_id_by, m.timestamp_ms, m.received_ms,
                 m.delivery_state, m.encryption, m.error, m.kind, m.target_id, m.edited_ms,
-                m.retracted_ms, m.reply_to, m.markable, m.replaces
+                m.retracted_ms, m.reply_to, m.markable, m.replaces, m.occupant_id
          FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     };
 }
@@ -81,6 +81,10 @@ pub(crate) const LATEST_INCOMING: &str = concat!(
     message_select!(),
     " WHERE m.conversation_id = ?1 AND m.direction = 0 AND m.kind = 0
       ORDER BY m.timestamp_ms DESC, m.id DESC LIMIT 1"
+);
+pub(crate) const MESSAGE_BY_ROOM_STANZA_ID: &str = concat!(
+    message_select!(),
+    " WHERE m.conversation_id = ?1 AND m.stanza_id_by = ?2 AND m.stanza_id = ?3 AND m.kind = 0"
 );
 pub(crate) const STAND_IN: &str = concat!(
     message_select!(),

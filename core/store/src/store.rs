@@ -181,7 +181,7 @@ impl Store {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
     }
 
-    fn ops(&self) -> Tx<'_> {
+    pub(crate) fn ops(&self) -> Tx<'_> {
         Tx::new(&self.conn)
     }
 }
@@ -390,6 +390,50 @@ delegate_to_tx! {
     fn outbox(&self, account: AccountId) -> Result<Vec<OutboxEntry>>;
     fn outbox_remove(&self, id: OutboxId) -> Result<bool>;
     fn outbox_bump_attempts(&self, id: OutboxId) -> Result<u32>;
+    // rooms
+    fn upsert_room(
+        &self,
+        account: AccountId,
+        jid: &str,
+        nick: &str,
+        password: Option<&str>,
+    ) -> Result<ConversationId>;
+    fn room(&self, conversation: ConversationId) -> Result<Option<crate::RoomRecord>>;
+    fn room_by_jid(&self, account: AccountId, jid: &str) -> Result<Option<crate::RoomRecord>>;
+    fn rooms(&self, account: AccountId) -> Result<Vec<crate::RoomRecord>>;
+    fn set_room_nick(&self, conversation: ConversationId, nick: &str) -> Result<bool>;
+    fn set_room_name(&self, conversation: ConversationId, name: Option<&str>) -> Result<bool>;
+    fn set_room_subject(&self, conversation: ConversationId, subject: Option<&str>) -> Result<bool>;
+    fn set_room_cursor(&self, conversation: ConversationId, cursor: &str) -> Result<bool>;
+    fn set_room_features(
+        &self,
+        conversation: ConversationId,
+        features: crate::RoomFeatures,
+    ) -> Result<bool>;
+    fn set_room_left(&self, conversation: ConversationId, removed: Option<&str>) -> Result<bool>;
+    fn room_members(&self, conversation: ConversationId) -> Result<Vec<crate::RoomMember>>;
+    fn set_room_member(
+        &self,
+        conversation: ConversationId,
+        jid: &str,
+        affiliation: Option<&str>,
+        nick: Option<&str>,
+    ) -> Result<bool>;
+    fn replace_room_members(
+        &self,
+        conversation: ConversationId,
+        members: &[crate::RoomMember],
+    ) -> Result<()>;
+    fn add_room_invitation(&self, account: AccountId, inv: &crate::RoomInvitation) -> Result<bool>;
+    fn room_invitations(&self, account: AccountId) -> Result<Vec<crate::RoomInvitation>>;
+    fn remove_room_invitation(&self, account: AccountId, room: &str) -> Result<bool>;
+    fn message_by_room_reference(
+        &self,
+        conversation: ConversationId,
+        room: &str,
+        id: &str,
+    ) -> Result<Option<MessageRecord>>;
+    fn set_occupant_id(&self, message: MessageId, occupant_id: &str) -> Result<()>;
     // key/value
     fn kv_get(&self, account: Option<AccountId>, key: &str) -> Result<Option<String>>;
     fn kv_set(&self, account: Option<AccountId>, key: &str, value: &str) -> Result<()>;

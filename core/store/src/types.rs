@@ -321,6 +321,8 @@ pub struct MessageRecord {
     pub reply_to: Option<String>,
     pub markable: bool,
     pub replaces: Option<String>,
+    /// XEP-0421: the room's id of a group message's sender (see the v8 migration).
+    pub occupant_id: Option<String>,
 }
 
 /// What a row of `messages` is: a message of the history, or a change to one.

@@ -36,6 +36,9 @@ pub const FEATURES: &[&str] = &[
     NS_SID,
     "urn:xmpp:omemo:2:devices+notify",
     "eu.siacs.conversations.axolotl.devicelist+notify",
+    // XEP-0402 §4: changes to our bookmarks, for autojoin across our devices.
+    "urn:xmpp:bookmarks:1+notify",
+    crate::muc::NS_CONFERENCE,
 ];
 
 /// Our one disco identity: category, type, name.
@@ -201,6 +204,30 @@ pub enum Event {
         id: String,
         outgoing: bool,
     },
+    /// A message in a room we are in (or are joining), live or from the room's archive.
+    RoomMessage(Box<crate::muc::RoomMessage>),
+    /// An occupant's presence in a room we are in (or are joining), ours included.
+    RoomPresence(Box<crate::muc::OccupantPresence>),
+    /// The room refused our join or nickname change.
+    RoomJoinFailed(crate::muc::JoinFailure),
+    /// Someone invites us to a room (XEP-0249, or XEP-0045 mediated).
+    Invitation(crate::muc::Invitation),
+    /// Our bookmarks changed (XEP-0402), on another device of ours or here.
+    Bookmarks(Vec<crate::muc::BookmarkChange>),
+    /// A query of a room's archive ([`crate::Session::room_history`]) ended; its messages
+    /// came before this as `RoomMessage` events. `last`: the archive id of the newest
+    /// message of the page; `complete`: the query reached the end it was going to.
+    RoomHistoryPage {
+        room: BareJid,
+        query: crate::muc::RoomQuery,
+        complete: bool,
+        last: Option<String>,
+    },
+    RoomHistoryFailed {
+        room: BareJid,
+        query: crate::muc::RoomQuery,
+        condition: String,
+    },
     /// The session ended; reason given.
     Closed(crate::ConnectError),
 }
@@ -236,6 +263,9 @@ pub(crate) fn parse_stamp(stamp: &str) -> Option<i64> {
 pub struct Context<'a> {
     pub own: &'a BareJid,
     pub own_full: &'a str,
+    /// The rooms we are in or joining: only their groupchat messages and occupant
+    /// presences are taken, since nothing else proves a sender is a room.
+    pub rooms: &'a std::collections::HashSet<BareJid>,
 }
 
 impl Context<'_> {
@@ -305,7 +335,35 @@ fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
             .unwrap_or_default();
     }
     if let Some(event) = el.get_child("event", NS_PUBSUB_EVENT) {
+        let bookmarks = event
+            .get_child("items", NS_PUBSUB_EVENT)
+            .is_some_and(|i| i.attr("node") == Some(crate::muc::NS_BOOKMARKS));
+        if bookmarks {
+            // Retractions matter here (a bookmark deleted elsewhere), which generic PEP
+            // events leave out.
+            let changes = crate::muc::parse_bookmarks_event(el, cx.own);
+            return if changes.is_empty() {
+                Vec::new()
+            } else {
+                vec![Event::Bookmarks(changes)]
+            };
+        }
         return pep_event(el, event, cx);
+    }
+    if type_ == "groupchat" {
+        return match crate::muc::parse_groupchat(el) {
+            Some(m) if cx.rooms.contains(&m.room) => vec![Event::RoomMessage(Box::new(
+                crate::muc::RoomMessage::live(el, m),
+            ))],
+            Some(_) => {
+                tracing::debug!("dropping a groupchat message from a room we are not in");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+    }
+    if let Some(invitation) = crate::muc::parse_invitation(el) {
+        return vec![Event::Invitation(invitation)];
     }
     // Carbons: only our own server may send them, on behalf of our bare JID
     // (XEP-0280 §Security; CVE-2017-5589 and friends).
@@ -393,6 +451,12 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
     let Ok(peer) = BareJid::parse(&peer_str) else {
         return Vec::new();
     };
+    if cx.rooms.contains(&peer) {
+        // A private message through a room (or a carbon of one): its sender is an
+        // occupant, not the room's JID, and must not land in a conversation with the room.
+        tracing::debug!("dropping a private message through a room");
+        return Vec::new();
+    }
 
     let mut events = Vec::new();
     if let Some(r) = el.get_child("received", NS_RECEIPTS) {
@@ -476,7 +540,7 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
 
 /// The `<encrypted>` children of a message, one per OMEMO version: a second element of the
 /// same version makes that version's result an error, since a sender cannot mean both.
-fn omemo_elements(
+pub(crate) fn omemo_elements(
     el: &Element,
 ) -> Vec<Result<crate::omemo::Encrypted, crate::omemo::OmemoXmlError>> {
     use crate::omemo::{OmemoVersion, OmemoXmlError};
@@ -611,6 +675,14 @@ fn classify_presence(el: &Element, cx: &Context<'_>) -> Vec<Event> {
     let Ok(from) = BareJid::parse(&from_bare) else {
         return Vec::new();
     };
+    if cx.rooms.contains(&from) {
+        if let Some(failure) = crate::muc::parse_join_error(el) {
+            return vec![Event::RoomJoinFailed(failure)];
+        }
+        return crate::muc::parse_occupant_presence(el)
+            .map(|p| vec![Event::RoomPresence(Box::new(p))])
+            .unwrap_or_default();
+    }
     match el.attr("type") {
         Some("subscribe") if from != *cx.own => vec![Event::SubscriptionRequest { from }],
         Some("subscribed") => vec![Event::Subscribed { from }],
@@ -774,10 +846,14 @@ mod tests {
         }
     }
 
+    static NO_ROOMS: std::sync::LazyLock<std::collections::HashSet<BareJid>> =
+        std::sync::LazyLock::new(Default::default);
+
     fn cx<'a>(own: &'a BareJid) -> Context<'a> {
         Context {
             own,
             own_full: "me@example.org/phone",
+            rooms: &NO_ROOMS,
         }
     }
 
@@ -1049,5 +1125,80 @@ mod tests {
         assert_eq!(out.reply.unwrap().attr("type"), Some("error"));
         let out = classify(&parse("<iq xmlns='jabber:client' type='get' id='2' from='example.org'><ping xmlns='urn:xmpp:ping'/></iq>"), &cx(&own));
         assert_eq!(out.reply.unwrap().attr("type"), Some("result"));
+    }
+
+    fn in_room<'a>(own: &'a BareJid, rooms: &'a std::collections::HashSet<BareJid>) -> Context<'a> {
+        Context {
+            own,
+            own_full: "me@example.org/phone",
+            rooms,
+        }
+    }
+
+    #[test]
+    fn only_rooms_we_are_in_speak_as_rooms() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let room = BareJid::parse("r@muc.example.org").unwrap();
+        let rooms: std::collections::HashSet<BareJid> = [room.clone()].into();
+        let msg = "<message xmlns='jabber:client' from='r@muc.example.org/bob' type='groupchat' id='1'><body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' by='r@muc.example.org' id='s1'/></message>";
+        match classify(&parse(msg), &in_room(&own, &rooms))
+            .events
+            .as_slice()
+        {
+            [Event::RoomMessage(m)] => {
+                assert_eq!(m.msg.nick.as_deref(), Some("bob"));
+                assert_eq!(m.msg.stanza_id.as_deref(), Some("s1"));
+                assert!(!m.archived);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same from a room we are not in, or from anyone's bare JID: nothing.
+        assert!(classify(&parse(msg), &cx(&own)).events.is_empty());
+        let fake = "<message xmlns='jabber:client' from='mallory@example.org/x' type='groupchat'><body>hi</body></message>";
+        assert!(classify(&parse(fake), &in_room(&own, &rooms))
+            .events
+            .is_empty());
+        // A private message through the room is not a message from the room's JID.
+        let pm = "<message xmlns='jabber:client' from='r@muc.example.org/bob' type='chat'><body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
+        assert!(classify(&parse(pm), &in_room(&own, &rooms))
+            .events
+            .is_empty());
+        // Occupant presence from the room; not taken as a contact's presence.
+        let pres = "<presence xmlns='jabber:client' from='r@muc.example.org/bob'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x></presence>";
+        match classify(&parse(pres), &in_room(&own, &rooms))
+            .events
+            .as_slice()
+        {
+            [Event::RoomPresence(p)] => assert_eq!(p.nick, "bob"),
+            other => panic!("{other:?}"),
+        }
+        let err = "<presence xmlns='jabber:client' from='r@muc.example.org/me' type='error'><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>";
+        assert!(matches!(
+            classify(&parse(err), &in_room(&own, &rooms))
+                .events
+                .as_slice(),
+            [Event::RoomJoinFailed(_)]
+        ));
+    }
+
+    #[test]
+    fn invitations_and_bookmark_retractions_are_events() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let inv = "<message xmlns='jabber:client' from='bob@example.org/pc' to='me@example.org'><x xmlns='jabber:x:conference' jid='r@muc.example.org' reason='join us'/><body>join us</body></message>";
+        match classify(&parse(inv), &cx(&own)).events.as_slice() {
+            [Event::Invitation(i)] => assert_eq!(i.room.as_str(), "r@muc.example.org"),
+            other => panic!("{other:?}"),
+        }
+        let retract = "<message xmlns='jabber:client' from='me@example.org'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:bookmarks:1'><retract id='r@muc.example.org'/></items></event></message>";
+        match classify(&parse(retract), &cx(&own)).events.as_slice() {
+            [Event::Bookmarks(changes)] => assert!(matches!(
+                changes.as_slice(),
+                [crate::muc::BookmarkChange::Removed(r)] if r.as_str() == "r@muc.example.org"
+            )),
+            other => panic!("{other:?}"),
+        }
+        // Someone else's "bookmarks" are not ours.
+        let forged = retract.replace("from='me@example.org'", "from='mallory@example.org'");
+        assert!(classify(&parse(&forged), &cx(&own)).events.is_empty());
     }
 }

@@ -5,6 +5,7 @@ mod connect;
 mod elem;
 mod error;
 mod fast;
+pub mod files;
 pub mod inbound;
 pub mod jid;
 mod mam;

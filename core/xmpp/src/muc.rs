@@ -919,6 +919,108 @@ pub fn groupchat_message(
     extras.apply(m)
 }
 
+/// A group message with what a one-to-one message also carries: rich payloads (corrections,
+/// retractions, replies, reactions) and OMEMO elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMessage {
+    pub msg: GroupMessage,
+    /// The occupant JID (or the room's) that sent it.
+    pub from_full: String,
+    pub rich: Box<crate::rich::Rich>,
+    pub encrypted: Vec<Result<crate::omemo::Encrypted, crate::omemo::OmemoXmlError>>,
+    /// Read from the room's archive rather than delivered live.
+    pub archived: bool,
+    /// From a scroll-back query: older than what the caller holds.
+    pub scrollback: bool,
+}
+
+impl RoomMessage {
+    /// A live message, already parsed by [`parse_groupchat`].
+    pub(crate) fn live(stanza: &Element, msg: GroupMessage) -> RoomMessage {
+        RoomMessage {
+            from_full: stanza.attr("from").unwrap_or_default().to_owned(),
+            rich: Box::new(crate::rich::parse(stanza)),
+            encrypted: crate::inbound::omemo_elements(stanza),
+            archived: false,
+            scrollback: false,
+            msg,
+        }
+    }
+}
+
+// --- Room archives (XEP-0313 on a room) -------------------------------------------------
+
+/// Which part of a room's archive a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomQuery {
+    /// Forward from after the message with this archive id, a page at a time: catching up.
+    After(String),
+    /// The newest page: the history a first join shows.
+    Latest,
+    /// The page before the message with this archive id: scrolling back.
+    Before(String),
+}
+
+/// Messages asked for per page when catching up; the servers cap it (Prosody at 50,
+/// ejabberd at 250), and say when more is left.
+pub const ROOM_CATCH_UP_PAGE: u32 = 250;
+/// Messages per page shown on a first join and per scroll-back step.
+pub const ROOM_HISTORY_PAGE: u32 = 50;
+
+/// The IQ that queries `room`'s archive, its id and query id both `id`.
+pub fn room_archive_query(id: &str, room: &BareJid, query: &RoomQuery) -> Element {
+    let rsm = "http://jabber.org/protocol/rsm";
+    let set = el("set", rsm);
+    let set = match query {
+        RoomQuery::After(after) => set
+            .child(el("max", rsm).text(ROOM_CATCH_UP_PAGE.to_string()))
+            .child(el("after", rsm).text(after)),
+        RoomQuery::Latest => set
+            .child(el("max", rsm).text(ROOM_HISTORY_PAGE.to_string()))
+            .child(el("before", rsm)),
+        RoomQuery::Before(before) => set
+            .child(el("max", rsm).text(ROOM_HISTORY_PAGE.to_string()))
+            .child(el("before", rsm).text(before)),
+    };
+    el("iq", ns::JABBER_CLIENT)
+        .attr("type", "set")
+        .attr("id", id)
+        .attr("to", room.as_str())
+        .child(el("query", NS_MAM).attr("queryid", id).child(set))
+        .build()
+}
+
+/// A result of a query of `room`'s archive (already matched to the query by its id). The
+/// result must come from the room itself and carry a groupchat message of that same room;
+/// its archive id is the room's stanza-id of the message, and the forwarded delay its time.
+pub fn parse_room_archive_result(stanza: &Element, room: &BareJid) -> Option<RoomMessage> {
+    if !stanza.is("message", ns::JABBER_CLIENT) || !same_bare(stanza.attr("from")?, room) {
+        return None;
+    }
+    let result = stanza.get_child("result", NS_MAM)?;
+    let archive_id = id_attr(result)?;
+    let forwarded = result.get_child("forwarded", crate::inbound::NS_FORWARD)?;
+    let inner = forwarded.get_child("message", ns::JABBER_CLIENT)?;
+    let mut msg = parse_groupchat(inner)?;
+    if msg.room != *room {
+        return None;
+    }
+    msg.stanza_id = Some(archive_id);
+    msg.timestamp_ms = forwarded
+        .get_child("delay", ns::DELAY)
+        .and_then(|d| d.attr("stamp"))
+        .and_then(crate::inbound::parse_stamp)
+        .or(msg.timestamp_ms);
+    Some(RoomMessage {
+        from_full: inner.attr("from").unwrap_or_default().to_owned(),
+        rich: Box::new(crate::rich::parse(inner)),
+        encrypted: crate::inbound::omemo_elements(inner),
+        archived: true,
+        scrollback: false,
+        msg,
+    })
+}
+
 // --- Invitations (XEP-0249, XEP-0045 §7.8) ----------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1433,13 +1535,34 @@ impl Session {
 
     /// Sends our join presence for `room` (see [`join_presence`]). The outcome comes back
     /// as presence: our own occupant presence, or a [`JoinFailure`].
+    ///
+    /// From here on, the room's presences and groupchat messages reach us as events, until
+    /// [`Session::forget_room`]. A resumed session keeps the rooms of the one before it
+    /// ([`Session::carry_over`]); a new one is in none.
     pub fn muc_join(
         &self,
         room: &BareJid,
         nick: &str,
         password: Option<&str>,
     ) -> Result<(), RequestError> {
-        self.send_built(&join_presence(room, nick, password)?)
+        let presence = join_presence(room, nick, password)?;
+        self.track_room(room, true);
+        self.send_built(&presence)
+    }
+
+    /// Stops taking stanzas from `room` (after we left it, or it removed us).
+    pub fn forget_room(&self, room: &BareJid) {
+        self.track_room(room, false);
+    }
+
+    /// Reads a part of `room`'s archive: the messages arrive as `Event::RoomMessage` (with
+    /// `archived`; `scrollback` for [`RoomQuery::Before`]), then `Event::RoomHistoryPage`
+    /// or `Event::RoomHistoryFailed`. Only a room we are in is queried.
+    pub fn room_history(&self, room: &BareJid, query: RoomQuery) -> Result<(), RequestError> {
+        if !self.in_room(room) {
+            return Err(bad("not in this room"));
+        }
+        self.send_room_history(room, query)
     }
 
     pub fn muc_leave(&self, room: &BareJid, nick: &str) -> Result<(), RequestError> {
@@ -2477,6 +2600,7 @@ mod tests {
         let extras = crate::rich::Extras {
             replace: Some("id-0".into()),
             reply: None,
+            file: None,
         };
         let m = groupchat_message(&room, "hello!", "id-2", &extras);
         assert!(m.get_child("replace", crate::rich::NS_CORRECT).is_some());
@@ -2921,5 +3045,32 @@ mod tests {
             "<message from='juliet@capulet.lit'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:omemo:2:devices'><item id='current'><conference xmlns='urn:xmpp:bookmarks:1'/></item></items></event></message>",
         );
         assert!(parse_bookmarks_event(&other_node, &own).is_empty());
+    }
+
+    #[test]
+    fn room_archive_results_come_from_that_room_about_that_room() {
+        let room = BareJid::parse("r@muc.example.org").unwrap();
+        let result = |outer: &str, inner: &str| {
+            xml(&format!(
+                "<message from='{outer}' to='me@example.org/phone'><result xmlns='urn:xmpp:mam:2' queryid='q' id='a1'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2024-05-01T10:00:00Z'/><message xmlns='jabber:client' from='{inner}' type='groupchat'><body>old</body></message></forwarded></result></message>"
+            ))
+        };
+        let m =
+            parse_room_archive_result(&result("r@muc.example.org", "r@muc.example.org/bob"), &room)
+                .unwrap();
+        assert_eq!(m.msg.stanza_id.as_deref(), Some("a1"));
+        assert_eq!(m.msg.nick.as_deref(), Some("bob"));
+        assert_eq!(m.msg.timestamp_ms, Some(1_714_557_600_000));
+        assert!(m.archived);
+        // From an occupant, from another room, or about another room: refused.
+        for (outer, inner) in [
+            ("r@muc.example.org/bob", "r@muc.example.org/bob"),
+            ("s@muc.example.org", "r@muc.example.org/bob"),
+            ("r@muc.example.org", "s@muc.example.org/bob"),
+        ] {
+            assert!(parse_room_archive_result(&result(outer, inner), &room).is_none());
+        }
+        let q = room_archive_query("q1", &room, &RoomQuery::After("a1".into()));
+        assert_eq!(q.attr("to"), Some("r@muc.example.org"));
     }
 }

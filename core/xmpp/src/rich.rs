@@ -95,6 +95,8 @@ pub struct Rich {
     /// XEP-0333: the message with this id, and all before it, were displayed.
     pub displayed: Option<String>,
     pub fallbacks: Vec<Fallback>,
+    /// A file shared by URL (XEP-0066, XEP-0447 with XEP-0446 metadata); https only.
+    pub file: Option<crate::files::SharedFile>,
 }
 
 fn id_attr(e: &Element) -> Option<String> {
@@ -139,6 +141,7 @@ pub fn parse(message: &Element) -> Rich {
         // XEP-0444 allows one: with two, the sender's meaning is unknown.
         r.reactions = None;
     }
+    r.file = crate::files::parse(message);
     r
 }
 
@@ -241,11 +244,14 @@ pub struct Extras {
     /// XEP-0461: what this message answers, and the quote of it that starts the body on
     /// the wire for clients without replies (XEP-0428; see [`reply_quote`]).
     pub reply: Option<(Reply, String)>,
+    /// A shared file: the body is then its URL, marked as fallback for clients that show
+    /// files (XEP-0428), and the URL is repeated out of band (XEP-0066) for older ones.
+    pub file: Option<Box<crate::files::SharedFile>>,
 }
 
 impl Extras {
     pub fn is_empty(&self) -> bool {
-        self.replace.is_none() && self.reply.is_none()
+        self.replace.is_none() && self.reply.is_none() && self.file.is_none()
     }
 
     /// The body as sent: the reply's quote, then the text.
@@ -280,6 +286,20 @@ impl Extras {
                         .build(),
                 );
             }
+        }
+        if let Some(file) = &self.file {
+            out.extend(file.elements());
+            let start = self.reply.as_ref().map_or(0, |(_, q)| q.chars().count());
+            out.push(
+                el("fallback", NS_FALLBACK)
+                    .attr("for", crate::files::NS_SFS)
+                    .child(
+                        el("body", NS_FALLBACK)
+                            .attr("start", start.to_string())
+                            .attr("end", (start + file.url.chars().count()).to_string()),
+                    )
+                    .build(),
+            );
         }
         out
     }
@@ -323,6 +343,7 @@ impl Extras {
         Some(Extras {
             replace: r.replace,
             reply: r.reply.map(|rep| (rep, quote)),
+            file: r.file.map(Box::new),
         })
     }
 }
@@ -507,6 +528,7 @@ mod tests {
                 },
                 quote.clone(),
             )),
+            file: None,
         };
         assert_eq!(Extras::from_xml(&x.to_xml()), Some(x.clone()));
         assert_eq!(Extras::from_xml(""), Some(Extras::default()));

@@ -62,6 +62,11 @@ enum Cmd {
     },
     /// Probe the link now (see `Session::check_link`).
     Probe,
+    /// A query of a room's archive (see `Session::room_history`).
+    RoomHistory {
+        room: BareJid,
+        query: crate::muc::RoomQuery,
+    },
 }
 
 /// What a caller persists to resume the session later (XEP-0198), see
@@ -181,7 +186,11 @@ pub struct Session {
     own: BareJid,
     request_timeout: Duration,
     inbound: Arc<Mutex<Inbound>>,
+    /// Rooms we are in or joining (see `Session::muc_join`), shared with the driver.
+    rooms: Rooms,
 }
+
+type Rooms = Arc<Mutex<HashSet<BareJid>>>;
 
 impl Session {
     /// Starts the driver. Inbound stanzas count as handled (XEP-0198 `h`) as soon as the
@@ -233,7 +242,10 @@ impl Session {
             acked: base.outbound,
             left: VecDeque::new(),
         }));
+        let rooms: Rooms = Arc::default();
         let driver = Driver {
+            rooms: rooms.clone(),
+            room_queries: HashMap::new(),
             own: own.clone(),
             own_full: negotiated.bound_jid.clone(),
             sm: negotiated.sm_id.is_some() || negotiated.sm_inline,
@@ -268,6 +280,7 @@ impl Session {
             own,
             request_timeout,
             inbound,
+            rooms,
         }
     }
 
@@ -350,6 +363,11 @@ impl Session {
     /// their callers were already told the session closed. Returns the tracking ids taken
     /// care of here, so the caller does not re-send those from its own outbox.
     pub fn carry_over(&self, previous: &Session) -> Vec<String> {
+        if self.negotiated.resumed.is_some() {
+            // The server kept our occupants in their rooms along with the stream.
+            let rooms = lock_rooms(&previous.rooms).clone();
+            lock_rooms(&self.rooms).extend(rooms);
+        }
         let (acked_before, left) = {
             let mut st = previous.lock();
             (st.acked, std::mem::take(&mut st.left))
@@ -419,6 +437,33 @@ impl Session {
 
     pub fn own_jid(&self) -> &BareJid {
         &self.own
+    }
+
+    /// Whether `room`'s stanzas are taken (see [`Session::muc_join`]).
+    pub fn in_room(&self, room: &BareJid) -> bool {
+        lock_rooms(&self.rooms).contains(room)
+    }
+
+    pub(crate) fn track_room(&self, room: &BareJid, on: bool) {
+        let mut rooms = lock_rooms(&self.rooms);
+        if on {
+            rooms.insert(room.clone());
+        } else {
+            rooms.remove(room);
+        }
+    }
+
+    pub(crate) fn send_room_history(
+        &self,
+        room: &BareJid,
+        query: crate::muc::RoomQuery,
+    ) -> Result<(), RequestError> {
+        self.tx
+            .send(Cmd::RoomHistory {
+                room: room.clone(),
+                query,
+            })
+            .map_err(|_| RequestError::Closed)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -674,7 +719,14 @@ struct PendingIq {
     reply: oneshot::Sender<Result<Element, RequestError>>,
 }
 
+fn lock_rooms(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashSet<BareJid>> {
+    rooms.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Driver {
+    rooms: Rooms,
+    /// Queries of rooms' archives in flight, by query id (also the IQ id).
+    room_queries: HashMap<String, (BareJid, crate::muc::RoomQuery)>,
     own: BareJid,
     own_full: String,
     sm: bool,
@@ -846,6 +898,7 @@ impl Driver {
                 | Cmd::Archive { .. }
                 | Cmd::CatchUp { .. }
                 | Cmd::History { .. }
+                | Cmd::RoomHistory { .. }
                 | Cmd::ClientState { .. }
                 | Cmd::Probe => {}
             }
@@ -969,6 +1022,12 @@ impl Driver {
                 }
             }
             Cmd::Probe => self.probe().await?,
+            Cmd::RoomHistory { room, query } => {
+                let id = crate::new_id();
+                let iq = crate::muc::room_archive_query(&id, &room, &query);
+                self.write(&iq, None).await?;
+                self.room_queries.insert(id, (room, query));
+            }
             Cmd::Close { .. } => {}
         }
         Ok(())
@@ -1103,9 +1162,26 @@ impl Driver {
             0
         };
         if let Some(query) = inbound::archive_result_query_id(&el) {
+            if let Some((room, q)) = self.room_queries.get(query) {
+                let events = match crate::muc::parse_room_archive_result(&el, room) {
+                    Some(mut m) => {
+                        m.scrollback = matches!(q, crate::muc::RoomQuery::Before(_));
+                        vec![Event::RoomMessage(Box::new(m))]
+                    }
+                    None => {
+                        tracing::warn!("dropping a room archive result not from that room");
+                        Vec::new()
+                    }
+                };
+                self.emit(seq, events);
+                return Ok(());
+            }
+            let rooms = self.rooms.clone();
+            let rooms = lock_rooms(&rooms);
             let cx = Context {
                 own: &self.own,
                 own_full: &self.own_full,
+                rooms: &rooms,
             };
             if let Some(c) = self.catch_up.as_mut().filter(|c| c.owns(query)) {
                 let query = query.to_owned();
@@ -1153,6 +1229,31 @@ impl Driver {
             if self.probe_ping.as_deref() == Some(id) {
                 self.probe_ping = None;
                 self.probe_sent = None;
+                return Ok(());
+            }
+            let from_room = self
+                .room_queries
+                .get(id)
+                .is_some_and(|(room, _)| el.attr("from").is_some_and(|f| f == room.as_str()));
+            if from_room {
+                if let Some((room, query)) = self.room_queries.remove(id) {
+                    let ev = if el.attr("type") == Some("result") {
+                        let (complete, last) = inbound::archive_fin(&el);
+                        Event::RoomHistoryPage {
+                            room,
+                            query,
+                            complete,
+                            last,
+                        }
+                    } else {
+                        Event::RoomHistoryFailed {
+                            room,
+                            query,
+                            condition: inbound::stanza_error(&el).0,
+                        }
+                    };
+                    self.emit(seq, vec![ev]);
+                }
                 return Ok(());
             }
             if self.catch_up.as_ref().is_some_and(|c| c.owns(id))
@@ -1225,11 +1326,16 @@ impl Driver {
             }
             return Ok(());
         }
-        let cx = Context {
-            own: &self.own,
-            own_full: &self.own_full,
+        let rooms = self.rooms.clone();
+        let outcome = {
+            let rooms = lock_rooms(&rooms);
+            let cx = Context {
+                own: &self.own,
+                own_full: &self.own_full,
+                rooms: &rooms,
+            };
+            inbound::classify(&el, &cx)
         };
-        let outcome = inbound::classify(&el, &cx);
         // Events first: the stanza is counted already, and if writing the reply fails, what
         // it carried must still reach the caller rather than count as handled unseen.
         self.emit(seq, outcome.events);

@@ -338,7 +338,7 @@ fn slot_error(
 
 /// Why a URL from a slot was refused (worded for the put or the get URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UrlFault {
+pub(crate) enum UrlFault {
     Missing,
     TooLong,
     Whitespace,
@@ -380,7 +380,7 @@ impl UrlFault {
 /// stricter than RFC 3986 where leniency only helps an attacker: no user info (a classic
 /// way to make a URL look like it goes elsewhere), no backslashes (parsers disagree on
 /// them), no whitespace or controls anywhere.
-fn https_url(raw: &str) -> Result<String, UrlFault> {
+pub(crate) fn https_url(raw: &str) -> Result<String, UrlFault> {
     let url = raw.trim_matches(|c: char| c.is_ascii_whitespace());
     if url.is_empty() {
         return Err(UrlFault::Missing);

@@ -1,0 +1,1261 @@
+//! Files in conversations: sending one (XEP-0363 upload, then a message carrying its URL
+//! with XEP-0066 and XEP-0447/0446 metadata), receiving one (stored as the message's
+//! attachment, fetched only when the user asks), and the progress of both in the
+//! conversation snapshot.
+//!
+//! A file message is shown at once, as pending with its upload under way; the message
+//! itself goes out (through the outbox, so it survives reconnects like any message) only
+//! when the upload is complete. Cancelling before that sends nothing.
+//!
+//! Progress lives in memory (`Files::live`) and is merged into each snapshot as it is
+//! built; the database is written when a transfer starts and ends, never per chunk.
+//!
+//! URLs are capabilities, and names, paths and contents are user data: none of them goes
+//! into logs or error strings.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use linnet_store::{
+    AttachmentRecord, AttachmentState, ConversationId, ConversationKind, DeliveryState, Direction,
+    EncryptionPolicy, MessageId, NewMessage, Store, StoreError, Tx,
+};
+use linnet_xmpp::files::{FileHash, FileMeta, HashAlgo, SharedFile, MAX_DIMENSION};
+use linnet_xmpp::rich::Extras;
+use linnet_xmpp::upload::{UploadError, UploadService};
+use linnet_xmpp::{BareJid, ChatMessage, RequestError, Session};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::snapshot::{Attachment, MessageItem, TransferState};
+use crate::transfer::{TransferError, Transfers};
+use crate::{lock, now_ms, AccountId, Client, ClientError, Inner, Result};
+
+/// Downloads whose size the sender did not announce stop here.
+const DEFAULT_MAX_DOWNLOAD: u64 = 1 << 30;
+const READ_CHUNK: usize = 256 * 1024;
+/// Image dimensions are read from this much of the file's start (JPEG keeps its frame
+/// header after the EXIF block, which is usually well within it).
+const HEAD_BYTES: usize = 64 * 1024;
+/// Progress is published in steps of 1/PROGRESS_STEPS of the file (the publisher coalesces
+/// further): a 1 GB file does not mark the snapshot dirty 16,000 times.
+const PROGRESS_STEPS: u64 = 100;
+/// Names tried for a download before giving up ("name (1).ext", …).
+const MAX_NAME_TRIES: u32 = 1000;
+
+/// What file transfers share across the client.
+#[derive(Default)]
+pub(crate) struct Files {
+    /// Built on first use: it holds a connection pool.
+    http: std::sync::Mutex<Option<Transfers>>,
+    /// Each account's upload service, found once per process.
+    services: std::sync::Mutex<HashMap<AccountId, UploadService>>,
+    /// Transfers under way, by message.
+    live: std::sync::Mutex<HashMap<MessageId, Live>>,
+}
+
+struct Live {
+    conversation: ConversationId,
+    upload: bool,
+    done: u64,
+    /// The progress last published.
+    published: u64,
+    cancel: CancellationToken,
+    /// The upload is complete and its message on its way: too late to cancel.
+    committed: bool,
+}
+
+impl Files {
+    fn http(&self, inner: &Inner) -> std::result::Result<Transfers, ClientError> {
+        let mut http = lock(&self.http);
+        if let Some(t) = http.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = Transfers::new(&inner.opts.tls)
+            .map_err(|e| ClientError::Internal(format!("file transfers: {e}")))?;
+        *http = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Puts the transfers under way into snapshot items built from the database.
+    pub(crate) fn merge(&self, items: &mut [MessageItem]) {
+        let live = lock(&self.live);
+        for item in items {
+            let Some(a) = item.attachment.as_mut() else {
+                continue;
+            };
+            match live.get(&item.id) {
+                Some(l) => {
+                    a.state = if l.upload {
+                        TransferState::Uploading
+                    } else {
+                        TransferState::Downloading
+                    };
+                    a.transferred = l.done;
+                    a.error = None;
+                }
+                None if a.state == TransferState::Uploading => {
+                    // Stored as uploading, yet no upload runs: the process that ran it died.
+                    a.state = TransferState::Failed;
+                    a.error = Some("the upload was interrupted".into());
+                    item.state = DeliveryState::Failed;
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Records progress; publishes when it moved by a step, or ended.
+fn report(inner: &Inner, message: MessageId, done: u64, total: u64) {
+    let conversation = {
+        let mut live = lock(&inner.files.live);
+        let Some(l) = live.get_mut(&message) else {
+            return;
+        };
+        l.done = done;
+        let step = (total / PROGRESS_STEPS).max(1);
+        if done == total || done < l.published || done - l.published >= step {
+            l.published = done;
+            Some(l.conversation)
+        } else {
+            None
+        }
+    };
+    if let Some(c) = conversation {
+        inner.conversation_snapshot_changed(c);
+    }
+}
+
+fn bad(what: &str) -> ClientError {
+    ClientError::BadInput(what.to_owned())
+}
+
+/// Why a transfer ended without its file: the reason shown (and stored) and the error
+/// returned, neither naming the file, its path or its URL.
+struct Failure {
+    cancelled: bool,
+    reason: String,
+    error: ClientError,
+}
+
+impl Failure {
+    fn cancelled() -> Failure {
+        Failure {
+            cancelled: true,
+            reason: "cancelled".into(),
+            error: ClientError::Policy("the transfer was cancelled".into()),
+        }
+    }
+
+    fn new(reason: impl Into<String>, error: impl FnOnce(String) -> ClientError) -> Failure {
+        let reason = reason.into();
+        Failure {
+            cancelled: false,
+            error: error(reason.clone()),
+            reason,
+        }
+    }
+}
+
+impl From<TransferError> for Failure {
+    fn from(e: TransferError) -> Failure {
+        use TransferError as T;
+        let error: fn(String) -> ClientError = match &e {
+            T::Cancelled => return Failure::cancelled(),
+            T::Http {
+                status: 404 | 410, ..
+            } => ClientError::NotFound,
+            T::Http { .. } | T::Stalled | T::Network(_) => ClientError::Network,
+            T::Tls(_) => ClientError::Tls,
+            T::NotHttps | T::BadUrl(_) | T::Redirect(_) | T::TooManyRedirects => {
+                ClientError::Policy
+            }
+            T::TooLarge { .. } | T::BadSlot(_) | T::BadArgument(_) => ClientError::Policy,
+            T::Io(_) | T::Config(_) => ClientError::Internal,
+        };
+        Failure::new(e.to_string(), error)
+    }
+}
+
+impl From<UploadError> for Failure {
+    fn from(e: UploadError) -> Failure {
+        // The server's own text may quote the file name: only our words are kept.
+        let policy = |s: &str| Failure::new(s, ClientError::Policy);
+        match e {
+            UploadError::FileTooLarge { max: Some(max) } => policy(&format!(
+                "the file is larger than the upload service accepts (at most {max} bytes)"
+            )),
+            UploadError::FileTooLarge { max: None } => {
+                policy("the file is larger than the upload service accepts")
+            }
+            UploadError::NotAcceptable { .. } => {
+                policy("the upload service does not accept this file")
+            }
+            UploadError::QuotaReached { .. } => Failure::new(
+                "the upload service has no room for this file now",
+                ClientError::Network,
+            ),
+            UploadError::NotAllowed { .. } => policy("not allowed to upload files"),
+            UploadError::Refused { condition, .. } => {
+                policy(&format!("the upload service refused ({condition})"))
+            }
+            UploadError::BadSlot(why) => policy(&format!("unusable upload slot: {why}")),
+            UploadError::BadFilename(_) | UploadError::BadArgument(_) => {
+                Failure::new(e.to_string(), ClientError::BadInput)
+            }
+            UploadError::Request(r) => request_failure(r),
+        }
+    }
+}
+
+fn request_failure(e: RequestError) -> Failure {
+    match e {
+        RequestError::Closed | RequestError::Timeout => Failure::new(
+            "the connection to the server was lost",
+            ClientError::Network,
+        ),
+        RequestError::Stanza { condition, .. } => Failure::new(
+            format!("the server refused ({condition})"),
+            ClientError::Policy,
+        ),
+        RequestError::Unexpected(_) | RequestError::BadArgument(_) => Failure::new(
+            "the server's answer was not understood",
+            ClientError::Internal,
+        ),
+    }
+}
+
+/// What an upload needs once the message is shown.
+struct UploadJob {
+    account: AccountId,
+    peer: BareJid,
+    /// The message's stanza and origin id.
+    id: String,
+    message: MessageId,
+    conversation: ConversationId,
+    path: PathBuf,
+    name: String,
+    media_type: String,
+    size: u64,
+    session: Session,
+    cancel: CancellationToken,
+}
+
+impl Client {
+    /// Sends the file at `path` to `to`. The message shows at once, pending, with the
+    /// upload's progress; once the file is on the server's upload service (XEP-0363) the
+    /// message goes out with its URL and metadata, through the outbox like any message.
+    /// Returns the message's id; `cancel_transfer` stops the upload (nothing is sent).
+    ///
+    /// Files go unencrypted: refused where the conversation encrypts (OMEMO), and in
+    /// groups, for now. The account must be online.
+    pub async fn send_file(&self, account: AccountId, to: &str, path: &Path) -> Result<MessageId> {
+        let peer = BareJid::parse(to)?;
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|_| bad("the file cannot be read"))?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file"));
+        }
+        let size = meta.len();
+        if size == 0 {
+            return Err(bad("the file is empty"));
+        }
+        if size > linnet_xmpp::files::MAX_FILE_SIZE {
+            return Err(bad("the file is too large"));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| bad("the file name is not valid UTF-8"))?;
+        let name = linnet_xmpp::files::safe_name(name)
+            .ok_or_else(|| bad("the file has no usable name"))?;
+        // Opened now so that an unreadable file is an error here, not a failed message.
+        drop(
+            tokio::fs::File::open(path)
+                .await
+                .map_err(|_| bad("the file cannot be read"))?,
+        );
+        let media_type = media_type_for(&name).to_owned();
+        let local_path = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned));
+
+        let own = lock(&self.inner.store).account(account)?.jid;
+        self.check_plaintext_allowed(account, &peer)?;
+        let session = self.session(account)?;
+
+        let id = linnet_xmpp::new_id();
+        let cancel = CancellationToken::new();
+        let (message, conversation) = {
+            let mut store = lock(&self.inner.store);
+            store.transaction(|tx| {
+                let conversation = tx
+                    .conversation(account, peer.as_str(), true)?
+                    .ok_or(StoreError::NotFound("conversation"))?;
+                let message = tx
+                    .insert_message(&NewMessage {
+                        conversation,
+                        direction: Direction::Outgoing,
+                        sender: own.clone(),
+                        // The URL once uploaded; nothing to show before.
+                        body: String::new(),
+                        origin_id: Some(id.clone()),
+                        stanza_id: None,
+                        stanza_id_by: None,
+                        timestamp_ms: now_ms(),
+                        delivery_state: DeliveryState::Pending,
+                        encryption: Default::default(),
+                        error: None,
+                        kind: Default::default(),
+                        target: None,
+                        reply_to: None,
+                        markable: false,
+                        replaces: None,
+                    })?
+                    .id();
+                tx.insert_attachment(&AttachmentRecord {
+                    message,
+                    url: None,
+                    name: name.clone(),
+                    media_type: Some(media_type.clone()),
+                    size: Some(size),
+                    width: None,
+                    height: None,
+                    sha256: None,
+                    local_path: local_path.clone(),
+                    state: AttachmentState::Uploading,
+                    error: None,
+                })?;
+                // Registered before the commit, so that no snapshot sees an upload that
+                // no one runs (it would show as interrupted).
+                lock(&self.inner.files.live).insert(
+                    message,
+                    Live {
+                        conversation,
+                        upload: true,
+                        done: 0,
+                        published: 0,
+                        cancel: cancel.clone(),
+                        committed: false,
+                    },
+                );
+                Ok((message, conversation))
+            })?
+        };
+        tracing::debug!(message = message.0, bytes = size, "file upload started");
+        self.inner.conversation_changed(conversation);
+        self.inner.publish_chat_list();
+        let job = UploadJob {
+            account,
+            peer,
+            id,
+            message,
+            conversation,
+            path: path.to_owned(),
+            name,
+            media_type,
+            size,
+            session,
+            cancel,
+        };
+        tokio::spawn(upload_and_send(self.inner.clone(), job));
+        Ok(message)
+    }
+
+    /// Files go in the clear for now (encrypted sharing, aesgcm, comes later): only where
+    /// the conversation's choice allows a plaintext message, and not in groups.
+    fn check_plaintext_allowed(&self, account: AccountId, peer: &BareJid) -> Result<()> {
+        let mut store = lock(&self.inner.store);
+        let allowed = store.transaction(|tx| {
+            let conversation = tx.conversation(account, peer.as_str(), false)?;
+            let policy = match conversation {
+                Some(c) => {
+                    if tx.conversation_info(c)?.kind != ConversationKind::Chat {
+                        return Ok(None);
+                    }
+                    tx.encryption_policy(c)?
+                }
+                None => EncryptionPolicy::default(),
+            };
+            Ok(Some(match policy {
+                EncryptionPolicy::Plain => true,
+                EncryptionPolicy::Omemo => false,
+                EncryptionPolicy::Auto => !crate::omemo::may_have_devices(tx, account, peer)?,
+            }))
+        })?;
+        match allowed {
+            Some(true) => Ok(()),
+            Some(false) => Err(ClientError::Policy(
+                "encrypted file sharing is not implemented yet".into(),
+            )),
+            None => Err(ClientError::Policy(
+                "file sharing in groups is not implemented yet".into(),
+            )),
+        }
+    }
+
+    /// Stops the upload or download of `message`'s file. A cancelled upload sends nothing
+    /// (the message shows as failed); a cancelled download leaves nothing behind and may
+    /// be started again.
+    pub fn cancel_transfer(&self, message: MessageId) -> Result<()> {
+        let mut live = lock(&self.inner.files.live);
+        let l = live
+            .get_mut(&message)
+            .ok_or_else(|| ClientError::NotFound("no transfer of this message".into()))?;
+        if l.committed {
+            return Err(ClientError::Policy(
+                "the file is uploaded and its message on its way".into(),
+            ));
+        }
+        l.cancel.cancel();
+        Ok(())
+    }
+
+    /// Fetches the file of `message` into `dest_dir` and returns where it was saved (its
+    /// own name, made unique there). The download shows in the conversation snapshot with
+    /// its progress; its SHA-256, when the sender gave one, is checked before the file
+    /// appears in `dest_dir`. Only https URLs are fetched (no other kind is ever stored).
+    pub async fn download_file(&self, message: MessageId, dest_dir: &Path) -> Result<PathBuf> {
+        let (record, conversation) = {
+            let store = lock(&self.inner.store);
+            let m = store.message(message)?;
+            let record = store
+                .attachment(message)?
+                .ok_or_else(|| ClientError::NotFound("the message has no file".into()))?;
+            (record, m.conversation)
+        };
+        let Some(url) = record.url.clone() else {
+            return Err(bad("the file is not uploaded"));
+        };
+        let dir_ok = tokio::fs::metadata(dest_dir)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if !dir_ok {
+            return Err(bad("the destination is not a directory"));
+        }
+        let http = self.inner.files.http(&self.inner)?;
+        let cancel = CancellationToken::new();
+        {
+            let mut live = lock(&self.inner.files.live);
+            if live.contains_key(&message) {
+                return Err(ClientError::Policy(
+                    "a transfer of this file is under way".into(),
+                ));
+            }
+            live.insert(
+                message,
+                Live {
+                    conversation,
+                    upload: false,
+                    done: 0,
+                    published: 0,
+                    cancel: cancel.clone(),
+                    committed: false,
+                },
+            );
+        }
+        self.inner.conversation_snapshot_changed(conversation);
+        tracing::debug!(message = message.0, "file download started");
+        // Whatever happens to this future (the app may drop it), the transfer ends here.
+        let live = LiveGuard {
+            inner: &self.inner,
+            message,
+        };
+        let outcome = fetch(&self.inner, &http, &record, &url, dest_dir, &cancel).await;
+        let result = {
+            let store = lock(&self.inner.store);
+            match &outcome {
+                Ok((path, bytes)) => store
+                    .attachment_downloaded(message, &path.to_string_lossy(), *bytes)
+                    .map(|_| ()),
+                Err(f) => {
+                    let state = if f.cancelled {
+                        AttachmentState::Cancelled
+                    } else {
+                        AttachmentState::Failed
+                    };
+                    store
+                        .set_attachment_state(message, state, Some(&f.reason))
+                        .map(|_| ())
+                }
+            }
+        };
+        drop(live);
+        self.inner.conversation_changed(conversation);
+        result?;
+        match outcome {
+            Ok((path, _)) => {
+                tracing::debug!(message = message.0, "file downloaded");
+                Ok(path)
+            }
+            Err(f) => {
+                tracing::info!(message = message.0, reason = %f.reason, "file download failed");
+                Err(f.error)
+            }
+        }
+    }
+}
+
+/// Ends a download's entry among the transfers under way when dropped.
+struct LiveGuard<'a> {
+    inner: &'a Arc<Inner>,
+    message: MessageId,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        let ended = lock(&self.inner.files.live).remove(&self.message);
+        if let Some(l) = ended {
+            l.cancel.cancel();
+            self.inner.conversation_snapshot_changed(l.conversation);
+        }
+    }
+}
+
+/// Downloads to a hidden temporary name in `dir`, checks size and hash, then moves the
+/// file to a name of its own there (never replacing an existing file). Returns where it
+/// went and its length.
+async fn fetch(
+    inner: &Arc<Inner>,
+    http: &Transfers,
+    record: &AttachmentRecord,
+    url: &str,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> std::result::Result<(PathBuf, u64), Failure> {
+    let message = record.message;
+    let temp = dir.join(format!(".linnet-{}.part", linnet_xmpp::new_id()));
+    let max = record.size.unwrap_or(DEFAULT_MAX_DOWNLOAD);
+    let progress_inner = inner.clone();
+    let got = http
+        .download(
+            url,
+            &temp,
+            max,
+            move |done, total| {
+                let total = if total == 0 { max } else { total };
+                report(&progress_inner, message, done, total)
+            },
+            cancel,
+        )
+        .await;
+    let remove_temp = || {
+        let _ = std::fs::remove_file(&temp);
+    };
+    let info = got.inspect_err(|_| remove_temp())?;
+    if record.size.is_some_and(|s| s != info.bytes) {
+        remove_temp();
+        return Err(Failure::new(
+            "the file is not the size its sender announced",
+            ClientError::Policy,
+        ));
+    }
+    if let Some(want) = record.sha256 {
+        let path = temp.clone();
+        let token = cancel.clone();
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&path, &token, false))
+            .await
+            .map_err(|_| Failure::new("hashing the file failed", ClientError::Internal));
+        let hashed = hashed.and_then(|r| {
+            r.map_err(|e| match e.kind() {
+                std::io::ErrorKind::Interrupted => Failure::cancelled(),
+                k => Failure::new(format!("local file: {k}"), ClientError::Internal),
+            })
+        });
+        match hashed {
+            Ok(h) if h.sha256 == want => {}
+            Ok(_) => {
+                remove_temp();
+                return Err(Failure::new(
+                    "the file does not match its SHA-256 hash",
+                    ClientError::Policy,
+                ));
+            }
+            Err(f) => {
+                remove_temp();
+                return Err(f);
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        remove_temp();
+        return Err(Failure::cancelled());
+    }
+    let dir = dir.to_owned();
+    let name = record.name.clone();
+    let placed = tokio::task::spawn_blocking(move || place(&temp, &dir, &name))
+        .await
+        .map_err(|_| Failure::new("saving the file failed", ClientError::Internal))?;
+    placed
+        .map(|p| (p, info.bytes))
+        .map_err(|e| Failure::new(format!("local file: {}", e.kind()), ClientError::Internal))
+}
+
+/// Moves `temp` to a free name in `dir` based on `name`: "name.ext", then "name (1).ext"
+/// and so on. Hard links claim the name atomically without replacing anything; where the
+/// file system has none, the name is claimed by creating it and then replaced.
+fn place(temp: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, Some(e)),
+        _ => (name, None),
+    };
+    let result = (|| {
+        for n in 0..MAX_NAME_TRIES {
+            let candidate = match (n, ext) {
+                (0, _) => name.to_owned(),
+                (n, Some(e)) => format!("{stem} ({n}).{e}"),
+                (n, None) => format!("{stem} ({n})"),
+            };
+            let dest = dir.join(candidate);
+            match std::fs::hard_link(temp, &dest) {
+                Ok(()) => return Ok(dest),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => {}
+            }
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dest)
+            {
+                Ok(_) => {
+                    std::fs::rename(temp, &dest)?;
+                    return Ok(dest);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+    })();
+    let _ = std::fs::remove_file(temp);
+    result
+}
+
+struct Hashed {
+    bytes: u64,
+    sha256: [u8; 32],
+    dimensions: Option<(u32, u32)>,
+}
+
+/// SHA-256 of the file (and, if asked, an image's dimensions from its first bytes).
+/// Checks `cancel` between chunks: a cancelled transfer stops hashing too.
+fn hash_file(path: &Path, cancel: &CancellationToken, dims: bool) -> std::io::Result<Hashed> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut head: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        hasher.update(chunk);
+        if dims && head.len() < HEAD_BYTES {
+            let want = (HEAD_BYTES - head.len()).min(n);
+            head.extend_from_slice(chunk.get(..want).unwrap_or_default());
+        }
+        bytes += n as u64;
+    }
+    Ok(Hashed {
+        bytes,
+        sha256: hasher.finalize().into(),
+        dimensions: if dims { image_dimensions(&head) } else { None },
+    })
+}
+
+/// Runs an upload to its end: the message goes out, or the row shows why not.
+async fn upload_and_send(inner: Arc<Inner>, job: UploadJob) {
+    let outcome = upload(&inner, &job).await;
+    let (message, conversation) = (job.message, job.conversation);
+    if let Err(f) = outcome {
+        if f.cancelled {
+            tracing::debug!(message = message.0, "file upload cancelled");
+        } else {
+            tracing::info!(message = message.0, reason = %f.reason, "file upload failed");
+        }
+        let state = if f.cancelled {
+            AttachmentState::Cancelled
+        } else {
+            AttachmentState::Failed
+        };
+        let stored = {
+            let store = inner.store();
+            store
+                .set_attachment_state(message, state, Some(&f.reason))
+                .and_then(|_| store.set_delivery_state(message, DeliveryState::Failed))
+        };
+        if let Err(e) = stored {
+            tracing::error!(message = message.0, error = %e, "recording a failed upload failed");
+        }
+    }
+    lock(&inner.files.live).remove(&message);
+    // Stops the hashing if the upload ended first.
+    job.cancel.cancel();
+    inner.conversation_changed(conversation);
+    inner.publish_chat_list();
+}
+
+async fn upload(inner: &Arc<Inner>, job: &UploadJob) -> std::result::Result<(), Failure> {
+    let cancel = &job.cancel;
+    let http = inner
+        .files
+        .http(inner)
+        .map_err(|e| Failure::new(e.to_string(), |_| e.clone()))?;
+    let service = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(Failure::cancelled()),
+        s = upload_service(inner, job.account, &job.session) => s?,
+    };
+    if service.max_file_size.is_some_and(|max| job.size > max) {
+        return Err(UploadError::FileTooLarge {
+            max: service.max_file_size,
+        }
+        .into());
+    }
+    // The hash is read while the slot is asked for and the file goes up.
+    let hashing = {
+        let path = job.path.clone();
+        let token = cancel.clone();
+        let dims = job.media_type.starts_with("image/");
+        tokio::task::spawn_blocking(move || hash_file(&path, &token, dims))
+    };
+    let slot = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(Failure::cancelled()),
+        s = linnet_xmpp::upload::request_slot(
+            &job.session, &service.jid, &job.name, job.size, &job.media_type,
+        ) => s,
+    };
+    let slot = slot.map_err(|e| {
+        if matches!(e, UploadError::Request(_) | UploadError::Refused { .. }) {
+            // Maybe the service moved or went away: look again next time.
+            lock(&inner.files.services).remove(&job.account);
+        }
+        Failure::from(e)
+    })?;
+    let progress_inner = inner.clone();
+    let message = job.message;
+    http.upload(
+        &slot,
+        &job.path,
+        &job.media_type,
+        move |done, total| report(&progress_inner, message, done, total),
+        cancel,
+    )
+    .await?;
+    let hashed = match hashing.await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+            return Err(Failure::cancelled())
+        }
+        Ok(Err(e)) => {
+            return Err(Failure::new(
+                format!("local file: {}", e.kind()),
+                ClientError::Internal,
+            ))
+        }
+        Err(_) => {
+            return Err(Failure::new(
+                "hashing the file failed",
+                ClientError::Internal,
+            ))
+        }
+    };
+    if hashed.bytes != job.size {
+        return Err(Failure::new(
+            "the file changed while it was being sent",
+            ClientError::BadInput,
+        ));
+    }
+    {
+        let mut live = lock(&inner.files.live);
+        match live.get_mut(&job.message) {
+            Some(l) if !l.cancel.is_cancelled() => l.committed = true,
+            _ => return Err(Failure::cancelled()),
+        }
+    }
+    let file = SharedFile {
+        url: slot.get_url.clone(),
+        meta: FileMeta {
+            name: Some(job.name.clone()),
+            media_type: Some(job.media_type.clone()),
+            size: Some(job.size),
+            width: hashed.dimensions.map(|d| d.0),
+            height: hashed.dimensions.map(|d| d.1),
+            desc: None,
+            hashes: vec![FileHash {
+                algo: HashAlgo::Sha256,
+                value: hashed.sha256.to_vec(),
+            }],
+        },
+    };
+    send_uploaded(inner, job, file, hashed.sha256, hashed.dimensions)
+        .map_err(|e| Failure::new(e.to_string(), |_| e.clone()))?;
+    tracing::debug!(message = job.message.0, "file uploaded; message queued");
+    Ok(())
+}
+
+/// The account's upload service: found once, then remembered.
+async fn upload_service(
+    inner: &Inner,
+    account: AccountId,
+    session: &Session,
+) -> std::result::Result<UploadService, Failure> {
+    if let Some(s) = lock(&inner.files.services).get(&account) {
+        return Ok(s.clone());
+    }
+    let found = linnet_xmpp::upload::discover_upload_service(session)
+        .await
+        .map_err(request_failure)?
+        .ok_or_else(|| {
+            Failure::new(
+                "the server offers no file upload (XEP-0363)",
+                ClientError::Policy,
+            )
+        })?;
+    lock(&inner.files.services).insert(account, found.clone());
+    Ok(found)
+}
+
+/// Records the finished upload and queues its message: stored and put in the outbox in
+/// one transaction, then sent if a session is up (else the next session sends it).
+fn send_uploaded(
+    inner: &Inner,
+    job: &UploadJob,
+    file: SharedFile,
+    sha256: [u8; 32],
+    dimensions: Option<(u32, u32)>,
+) -> Result<()> {
+    let url = file.url.clone();
+    let extras = Extras {
+        file: Some(Box::new(file)),
+        ..Extras::default()
+    };
+    let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
+        &job.peer,
+        &extras.wire_body(&url),
+        &job.id,
+        &extras,
+    ));
+    // Held while queueing and sending, as `queue_outgoing` does: a session coming up
+    // re-sends the outbox either before the entry exists or after it was sent.
+    let slot = lock(&inner.runtimes)
+        .get(&job.account)
+        .map(|rt| rt.session.clone());
+    let session = slot.as_ref().map(|s| lock(s));
+    {
+        let mut store = inner.store();
+        store.transaction(|tx| {
+            tx.attachment_uploaded(job.message, &url, Some(sha256), dimensions)?;
+            tx.outbox_push(job.account, Some(job.message), "chat", &stanza)?;
+            Ok(())
+        })?;
+    }
+    if let Some(s) = session
+        .as_ref()
+        .and_then(|g| g.as_ref())
+        .filter(|s| !s.is_closed())
+    {
+        // If this fails the outbox still has it: the next session sends it.
+        let _ = s.send_raw_tracked(&stanza, &job.id);
+    }
+    Ok(())
+}
+
+/// Stores the file a received message shares, if it shares one we may fetch. Files in
+/// encrypted messages are not taken from outside the encryption (aesgcm sharing is for
+/// later).
+pub(crate) fn store_received(
+    tx: &Tx<'_>,
+    message: MessageId,
+    m: &ChatMessage,
+) -> std::result::Result<(), StoreError> {
+    if !m.encrypted.is_empty() {
+        return Ok(());
+    }
+    let Some(f) = &m.rich.file else {
+        return Ok(());
+    };
+    tx.insert_attachment(&AttachmentRecord {
+        message,
+        url: Some(f.url.clone()),
+        name: f.meta.name.clone().unwrap_or_else(|| "file".to_owned()),
+        media_type: f.meta.media_type.clone(),
+        size: f.meta.size,
+        width: f.meta.width,
+        height: f.meta.height,
+        sha256: f.meta.sha256(),
+        local_path: None,
+        state: AttachmentState::Available,
+        error: None,
+    })?;
+    Ok(())
+}
+
+/// The attachments of a page of messages, by message.
+pub(crate) fn attachments_of(
+    store: &Store,
+    ids: &[MessageId],
+) -> std::result::Result<HashMap<MessageId, AttachmentRecord>, StoreError> {
+    Ok(store
+        .attachments(ids)?
+        .into_iter()
+        .map(|a| (a.message, a))
+        .collect())
+}
+
+/// A message's body as shown and its attachment: a body that is only the file's URL (or
+/// text ending with it) does not show the URL again.
+pub(crate) fn shown(
+    found: &mut HashMap<MessageId, AttachmentRecord>,
+    message: MessageId,
+    body: String,
+) -> (String, Option<Attachment>) {
+    let Some(a) = found.remove(&message) else {
+        return (body, None);
+    };
+    let body = match &a.url {
+        Some(url) => {
+            let t = body.trim();
+            if t == url {
+                String::new()
+            } else if let Some(rest) = t.strip_suffix(url.as_str()) {
+                rest.trim_end().to_owned()
+            } else {
+                body
+            }
+        }
+        None => body,
+    };
+    let transferred = match a.state {
+        AttachmentState::Uploaded | AttachmentState::Downloaded => a.size.unwrap_or(0),
+        _ => 0,
+    };
+    let state = match a.state {
+        AttachmentState::Uploading => TransferState::Uploading,
+        AttachmentState::Uploaded => TransferState::Uploaded,
+        AttachmentState::Available => TransferState::Available,
+        AttachmentState::Downloaded => TransferState::Downloaded,
+        AttachmentState::Failed => TransferState::Failed,
+        AttachmentState::Cancelled => TransferState::Cancelled,
+    };
+    let attachment = Attachment {
+        name: a.name,
+        size: a.size,
+        media_type: a.media_type,
+        width: a.width,
+        height: a.height,
+        sha256: a
+            .sha256
+            .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+        state,
+        transferred,
+        local_path: a.local_path,
+        error: a.error,
+    };
+    (body, Some(attachment))
+}
+
+/// The media type of a file by its name's extension; `application/octet-stream` when
+/// unknown (XEP-0446's default).
+pub fn media_type_for(name: &str) -> &'static str {
+    const TYPES: &[(&str, &str)] = &[
+        ("jpg", "image/jpeg"),
+        ("jpeg", "image/jpeg"),
+        ("png", "image/png"),
+        ("gif", "image/gif"),
+        ("webp", "image/webp"),
+        ("heic", "image/heic"),
+        ("heif", "image/heif"),
+        ("avif", "image/avif"),
+        ("bmp", "image/bmp"),
+        ("svg", "image/svg+xml"),
+        ("mp4", "video/mp4"),
+        ("m4v", "video/mp4"),
+        ("mov", "video/quicktime"),
+        ("webm", "video/webm"),
+        ("mkv", "video/x-matroska"),
+        ("3gp", "video/3gpp"),
+        ("mp3", "audio/mpeg"),
+        ("m4a", "audio/mp4"),
+        ("aac", "audio/aac"),
+        ("ogg", "audio/ogg"),
+        ("oga", "audio/ogg"),
+        ("opus", "audio/ogg"),
+        ("wav", "audio/wav"),
+        ("flac", "audio/flac"),
+        ("pdf", "application/pdf"),
+        ("txt", "text/plain"),
+        ("md", "text/markdown"),
+        ("csv", "text/csv"),
+        ("ics", "text/calendar"),
+        ("vcf", "text/vcard"),
+        ("json", "application/json"),
+        ("zip", "application/zip"),
+        ("gz", "application/gzip"),
+        ("tar", "application/x-tar"),
+        ("7z", "application/x-7z-compressed"),
+        ("odt", "application/vnd.oasis.opendocument.text"),
+        ("ods", "application/vnd.oasis.opendocument.spreadsheet"),
+        ("doc", "application/msword"),
+        (
+            "docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+        (
+            "xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
+        ("apk", "application/vnd.android.package-archive"),
+    ];
+    let ext = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
+        _ => return "application/octet-stream",
+    };
+    TYPES
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map_or("application/octet-stream", |(_, t)| t)
+}
+
+/// Width and height of a PNG, GIF or JPEG image from its first bytes; `None` for anything
+/// else or anything implausible. Nothing is decoded beyond the headers.
+pub(crate) fn image_dimensions(head: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |i: usize| head.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let le16 = |i: usize| head.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let be32 = |i: usize| {
+        head.get(i..i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let plausible = |w: u32, h: u32| {
+        ((1..=MAX_DIMENSION).contains(&w) && (1..=MAX_DIMENSION).contains(&h)).then_some((w, h))
+    };
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") && head.get(12..16) == Some(b"IHDR") {
+        return plausible(be32(16)?, be32(20)?);
+    }
+    if head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a") {
+        return plausible(u32::from(le16(6)?), u32::from(le16(8)?));
+    }
+    if head.starts_with(&[0xFF, 0xD8]) {
+        let mut i = 2;
+        loop {
+            if *head.get(i)? != 0xFF {
+                return None;
+            }
+            let marker = *head.get(i + 1)?;
+            match marker {
+                // Fill byte before a marker.
+                0xFF => i += 1,
+                // Markers without a length.
+                0x01 | 0xD0..=0xD8 => i += 2,
+                // Start of frame (not DHT, JPG or DAC, which share the range): precision,
+                // height, width.
+                0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                    return plausible(u32::from(be16(i + 7)?), u32::from(be16(i + 5)?));
+                }
+                // Start of scan or end of image before any frame header.
+                0xDA | 0xD9 => return None,
+                _ => {
+                    let len = usize::from(be16(i + 2)?);
+                    if len < 2 {
+                        return None;
+                    }
+                    i += 2 + len;
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn media_types_by_extension() {
+        assert_eq!(media_type_for("a.JPG"), "image/jpeg");
+        assert_eq!(media_type_for("song.opus"), "audio/ogg");
+        assert_eq!(media_type_for("archive.tar.gz"), "application/gzip");
+        assert_eq!(media_type_for("README"), "application/octet-stream");
+        assert_eq!(media_type_for(".png"), "application/octet-stream");
+        assert_eq!(media_type_for("x.unknown"), "application/octet-stream");
+    }
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&h.to_be_bytes());
+        v.extend_from_slice(&[8, 6, 0, 0, 0]);
+        v
+    }
+
+    #[test]
+    fn image_headers_give_dimensions() {
+        assert_eq!(image_dimensions(&png(640, 480)), Some((640, 480)));
+        assert_eq!(image_dimensions(&png(0, 480)), None);
+        assert_eq!(image_dimensions(&png(u32::MAX, 480)), None);
+        assert_eq!(image_dimensions(&png(640, 480)[..20]), None, "truncated");
+        let gif = b"GIF89a\x80\x02\xe0\x01rest";
+        assert_eq!(image_dimensions(gif), Some((640, 480)));
+        // JPEG: SOI, an APP0 segment, then SOF0 with height 480 and width 640.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB];
+        jpeg.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11, 0x08, 0x01, 0xE0, 0x02, 0x80, 0x03]);
+        assert_eq!(image_dimensions(&jpeg), Some((640, 480)));
+        // A DHT segment (0xC4) is not a frame header.
+        let mut dht = vec![0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x04, 0x00, 0x00];
+        dht.extend_from_slice(&jpeg[8..]);
+        assert_eq!(image_dimensions(&dht), Some((640, 480)));
+        // Hostile lengths end the walk rather than loop or index out of bounds.
+        assert_eq!(
+            image_dimensions(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x00]),
+            None
+        );
+        assert_eq!(
+            image_dimensions(&[0xFF, 0xD8, 0xFF, 0xE0, 0xFF, 0xFF]),
+            None
+        );
+        assert_eq!(image_dimensions(&[0xFF, 0xD8, 0xFF]), None);
+        assert_eq!(image_dimensions(b"not an image"), None);
+        assert_eq!(image_dimensions(&[]), None);
+    }
+
+    #[test]
+    fn a_body_that_is_only_the_url_is_not_shown_twice() {
+        let url = "https://up.example.org/a/b.jpg";
+        let record = |m: i64| AttachmentRecord {
+            message: MessageId(m),
+            url: Some(url.into()),
+            name: "b.jpg".into(),
+            media_type: None,
+            size: Some(10),
+            width: None,
+            height: None,
+            sha256: Some([0xab; 32]),
+            local_path: None,
+            state: AttachmentState::Available,
+            error: None,
+        };
+        let mut found: HashMap<MessageId, AttachmentRecord> =
+            (1..=3).map(|m| (MessageId(m), record(m))).collect();
+        let (body, a) = shown(&mut found, MessageId(1), format!(" {url}\n"));
+        assert_eq!(body, "");
+        let a = a.unwrap();
+        assert_eq!(a.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!((a.state, a.transferred), (TransferState::Available, 0));
+        let (body, _) = shown(&mut found, MessageId(2), format!("Look: {url}"));
+        assert_eq!(body, "Look:");
+        let (body, _) = shown(&mut found, MessageId(3), format!("{url} is it"));
+        assert_eq!(body, format!("{url} is it"));
+        let (body, a) = shown(&mut found, MessageId(4), url.into());
+        assert_eq!((body.as_str(), a), (url, None));
+    }
+
+    #[test]
+    fn downloads_never_replace_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |content: &str| {
+            let temp = dir.path().join(".part");
+            std::fs::write(&temp, content).unwrap();
+            let dest = place(&temp, dir.path(), "a.txt").unwrap();
+            assert!(!temp.exists());
+            dest.file_name().unwrap().to_str().unwrap().to_owned()
+        };
+        assert_eq!(put("1"), "a.txt");
+        assert_eq!(put("2"), "a (1).txt");
+        assert_eq!(put("3"), "a (2).txt");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a (2).txt")).unwrap(),
+            "3"
+        );
+    }
+
+    #[test]
+    fn hashing_reads_the_whole_file_and_stops_when_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.png");
+        let mut data = png(3, 2);
+        data.resize(READ_CHUNK * 2 + 7, 0x5a);
+        std::fs::write(&path, &data).unwrap();
+        let h = hash_file(&path, &CancellationToken::new(), true).unwrap();
+        assert_eq!(h.bytes, data.len() as u64);
+        assert_eq!(h.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(h.dimensions, Some((3, 2)));
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let e = hash_file(&path, &cancelled, false).err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_are_errors() {
+        let store = Store::open_in_memory(&linnet_store::DbKey::generate().unwrap()).unwrap();
+        let client = Client::with_store(store, crate::ClientOptions::default()).unwrap();
+        let acc = client.add_account("me@example.org", "pw", None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, b"").unwrap();
+        let file = dir.path().join("f.txt");
+        std::fs::write(&file, b"x").unwrap();
+        let missing = dir.path().join("missing.txt");
+        for (to, path) in [
+            ("not a jid", file.as_path()),
+            ("you@example.org", missing.as_path()),
+            ("you@example.org", dir.path()),
+            ("you@example.org", empty.as_path()),
+        ] {
+            let e = client.send_file(acc, to, path).await.unwrap_err();
+            assert!(matches!(e, ClientError::BadInput(_)), "{e:?}");
+            let text = e.to_string();
+            assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
+        }
+        // Where the peer may have OMEMO devices (none known yet), no plaintext file.
+        let e = client
+            .send_file(acc, "you@example.org", &file)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ClientError::Policy("encrypted file sharing is not implemented yet".into())
+        );
+        let conv = client.open_conversation(acc, "you@example.org").unwrap();
+        client
+            .set_encryption_policy(conv, EncryptionPolicy::Plain)
+            .unwrap();
+        let e = client
+            .send_file(acc, "you@example.org", &file)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Network(_)), "offline: {e:?}");
+        assert!(
+            client.messages(conv, None, 10).unwrap().is_empty(),
+            "nothing stored"
+        );
+        assert!(matches!(
+            client.cancel_transfer(MessageId(1)),
+            Err(ClientError::NotFound(_))
+        ));
+        assert!(matches!(
+            client.download_file(MessageId(1), dir.path()).await,
+            Err(ClientError::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,675 @@
+//! Files in conversations, end to end through the real servers: a Linnet client sends a
+//! file (XEP-0363 upload, then a message with XEP-0066 and XEP-0447/0446 metadata) and
+//! another receives and downloads it on request; progress, cancelling, hash checks, and
+//! URLs that must never be fetched. A small scripted HTTPS server stands in for an upload
+//! host where a test needs to hold a download half way or serve the wrong bytes.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use linnet_client::transfer::{CancellationToken, Transfers};
+use linnet_client::{
+    Client, ClientError, ConversationId, ConversationListener, ConversationSnapshot, DeliveryState,
+    Direction, EncryptionPolicy, MessageId, MessageItem, Subscription, TransferState,
+};
+use linnet_tests::*;
+use linnet_xmpp::Session;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// A little over 3 MB and not a multiple of any chunk size.
+const SIZE: u64 = 3 * 1024 * 1024 + 12_345;
+
+/// `size` bytes in `dir/name`: a PNG header (so the sender can tell the dimensions),
+/// then random bytes. Returns the path and the SHA-256.
+fn png_file(dir: &Path, name: &str, size: u64, w: u32, h: u32) -> (PathBuf, [u8; 32]) {
+    let mut data = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    data.extend_from_slice(&w.to_be_bytes());
+    data.extend_from_slice(&h.to_be_bytes());
+    let header = data.len();
+    data.resize(size as usize, 0);
+    rand::thread_rng().fill_bytes(&mut data[header..]);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, Sha256::digest(&data).into())
+}
+
+fn sha256_of(path: &Path) -> [u8; 32] {
+    Sha256::digest(std::fs::read(path).unwrap()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every conversation snapshot a client publishes while the subscription lives.
+#[derive(Clone, Default)]
+struct Rec(Arc<Mutex<Vec<Arc<ConversationSnapshot>>>>);
+
+impl ConversationListener for Rec {
+    fn on_update(&self, s: Arc<ConversationSnapshot>) {
+        self.0.lock().unwrap().push(s);
+    }
+}
+
+impl Rec {
+    fn start(client: &Client, conversation: ConversationId) -> (Rec, Subscription) {
+        let rec = Rec::default();
+        let sub = client
+            .subscribe_conversation(conversation, rec.clone())
+            .unwrap();
+        (rec, sub)
+    }
+
+    /// Waits until the last snapshot received shows `id`'s file as `last` (this
+    /// subscription's deliveries may trail another's).
+    async fn wait_last(&self, id: MessageId, last: (TransferState, u64)) {
+        wait_until("the recorded snapshots to catch up", || {
+            self.trail(id).last() == Some(&last)
+        })
+        .await;
+    }
+
+    /// The transfer state and bytes of `id`'s file in each snapshot that shows it.
+    fn trail(&self, id: MessageId) -> Vec<(TransferState, u64)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.messages.iter().find(|m| m.id == id))
+            .filter_map(|m| m.attachment.as_ref().map(|a| (a.state, a.transferred)))
+            .collect()
+    }
+}
+
+/// Transfers while in `state` moved forward only, and the trail ends in `last`.
+fn assert_trail(trail: &[(TransferState, u64)], during: TransferState, last: (TransferState, u64)) {
+    let moving: Vec<u64> = trail
+        .iter()
+        .filter(|(s, _)| *s == during)
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(!moving.is_empty(), "{during:?} was never shown: {trail:?}");
+    assert!(moving.windows(2).all(|w| w[0] <= w[1]), "{trail:?}");
+    assert!(moving.iter().all(|n| *n <= last.1), "{trail:?}");
+    assert_eq!(trail.last(), Some(&last), "{trail:?}");
+    let first_done = trail.iter().position(|(s, _)| *s == last.0).unwrap();
+    assert!(
+        trail[first_done..].iter().all(|t| *t == last),
+        "no step back after the end: {trail:?}"
+    );
+}
+
+fn file_message<'a>(s: &'a ConversationSnapshot, name: &str) -> Option<&'a MessageItem> {
+    s.messages
+        .iter()
+        .find(|m| m.attachment.as_ref().is_some_and(|a| a.name == name))
+}
+
+/// Alice sends a 3 MB picture to Bob: shown at once as pending with its upload, then sent
+/// with its metadata; Bob sees a file message (name, size, type, dimensions, hash; the
+/// URL body not shown as text) and downloads it on request, getting the same bytes.
+async fn a_file_goes_to_a_contact_and_is_downloaded(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let conv = a.client.open_conversation(a.account, &b.jid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "holiday photo.png", SIZE, 640, 480);
+
+    // Both have OMEMO devices: the conversation would encrypt, and files cannot yet.
+    let err = a
+        .client
+        .send_file(a.account, &b.jid, &path)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::Policy("encrypted file sharing is not implemented yet".into())
+    );
+    assert!(a.client.messages(conv, None, 10).unwrap().is_empty());
+    a.client
+        .set_encryption_policy(conv, EncryptionPolicy::Plain)
+        .unwrap();
+
+    let (rec, _sub) = Rec::start(&a.client, conv);
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    // At once: a pending message with its upload.
+    let now = a.client.messages(conv, None, 10).unwrap();
+    let m = now.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.state, DeliveryState::Pending);
+    assert_eq!(m.body, "");
+    let up = m.attachment.as_ref().unwrap();
+    assert_eq!(up.state, TransferState::Uploading);
+    assert_eq!(up.name, "holiday photo.png");
+    assert_eq!(up.size, Some(SIZE));
+    assert_eq!(up.media_type.as_deref(), Some("image/png"));
+
+    let sent = a
+        .wait_conversation(&b.jid, "the file message sent", |s| {
+            s.messages.iter().any(|m| {
+                m.id == id
+                    && m.state >= DeliveryState::Sent
+                    && m.state != DeliveryState::Failed
+                    && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Uploaded)
+            })
+        })
+        .await;
+    let m = sent.messages.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.body, "", "the URL is not shown as text");
+    let up = m.attachment.as_ref().unwrap();
+    assert_eq!(up.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!((up.width, up.height), (Some(640), Some(480)));
+    assert_eq!(up.transferred, SIZE);
+    rec.wait_last(id, (TransferState::Uploaded, SIZE)).await;
+    assert_trail(
+        &rec.trail(id),
+        TransferState::Uploading,
+        (TransferState::Uploaded, SIZE),
+    );
+    assert!(
+        a.client.cancel_transfer(id).is_err(),
+        "nothing left to cancel once sent"
+    );
+
+    let got = b
+        .wait_conversation(&a.jid, "the file message", |s| {
+            file_message(s, "holiday photo.png").is_some()
+        })
+        .await;
+    let m = file_message(&got, "holiday photo.png").unwrap();
+    assert_eq!(m.direction, Direction::Incoming);
+    assert_eq!(m.body, "", "the URL body is not shown twice");
+    let f = m.attachment.as_ref().unwrap();
+    assert_eq!(f.state, TransferState::Available);
+    assert_eq!(f.size, Some(SIZE));
+    assert_eq!(f.media_type.as_deref(), Some("image/png"));
+    assert_eq!((f.width, f.height), (Some(640), Some(480)));
+    assert_eq!(f.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!(f.local_path, None);
+
+    let b_conv = b.client.open_conversation(b.account, &a.jid).unwrap();
+    let (b_rec, _b_sub) = Rec::start(&b.client, b_conv);
+    let down = tempfile::tempdir().unwrap();
+    let saved = b.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(saved, down.path().join("holiday photo.png"));
+    assert_eq!(sha256_of(&saved), digest, "the same bytes");
+    assert_eq!(
+        entries(down.path()),
+        vec!["holiday photo.png"],
+        "nothing else"
+    );
+    let done = b
+        .wait_conversation(&a.jid, "the download shown", |s| {
+            file_message(s, "holiday photo.png")
+                .and_then(|m| m.attachment.as_ref())
+                .is_some_and(|a| a.state == TransferState::Downloaded)
+        })
+        .await;
+    let f = file_message(&done, "holiday photo.png")
+        .unwrap()
+        .attachment
+        .clone()
+        .unwrap();
+    assert_eq!(f.local_path.as_deref(), saved.to_str());
+    assert_eq!(f.transferred, SIZE);
+    b_rec
+        .wait_last(m.id, (TransferState::Downloaded, SIZE))
+        .await;
+    let trail = b_rec.trail(m.id);
+    assert!(
+        trail.iter().all(|(s, _)| matches!(
+            s,
+            TransferState::Available | TransferState::Downloading | TransferState::Downloaded
+        )),
+        "{trail:?}"
+    );
+    assert_eq!(trail.last(), Some(&(TransferState::Downloaded, SIZE)));
+
+    // Downloading again gives a second copy, never replacing the first.
+    let again = b.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(again, down.path().join("holiday photo (1).png"));
+    assert_eq!(sha256_of(&again), digest);
+}
+
+/// An upload cancelled before it finished sends nothing: the message shows as failed and
+/// cancelled, and the peer receives only what was sent after it.
+async fn a_cancelled_upload_sends_nothing(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let conv = a.client.open_conversation(a.account, &b.jid).unwrap();
+    a.client
+        .set_encryption_policy(conv, EncryptionPolicy::Plain)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = png_file(dir.path(), "never.png", SIZE, 10, 10);
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    a.client.cancel_transfer(id).unwrap();
+    let s = a
+        .wait_conversation(&b.jid, "the upload cancelled", |s| {
+            s.messages.iter().any(|m| {
+                m.id == id
+                    && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Cancelled)
+            })
+        })
+        .await;
+    let m = s.messages.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.state, DeliveryState::Failed);
+    assert!(matches!(
+        a.client.cancel_transfer(id),
+        Err(ClientError::NotFound(_))
+    ));
+
+    a.client
+        .send_message(a.account, &b.jid, "after the file")
+        .unwrap();
+    b.wait_conversation(&a.jid, "the control message", |s| {
+        s.messages.iter().any(|m| m.body == "after the file")
+    })
+    .await;
+    let conv_b = b.client.open_conversation(b.account, &a.jid).unwrap();
+    let all = b.client.messages(conv_b, None, 100).unwrap();
+    assert_eq!(all.len(), 1, "only the control message: {all:#?}");
+    assert!(all[0].attachment.is_none());
+}
+
+/// A raw session of a fresh account, its events drained.
+async fn raw(server: Server, tag: &str) -> (Session, String) {
+    let (session, events) = registered_session(server, tag).await;
+    tokio::spawn(async move {
+        let mut events = events;
+        while events.recv().await.is_some() {}
+    });
+    session.send_presence(None, None).unwrap();
+    let jid = session.own_jid().as_str().to_owned();
+    (session, jid)
+}
+
+fn chat(to: &str, id: &str, inner: &str) -> String {
+    format!(
+        "<message xmlns='jabber:client' type='chat' to='{to}' id='{id}'>{inner}\
+         <origin-id xmlns='urn:xmpp:sid:0' id='{id}'/></message>"
+    )
+}
+
+fn oob(url: &str) -> String {
+    format!("<body>{url}</body><x xmlns='jabber:x:oob'><url>{url}</url></x>")
+}
+
+/// A file shared the way Dino does: SFS with metadata, the URL as body and out of band.
+fn shared(url: &str, name: &str, size: u64, sha256: &[u8]) -> String {
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha256);
+    format!(
+        "{}<file-sharing xmlns='urn:xmpp:sfs:0'><file xmlns='urn:xmpp:file:metadata:0'>\
+         <media-type>application/octet-stream</media-type><name>{name}</name><size>{size}</size>\
+         <hash xmlns='urn:xmpp:hashes:2' algo='sha-256'>{hash}</hash></file>\
+         <sources><url-data xmlns='http://jabber.org/protocol/url-data' target='{url}'/></sources>\
+         </file-sharing>",
+        oob(url)
+    )
+}
+
+/// What Conversations sends (the URL as body and out of band, no metadata) is a file
+/// named after its URL, fetched from the real upload service; URLs that are not https
+/// are never offered, whatever element carries them; names cannot climb directories.
+async fn foreign_and_hostile_files(server: Server) {
+    let b = TestClient::register(server, "bob").await;
+    let b_full = b.client.bound_jid(b.account).unwrap();
+    let (eve, eve_jid) = raw(server, "eve").await;
+
+    // A real upload by Eve, announced Conversations-style.
+    let service = linnet_xmpp::upload::discover_upload_service(&eve)
+        .await
+        .unwrap()
+        .unwrap();
+    let up = tempfile::tempdir().unwrap();
+    let (src, digest) = png_file(up.path(), "from-eve.bin", 100_000, 1, 1);
+    let slot = linnet_xmpp::upload::request_slot(
+        &eve,
+        &service.jid,
+        "from-eve.bin",
+        100_000,
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
+    Transfers::new(&tls())
+        .unwrap()
+        .upload(
+            &slot,
+            &src,
+            "application/octet-stream",
+            |_, _| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+
+    // A listener no one may connect to.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plain = format!("http://127.0.0.1:{port}/plain.png");
+    let js = "javascript:alert(1)";
+    let stanzas = [
+        chat(&b_full, "e1", &oob(&slot.get_url)),
+        chat(&b_full, "e2", &oob(&plain)),
+        chat(&b_full, "e3", &shared(&plain, "sfs-plain.bin", 5, &[0; 32])),
+        chat(&b_full, "e4", &shared(js, "js.bin", 5, &[0; 32])),
+        chat(
+            &b_full,
+            "e5",
+            &shared(
+                &slot.get_url,
+                "../../.ssh/authorized_keys",
+                100_000,
+                &digest,
+            ),
+        ),
+        chat(&b_full, "e6", "<body>control</body>"),
+    ];
+    for s in &stanzas {
+        eve.send_xml(s).unwrap();
+    }
+    let s = b
+        .wait_conversation(&eve_jid, "Eve's control message", |s| {
+            s.messages.iter().any(|m| m.body == "control")
+        })
+        .await;
+    assert_eq!(s.messages.len(), 6, "{:#?}", s.messages);
+
+    // Not https: shown as the text it is, no file, nothing to download.
+    for (i, body) in [(1, plain.as_str()), (2, plain.as_str()), (3, js)] {
+        let m = &s.messages[i];
+        assert_eq!(m.body, body);
+        assert!(m.attachment.is_none(), "{m:#?}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = b.client.download_file(m.id, dir.path()).await.unwrap_err();
+        assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
+        assert!(entries(dir.path()).is_empty());
+    }
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "no connection to the plain-http address"
+    );
+
+    // Conversations-style: named after the URL, size unknown until fetched.
+    let conv = &s.messages[0];
+    assert_eq!(conv.body, "");
+    let f = conv.attachment.as_ref().unwrap();
+    assert_eq!(f.name, "from-eve.bin");
+    assert_eq!((f.size, f.sha256.as_ref()), (None, None));
+    let dir = tempfile::tempdir().unwrap();
+    let saved = b.client.download_file(conv.id, dir.path()).await.unwrap();
+    assert_eq!(saved, dir.path().join("from-eve.bin"));
+    assert_eq!(sha256_of(&saved), digest);
+    let s = b
+        .wait_conversation(&eve_jid, "the size learnt by downloading", |s| {
+            s.messages[0]
+                .attachment
+                .as_ref()
+                .is_some_and(|a| a.state == TransferState::Downloaded)
+        })
+        .await;
+    let f = s.messages[0].attachment.as_ref().unwrap();
+    assert_eq!((f.size, f.transferred), (Some(100_000), 100_000));
+
+    // A name with directories is only its last part, saved inside the chosen directory.
+    let climbing = &s.messages[4];
+    let f = climbing.attachment.as_ref().unwrap();
+    assert_eq!(f.name, "authorized_keys");
+    let saved = b
+        .client
+        .download_file(climbing.id, dir.path())
+        .await
+        .unwrap();
+    assert_eq!(saved, dir.path().join("authorized_keys"));
+    assert_eq!(sha256_of(&saved), digest);
+}
+
+/// A download can be watched, cancelled half way (nothing left behind) and started again;
+/// a file whose bytes do not match the announced SHA-256 fails and leaves nothing. The
+/// files come from a scripted HTTPS host that holds the first one half way.
+async fn download_progress_cancel_and_hash_check(server: Server) {
+    let host = scripted::start().await;
+    let bob = TestClient::register(server, "bob").await;
+    bob.client.shutdown().await;
+    // Bob's client trusts the servers' CA and the scripted host's.
+    let mut opts = options();
+    let mut pem = std::fs::read(var("LINNET_CA")).unwrap();
+    pem.extend_from_slice(host.ca_pem.as_bytes());
+    opts.tls.extra_ca_pem = Some(pem);
+    let b = TestClient::login_via_with(&bob.jid, server_override(server, false), opts).await;
+    let b_full = b.client.bound_jid(b.account).unwrap();
+    let (eve, eve_jid) = raw(server, "eve").await;
+
+    let slow = scripted::slow_body();
+    let wrong_claim = Sha256::digest(b"something else");
+    eve.send_xml(&chat(
+        &b_full,
+        "s1",
+        &shared(
+            &host.url("/slow"),
+            "slow.bin",
+            slow.len() as u64,
+            &Sha256::digest(&slow),
+        ),
+    ))
+    .unwrap();
+    eve.send_xml(&chat(
+        &b_full,
+        "s2",
+        &shared(
+            &host.url("/wrong"),
+            "wrong.bin",
+            scripted::WRONG.len() as u64,
+            &wrong_claim,
+        ),
+    ))
+    .unwrap();
+    let s = b
+        .wait_conversation(&eve_jid, "both files", |s| {
+            file_message(s, "slow.bin").is_some() && file_message(s, "wrong.bin").is_some()
+        })
+        .await;
+    let slow_id = file_message(&s, "slow.bin").unwrap().id;
+    let wrong_id = file_message(&s, "wrong.bin").unwrap().id;
+    let total = slow.len() as u64;
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = |id: MessageId| {
+        let client = b.client.clone();
+        let dir = dir.path().to_owned();
+        tokio::spawn(async move { client.download_file(id, &dir).await })
+    };
+    // Held half way by the host: the snapshot shows how far it came.
+    let first = start(slow_id);
+    let s = b
+        .wait_conversation(&eve_jid, "download progress", |s| {
+            file_message(s, "slow.bin")
+                .and_then(|m| m.attachment.as_ref())
+                .is_some_and(|a| {
+                    a.state == TransferState::Downloading
+                        && a.transferred > 0
+                        && a.transferred < total
+                })
+        })
+        .await;
+    let shown = file_message(&s, "slow.bin")
+        .unwrap()
+        .attachment
+        .clone()
+        .unwrap();
+    assert!(shown.transferred <= scripted::HELD as u64, "{shown:?}");
+    b.client.cancel_transfer(slow_id).unwrap();
+    let err = first.await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::Policy("the transfer was cancelled".into())
+    );
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    b.wait_conversation(&eve_jid, "the download cancelled", |s| {
+        file_message(s, "slow.bin")
+            .and_then(|m| m.attachment.as_ref())
+            .is_some_and(|a| a.state == TransferState::Cancelled)
+    })
+    .await;
+
+    // Again, with nothing held back this time.
+    host.release();
+    let saved = start(slow_id).await.unwrap().unwrap();
+    assert_eq!(std::fs::read(&saved).unwrap(), slow);
+    assert_eq!(entries(dir.path()), vec!["slow.bin"]);
+
+    // The wrong bytes: refused after the download, nothing kept.
+    let err = b
+        .client
+        .download_file(wrong_id, dir.path())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Policy(m) if m.contains("SHA-256")),
+        "{err:?}"
+    );
+    assert_eq!(
+        entries(dir.path()),
+        vec!["slow.bin"],
+        "the bad file was not kept"
+    );
+    let s = b
+        .wait_conversation(&eve_jid, "the failed download", |s| {
+            file_message(s, "wrong.bin")
+                .and_then(|m| m.attachment.as_ref())
+                .is_some_and(|a| a.state == TransferState::Failed)
+        })
+        .await;
+    let f = file_message(&s, "wrong.bin")
+        .unwrap()
+        .attachment
+        .clone()
+        .unwrap();
+    assert!(f.error.unwrap().contains("SHA-256"));
+    assert_eq!(f.local_path, None);
+}
+
+both_servers!(
+    a_file_goes_to_a_contact_and_is_downloaded,
+    a_cancelled_upload_sends_nothing,
+    foreign_and_hostile_files,
+    download_progress_cancel_and_hash_check,
+);
+
+/// A scripted HTTPS host on loopback with a certificate from its own CA: `/slow` sends
+/// half its body, then waits for `release`; `/wrong` sends bytes other than announced.
+mod scripted {
+    use std::sync::Arc;
+
+    use rand::{RngCore, SeedableRng};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    pub const SLOW_LEN: usize = 512 * 1024;
+    /// Bytes of `/slow` sent before waiting.
+    pub const HELD: usize = SLOW_LEN / 2;
+    pub const WRONG: &[u8] = b"these are not the bytes you are looking for";
+
+    pub fn slow_body() -> Vec<u8> {
+        let mut v = vec![0u8; SLOW_LEN];
+        rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut v);
+        v
+    }
+
+    pub struct Https {
+        pub port: u16,
+        pub ca_pem: String,
+        release: Arc<tokio::sync::watch::Sender<bool>>,
+    }
+
+    impl Https {
+        pub fn url(&self, path: &str) -> String {
+            format!("https://127.0.0.1:{}{path}", self.port)
+        }
+
+        /// From now on `/slow` sends its whole body.
+        pub fn release(&self) {
+            self.release.send_replace(true);
+        }
+    }
+
+    pub async fn start() -> Https {
+        let (acceptor, ca_pem) = linnet_tests::fake::test_tls(&["127.0.0.1"]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (release, _) = tokio::sync::watch::channel(false);
+        let release = Arc::new(release);
+        let gate = release.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let mut released = gate.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let body = match path.as_str() {
+                        "/slow" => slow_body(),
+                        "/wrong" => WRONG.to_vec(),
+                        _ => {
+                            let _ = tls
+                                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    };
+                    let header = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    if tls.write_all(header.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let held = if path == "/slow" { HELD } else { body.len() };
+                    if tls.write_all(&body[..held]).await.is_err() || tls.flush().await.is_err() {
+                        return;
+                    }
+                    if held < body.len() {
+                        if released.wait_for(|r| *r).await.is_err() {
+                            return;
+                        }
+                        if tls.write_all(&body[held..]).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Https {
+            port,
+            ca_pem,
+            release,
+        }
+    }
+}
