@@ -49,6 +49,7 @@ commands:
                                   {"cmd":"react","message":N,"emojis":[E,…]}  {"cmd":"typing","peer":J,"typing":true}
                                   {"cmd":"mark_read","peer":J}  add_contact/approve/deny {"jid":J}
                                   {"cmd":"show","peer":J}  {"cmd":"quit"}
+                                  {"cmd":"block","jid":J,"spam":false}  {"cmd":"unblock","jid":J}
                                   files: {"cmd":"send_file","to":J,"path":P}  {"cmd":"cancel","message":N}
                                   {"cmd":"download","message":N,"dir":D} (runs on; ends with a "download" event)
                                   groups: {"cmd":"create_group","name":N}  {"cmd":"join_group","room":R,"nick":N}
@@ -717,6 +718,15 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
             });
             Ok(json!({"started": true}))
         }
+        "block" => {
+            let spam = v.get("spam").and_then(Value::as_bool).unwrap_or(false);
+            let reported = client.block_contact(acc, s("jid")?, spam).await?;
+            Ok(json!({"reported": reported}))
+        }
+        "unblock" => client
+            .unblock_contact(acc, s("jid")?)
+            .await
+            .map(|_| json!({})),
         "quit" => Ok(json!({"quit": true})),
         other => Err(bad(format!("unknown cmd {other:?}"))),
     }

@@ -256,6 +256,13 @@ pub(crate) async fn run(
                             session.clone(),
                             send_wake.clone(),
                         ));
+                        if !resumed {
+                            tokio::spawn(crate::blocking::refresh(
+                                inner.clone(),
+                                account,
+                                session.clone(),
+                            ));
+                        }
                         tokio::spawn(crate::groups::on_session(
                             inner.clone(),
                             account,
@@ -936,6 +943,9 @@ fn apply(
             if let Some(msg) = tx.message_by_account_origin_id(account, &id)? {
                 if msg.direction == Direction::Outgoing {
                     tracing::info!(message = msg.id.0, condition = %condition, "message bounced");
+                    if condition == "blocked" {
+                        tx.set_message_error(msg.id, Some("you block this contact"))?;
+                    }
                     if tx.set_delivery_state(msg.id, DeliveryState::Failed)? {
                         fx.changed.push(msg.conversation);
                     }
@@ -949,7 +959,10 @@ fn apply(
                         tx.outbox_remove(entry.id)?;
                     }
                 }
-                if tx.set_delivery_state(msg.id, DeliveryState::Sent)? {
+                // A bounce can come before the server's acknowledgement of what it refused.
+                if msg.delivery_state != DeliveryState::Failed
+                    && tx.set_delivery_state(msg.id, DeliveryState::Sent)?
+                {
                     fx.changed.push(msg.conversation);
                 }
             }
@@ -1045,6 +1058,10 @@ fn apply(
             if let Some(c) = crate::rich::on_displayed(tx, account, &peer, &id, outgoing)? {
                 fx.changed.push(c);
             }
+        }
+        Event::Blocklist(push) => {
+            crate::blocking::apply_push(tx, account, push)?;
+            fx.roster_changed = true;
         }
         Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
         // Handled by the pump (see `groups::apply`).

@@ -2,6 +2,7 @@
 //! session task per logged-in account, and the snapshot model the UI renders.
 
 mod account;
+mod blocking;
 mod error;
 mod files;
 mod groups;
@@ -863,6 +864,7 @@ impl Inner {
                 sync_progress,
                 subscription_requests: store.subscription_requests(a.id)?,
                 invitations: invitation_items(store.room_invitations(a.id)?),
+                blocked: blocking::stored(&store, a.id),
             });
         }
         drop(old);
@@ -1007,6 +1009,7 @@ impl Inner {
                 store.room_invitations(account),
             )
         };
+        let blocked = blocking::stored(&self.store(), account);
         let mut model = lock(&self.model);
         if let Some(a) = model.accounts.iter_mut().find(|a| a.id == account) {
             if let Ok(requests) = requests {
@@ -1015,6 +1018,7 @@ impl Inner {
             if let Ok(invitations) = invitations {
                 a.invitations = invitation_items(invitations);
             }
+            a.blocked = blocked;
         }
         if let (Ok(contacts), Ok(rooms)) = (contacts, rooms) {
             model.names.retain(|(a, _), _| *a != account);

@@ -41,6 +41,8 @@ pub struct AccountItem {
     pub subscription_requests: Vec<String>,
     /// Invitations to groups waiting for an answer (`accept_invitation`), oldest first.
     pub invitations: Vec<GroupInvitation>,
+    /// JIDs this account blocks (XEP-0191): nothing passes between them and us.
+    pub blocked: Vec<String>,
 }
 
 /// "X invites you to group Y."

@@ -228,6 +228,8 @@ pub enum Event {
         query: crate::muc::RoomQuery,
         condition: String,
     },
+    /// Our blocklist changed (XEP-0191), on another device of ours or here.
+    Blocklist(crate::profile::BlockingPush),
     /// The session ended; reason given.
     Closed(crate::ConnectError),
 }
@@ -323,7 +325,11 @@ pub(crate) fn stanza_error(stanza: &Element) -> (String, Option<String>) {
 fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
     let type_ = el.attr("type").unwrap_or("normal");
     if type_ == "error" {
-        let (condition, _) = stanza_error(el);
+        let (mut condition, _) = stanza_error(el);
+        if crate::profile::is_blocked_error(el) {
+            // XEP-0191: our own server refused it, because we block the addressee.
+            condition = "blocked".into();
+        }
         return el
             .attr("id")
             .map(|id| {
@@ -731,6 +737,12 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
     }
     if st.attr("id").is_none() {
         return Outcome::default();
+    }
+    if let Some(push) = crate::profile::blocking_push(st, cx.own) {
+        return Outcome {
+            events: push.push.ok().map(Event::Blocklist).into_iter().collect(),
+            reply: Some(push.reply),
+        };
     }
     let Some(payload) = st.children().next() else {
         return Outcome {
@@ -1200,5 +1212,22 @@ mod tests {
         // Someone else's "bookmarks" are not ours.
         let forged = retract.replace("from='me@example.org'", "from='mallory@example.org'");
         assert!(classify(&parse(&forged), &cx(&own)).events.is_empty());
+    }
+
+    #[test]
+    fn blocklist_pushes_only_from_our_account() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let push = "<iq xmlns='jabber:client' type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='spam@example.net'/></block></iq>";
+        let out = classify(&parse(push), &cx(&own));
+        assert!(matches!(
+            out.events.as_slice(),
+            [Event::Blocklist(crate::profile::BlockingPush::Blocked(j))] if j == &["spam@example.net".to_owned()]
+        ));
+        assert_eq!(out.reply.unwrap().attr("type"), Some("result"));
+        // From anyone else: an error, and nothing changes (else a spammer could unblock itself).
+        let forged = push.replace("id='b1'", "id='b2' from='spam@example.net/x'");
+        let out = classify(&parse(&forged), &cx(&own));
+        assert!(out.events.is_empty());
+        assert_eq!(out.reply.unwrap().attr("type"), Some("error"));
     }
 }
