@@ -126,7 +126,8 @@ pub enum Event {
         from: BareJid,
         id: String,
     },
-    /// A message we sent bounced.
+    /// A message we sent bounced. `condition`: the RFC 6120 one, or "blocked" when our own
+    /// server refused it because we block the addressee (XEP-0191 `<blocked/>`).
     MessageError {
         id: String,
         condition: String,
