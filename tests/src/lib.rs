@@ -122,6 +122,24 @@ pub async fn registered_session(
     linnet_xmpp::Session::start(conn, cfg.jid.clone())
 }
 
+/// A fresh account's raw session, online (initial presence sent), its events drained: a
+/// peer that sends hand-written stanzas. Returns the session and its bare JID.
+pub async fn raw_peer(server: Server, tag: &str) -> (linnet_xmpp::Session, String) {
+    let (session, mut events) = registered_session(server, tag).await;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    session.send_presence(None, None).expect("initial presence");
+    let jid = session.own_jid().as_str().to_owned();
+    (session, jid)
+}
+
+/// A chat message to `to` with `inner` payloads, its id also its origin-id.
+pub fn raw_chat(to: &str, id: &str, inner: &str) -> String {
+    format!(
+        "<message xmlns='jabber:client' type='chat' to='{to}' id='{id}'>{inner}\
+         <origin-id xmlns='urn:xmpp:sid:0' id='{id}'/></message>"
+    )
+}
+
 /// Trusts only the test CA, so that a wrong certificate can never pass because of the
 /// machine's own roots.
 pub fn tls() -> TlsOptions {

@@ -15,7 +15,6 @@ use linnet_client::{
     Direction, EncryptionPolicy, MessageId, MessageItem, Subscription, TransferState,
 };
 use linnet_tests::*;
-use linnet_xmpp::Session;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -282,24 +281,6 @@ async fn a_cancelled_upload_sends_nothing(server: Server) {
 }
 
 /// A raw session of a fresh account, its events drained.
-async fn raw(server: Server, tag: &str) -> (Session, String) {
-    let (session, events) = registered_session(server, tag).await;
-    tokio::spawn(async move {
-        let mut events = events;
-        while events.recv().await.is_some() {}
-    });
-    session.send_presence(None, None).unwrap();
-    let jid = session.own_jid().as_str().to_owned();
-    (session, jid)
-}
-
-fn chat(to: &str, id: &str, inner: &str) -> String {
-    format!(
-        "<message xmlns='jabber:client' type='chat' to='{to}' id='{id}'>{inner}\
-         <origin-id xmlns='urn:xmpp:sid:0' id='{id}'/></message>"
-    )
-}
-
 fn oob(url: &str) -> String {
     format!("<body>{url}</body><x xmlns='jabber:x:oob'><url>{url}</url></x>")
 }
@@ -323,7 +304,7 @@ fn shared(url: &str, name: &str, size: u64, sha256: &[u8]) -> String {
 async fn foreign_and_hostile_files(server: Server) {
     let b = TestClient::register(server, "bob").await;
     let b_full = b.client.bound_jid(b.account).unwrap();
-    let (eve, eve_jid) = raw(server, "eve").await;
+    let (eve, eve_jid) = raw_peer(server, "eve").await;
 
     // A real upload by Eve, announced Conversations-style.
     let service = linnet_xmpp::upload::discover_upload_service(&eve)
@@ -360,11 +341,11 @@ async fn foreign_and_hostile_files(server: Server) {
     let plain = format!("http://127.0.0.1:{port}/plain.png");
     let js = "javascript:alert(1)";
     let stanzas = [
-        chat(&b_full, "e1", &oob(&slot.get_url)),
-        chat(&b_full, "e2", &oob(&plain)),
-        chat(&b_full, "e3", &shared(&plain, "sfs-plain.bin", 5, &[0; 32])),
-        chat(&b_full, "e4", &shared(js, "js.bin", 5, &[0; 32])),
-        chat(
+        raw_chat(&b_full, "e1", &oob(&slot.get_url)),
+        raw_chat(&b_full, "e2", &oob(&plain)),
+        raw_chat(&b_full, "e3", &shared(&plain, "sfs-plain.bin", 5, &[0; 32])),
+        raw_chat(&b_full, "e4", &shared(js, "js.bin", 5, &[0; 32])),
+        raw_chat(
             &b_full,
             "e5",
             &shared(
@@ -374,7 +355,7 @@ async fn foreign_and_hostile_files(server: Server) {
                 &digest,
             ),
         ),
-        chat(&b_full, "e6", "<body>control</body>"),
+        raw_chat(&b_full, "e6", "<body>control</body>"),
     ];
     for s in &stanzas {
         eve.send_xml(s).unwrap();
@@ -450,11 +431,11 @@ async fn download_progress_cancel_and_hash_check(server: Server) {
     opts.tls.extra_ca_pem = Some(pem);
     let b = TestClient::login_via_with(&bob.jid, server_override(server, false), opts).await;
     let b_full = b.client.bound_jid(b.account).unwrap();
-    let (eve, eve_jid) = raw(server, "eve").await;
+    let (eve, eve_jid) = raw_peer(server, "eve").await;
 
     let slow = scripted::slow_body();
     let wrong_claim = Sha256::digest(b"something else");
-    eve.send_xml(&chat(
+    eve.send_xml(&raw_chat(
         &b_full,
         "s1",
         &shared(
@@ -465,7 +446,7 @@ async fn download_progress_cancel_and_hash_check(server: Server) {
         ),
     ))
     .unwrap();
-    eve.send_xml(&chat(
+    eve.send_xml(&raw_chat(
         &b_full,
         "s2",
         &shared(

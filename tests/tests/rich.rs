@@ -6,7 +6,6 @@ use linnet_client::{
     ConversationSnapshot, DeliveryState, Direction, Encryption, MessageItem, TextStyle,
 };
 use linnet_tests::*;
-use linnet_xmpp::Session;
 
 fn find<'a>(s: &'a ConversationSnapshot, body: &str) -> Option<&'a MessageItem> {
     s.messages.iter().find(|m| m.body == body)
@@ -191,34 +190,16 @@ async fn reactions_markers_and_typing(server: Server) {
 }
 
 /// A raw session of a fresh account, its events drained.
-async fn raw(server: Server, tag: &str) -> (Session, String) {
-    let (session, events) = registered_session(server, tag).await;
-    tokio::spawn(async move {
-        let mut events = events;
-        while events.recv().await.is_some() {}
-    });
-    session.send_presence(None, None).unwrap();
-    let jid = session.own_jid().as_str().to_owned();
-    (session, jid)
-}
-
-fn chat(to: &str, id: &str, inner: &str) -> String {
-    format!(
-        "<message xmlns='jabber:client' type='chat' to='{to}' id='{id}'>{inner}\
-         <origin-id xmlns='urn:xmpp:sid:0' id='{id}'/></message>"
-    )
-}
-
 /// Corrections, retractions, reactions and markers change only what their sender may
 /// change: the peer cannot correct or delete our messages, a third party cannot touch
 /// the peer's, and a far-future time stamp does not put a message after later ones.
 async fn nobody_changes_what_is_not_theirs(server: Server) {
     let a = TestClient::register(server, "alice").await;
     let a_full = a.client.bound_jid(a.account).unwrap();
-    let (bob, bob_jid) = raw(server, "bob").await;
-    let (eve, eve_jid) = raw(server, "eve").await;
+    let (bob, bob_jid) = raw_peer(server, "bob").await;
+    let (eve, eve_jid) = raw_peer(server, "eve").await;
 
-    bob.send_xml(&chat(&a_full, "b1", "<body>from bob</body>"))
+    bob.send_xml(&raw_chat(&a_full, "b1", "<body>from bob</body>"))
         .unwrap();
     a.wait_conversation(&bob_jid, "Bob's message", |s| find(s, "from bob").is_some())
         .await;
@@ -229,66 +210,66 @@ async fn nobody_changes_what_is_not_theirs(server: Server) {
     let origin = a.open_store().message(mine).unwrap().origin_id.unwrap();
 
     // Eve names Bob's message: a correction, a retraction, a reaction.
-    eve.send_xml(&chat(
+    eve.send_xml(&raw_chat(
         &a_full,
         "e1",
         "<body>eve edits</body><replace xmlns='urn:xmpp:message-correct:0' id='b1'/>",
     ))
     .unwrap();
-    eve.send_xml(&chat(
+    eve.send_xml(&raw_chat(
         &a_full,
         "e2",
         "<retract xmlns='urn:xmpp:message-retract:1' id='b1'/><body>/me retracted</body>",
     ))
     .unwrap();
-    eve.send_xml(&chat(
+    eve.send_xml(&raw_chat(
         &a_full,
         "e3",
         "<reactions xmlns='urn:xmpp:reactions:0' id='b1'><reaction>😈</reaction></reactions>",
     ))
     .unwrap();
-    eve.send_xml(&chat(
+    eve.send_xml(&raw_chat(
         &a_full,
         "e4",
         &format!("<displayed xmlns='urn:xmpp:chat-markers:0' id='{origin}'/>"),
     ))
     .unwrap();
     // Bob names Alice's message: a correction and a retraction.
-    bob.send_xml(&chat(
+    bob.send_xml(&raw_chat(
         &a_full,
         "b2",
         &format!("<body>bob edits alice</body><replace xmlns='urn:xmpp:message-correct:0' id='{origin}'/>"),
     ))
     .unwrap();
-    bob.send_xml(&chat(
+    bob.send_xml(&raw_chat(
         &a_full,
         "b3",
         &format!("<retract xmlns='urn:xmpp:message-retract:1' id='{origin}'/>"),
     ))
     .unwrap();
     // From the far future.
-    bob.send_xml(&chat(
+    bob.send_xml(&raw_chat(
         &a_full,
         "b4",
         "<body>from 2099</body><delay xmlns='urn:xmpp:delay' stamp='2099-01-01T00:00:00Z'/>",
     ))
     .unwrap();
     // Controls: Bob's own changes, which must work.
-    bob.send_xml(&chat(
+    bob.send_xml(&raw_chat(
         &a_full,
         "b5",
         "<body>from bob, fixed</body><replace xmlns='urn:xmpp:message-correct:0' id='b1'/>",
     ))
     .unwrap();
-    bob.send_xml(&chat(
+    bob.send_xml(&raw_chat(
         &a_full,
         "b6",
         &format!("<reactions xmlns='urn:xmpp:reactions:0' id='{origin}'><reaction>👍</reaction></reactions>"),
     ))
     .unwrap();
-    bob.send_xml(&chat(&a_full, "b7", "<body>control</body>"))
+    bob.send_xml(&raw_chat(&a_full, "b7", "<body>control</body>"))
         .unwrap();
-    eve.send_xml(&chat(&a_full, "e5", "<body>eve control</body>"))
+    eve.send_xml(&raw_chat(&a_full, "e5", "<body>eve control</body>"))
         .unwrap();
 
     // Each sender's stanzas arrive in order, so once their controls are here, all is.

@@ -285,6 +285,16 @@ pub(crate) fn apply(
             Ok(())
         }
         Some(Event::Bookmarks(changes)) => {
+            if !lock(&inner.bookmarks_read).contains(&account) {
+                // Before this session has read the list, a notification is the server
+                // replaying its last item on our presence, possibly one since deleted:
+                // the list read after login decides (see `sync_bookmarks`).
+                tracing::debug!(
+                    account = account.0,
+                    "bookmark notification before the list was read"
+                );
+                return Ok(());
+            }
             for change in changes {
                 bookmark_changed(tx, account, own, change, fx)?;
             }
@@ -353,6 +363,9 @@ fn on_presence(
             live.occupants.remove(&p.nick);
             live.nick = new_nick.clone();
             tx.set_room_nick(c, new_nick)?;
+        } else if live.state == JoinState::Joining && p.removal.is_none() {
+            // The room's answer to a leave sent before this join, late: not about it.
+            tracing::debug!(account = account.0, "a late answer to an earlier leave");
         } else {
             let reason = p.removal.as_ref().and_then(left_reason);
             let rejoin = p.removal.is_some() && reason.is_none();
@@ -871,6 +884,11 @@ pub(crate) async fn on_session(
         tokio::spawn(self_ping_loop(inner, account, session));
         return;
     }
+    if resumed {
+        lock(&inner.bookmarks_read).insert(account);
+    } else {
+        lock(&inner.bookmarks_read).remove(&account);
+    }
     for live in lock(&inner.rooms)
         .values_mut()
         .filter(|l| l.account == account)
@@ -891,10 +909,19 @@ pub(crate) async fn on_session(
 /// first read on this device, rooms only we have are published; afterwards the server's
 /// list is the truth, and an autojoin room missing from it was left on another device.
 async fn sync_bookmarks(inner: &Arc<Inner>, account: AccountId, session: &Session) {
+    for room in pending_retractions(inner, account) {
+        let Ok(jid) = BareJid::parse(&room) else {
+            continue;
+        };
+        if session.bookmark_retract(&jid).await.is_ok() {
+            pending_retraction(inner, account, &room, false);
+        }
+    }
     let bookmarks = match session.bookmarks_fetch().await {
         Ok(b) => b,
         Err(e) => {
             tracing::info!(error = %e, "bookmarks not read");
+            lock(&inner.bookmarks_read).insert(account);
             return;
         }
     };
@@ -935,8 +962,36 @@ async fn sync_bookmarks(inner: &Arc<Inner>, account: AccountId, session: &Sessio
     let _ = inner
         .store()
         .kv_set(Some(account), KV_BOOKMARKS_SYNCED, "1");
+    lock(&inner.bookmarks_read).insert(account);
     fx.list_changed = true;
     after_commit(inner, account, session, fx);
+}
+
+/// kv key: rooms left while their bookmark could not be deleted, a JID per line.
+const KV_PENDING_RETRACTIONS: &str = "bookmarks.retract";
+
+fn pending_retractions(inner: &Inner, account: AccountId) -> Vec<String> {
+    inner
+        .store()
+        .kv_get(Some(account), KV_PENDING_RETRACTIONS)
+        .ok()
+        .flatten()
+        .map(|v| v.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn pending_retraction(inner: &Inner, account: AccountId, room: &str, pending: bool) {
+    let mut rooms = pending_retractions(inner, account);
+    rooms.retain(|r| r != room);
+    if pending {
+        rooms.push(room.to_owned());
+    }
+    if let Err(e) = inner
+        .store()
+        .kv_set(Some(account), KV_PENDING_RETRACTIONS, &rooms.join("\n"))
+    {
+        tracing::warn!(error = %e, "storing a pending bookmark deletion failed");
+    }
 }
 
 fn bookmark_of(r: &linnet_store::RoomRecord) -> Option<Bookmark> {
@@ -1246,12 +1301,17 @@ impl Client {
         if let Some(live) = lock(&self.inner.rooms).get_mut(&conversation) {
             live.not_joined(Err(ClientError::Policy("left the group".into())));
         }
-        if let Some(session) = self.inner.live_session(rec.account) {
-            let _ = session.muc_leave(&room, &rec.nick);
-            session.forget_room(&room);
-            if let Err(e) = session.bookmark_retract(&room).await {
-                tracing::info!(error = %e, "bookmark not retracted");
+        let retracted = match self.inner.live_session(rec.account) {
+            Some(session) => {
+                let _ = session.muc_leave(&room, &rec.nick);
+                session.forget_room(&room);
+                session.bookmark_retract(&room).await.is_ok()
             }
+            None => false,
+        };
+        if !retracted {
+            // Else the next login would find the bookmark and join again.
+            pending_retraction(&self.inner, rec.account, room.as_str(), true);
         }
         self.inner.conversation_changed(conversation);
         self.inner.publish_chat_list();

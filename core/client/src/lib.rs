@@ -141,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) loading_older: Mutex<std::collections::HashSet<ConversationId>>,
     /// Each group's live state (see `groups`).
     pub(crate) rooms: Mutex<groups::Rooms>,
+    /// Accounts whose session has read its bookmarks (see `groups::sync_bookmarks`).
+    pub(crate) bookmarks_read: Mutex<std::collections::HashSet<AccountId>>,
     /// File transfers under way and what they share (see `files`).
     pub(crate) files: files::Files,
 }
@@ -203,6 +205,7 @@ impl Client {
             typing_sent: Default::default(),
             loading_older: Default::default(),
             rooms: Default::default(),
+            bookmarks_read: Default::default(),
             files: Default::default(),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
