@@ -262,9 +262,6 @@ pub(crate) fn apply(
             Ok(())
         }
         Some(Event::Invitation(inv)) => {
-            if inv.room == *own {
-                return Ok(());
-            }
             if let Some(rec) = tx.room_by_jid(account, inv.room.as_str())? {
                 if rec.autojoin {
                     // Already in it (a mediated invitation next to a direct one, say).
@@ -632,7 +629,6 @@ fn on_message(
             tx.set_room_cursor(c, sid)?;
         }
     }
-    let _ = own;
     Ok(())
 }
 
