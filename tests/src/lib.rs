@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod dns;
 pub mod fake;
+pub mod https;
 pub mod proxy;
 
 use std::collections::HashMap;

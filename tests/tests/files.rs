@@ -555,8 +555,7 @@ mod scripted {
     use std::sync::Arc;
 
     use rand::{RngCore, SeedableRng};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::io::AsyncWriteExt;
 
     pub const SLOW_LEN: usize = 512 * 1024;
     /// Bytes of `/slow` sent before waiting.
@@ -587,69 +586,48 @@ mod scripted {
     }
 
     pub async fn start() -> Https {
-        let (acceptor, ca_pem) = linnet_tests::fake::test_tls(&["127.0.0.1"]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let (release, _) = tokio::sync::watch::channel(false);
         let release = Arc::new(release);
         let gate = release.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
+        let host = linnet_tests::https::serve(move |_head, path, mut tls| {
+            let mut released = gate.subscribe();
+            async move {
+                let body = match path.as_str() {
+                    "/slow" => slow_body(),
+                    "/wrong" => WRONG.to_vec(),
+                    _ => {
+                        let _ = tls
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
                 };
-                let acceptor = acceptor.clone();
-                let mut released = gate.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).to_string();
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let body = match path.as_str() {
-                        "/slow" => slow_body(),
-                        "/wrong" => WRONG.to_vec(),
-                        _ => {
-                            let _ = tls
-                                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                                .await;
-                            return;
-                        }
-                    };
-                    let header = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    if tls.write_all(header.as_bytes()).await.is_err() {
+                let header = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if tls.write_all(header.as_bytes()).await.is_err() {
+                    return;
+                }
+                let held = if path == "/slow" { HELD } else { body.len() };
+                if tls.write_all(&body[..held]).await.is_err() || tls.flush().await.is_err() {
+                    return;
+                }
+                if held < body.len() {
+                    if released.wait_for(|r| *r).await.is_err() {
                         return;
                     }
-                    let held = if path == "/slow" { HELD } else { body.len() };
-                    if tls.write_all(&body[..held]).await.is_err() || tls.flush().await.is_err() {
+                    if tls.write_all(&body[held..]).await.is_err() {
                         return;
                     }
-                    if held < body.len() {
-                        if released.wait_for(|r| *r).await.is_err() {
-                            return;
-                        }
-                        if tls.write_all(&body[held..]).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = tls.shutdown().await;
-                });
+                }
+                let _ = tls.shutdown().await;
             }
-        });
+        })
+        .await;
         Https {
-            port,
-            ca_pem,
+            port: host.port,
+            ca_pem: host.ca_pem,
             release,
         }
     }

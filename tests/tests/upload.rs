@@ -421,8 +421,7 @@ both_servers!(
 mod scripted {
     use std::sync::{Arc, Mutex};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::io::AsyncWriteExt;
 
     pub struct Https {
         pub port: u16,
@@ -470,41 +469,21 @@ mod scripted {
     }
 
     pub async fn start() -> Https {
-        let (acceptor, ca_pem) = linnet_tests::fake::test_tls(&["127.0.0.1"]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let seen = heads.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).to_string();
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    seen.lock().unwrap().push(head);
-                    let _ = tls.write_all(&response(&path, port)).await;
-                    let _ = tls.shutdown().await;
-                });
+        let host = linnet_tests::https::serve(move |head, path, mut tls| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(head);
+                let port = tls.get_ref().0.local_addr().map(|a| a.port()).unwrap_or(0);
+                let _ = tls.write_all(&response(&path, port)).await;
+                let _ = tls.shutdown().await;
             }
-        });
+        })
+        .await;
         Https {
-            port,
-            ca_pem,
+            port: host.port,
+            ca_pem: host.ca_pem,
             heads,
         }
     }

@@ -8,7 +8,6 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{params, OptionalExtension, Row, ToSql};
 
 use crate::error::{Result, StoreError};
-use crate::store::Store;
 use crate::tx::{now_ms, Tx};
 use crate::types::MessageId;
 
@@ -286,60 +285,12 @@ impl Tx<'_> {
     }
 }
 
-impl Store {
-    /// See [`Tx::insert_attachment`]; committed on return.
-    pub fn insert_attachment(&self, a: &AttachmentRecord) -> Result<bool> {
-        self.ops().insert_attachment(a)
-    }
-
-    /// See [`Tx::attachment`].
-    pub fn attachment(&self, message: MessageId) -> Result<Option<AttachmentRecord>> {
-        self.ops().attachment(message)
-    }
-
-    /// See [`Tx::attachments`].
-    pub fn attachments(&self, messages: &[MessageId]) -> Result<Vec<AttachmentRecord>> {
-        self.ops().attachments(messages)
-    }
-
-    /// See [`Tx::set_attachment_state`]; committed on return.
-    pub fn set_attachment_state(
-        &self,
-        message: MessageId,
-        state: AttachmentState,
-        error: Option<&str>,
-    ) -> Result<bool> {
-        self.ops().set_attachment_state(message, state, error)
-    }
-
-    /// See [`Tx::attachment_uploaded`]; committed on return.
-    pub fn attachment_uploaded(
-        &self,
-        message: MessageId,
-        url: &str,
-        sha256: Option<[u8; 32]>,
-        dimensions: Option<(u32, u32)>,
-    ) -> Result<()> {
-        self.ops()
-            .attachment_uploaded(message, url, sha256, dimensions)
-    }
-
-    /// See [`Tx::attachment_downloaded`]; committed on return.
-    pub fn attachment_downloaded(
-        &self,
-        message: MessageId,
-        local_path: &str,
-        bytes: u64,
-    ) -> Result<bool> {
-        self.ops().attachment_downloaded(message, local_path, bytes)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::types::{ConversationId, DeliveryState, Direction, NewMessage};
+    use crate::Store;
     use crate::{AccountId, DbKey};
 
     fn setup() -> (Store, AccountId, ConversationId) {

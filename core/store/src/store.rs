@@ -181,7 +181,7 @@ impl Store {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))?)
     }
 
-    pub(crate) fn ops(&self) -> Tx<'_> {
+    fn ops(&self) -> Tx<'_> {
         Tx::new(&self.conn)
     }
 }
@@ -390,6 +390,29 @@ delegate_to_tx! {
     fn outbox(&self, account: AccountId) -> Result<Vec<OutboxEntry>>;
     fn outbox_remove(&self, id: OutboxId) -> Result<bool>;
     fn outbox_bump_attempts(&self, id: OutboxId) -> Result<u32>;
+    // files
+    fn insert_attachment(&self, a: &crate::AttachmentRecord) -> Result<bool>;
+    fn attachment(&self, message: MessageId) -> Result<Option<crate::AttachmentRecord>>;
+    fn attachments(&self, messages: &[MessageId]) -> Result<Vec<crate::AttachmentRecord>>;
+    fn set_attachment_state(
+        &self,
+        message: MessageId,
+        state: crate::AttachmentState,
+        error: Option<&str>,
+    ) -> Result<bool>;
+    fn attachment_uploaded(
+        &self,
+        message: MessageId,
+        url: &str,
+        sha256: Option<[u8; 32]>,
+        dimensions: Option<(u32, u32)>,
+    ) -> Result<()>;
+    fn attachment_downloaded(
+        &self,
+        message: MessageId,
+        local_path: &str,
+        bytes: u64,
+    ) -> Result<bool>;
     // rooms
     fn upsert_room(
         &self,
