@@ -85,6 +85,36 @@ async fn a_node_configured_otherwise_is_reconfigured(server: Server) {
     assert!(items[0].payload.contains("'2'") || items[0].payload.contains("\"2\""));
 }
 
+/// Many accounts creating their nodes at the same moment all get them: ejabberd's node
+/// creation can lose a database lock to another account's and refuse the publish with
+/// item-not-found, which the session tries again.
+async fn simultaneous_first_publishes_all_go_through(server: Server) {
+    let mut sessions = Vec::new();
+    for i in 0..8 {
+        sessions.push(registered(server, &format!("pepf{i}")).await.0);
+    }
+    let mut publishes = tokio::task::JoinSet::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        publishes.spawn(async move {
+            let nodes = [
+                DEVICES,
+                BUNDLES,
+                "urn:xmpp:linnet:test:0",
+                "urn:xmpp:linnet:test:1",
+            ];
+            for node in nodes {
+                s.pep_publish(node, Some("current"), &devices(i as u32 + 1), &open())
+                    .await
+                    .map_err(|e| format!("{node}: {e:?}"))?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(outcome) = publishes.join_next().await {
+        outcome.unwrap().unwrap();
+    }
+}
+
 /// Bad arguments are errors, not panics, and nothing is sent.
 async fn bad_arguments_are_refused(server: Server) {
     let (a, _) = registered(server, "pepe").await;
@@ -168,5 +198,6 @@ both_servers!(
     contacts_device_lists_are_pushed,
     open_nodes_are_readable_by_strangers,
     a_node_configured_otherwise_is_reconfigured,
-    bad_arguments_are_refused
+    bad_arguments_are_refused,
+    simultaneous_first_publishes_all_go_through
 );

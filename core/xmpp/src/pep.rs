@@ -18,6 +18,9 @@ const NS_DATA: &str = "jabber:x:data";
 const FORM_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
 const FORM_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
 
+/// Times a publish the server refused transiently is sent again.
+const PUBLISH_RETRIES: u64 = 5;
+
 /// Items returned by one query at most: a node is ours to read, not to flood us with.
 pub const MAX_ITEMS: usize = 1000;
 
@@ -127,12 +130,12 @@ impl Session {
         let payload = parse_payload(payload_xml)?;
         let fields = config.fields();
         if fields.is_empty() {
-            self.iq("set", None, publish_iq(node, item_id, &payload, &[]))
+            self.publish(publish_iq(node, item_id, &payload, &[]))
                 .await?;
             return Ok(Published::AsAsked);
         }
         match self
-            .iq("set", None, publish_iq(node, item_id, &payload, &fields))
+            .publish(publish_iq(node, item_id, &payload, &fields))
             .await
         {
             Ok(_) => return Ok(Published::AsAsked),
@@ -154,15 +157,39 @@ impl Session {
         let configured = self.pep_configure(node, config).await;
         if matches!(&configured, Err(RequestError::Stanza { condition, .. }) if condition == "item-not-found")
         {
-            self.iq("set", None, publish_iq(node, item_id, &payload, &[]))
+            self.publish(publish_iq(node, item_id, &payload, &[]))
                 .await?;
             self.pep_configure(node, config).await?;
             return Ok(Published::NodeConfigured);
         }
         configured?;
-        self.iq("set", None, publish_iq(node, item_id, &payload, &[]))
+        self.publish(publish_iq(node, item_id, &payload, &[]))
             .await?;
         Ok(Published::NodeConfigured)
+    }
+
+    /// Sends one publish. ejabberd creates a missing PEP node inside the publish, and when
+    /// that creation loses a database lock to another account's (its node index is one
+    /// shared counter) it answers item-not-found, or internal-server-error, for a publish
+    /// that would go through a moment later. Those two are tried again, a few times.
+    async fn publish(&self, pubsub: Element) -> Result<Element, RequestError> {
+        let mut attempt = 0u64;
+        loop {
+            match self.iq("set", None, pubsub.clone()).await {
+                Err(RequestError::Stanza { condition, .. })
+                    if attempt < PUBLISH_RETRIES
+                        && matches!(
+                            condition.as_str(),
+                            "item-not-found" | "internal-server-error"
+                        ) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(condition = %condition, attempt, "publish refused; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sets configuration fields of our node `node` (XEP-0060 §8.2).
