@@ -1,12 +1,15 @@
 //! Group chats through the client against the real servers, with three accounts: private
 //! groups, invitations, messages, subject, nicknames, kicks, leaving; history from the
-//! room's archive after being offline and on a new device (bookmarks with autojoin); and
-//! changes from occupants who did not write what they name.
+//! room's archive after being offline and on a new device (bookmarks with autojoin);
+//! replies, reactions, corrections and retractions between Linnet clients; and changes
+//! from occupants who did not write what they name.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
 
-use linnet_client::{ConversationSnapshot, Direction, JoinState};
+use linnet_client::{
+    ClientError, ConversationSnapshot, DeliveryState, Direction, JoinState, MessageId, MessageItem,
+};
 use linnet_tests::*;
 use linnet_xmpp::{BareJid, Event};
 
@@ -25,6 +28,63 @@ fn occupants(s: &ConversationSnapshot) -> Vec<String> {
 
 fn bodies(s: &ConversationSnapshot) -> Vec<String> {
     s.messages.iter().map(|m| m.body.clone()).collect()
+}
+
+fn find<'a>(s: &'a ConversationSnapshot, body: &str) -> Option<&'a MessageItem> {
+    s.messages.iter().find(|m| m.body == body)
+}
+
+fn by_id(s: &ConversationSnapshot, id: MessageId) -> Option<&MessageItem> {
+    s.messages.iter().find(|m| m.id == id)
+}
+
+type Reactions = Vec<(String, u32, bool)>;
+
+/// The reactions to a message as (emoji, count, mine), in no particular order: they are
+/// shown in the order they were made, and who made which first is a race here.
+fn reactions(messages: &[MessageItem], id: MessageId) -> Reactions {
+    let mut r: Reactions = messages
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| {
+            m.reactions
+                .iter()
+                .map(|r| (r.emoji.clone(), r.count, r.mine))
+                .collect()
+        })
+        .unwrap_or_default();
+    r.sort();
+    r
+}
+
+fn expect(r: &[(&str, u32, bool)]) -> Reactions {
+    let mut r: Reactions = r
+        .iter()
+        .map(|(e, n, m)| ((*e).to_owned(), *n, *m))
+        .collect();
+    r.sort();
+    r
+}
+
+fn senders(s: &ConversationSnapshot, id: MessageId, emoji: &str) -> Vec<String> {
+    by_id(s, id)
+        .and_then(|m| m.reactions.iter().find(|r| r.emoji == emoji))
+        .map(|r| r.senders.clone())
+        .unwrap_or_default()
+}
+
+fn bad_input<T: std::fmt::Debug>(r: Result<T, ClientError>) -> bool {
+    matches!(r, Err(ClientError::BadInput(_)))
+}
+
+/// Sends `text` to the room and waits for the room's copy of it: the room answers each
+/// occupant in order, so its copies of everything sent before have arrived too.
+async fn echoed(who: &TestClient, room: &str, text: &str) {
+    let id = who.client.send_message(who.account, room, text).unwrap();
+    who.wait_conversation(room, "the room's copy", |s| {
+        by_id(s, id).is_some_and(|m| m.state == DeliveryState::Delivered)
+    })
+    .await;
 }
 
 /// The room JID of a group conversation.
@@ -349,8 +409,293 @@ async fn only_the_author_changes_a_group_message(server: Server) {
     );
 }
 
+/// Between three Linnet clients in a room: Bob answers Alice's message and reacts to it,
+/// Alice corrects it, Bob deletes his answer; each shows at once on the sender's side and
+/// on the others', and the room's copies of our own changes change nothing twice. Nobody
+/// corrects or deletes what they did not write, nor answers what was deleted. Carol, out
+/// of the room, reacts all the same: it goes out when she is back in. Alice's reactions
+/// from her other device replace hers. A raw occupant checks the ids on the wire.
+async fn rich_messages_in_a_group(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register(server, "bob").await;
+    let c = TestClient::register(server, "carol").await;
+    let group = a.client.create_group(a.account, "Lunch").await.unwrap();
+    let room = room_of(&a, group);
+    for who in [&b, &c] {
+        a.client
+            .invite_to_group(group, &who.jid, None)
+            .await
+            .unwrap();
+    }
+    accept(&b, &room).await;
+    accept(&c, &room).await;
+    // A raw occupant sees what goes over the wire.
+    let (observer, mut events) = registered_session(server, "dave").await;
+    a.client
+        .invite_to_group(group, observer.own_jid().as_str(), None)
+        .await
+        .unwrap();
+    observer
+        .muc_join(&BareJid::parse(&room).unwrap(), "dave", None)
+        .unwrap();
+    let wire = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = wire.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let Event::RoomMessage(m) = ev {
+                sink.lock().unwrap().push(*m);
+            }
+        }
+    });
+    let nick_of = |who: &TestClient| who.jid.split('@').next().unwrap().to_owned();
+    let (a_occupant, b_occupant, c_occupant) = (
+        format!("{room}/{}", nick_of(&a)),
+        format!("{room}/{}", nick_of(&b)),
+        format!("{room}/{}", nick_of(&c)),
+    );
+    a.wait_conversation(&room, "everyone in", |s| occupants(s).len() == 4)
+        .await;
+
+    let sent = a
+        .client
+        .send_message(a.account, &room, "lunch at noon")
+        .unwrap();
+    // Stamped by the room only when its copy comes back: until then nothing can name it.
+    echoed(&a, &room, "anyone?").await;
+    let mut at = Vec::new();
+    for who in [&b, &c] {
+        let s = who
+            .wait_conversation(&room, "alice's message", |s| {
+                find(s, "lunch at noon").is_some()
+            })
+            .await;
+        at.push(find(&s, "lunch at noon").unwrap().id);
+    }
+    let (at_b, at_c) = (at[0], at[1]);
+
+    // A reply names the room's id of what it answers, which every client can look up.
+    let answer = b.client.reply(b.account, at_b, "*yes*").unwrap();
+    let at_bob = b
+        .wait_conversation(&room, "the reply at once", |s| by_id(s, answer).is_some())
+        .await;
+    let preview = by_id(&at_bob, answer).unwrap().reply_to.clone().unwrap();
+    assert_eq!(preview.message, Some(at_b));
+    assert_eq!(preview.excerpt, "lunch at noon");
+    let mut answer_at = Vec::new();
+    for (who, target) in [(&a, sent), (&c, at_c)] {
+        let s = who
+            .wait_conversation(&room, "bob's reply", |s| find(s, "*yes*").is_some())
+            .await;
+        let m = find(&s, "*yes*").unwrap();
+        assert_eq!(m.direction, Direction::Incoming);
+        let preview = m.reply_to.as_ref().unwrap();
+        assert_eq!(preview.message, Some(target), "{m:?}");
+        assert_eq!(preview.excerpt, "lunch at noon");
+        answer_at.push(m.id);
+    }
+    let (answer_at_a, answer_at_c) = (answer_at[0], answer_at[1]);
+
+    // Reactions: Bob's shows as his at once and as his on Alice's side; Alice's to her
+    // own message as hers.
+    b.client
+        .react(b.account, at_b, &["👍".into(), "🍕".into()])
+        .unwrap();
+    b.wait_conversation(&room, "bob's reactions at once", |s| {
+        reactions(&s.messages, at_b) == expect(&[("👍", 1, true), ("🍕", 1, true)])
+    })
+    .await;
+    a.client.react(a.account, sent, &["👍".into()]).unwrap();
+    let s = a
+        .wait_conversation(&room, "bob's and alice's reactions", |s| {
+            reactions(&s.messages, sent) == expect(&[("👍", 2, true), ("🍕", 1, false)])
+        })
+        .await;
+    let thumbs = senders(&s, sent, "👍");
+    assert!(
+        thumbs.contains(&b_occupant) && thumbs.contains(&a_occupant),
+        "{thumbs:?}"
+    );
+    c.wait_conversation(&room, "both reactions", |s| {
+        reactions(&s.messages, at_c) == expect(&[("👍", 2, false), ("🍕", 1, false)])
+    })
+    .await;
+    // Bob takes one back; the room's copies of his and Alice's reactions changed nothing.
+    b.client.react(b.account, at_b, &["🍕".into()]).unwrap();
+    for who in [&a, &b] {
+        echoed(who, &room, "ok").await;
+    }
+    let mine = expect(&[("👍", 1, true)]);
+    a.wait_conversation(&room, "one of bob's withdrawn", |s| {
+        reactions(&s.messages, sent) == expect(&[("👍", 1, true), ("🍕", 1, false)])
+    })
+    .await;
+    b.wait_conversation(&room, "bob's reactions once", |s| {
+        reactions(&s.messages, at_b) == expect(&[("👍", 1, false), ("🍕", 1, true)])
+    })
+    .await;
+    b.client.react(b.account, at_b, &[]).unwrap();
+    a.wait_conversation(&room, "all of bob's withdrawn", |s| {
+        reactions(&s.messages, sent) == mine
+    })
+    .await;
+
+    // Alice corrects her message: everyone reads the new text, Bob's answer quotes it.
+    a.client
+        .correct_message(a.account, sent, "lunch at one")
+        .unwrap();
+    a.wait_conversation(&room, "the correction at once", |s| {
+        by_id(s, sent).is_some_and(|m| m.body == "lunch at one" && m.edited)
+    })
+    .await;
+    for (who, target) in [(&b, at_b), (&c, at_c)] {
+        who.wait_conversation(&room, "the correction", |s| {
+            by_id(s, target).is_some_and(|m| m.body == "lunch at one" && m.edited)
+        })
+        .await;
+    }
+    let s = c
+        .wait_conversation(&room, "the quote follows", |s| {
+            by_id(s, answer_at_c)
+                .and_then(|m| m.reply_to.as_ref())
+                .is_some_and(|p| p.excerpt == "lunch at one")
+        })
+        .await;
+    assert_eq!(reactions(&s.messages, at_c), expect(&[("👍", 1, false)]));
+
+    // Only the author corrects or deletes.
+    assert!(bad_input(b.client.correct_message(
+        b.account,
+        at_b,
+        "lunch never"
+    )));
+    assert!(bad_input(b.client.retract_message(b.account, at_b)));
+    assert!(bad_input(a.client.correct_message(
+        a.account,
+        answer_at_a,
+        "no"
+    )));
+    assert!(bad_input(a.client.retract_message(a.account, answer_at_a)));
+
+    b.client.retract_message(b.account, answer).unwrap();
+    b.wait_conversation(&room, "deleted at once", |s| {
+        by_id(s, answer).is_some_and(|m| m.retracted && m.body.is_empty())
+    })
+    .await;
+    for (who, target) in [(&a, answer_at_a), (&c, answer_at_c)] {
+        who.wait_conversation(&room, "bob's answer deleted", |s| {
+            by_id(s, target).is_some_and(|m| m.retracted && m.body.is_empty())
+        })
+        .await;
+    }
+    assert!(bad_input(a.client.reply(a.account, answer_at_a, "what?")));
+    assert!(bad_input(a.client.react(
+        a.account,
+        answer_at_a,
+        &["❓".into()]
+    )));
+
+    // The room's copies of Alice's own changes are neither new messages nor applied again.
+    echoed(&a, &room, "see you").await;
+    let all = a.client.messages(group, None, 100).unwrap();
+    let mut bodies: Vec<&str> = all.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort_unstable();
+    assert_eq!(
+        bodies,
+        ["", "anyone?", "lunch at one", "ok", "ok", "see you"],
+        "{all:#?}"
+    );
+    assert_eq!(reactions(&all, sent), mine);
+
+    // Carol, logged out, is out of the room: what she does waits for her to be back.
+    c.client.logout(c.account).await.unwrap();
+    let pending = c
+        .client
+        .send_message(c.account, &room, "on my way")
+        .unwrap();
+    assert!(
+        bad_input(c.client.react(c.account, pending, &["🏃".into()])),
+        "not stamped by the room yet"
+    );
+    c.client.react(c.account, at_c, &["🎉".into()]).unwrap();
+    c.wait_conversation(&room, "carol's reaction at once", |s| {
+        reactions(&s.messages, at_c) == expect(&[("👍", 1, false), ("🎉", 1, true)])
+    })
+    .await;
+    c.client.login(c.account).await.unwrap();
+    let s = a
+        .wait_conversation(&room, "carol's message and reaction", |s| {
+            find(s, "on my way").is_some()
+                && reactions(&s.messages, sent) == expect(&[("👍", 1, true), ("🎉", 1, false)])
+        })
+        .await;
+    assert_eq!(senders(&s, sent, "🎉"), std::slice::from_ref(&c_occupant));
+
+    // Alice's other device, in the room under the same nickname, changes her reactions:
+    // here they are replaced, not added to (ours are known by our occupant JID, the name
+    // the room shows them under).
+    let a2 = a.another_device(server).await;
+    let s = a2
+        .wait_conversation(&room, "the group on alice's other device", |s| {
+            joined(s) && find(s, "lunch at one").is_some()
+        })
+        .await;
+    let at_a2 = find(&s, "lunch at one").unwrap().id;
+    a2.client.react(a2.account, at_a2, &["🚲".into()]).unwrap();
+    a.wait_conversation(&room, "alice's reactions replaced", |s| {
+        reactions(&s.messages, sent) == expect(&[("🎉", 1, false), ("🚲", 1, true)])
+    })
+    .await;
+
+    // On the wire: groupchat messages naming the room's ids, but corrections the original
+    // message's own id (XEP-0461, XEP-0444, XEP-0424, XEP-0308).
+    let reactions_seen = || {
+        wire.lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.rich.reactions.is_some())
+            .count()
+    };
+    wait_until("the observer's copy of every reaction", || {
+        reactions_seen() == 6
+    })
+    .await;
+    let wire = wire.lock().unwrap().clone();
+    let with_body = |body: &str| {
+        wire.iter()
+            .find(|m| m.msg.body.as_deref() == Some(body))
+            .unwrap_or_else(|| panic!("{body} not seen"))
+    };
+    let original = with_body("lunch at noon");
+    let original_sid = original.msg.stanza_id.clone().unwrap();
+    let answer_sid = with_body("> lunch at noon\n*yes*")
+        .msg
+        .stanza_id
+        .clone()
+        .unwrap();
+    let reply = wire.iter().find_map(|m| m.rich.reply.clone()).unwrap();
+    assert_eq!(
+        (reply.to, reply.id),
+        (Some(a_occupant), original_sid.clone())
+    );
+    let reacted: Vec<(String, String)> = wire
+        .iter()
+        .filter_map(|m| Some((m.from_full.clone(), m.rich.reactions.clone()?.id)))
+        .collect();
+    assert_eq!(reacted.len(), 6, "{reacted:?}");
+    assert!(
+        reacted.iter().all(|(_, id)| *id == original_sid),
+        "{reacted:?}"
+    );
+    assert!(reacted.contains(&(c_occupant, original_sid)));
+    let corrected = wire.iter().find_map(|m| m.rich.replace.clone()).unwrap();
+    assert_eq!(Some(&corrected), original.msg.id.as_ref());
+    let retracted = wire.iter().find_map(|m| m.rich.retract.clone()).unwrap();
+    assert_eq!(retracted, answer_sid);
+}
+
 both_servers!(
     a_private_group_of_three,
+    rich_messages_in_a_group,
     group_history_after_being_away,
     bookmarks_carry_groups_across_devices,
     only_the_author_changes_a_group_message,

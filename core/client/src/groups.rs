@@ -192,7 +192,7 @@ pub(crate) fn apply(
             changed.push(room.conversation);
             Ok(())
         }
-        Some(Event::RoomMessage(m)) => on_message(inner, tx, account, own, *m, fx, changed),
+        Some(Event::RoomMessage(m)) => on_message(inner, tx, account, *m, fx, changed),
         Some(Event::RoomHistoryPage {
             room,
             query,
@@ -449,7 +449,6 @@ fn on_message(
     inner: &Inner,
     tx: &Tx<'_>,
     account: AccountId,
-    own: &BareJid,
     m: RoomMessage,
     fx: &mut GroupEffects,
     changed: &mut Vec<ConversationId>,
@@ -487,7 +486,7 @@ fn on_message(
         let rooms = lock(&inner.rooms);
         is_ours(tx, c, rooms.get(&c), &rec, &m)?
     };
-    let body = m.msg.body.clone().unwrap_or_default();
+    let body = crate::rich::reply_text(m.msg.body.as_deref().unwrap_or_default(), &m.rich);
     let (mut body, mut error) = (body, None);
     if !m.encrypted.is_empty() {
         // Encrypted groups come with issue 5; until then say so rather than show the
@@ -587,13 +586,10 @@ fn on_message(
             let applied = match kind {
                 MessageKind::Correction => tx.apply_correction(target, &body, timestamp_ms)?,
                 MessageKind::Retraction => tx.apply_retraction(target, timestamp_ms)?,
+                // Everyone's by occupant JID, ours too: what `Client::react` sets locally,
+                // so that our reactions from another device replace those from this one.
                 MessageKind::Reactions => {
-                    let sender = if ours {
-                        own.as_str().to_owned()
-                    } else {
-                        m.from_full.clone()
-                    };
-                    tx.set_reactions(target, &sender, &emojis, timestamp_ms)?
+                    tx.set_reactions(target, &m.from_full, &emojis, timestamp_ms)?
                 }
                 MessageKind::Message => false,
             };

@@ -1,18 +1,22 @@
-//! Rich messages in 1:1 conversations: corrections (XEP-0308), retractions (XEP-0424),
-//! replies (XEP-0461/0428), reactions (XEP-0444), displayed markers (XEP-0333) and typing
-//! notifications (XEP-0085).
+//! Rich messages: corrections (XEP-0308), retractions (XEP-0424), replies (XEP-0461/0428)
+//! and reactions (XEP-0444) in 1:1 conversations and groups; displayed markers (XEP-0333)
+//! and typing notifications (XEP-0085) in 1:1 conversations.
 //!
 //! A change to a message travels and is stored like a message (a hidden row pointing at
 //! its target, see the store's v6 migration), so it is queued, re-sent, deduplicated and
-//! ordered by the same code. Who may change what is decided here: in a 1:1 conversation a
-//! correction or retraction must come from the author of the message it names (our own
-//! account for ours, the peer for theirs); a reaction changes only its sender's reactions.
+//! ordered by the same code; in a group it waits, like a group message, until we are in
+//! the room. Who may change what is decided here for 1:1 conversations (for received group
+//! changes, in `groups`): a correction or retraction must come from the author of the
+//! message it names (our own account for ours, the peer for theirs); a reaction changes
+//! only its sender's reactions. We correct and retract only our own messages.
+
+use std::collections::hash_map::{Entry, HashMap};
 
 use linnet_store::{
-    AccountId, ConversationId, DeliveryState, Direction, EncryptionPolicy, MessageId, MessageKind,
-    MessageRecord, NewMessage, StoreError, Subscription as RosterSub, Tx,
+    AccountId, ConversationId, ConversationKind, DeliveryState, Direction, EncryptionPolicy,
+    MessageId, MessageKind, MessageRecord, NewMessage, StoreError, Subscription as RosterSub, Tx,
 };
-use linnet_xmpp::rich::{self as xr, ChatState, Extras, Reply};
+use linnet_xmpp::rich::{self as xr, ChatState, Extras, MessageType, Reply};
 use linnet_xmpp::{BareJid, ChatMessage};
 
 use crate::snapshot::{MessageItem, Reaction, ReplyPreview, StyleSpan, TextStyle};
@@ -132,18 +136,24 @@ pub(crate) fn store_change(
 /// A received message of the history: its answer text (without the quote that stands in
 /// for the reply for other clients) and what it answers.
 pub(crate) fn message_parts(m: &ChatMessage) -> (String, Option<String>) {
-    match &m.rich.reply {
-        Some(reply) => {
-            let text = m.rich.strip_fallback(&m.body, &[xr::NS_REPLY]);
-            // A reply that is all quote still says something: show it whole.
-            let text = if text.trim().is_empty() {
-                m.body.clone()
-            } else {
-                text
-            };
-            (text, Some(reply.id.clone()))
-        }
-        None => (m.body.clone(), None),
+    (
+        reply_text(&m.body, &m.rich),
+        m.rich.reply.as_ref().map(|r| r.id.clone()),
+    )
+}
+
+/// The text of a received message without the quote that stands in for its reply
+/// (XEP-0461, XEP-0428) for clients without replies.
+pub(crate) fn reply_text(body: &str, rich: &xr::Rich) -> String {
+    if rich.reply.is_none() {
+        return body.to_owned();
+    }
+    let text = rich.strip_fallback(body, &[xr::NS_REPLY]);
+    // A reply that is all quote still says something: show it whole.
+    if text.trim().is_empty() {
+        body.to_owned()
+    } else {
+        text
     }
 }
 
@@ -192,6 +202,86 @@ pub(crate) enum Wire {
     Chat(Extras),
     /// A stanza that always goes as it is (reactions and retractions carry no text).
     Stanza(String),
+}
+
+/// A message of the history that a call acts on, and where it is.
+struct Held {
+    message: MessageRecord,
+    /// The contact, or the room.
+    peer: BareJid,
+    /// Our account's bare JID.
+    own: String,
+    /// In a group: our occupant JID there.
+    occupant: Option<String>,
+}
+
+impl Held {
+    fn room(&self) -> Option<&str> {
+        self.occupant.as_ref().map(|_| self.peer.as_str())
+    }
+
+    fn message_type(&self) -> MessageType {
+        match self.occupant {
+            Some(_) => MessageType::Groupchat,
+            None => MessageType::Chat,
+        }
+    }
+
+    /// Who we are among a message's reactions. In a group it is our occupant JID, the
+    /// name the room gives every reaction (ours echoed included, see `groups::on_message`).
+    fn reactor(&self) -> &str {
+        self.occupant.as_deref().unwrap_or(&self.own)
+    }
+
+    /// What a reply, reaction or retraction names the message by (`what`: the act, for
+    /// the error).
+    fn reference(&self, what: &str) -> Result<String> {
+        if self.message.retracted_ms.is_some() {
+            return Err(ClientError::BadInput("that message was deleted".into()));
+        }
+        match reference(&self.message, self.room()) {
+            Some(r) => Ok(r.to_owned()),
+            None if self.occupant.is_some() => Err(ClientError::BadInput(format!(
+                "that message cannot be {what}: the group gave it no id"
+            ))),
+            None => Err(ClientError::BadInput(format!(
+                "that message cannot be {what}"
+            ))),
+        }
+    }
+}
+
+/// How a reply, reaction or retraction names `m` (XEP-0461, XEP-0444 and XEP-0424, "Using
+/// the correct ID"): in a group by the id the room stamped it with, since senders' own ids
+/// are not unique there, so a message the room did not stamp cannot be named; elsewhere
+/// by the id it was sent with.
+fn reference<'a>(m: &'a MessageRecord, room: Option<&str>) -> Option<&'a str> {
+    match room {
+        Some(room) if m.stanza_id_by.as_deref() == Some(room) => m.stanza_id.as_deref(),
+        Some(_) => None,
+        None => m.origin_id.as_deref(),
+    }
+}
+
+/// XEP-0461 'to': who wrote `m`. A bare JID in a 1:1 conversation; in a group the occupant
+/// JID it came from, for ours sent from here (stored under our bare JID) our occupant JID.
+fn author(m: &MessageRecord, peer: &str, own: &str, occupant: Option<&str>) -> String {
+    match (m.direction, occupant) {
+        (Direction::Incoming, None) => peer.to_owned(),
+        (Direction::Outgoing, None) => own.to_owned(),
+        (Direction::Incoming, Some(_)) => m.sender.clone(),
+        (Direction::Outgoing, Some(ours)) => {
+            let from_room = m
+                .sender
+                .strip_prefix(peer)
+                .is_some_and(|nick| nick.starts_with('/'));
+            if from_room {
+                m.sender.clone()
+            } else {
+                ours.to_owned()
+            }
+        }
+    }
 }
 
 impl Client {
@@ -252,19 +342,20 @@ impl Client {
                     replaces: None,
                 })?;
                 // The outbox holds the stanza, or (to be encrypted) the payloads to add.
-                let (kind, payload, stanza) = match &out.wire {
-                    Wire::Stanza(s) => ("chat", s.clone(), Some(s.clone())),
-                    Wire::Chat(extras) if group.is_some() => {
-                        let s =
-                            linnet_xmpp::stanza_to_string(&linnet_xmpp::muc::groupchat_message(
-                                peer,
-                                &extras.wire_body(&out.body),
-                                id,
-                                extras,
-                            ));
-                        let now = group_joined.then(|| s.clone());
-                        (crate::groups::KIND_GROUPCHAT, s, now)
+                let (kind, payload) = match &out.wire {
+                    Wire::Stanza(s) if group.is_some() => {
+                        (crate::groups::KIND_GROUPCHAT, s.clone())
                     }
+                    Wire::Stanza(s) => ("chat", s.clone()),
+                    Wire::Chat(extras) if group.is_some() => (
+                        crate::groups::KIND_GROUPCHAT,
+                        linnet_xmpp::stanza_to_string(&linnet_xmpp::muc::groupchat_message(
+                            peer,
+                            &extras.wire_body(&out.body),
+                            id,
+                            extras,
+                        )),
+                    ),
                     Wire::Chat(extras) => {
                         let encrypt = match tx.encryption_policy(conversation)? {
                             EncryptionPolicy::Plain => false,
@@ -275,7 +366,7 @@ impl Client {
                             }
                         };
                         if encrypt {
-                            (crate::omemo::KIND_TO_ENCRYPT, extras.to_xml(), None)
+                            (crate::omemo::KIND_TO_ENCRYPT, extras.to_xml())
                         } else {
                             let s = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
                                 peer,
@@ -283,9 +374,14 @@ impl Client {
                                 id,
                                 extras,
                             ));
-                            ("chat", s.clone(), Some(s))
+                            ("chat", s)
                         }
                     }
+                };
+                let stanza = match kind {
+                    crate::omemo::KIND_TO_ENCRYPT => None,
+                    crate::groups::KIND_GROUPCHAT if !group_joined => None,
+                    _ => Some(payload.clone()),
                 };
                 tx.outbox_push(account, Some(inserted.id()), kind, &payload)?;
                 change(tx, inserted.id())?;
@@ -315,43 +411,51 @@ impl Client {
         Ok((message, conversation))
     }
 
-    /// A message of the history that this account may act on, with its conversation's peer.
-    fn own_history_message(
-        &self,
-        account: AccountId,
-        message: MessageId,
-    ) -> Result<(MessageRecord, BareJid, String)> {
+    /// A message of the history that this account may act on, and where it is.
+    fn own_history_message(&self, account: AccountId, message: MessageId) -> Result<Held> {
         let store = lock(&self.inner.store);
         let m = store.message(message)?;
         if m.account != account || m.kind != MessageKind::Message {
             return Err(ClientError::NotFound("message".into()));
         }
         let info = store.conversation_info(m.conversation)?;
-        if info.kind != linnet_store::ConversationKind::Chat {
-            return Err(ClientError::BadInput("not a 1:1 conversation".into()));
-        }
         let peer = BareJid::parse(&info.peer)?;
         let own = store.account(account)?.jid;
-        Ok((m, peer, own))
+        let occupant = match info.kind {
+            ConversationKind::Chat => None,
+            ConversationKind::GroupChat => {
+                let rec = store
+                    .room(m.conversation)?
+                    .ok_or_else(|| ClientError::NotFound("group".into()))?;
+                // Before the room confirmed a nickname, the one we join with.
+                Some(
+                    self.inner
+                        .own_occupant(m.conversation, &rec.jid)
+                        .unwrap_or_else(|| format!("{}/{}", rec.jid, rec.nick)),
+                )
+            }
+        };
+        Ok(Held {
+            message: m,
+            peer,
+            own,
+            occupant,
+        })
     }
 
     /// Sends `body` as an answer to `message` (XEP-0461), quoting its start for clients
     /// without replies.
     pub fn reply(&self, account: AccountId, message: MessageId, body: &str) -> Result<MessageId> {
         check_body(body)?;
-        let (target, peer, own) = self.own_history_message(account, message)?;
-        let Some(reference) = target.origin_id.clone() else {
-            return Err(ClientError::BadInput(
-                "that message cannot be answered".into(),
-            ));
-        };
-        if target.retracted_ms.is_some() {
-            return Err(ClientError::BadInput("that message was deleted".into()));
-        }
-        let author = match target.direction {
-            Direction::Outgoing => own,
-            Direction::Incoming => peer.as_str().to_owned(),
-        };
+        let held = self.own_history_message(account, message)?;
+        let reference = held.reference("answered")?;
+        let target = &held.message;
+        let author = author(
+            target,
+            held.peer.as_str(),
+            &held.own,
+            held.occupant.as_deref(),
+        );
         let extras = Extras {
             replace: None,
             reply: Some((
@@ -372,7 +476,7 @@ impl Client {
             wire: Wire::Chat(extras),
         };
         Ok(self
-            .queue_outgoing(account, &peer, &id, out, |_, _| Ok(()))?
+            .queue_outgoing(account, &held.peer, &id, out, |_, _| Ok(()))?
             .0)
     }
 
@@ -384,7 +488,11 @@ impl Client {
         body: &str,
     ) -> Result<()> {
         check_body(body)?;
-        let (target, peer, _) = self.own_history_message(account, message)?;
+        let Held {
+            message: target,
+            peer,
+            ..
+        } = self.own_history_message(account, message)?;
         if target.direction != Direction::Outgoing {
             return Err(ClientError::BadInput(
                 "only our own messages can be corrected".into(),
@@ -393,6 +501,8 @@ impl Client {
         if target.retracted_ms.is_some() {
             return Err(ClientError::BadInput("that message was deleted".into()));
         }
+        // XEP-0308 names the original by the id it was sent with, in groups too (ours
+        // carry an origin-id equal to it).
         let Some(reference) = target.origin_id.clone() else {
             return Err(ClientError::BadInput(
                 "that message cannot be corrected".into(),
@@ -420,31 +530,28 @@ impl Client {
     /// Deletes a message we sent for everyone (XEP-0424). Clients without retraction
     /// support keep showing it; ours and supporting ones remove the text.
     pub fn retract_message(&self, account: AccountId, message: MessageId) -> Result<()> {
-        let (target, peer, _) = self.own_history_message(account, message)?;
-        if target.direction != Direction::Outgoing {
+        let held = self.own_history_message(account, message)?;
+        let target = held.message.id;
+        if held.message.direction != Direction::Outgoing {
             return Err(ClientError::BadInput(
                 "only our own messages can be deleted for everyone".into(),
             ));
         }
-        if target.retracted_ms.is_some() {
+        if held.message.retracted_ms.is_some() {
             return Ok(());
         }
-        let Some(reference) = target.origin_id.clone() else {
-            return Err(ClientError::BadInput(
-                "that message cannot be deleted".into(),
-            ));
-        };
+        let reference = held.reference("deleted")?;
         let id = linnet_xmpp::new_id();
-        let stanza = xr::retraction_stanza(&peer, &id, &reference);
+        let stanza = xr::retraction_stanza(&held.peer, held.message_type(), &id, &reference);
         let out = Outgoing {
             body: String::new(),
             kind: MessageKind::Retraction,
-            target: Some(target.id),
+            target: Some(target),
             reply_to: None,
             wire: Wire::Stanza(linnet_xmpp::stanza_to_string(&stanza)),
         };
-        self.queue_outgoing(account, &peer, &id, out, move |tx, _| {
-            tx.apply_retraction(target.id, now_ms()).map(|_| ())
+        self.queue_outgoing(account, &held.peer, &id, out, move |tx, _| {
+            tx.apply_retraction(target, now_ms()).map(|_| ())
         })?;
         Ok(())
     }
@@ -464,26 +571,21 @@ impl Client {
         if set.len() > xr::MAX_REACTIONS {
             return Err(ClientError::BadInput("too many reactions".into()));
         }
-        let (target, peer, own) = self.own_history_message(account, message)?;
-        if target.retracted_ms.is_some() {
-            return Err(ClientError::BadInput("that message was deleted".into()));
-        }
-        let Some(reference) = target.origin_id.clone() else {
-            return Err(ClientError::BadInput(
-                "that message cannot be reacted to".into(),
-            ));
-        };
+        let held = self.own_history_message(account, message)?;
+        let target = held.message.id;
+        let reference = held.reference("reacted to")?;
         let id = linnet_xmpp::new_id();
-        let stanza = xr::reactions_stanza(&peer, &id, &reference, &set);
+        let stanza = xr::reactions_stanza(&held.peer, held.message_type(), &id, &reference, &set);
         let out = Outgoing {
             body: set.join("\n"),
             kind: MessageKind::Reactions,
-            target: Some(target.id),
+            target: Some(target),
             reply_to: None,
             wire: Wire::Stanza(linnet_xmpp::stanza_to_string(&stanza)),
         };
-        self.queue_outgoing(account, &peer, &id, out, move |tx, _| {
-            tx.set_reactions(target.id, &own, &set, now_ms())
+        let sender = held.reactor().to_owned();
+        self.queue_outgoing(account, &held.peer, &id, out, move |tx, _| {
+            tx.set_reactions(target, &sender, &set, now_ms())
                 .map(|_| ())
         })?;
         Ok(())
@@ -573,6 +675,8 @@ pub(crate) fn message_items(
 ) -> std::result::Result<Vec<MessageItem>, StoreError> {
     let ids: Vec<MessageId> = records.iter().map(|m| m.id).collect();
     let reactions = tx.reactions(&ids)?;
+    // A page is one conversation's; a group's replies name messages by the room's ids.
+    let mut rooms: HashMap<ConversationId, Option<String>> = HashMap::new();
     let mut attachments = crate::files::attachments_of(tx, &ids)?;
     let mut out = Vec::with_capacity(records.len());
     for m in records {
@@ -598,22 +702,32 @@ pub(crate) fn message_items(
             }
         }
         let reply_to = match &m.reply_to {
-            Some(r) => Some(match tx.message_by_reference(m.conversation, r)? {
-                Some(t) => ReplyPreview {
-                    message: Some(t.id),
-                    sender: t.sender,
-                    excerpt: if t.retracted_ms.is_some() {
-                        String::new()
-                    } else {
-                        t.body.chars().take(160).collect()
+            Some(r) => {
+                let room = match rooms.entry(m.conversation) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(tx.room(m.conversation)?.map(|rec| rec.jid)),
+                };
+                let target = match room {
+                    Some(room) => tx.message_by_room_reference(m.conversation, room, r)?,
+                    None => tx.message_by_reference(m.conversation, r)?,
+                };
+                Some(match target {
+                    Some(t) => ReplyPreview {
+                        message: Some(t.id),
+                        sender: t.sender,
+                        excerpt: if t.retracted_ms.is_some() {
+                            String::new()
+                        } else {
+                            t.body.chars().take(160).collect()
+                        },
                     },
-                },
-                None => ReplyPreview {
-                    message: None,
-                    sender: String::new(),
-                    excerpt: String::new(),
-                },
-            }),
+                    None => ReplyPreview {
+                        message: None,
+                        sender: String::new(),
+                        excerpt: String::new(),
+                    },
+                })
+            }
             None => None,
         };
         let (body, attachment) = crate::files::shown(&mut attachments, m.id, m.body);
@@ -663,4 +777,96 @@ fn styles(body: &str) -> Vec<StyleSpan> {
             depth: s.depth,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOM: &str = "plans@groups.example";
+
+    fn record(direction: Direction, sender: &str) -> MessageRecord {
+        MessageRecord {
+            id: MessageId(1),
+            conversation: ConversationId(1),
+            account: AccountId(1),
+            direction,
+            sender: sender.to_owned(),
+            body: "hi".to_owned(),
+            origin_id: Some("origin".to_owned()),
+            stanza_id: Some("sid".to_owned()),
+            stanza_id_by: Some(ROOM.to_owned()),
+            timestamp_ms: 0,
+            received_ms: 0,
+            delivery_state: DeliveryState::Delivered,
+            encryption: Default::default(),
+            error: None,
+            kind: MessageKind::Message,
+            target: None,
+            edited_ms: None,
+            retracted_ms: None,
+            reply_to: None,
+            markable: false,
+            replaces: None,
+            occupant_id: None,
+        }
+    }
+
+    #[test]
+    fn a_group_names_messages_by_the_rooms_stanza_id_only() {
+        let m = record(Direction::Incoming, &format!("{ROOM}/bob"));
+        assert_eq!(reference(&m, Some(ROOM)), Some("sid"));
+        assert_eq!(
+            reference(&m, None),
+            Some("origin"),
+            "1:1: the id it was sent with"
+        );
+        // Stamped by someone else (a server's archive, a forged element): not the room's.
+        assert_eq!(reference(&m, Some("other@groups.example")), None);
+        let unstamped = MessageRecord {
+            stanza_id: None,
+            stanza_id_by: None,
+            ..m.clone()
+        };
+        assert_eq!(reference(&unstamped, Some(ROOM)), None);
+        let no_origin = MessageRecord {
+            origin_id: None,
+            ..m
+        };
+        assert_eq!(reference(&no_origin, None), None);
+    }
+
+    #[test]
+    fn a_reply_names_the_author_as_the_conversation_knows_them() {
+        let own = "alice@example";
+        let ours_here = format!("{ROOM}/alice");
+        let theirs = record(Direction::Incoming, &format!("{ROOM}/bob"));
+        assert_eq!(
+            author(&theirs, ROOM, own, Some(&ours_here)),
+            format!("{ROOM}/bob")
+        );
+        // Sent from here, stored under our bare JID: our occupant JID now.
+        let sent = record(Direction::Outgoing, own);
+        assert_eq!(author(&sent, ROOM, own, Some(&ours_here)), ours_here);
+        // Sent from another device under another nickname: the one it came from.
+        let elsewhere = record(Direction::Outgoing, &format!("{ROOM}/al"));
+        assert_eq!(
+            author(&elsewhere, ROOM, own, Some(&ours_here)),
+            format!("{ROOM}/al")
+        );
+        // A JID that merely starts like the room's is not from it.
+        let lookalike = record(Direction::Outgoing, &format!("{ROOM}x/al"));
+        assert_eq!(author(&lookalike, ROOM, own, Some(&ours_here)), ours_here);
+        let peer = "bob@example";
+        assert_eq!(
+            author(
+                &record(Direction::Incoming, "bob@example/phone"),
+                peer,
+                own,
+                None
+            ),
+            peer
+        );
+        assert_eq!(author(&sent, peer, own, None), own);
+    }
 }

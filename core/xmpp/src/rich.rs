@@ -360,30 +360,54 @@ pub fn reply_quote(original: &str) -> String {
     q
 }
 
-fn chat(to: &BareJid, id: &str) -> crate::elem::El {
+/// Where a message goes: a contact (`chat`) or a room's occupants (`groupchat`, to the
+/// room's bare JID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Chat,
+    Groupchat,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Chat => "chat",
+            MessageType::Groupchat => "groupchat",
+        }
+    }
+}
+
+fn message(to: &BareJid, kind: MessageType, id: &str) -> crate::elem::El {
     el("message", NS_CLIENT)
         .attr("to", to.as_str())
-        .attr("type", "chat")
+        .attr("type", kind.as_str())
         .attr("id", id)
 }
 
 /// XEP-0444 reactions (the complete set; empty withdraws), archived so that our other
-/// devices and later catch-ups see them.
-pub fn reactions_stanza(to: &BareJid, id: &str, target: &str, emojis: &[String]) -> Element {
+/// devices and later catch-ups see them. In a room, `target` is the room's stanza-id.
+pub fn reactions_stanza(
+    to: &BareJid,
+    kind: MessageType,
+    id: &str,
+    target: &str,
+    emojis: &[String],
+) -> Element {
     let mut r = el("reactions", NS_REACTIONS).attr("id", target);
     for e in emojis {
         r = r.child(el("reaction", NS_REACTIONS).text(e.clone()));
     }
-    chat(to, id)
+    message(to, kind, id)
         .child(r)
         .child(el("store", NS_HINTS))
         .child(el("origin-id", NS_SID).attr("id", id))
         .build()
 }
 
-/// XEP-0424 retraction, with the recommended fallback body so that archives keep it.
-pub fn retraction_stanza(to: &BareJid, id: &str, target: &str) -> Element {
-    chat(to, id)
+/// XEP-0424 retraction, with the recommended fallback body so that archives keep it. In a
+/// room, `target` is the room's stanza-id.
+pub fn retraction_stanza(to: &BareJid, kind: MessageType, id: &str, target: &str) -> Element {
+    message(to, kind, id)
         .child(el("retract", NS_RETRACT).attr("id", target))
         .child(el("fallback", NS_FALLBACK).attr("for", NS_RETRACT))
         .child(
@@ -407,7 +431,7 @@ pub fn chat_state_stanza(to: &BareJid, state: ChatState) -> Element {
 
 /// XEP-0333 displayed marker, archived so that our other devices learn what was read.
 pub fn displayed_stanza(to: &BareJid, id: &str, target: &str) -> Element {
-    chat(to, id)
+    message(to, MessageType::Chat, id)
         .child(el("displayed", NS_MARKERS).attr("id", target))
         .child(el("store", NS_HINTS))
         .build()
@@ -543,11 +567,22 @@ mod tests {
     #[test]
     fn standalone_stanzas_parse_back() {
         let to = BareJid::parse("a@b").unwrap();
-        let r = parse(&reactions_stanza(&to, "n", "t", &["👍".into()]));
+        let s = reactions_stanza(&to, MessageType::Chat, "n", "t", &["👍".into()]);
+        assert_eq!(s.attr("type"), Some("chat"));
+        let r = parse(&s);
         assert_eq!(r.reactions.unwrap().emojis, vec!["👍".to_owned()]);
-        let r = parse(&retraction_stanza(&to, "n", "t"));
+        let r = parse(&retraction_stanza(&to, MessageType::Chat, "n", "t"));
         assert_eq!(r.retract.as_deref(), Some("t"));
         assert!(r.whole_body_fallback(NS_RETRACT));
+        for s in [
+            reactions_stanza(&to, MessageType::Groupchat, "n", "t", &[]),
+            retraction_stanza(&to, MessageType::Groupchat, "n", "t"),
+        ] {
+            assert_eq!(s.attr("type"), Some("groupchat"));
+            assert_eq!(s.attr("to"), Some("a@b"));
+            let origin = s.get_child("origin-id", NS_SID).and_then(|o| o.attr("id"));
+            assert_eq!(origin, Some("n"), "the room's echo is recognised by it");
+        }
         let r = parse(&chat_state_stanza(&to, ChatState::Paused));
         assert_eq!(r.chat_state, Some(ChatState::Paused));
         let r = parse(&displayed_stanza(&to, "n", "t"));
