@@ -50,6 +50,10 @@ commands:
                                   {"cmd":"mark_read","peer":J}  add_contact/approve/deny {"jid":J}
                                   {"cmd":"show","peer":J}  {"cmd":"quit"}
                                   {"cmd":"block","jid":J,"spam":false}  {"cmd":"unblock","jid":J}
+                                  profile: {"cmd":"set_avatar","path":P,"type":"image/png"}  {"cmd":"remove_avatar"}
+                                  {"cmd":"set_nickname","nick":N} (null withdraws)  {"cmd":"avatar","id":I,"path":P}
+                                  {"cmd":"profile","jid":J}  {"cmd":"set_profile","full_name":F,"note":T,
+                                  "urls":[…],"emails":[…],"phones":[…]}  {"cmd":"contacts"}
                                   files: {"cmd":"send_file","to":J,"path":P}  {"cmd":"cancel","message":N}
                                   {"cmd":"download","message":N,"dir":D} (runs on; ends with a "download" event)
                                   groups: {"cmd":"create_group","name":N}  {"cmd":"join_group","room":R,"nick":N}
@@ -727,6 +731,55 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
             .unblock_contact(acc, s("jid")?)
             .await
             .map(|_| json!({})),
+        "set_avatar" => {
+            let image = std::fs::read(s("path")?)
+                .map_err(|e| bad(format!("cannot read the picture: {e}")))?;
+            let media_type = v.get("type").and_then(Value::as_str).unwrap_or("image/png");
+            client
+                .set_avatar(acc, &image, media_type)
+                .await
+                .map(|_| json!({}))
+        }
+        "remove_avatar" => client.remove_avatar(acc).await.map(|_| json!({})),
+        "set_nickname" => {
+            let nick = v.get("nick").and_then(Value::as_str);
+            client.set_nickname(acc, nick).await.map(|_| json!({}))
+        }
+        "avatar" => match client.avatar(acc, s("id")?)? {
+            Some(a) => {
+                std::fs::write(s("path")?, &a.data)
+                    .map_err(|e| bad(format!("cannot write the picture: {e}")))?;
+                Ok(json!({"media_type": a.media_type, "bytes": a.data.len()}))
+            }
+            None => Err(ClientError::NotFound("avatar".into())),
+        },
+        "profile" => {
+            let card = client.profile_card(acc, s("jid")?).await?;
+            Ok(json!({"profile": card}))
+        }
+        "set_profile" => {
+            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            let list = |k: &str| -> Vec<String> {
+                v.get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let card = linnet_client::ProfileCard {
+                full_name: text("full_name"),
+                note: text("note"),
+                urls: list("urls"),
+                emails: list("emails"),
+                phones: list("phones"),
+            };
+            client.set_profile_card(acc, &card).await.map(|_| json!({}))
+        }
+        "contacts" => Ok(json!({"contacts": client.contacts(acc)?})),
         "quit" => Ok(json!({"quit": true})),
         other => Err(bad(format!("unknown cmd {other:?}"))),
     }

@@ -844,6 +844,18 @@ async fn pump(
                 session,
                 std::mem::take(&mut effects.rooms),
             );
+            crate::profiles::after_commit(
+                inner,
+                account,
+                session,
+                std::mem::take(&mut effects.profiles),
+            );
+        }
+        if effects.presence_again {
+            // ejabberd notifies (avatar, nickname, device lists) only the contacts whose
+            // capabilities the publishing session took from a presence received while they
+            // were subscribed to it. Ours reached this contact before they approved us.
+            let _ = session.send_presence(None, None);
         }
         if effects.gap {
             for c in inner.subscribed_conversations(account) {
@@ -915,6 +927,9 @@ struct Effects {
     /// A gap in the history was recorded.
     gap: bool,
     rooms: crate::groups::GroupEffects,
+    profiles: crate::profiles::ProfileEffects,
+    /// A contact approved our request: our presence goes out again (see below).
+    presence_again: bool,
 }
 
 fn apply(
@@ -1015,6 +1030,7 @@ fn apply(
         | Event::HistoryPage { .. }
         | Event::HistoryFailed { .. } => {}
         Event::PepItems { from, node, items } => {
+            crate::profiles::on_pep(tx, account, own, &from, &node, &items, &mut fx.profiles)?;
             let version = [OmemoVersion::V03, OmemoVersion::V2]
                 .into_iter()
                 .find(|v| v.devices_node() == node);
@@ -1029,17 +1045,27 @@ fn apply(
         Event::Presence {
             from_full,
             available: true,
-        } if linnet_xmpp::jid::split_bare(&from_full).as_deref() == Some(own.as_str()) => {
+            photo,
+        } => {
+            let Some(from) =
+                linnet_xmpp::jid::split_bare(&from_full).and_then(|b| BareJid::parse(&b).ok())
+            else {
+                return Ok(());
+            };
             // Another device of ours came online, maybe a new one: ejabberd does not
             // notify our other sessions of a device list published before its presence
             // (see `setup`), so our list is read again.
-            if !fx.omemo.fetch_lists.contains(own) {
+            if from == *own && !fx.omemo.fetch_lists.contains(own) {
                 fx.omemo.fetch_lists.push(own.clone());
+            }
+            if let Some(photo) = photo {
+                crate::profiles::on_photo(tx, account, own, &from, &photo, &mut fx.profiles)?;
             }
         }
         Event::Presence {
             from_full,
             available: false,
+            ..
         } => {
             // Gone: whatever they were typing will not come.
             if let Some(peer) = linnet_xmpp::jid::split_bare(&from_full) {
@@ -1063,7 +1089,8 @@ fn apply(
             crate::blocking::apply_push(tx, account, push)?;
             fx.roster_changed = true;
         }
-        Event::Subscribed { .. } | Event::Presence { .. } | Event::Closed(_) => {}
+        Event::Subscribed { .. } => fx.presence_again = true,
+        Event::Closed(_) => {}
         // Handled by the pump (see `groups::apply`).
         Event::RoomMessage(_)
         | Event::RoomPresence(_)

@@ -105,16 +105,12 @@ impl Client {
             return Err(ClientError::BadInput("cannot block yourself".into()));
         }
         let sent = if report_spam {
-            let support = session.blocking_support().await.map_err(profile_error)?;
+            let support = session.blocking_support().await?;
             session
                 .block_and_report(who.as_str(), &Report::new(ReportReason::Spam), &support)
-                .await
-                .map_err(profile_error)?
+                .await?
         } else {
-            session
-                .block(&[who.as_str()])
-                .await
-                .map_err(profile_error)?;
+            session.block(&[who.as_str()]).await?;
             false
         };
         // The push follows; applied now too, so the caller sees it at once.
@@ -134,10 +130,7 @@ impl Client {
     pub async fn unblock_contact(&self, account: AccountId, jid: &str) -> Result<()> {
         let who = BareJid::parse(jid)?;
         let session = self.session(account)?;
-        session
-            .unblock(&[who.as_str()])
-            .await
-            .map_err(profile_error)?;
+        session.unblock(&[who.as_str()]).await?;
         self.inner.store().transaction(|tx| {
             apply_push(
                 tx,
@@ -157,14 +150,5 @@ impl Client {
             .inner
             .store()
             .transaction(|tx| blocklist(tx, account))?)
-    }
-}
-
-fn profile_error(e: linnet_xmpp::profile::ProfileError) -> ClientError {
-    use linnet_xmpp::profile::ProfileError as P;
-    match e {
-        P::Request(r) => r.into(),
-        P::BadArgument(what) => ClientError::BadInput(what.into()),
-        other => ClientError::Network(other.to_string()),
     }
 }

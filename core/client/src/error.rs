@@ -71,6 +71,22 @@ impl From<linnet_xmpp::RequestError> for ClientError {
     }
 }
 
+impl From<linnet_xmpp::profile::ProfileError> for ClientError {
+    fn from(e: linnet_xmpp::profile::ProfileError) -> Self {
+        use linnet_xmpp::profile::ProfileError as P;
+        match e {
+            P::Request(r) => r.into(),
+            P::BadArgument(what) => ClientError::BadInput(what.into()),
+            // Too large to publish: the caller's data (the server's limits are checked
+            // before sending).
+            P::TooLarge { .. } => ClientError::BadInput(e.to_string()),
+            P::NotFound(what) => ClientError::NotFound(what.into()),
+            // What the server sent was unusable.
+            other => ClientError::Network(other.to_string()),
+        }
+    }
+}
+
 impl From<linnet_xmpp::JidError> for ClientError {
     fn from(e: linnet_xmpp::JidError) -> Self {
         ClientError::BadInput(e.to_string())

@@ -7,6 +7,7 @@ mod error;
 mod files;
 mod groups;
 mod omemo;
+mod profiles;
 mod rich;
 pub mod snapshot;
 pub mod transfer;
@@ -27,6 +28,7 @@ pub use linnet_store::{
 };
 pub use linnet_xmpp::TlsOptions;
 pub use omemo::OmemoDeviceInfo;
+pub use profiles::{AvatarImage, ProfileCard};
 pub use snapshot::*;
 
 /// Longest message body we accept from the app (bytes); servers cap stanzas at 256 KiB or so.
@@ -84,7 +86,12 @@ pub struct ServerOverride {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ContactItem {
     pub jid: String,
+    /// The name we gave them (roster).
     pub name: Option<String>,
+    /// The name they gave themselves (XEP-0172).
+    pub nick: Option<String>,
+    /// Their avatar's id, for `Client::avatar`.
+    pub avatar: Option<String>,
     pub subscription: String,
     pub ask: bool,
 }
@@ -108,7 +115,50 @@ struct ConvSub {
 pub(crate) struct Model {
     accounts: Vec<AccountItem>,
     conversations: Vec<Arc<ConversationItem>>,
+    /// What each peer is called: our name for them, else their own nickname.
     names: HashMap<(AccountId, String), String>,
+    /// Each peer's avatar id.
+    avatars: HashMap<(AccountId, String), String>,
+}
+
+/// Names and avatars of one account's peers, and its own profile.
+struct Shown {
+    names: HashMap<String, String>,
+    avatars: HashMap<String, String>,
+    own: linnet_store::ProfileRecord,
+}
+
+fn shown(store: &Store, account: AccountId, own: &str) -> linnet_store::Result<Shown> {
+    let mut names = HashMap::new();
+    let mut avatars = HashMap::new();
+    let mut own_profile = linnet_store::ProfileRecord::default();
+    for p in store.profiles(account)? {
+        if p.jid == own {
+            own_profile = p;
+            continue;
+        }
+        if let Some(n) = p.nick {
+            names.insert(p.jid.clone(), n);
+        }
+        if let Some(a) = p.avatar {
+            avatars.insert(p.jid, a);
+        }
+    }
+    for c in store.contacts(account)? {
+        if let Some(n) = c.name {
+            names.insert(c.jid, n);
+        }
+    }
+    for r in store.rooms(account)? {
+        if let Some(n) = r.name {
+            names.insert(r.jid, n);
+        }
+    }
+    Ok(Shown {
+        names,
+        avatars,
+        own: own_profile,
+    })
 }
 
 pub(crate) struct Inner {
@@ -145,6 +195,8 @@ pub(crate) struct Inner {
     pub(crate) bookmarks_read: Mutex<std::collections::HashSet<AccountId>>,
     /// File transfers under way and what they share (see `files`).
     pub(crate) files: files::Files,
+    /// Avatar pictures being fetched (see `profiles`).
+    pub(crate) avatars_wanted: Mutex<profiles::Wanted>,
 }
 
 type OmemoRepairs = HashMap<(AccountId, BareJid, u32, linnet_omemo::Version), tokio::time::Instant>;
@@ -207,6 +259,7 @@ impl Client {
             rooms: Default::default(),
             bookmarks_read: Default::default(),
             files: Default::default(),
+            avatars_wanted: Default::default(),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
@@ -534,10 +587,19 @@ impl Client {
     }
 
     pub fn contacts(&self, account: AccountId) -> Result<Vec<ContactItem>> {
-        Ok(lock(&self.inner.store)
+        let store = lock(&self.inner.store);
+        let mut profiles: HashMap<String, linnet_store::ProfileRecord> = store
+            .profiles(account)?
+            .into_iter()
+            .map(|p| (p.jid.clone(), p))
+            .collect();
+        Ok(store
             .contacts(account)?
             .into_iter()
-            .map(contact_item)
+            .map(|c| {
+                let p = profiles.remove(&c.jid);
+                contact_item(c, p)
+            })
             .collect())
     }
 
@@ -705,10 +767,13 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn contact_item(c: ContactRecord) -> ContactItem {
+fn contact_item(c: ContactRecord, profile: Option<linnet_store::ProfileRecord>) -> ContactItem {
+    let profile = profile.unwrap_or_default();
     ContactItem {
         jid: c.jid,
         name: c.name,
+        nick: profile.nick,
+        avatar: profile.avatar,
         subscription: match c.subscription {
             RosterSub::None => "none",
             RosterSub::To => "to",
@@ -841,6 +906,7 @@ impl Inner {
         let store = self.store();
         let mut accounts = Vec::new();
         let mut names = HashMap::new();
+        let mut avatars = HashMap::new();
         let old = lock(&self.model);
         for a in store.accounts()? {
             let previous = old.accounts.iter().find(|x| x.id == a.id);
@@ -849,16 +915,9 @@ impl Inner {
                 .unwrap_or(ConnectionState::Offline { reason: None });
             let catching_up = previous.is_some_and(|x| x.catching_up);
             let sync_progress = previous.and_then(|x| x.sync_progress);
-            for c in store.contacts(a.id)? {
-                if let Some(n) = c.name {
-                    names.insert((a.id, c.jid), n);
-                }
-            }
-            for r in store.rooms(a.id)? {
-                if let Some(n) = r.name {
-                    names.insert((a.id, r.jid), n);
-                }
-            }
+            let peers = shown(&store, a.id, &a.jid)?;
+            names.extend(peers.names.into_iter().map(|(j, n)| ((a.id, j), n)));
+            avatars.extend(peers.avatars.into_iter().map(|(j, n)| ((a.id, j), n)));
             accounts.push(AccountItem {
                 id: a.id,
                 jid: a.jid,
@@ -868,19 +927,22 @@ impl Inner {
                 subscription_requests: store.subscription_requests(a.id)?,
                 invitations: invitation_items(store.room_invitations(a.id)?),
                 blocked: blocking::stored(&store, a.id),
+                nick: peers.own.nick,
+                avatar: peers.own.avatar,
             });
         }
         drop(old);
         let conversations = store
             .conversations()?
             .into_iter()
-            .map(|c| Arc::new(conversation_item(c, &names)))
+            .map(|c| Arc::new(conversation_item(c, &names, &avatars)))
             .collect();
         drop(store);
         let mut model = lock(&self.model);
         model.accounts = accounts;
         model.conversations = conversations;
         model.names = names;
+        model.avatars = avatars;
         Ok(())
     }
 
@@ -1003,17 +1065,47 @@ impl Inner {
 
     /// Re-reads an account's roster names and requests into the model.
     pub(crate) fn refresh_account(&self, account: AccountId) {
-        let (requests, contacts, rooms, invitations) = {
+        let (requests, invitations, peers) = {
             let store = self.store();
+            let peers = store
+                .account(account)
+                .and_then(|a| shown(&store, account, &a.jid));
             (
                 store.subscription_requests(account),
-                store.contacts(account),
-                store.rooms(account),
                 store.room_invitations(account),
+                peers,
             )
         };
         let blocked = blocking::stored(&self.store(), account);
         let mut model = lock(&self.model);
+        let mut own = None;
+        if let Ok(peers) = peers {
+            model.names.retain(|(a, _), _| *a != account);
+            model.avatars.retain(|(a, _), _| *a != account);
+            model
+                .names
+                .extend(peers.names.into_iter().map(|(j, n)| ((account, j), n)));
+            model
+                .avatars
+                .extend(peers.avatars.into_iter().map(|(j, n)| ((account, j), n)));
+            own = Some(peers.own);
+            let Model {
+                conversations,
+                names,
+                avatars,
+                ..
+            } = &mut *model;
+            for item in conversations.iter_mut().filter(|i| i.account == account) {
+                let key = (account, item.peer.clone());
+                let name = names.get(&key).cloned();
+                let avatar = avatars.get(&key).cloned();
+                if item.name != name || item.avatar != avatar {
+                    let item = Arc::make_mut(item);
+                    item.name = name;
+                    item.avatar = avatar;
+                }
+            }
+        }
         if let Some(a) = model.accounts.iter_mut().find(|a| a.id == account) {
             if let Ok(requests) = requests {
                 a.subscription_requests = requests;
@@ -1022,29 +1114,9 @@ impl Inner {
                 a.invitations = invitation_items(invitations);
             }
             a.blocked = blocked;
-        }
-        if let (Ok(contacts), Ok(rooms)) = (contacts, rooms) {
-            model.names.retain(|(a, _), _| *a != account);
-            for c in contacts {
-                if let Some(n) = c.name {
-                    model.names.insert((account, c.jid), n);
-                }
-            }
-            for r in rooms {
-                if let Some(n) = r.name {
-                    model.names.insert((account, r.jid), n);
-                }
-            }
-            let Model {
-                conversations,
-                names,
-                ..
-            } = &mut *model;
-            for item in conversations.iter_mut().filter(|i| i.account == account) {
-                let name = names.get(&(account, item.peer.clone())).cloned();
-                if item.name != name {
-                    Arc::make_mut(item).name = name;
-                }
+            if let Some(own) = own {
+                a.nick = own.nick;
+                a.avatar = own.avatar;
             }
         }
     }
@@ -1063,7 +1135,7 @@ impl Inner {
     /// Puts a conversation's new summary into the chat-list model (not yet published).
     pub(crate) fn update_conversation_item(&self, summary: linnet_store::ConversationSummary) {
         let mut model = lock(&self.model);
-        let item = conversation_item(summary, &model.names);
+        let item = conversation_item(summary, &model.names, &model.avatars);
         let list = &mut model.conversations;
         list.retain(|c| c.id != item.id);
         // Keep "most recent first" without a full sort: insert at its place.
@@ -1126,16 +1198,21 @@ impl Inner {
         };
         let peer_typing = lock(&self.peer_typing).contains(&conversation);
         let loading_older = lock(&self.loading_older).contains(&conversation);
-        let name = lock(&self.model)
-            .names
-            .get(&(info.account, info.peer.clone()))
-            .cloned();
+        let (name, avatar) = {
+            let model = lock(&self.model);
+            let key = (info.account, info.peer.clone());
+            (
+                model.names.get(&key).cloned(),
+                model.avatars.get(&key).cloned(),
+            )
+        };
         Ok(ConversationSnapshot {
             version: self.clock.next(),
             id: conversation,
             account: info.account,
             peer: info.peer,
             name,
+            avatar,
             unread: info.unread_count,
             messages,
             has_more,
@@ -1168,11 +1245,14 @@ async fn publisher(inner: std::sync::Weak<Inner>, wake: Arc<Notify>) {
 fn conversation_item(
     c: linnet_store::ConversationSummary,
     names: &HashMap<(AccountId, String), String>,
+    avatars: &HashMap<(AccountId, String), String>,
 ) -> ConversationItem {
+    let key = (c.account, c.peer.clone());
     ConversationItem {
         id: c.id,
         account: c.account,
-        name: names.get(&(c.account, c.peer.clone())).cloned(),
+        name: names.get(&key).cloned(),
+        avatar: avatars.get(&key).cloned(),
         peer: c.peer,
         last_message: c.last_message.map(|m| MessagePreview {
             id: m.id,

@@ -43,6 +43,10 @@ pub struct AccountItem {
     pub invitations: Vec<GroupInvitation>,
     /// JIDs this account blocks (XEP-0191): nothing passes between them and us.
     pub blocked: Vec<String>,
+    /// The nickname we publish (XEP-0172).
+    pub nick: Option<String>,
+    /// Our avatar's id (XEP-0084), for `Client::avatar`.
+    pub avatar: Option<String>,
 }
 
 /// "X invites you to group Y."
@@ -69,7 +73,10 @@ pub struct ConversationItem {
     pub id: ConversationId,
     pub account: AccountId,
     pub peer: String,
+    /// Our name for the peer, else the nickname they publish, else none (show the JID).
     pub name: Option<String>,
+    /// The peer's avatar id, for `Client::avatar`.
+    pub avatar: Option<String>,
     pub last_message: Option<MessagePreview>,
     pub unread: u32,
     pub last_activity_ms: i64,
@@ -222,6 +229,7 @@ pub struct ConversationSnapshot {
     pub account: AccountId,
     pub peer: String,
     pub name: Option<String>,
+    pub avatar: Option<String>,
     pub unread: u32,
     /// The newest messages, oldest first; `load_older` widens the window.
     pub messages: Vec<MessageItem>,

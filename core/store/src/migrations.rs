@@ -380,7 +380,30 @@ CREATE TABLE attachments (
 );
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+/// v10: what contacts (and the account itself) say of themselves: the nickname they
+/// published (XEP-0172) and their avatar (XEP-0084, or the XEP-0153 vCard photo for those
+/// without), with the pictures themselves kept by SHA-1 id. `avatar_source` says which
+/// protocol the avatar came from: a published XEP-0084 state (even "no avatar") outranks
+/// vCard photos, which are only the fallback.
+const V10: &str = r#"
+CREATE TABLE profiles (
+    account_id    INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    jid           TEXT    NOT NULL,
+    nick          TEXT,
+    avatar        TEXT    CHECK (avatar IS NULL OR length(avatar) = 40),
+    avatar_source TEXT    CHECK (avatar_source IN ('pep', 'vcard')),
+    PRIMARY KEY (account_id, jid)
+) WITHOUT ROWID;
+CREATE TABLE avatars (
+    account_id  INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    id          TEXT    NOT NULL CHECK (length(id) = 40),
+    media_type  TEXT    NOT NULL,
+    data        BLOB    NOT NULL,
+    PRIMARY KEY (account_id, id)
+) WITHOUT ROWID;
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;

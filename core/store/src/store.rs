@@ -413,6 +413,10 @@ delegate_to_tx! {
         local_path: &str,
         bytes: u64,
     ) -> Result<bool>;
+    // profiles
+    fn profile(&self, account: AccountId, jid: &str) -> Result<Option<crate::ProfileRecord>>;
+    fn profiles(&self, account: AccountId) -> Result<Vec<crate::ProfileRecord>>;
+    fn avatar(&self, account: AccountId, id: &str) -> Result<Option<crate::AvatarImage>>;
     // rooms
     fn upsert_room(
         &self,

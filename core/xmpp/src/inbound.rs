@@ -38,6 +38,9 @@ pub const FEATURES: &[&str] = &[
     "eu.siacs.conversations.axolotl.devicelist+notify",
     // XEP-0402 §4: changes to our bookmarks, for autojoin across our devices.
     "urn:xmpp:bookmarks:1+notify",
+    // XEP-0084 §4.4 and XEP-0172 §4.6: contacts' avatars and nicknames as they change.
+    "urn:xmpp:avatar:metadata+notify",
+    "http://jabber.org/protocol/nick+notify",
     crate::muc::NS_CONFERENCE,
 ];
 
@@ -145,6 +148,8 @@ pub enum Event {
     Presence {
         from_full: String,
         available: bool,
+        /// The XEP-0153 avatar hash it carries, if any.
+        photo: Option<crate::profile::PhotoUpdate>,
     },
     /// The server acknowledged (XEP-0198) the stanza we sent with this tracking id.
     Acked {
@@ -697,10 +702,12 @@ fn classify_presence(el: &Element, cx: &Context<'_>) -> Vec<Event> {
         None => vec![Event::Presence {
             from_full: from_attr.to_owned(),
             available: true,
+            photo: crate::profile::parse_photo_update(el),
         }],
         Some("unavailable") => vec![Event::Presence {
             from_full: from_attr.to_owned(),
             available: false,
+            photo: None,
         }],
         _ => Vec::new(),
     }
