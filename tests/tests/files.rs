@@ -188,6 +188,18 @@ async fn a_file_goes_to_a_contact_and_is_downloaded(server: Server) {
     let m = file_message(&got, "holiday photo.png").unwrap();
     assert_eq!(m.direction, Direction::Incoming);
     assert_eq!(m.body, "", "the URL body is not shown twice");
+    // The chat list names the file rather than showing its URL, on both sides.
+    for (side, peer) in [(&b, &a.jid), (&a, &b.jid)] {
+        let list = side.client.chat_list();
+        let preview = list
+            .conversations
+            .iter()
+            .find(|c| &c.peer == peer)
+            .and_then(|c| c.last_message.clone())
+            .unwrap();
+        assert_eq!(preview.body, "", "{preview:?}");
+        assert_eq!(preview.file.as_deref(), Some("holiday photo.png"));
+    }
     let f = m.attachment.as_ref().unwrap();
     assert_eq!(f.state, TransferState::Available);
     assert_eq!(f.size, Some(SIZE));

@@ -916,6 +916,20 @@ pub(crate) fn attachments_of(
         .collect())
 }
 
+/// `body` without the file's URL when it is all of it or ends with it: the file is shown
+/// instead.
+pub(crate) fn without_url(body: String, url: Option<&str>) -> String {
+    let Some(url) = url else { return body };
+    let t = body.trim();
+    if t == url {
+        String::new()
+    } else if let Some(rest) = t.strip_suffix(url) {
+        rest.trim_end().to_owned()
+    } else {
+        body
+    }
+}
+
 /// A message's body as shown and its attachment: a body that is only the file's URL (or
 /// text ending with it) does not show the URL again.
 pub(crate) fn shown(
@@ -926,19 +940,7 @@ pub(crate) fn shown(
     let Some(a) = found.remove(&message) else {
         return (body, None);
     };
-    let body = match &a.url {
-        Some(url) => {
-            let t = body.trim();
-            if t == url {
-                String::new()
-            } else if let Some(rest) = t.strip_suffix(url.as_str()) {
-                rest.trim_end().to_owned()
-            } else {
-                body
-            }
-        }
-        None => body,
-    };
+    let body = without_url(body, a.url.as_deref());
     let transferred = match a.state {
         AttachmentState::Uploaded | AttachmentState::Downloaded => a.size.unwrap_or(0),
         _ => 0,

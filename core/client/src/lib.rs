@@ -1256,7 +1256,8 @@ fn conversation_item(
         peer: c.peer,
         last_message: c.last_message.map(|m| MessagePreview {
             id: m.id,
-            body: m.body,
+            body: files::without_url(m.body, m.file.as_ref().and_then(|f| f.url.as_deref())),
+            file: m.file.map(|f| f.name),
             direction: m.direction,
             state: m.delivery_state,
             timestamp_ms: m.timestamp_ms,

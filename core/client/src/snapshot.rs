@@ -62,7 +62,10 @@ pub struct GroupInvitation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MessagePreview {
     pub id: MessageId,
+    /// Without the URL of the file it shares, if that was all of it: then `file` says.
     pub body: String,
+    /// The name of the file the message shares.
+    pub file: Option<String>,
     pub direction: Direction,
     pub state: DeliveryState,
     pub timestamp_ms: i64,

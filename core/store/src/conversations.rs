@@ -5,8 +5,8 @@ use crate::messages::message_from_row;
 use crate::sql;
 use crate::tx::{now_ms, Tx};
 use crate::types::{
-    AccountId, ConversationId, ConversationKind, ConversationSummary, DeliveryState, LastMessage,
-    MessageId, MessageRecord,
+    AccountId, ConversationId, ConversationKind, ConversationSummary, DeliveryState, LastFile,
+    LastMessage, MessageId, MessageRecord,
 };
 
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<ConversationSummary> {
@@ -21,6 +21,13 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<ConversationSummary> {
             direction: row.get(9)?,
             delivery_state: row.get(10)?,
             timestamp_ms: row.get(11)?,
+            file: match row.get::<_, Option<String>>(12)? {
+                Some(name) => Some(LastFile {
+                    name,
+                    url: row.get(13)?,
+                }),
+                None => None,
+            },
         }),
         None => None,
     };

@@ -19,14 +19,15 @@ macro_rules! message_select {
     };
 }
 
-/// Columns in the order `conversations::summary_from_row` reads them. No join: the
-/// last message's preview is denormalized into the conversation row.
+/// Columns in the order `conversations::summary_from_row` reads them. The last
+/// message's preview is denormalized into the conversation row; only the file it may
+/// carry is looked up, by primary key.
 macro_rules! summary_select {
     () => {
         "SELECT c.id, c.account_id, c.peer, c.kind, c.last_activity_ms, c.unread_count,
                 c.last_message_id, c.last_sender, c.last_body, c.last_direction,
-                c.last_delivery_state, c.last_timestamp_ms
-         FROM conversations c"
+                c.last_delivery_state, c.last_timestamp_ms, a.name, a.url
+         FROM conversations c LEFT JOIN attachments a ON a.message_id = c.last_message_id"
     };
 }
 

@@ -465,6 +465,16 @@ pub struct LastMessage {
     pub direction: Direction,
     pub delivery_state: DeliveryState,
     pub timestamp_ms: i64,
+    /// The file the last message shares.
+    pub file: Option<LastFile>,
+}
+
+/// The file of a conversation's last message, for its preview.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastFile {
+    pub name: String,
+    /// Its https URL, once known.
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
