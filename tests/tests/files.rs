@@ -12,7 +12,7 @@ use base64::Engine;
 use linnet_client::transfer::{CancellationToken, Transfers};
 use linnet_client::{
     Client, ClientError, ConversationId, ConversationListener, ConversationSnapshot, DeliveryState,
-    Direction, EncryptionPolicy, MessageId, MessageItem, Subscription, TransferState,
+    Direction, EncryptionPolicy, JoinState, MessageId, MessageItem, Subscription, TransferState,
 };
 use linnet_tests::*;
 use rand::RngCore;
@@ -554,7 +554,78 @@ async fn download_progress_cancel_and_hash_check(server: Server) {
     assert_eq!(f.local_path, None);
 }
 
+/// A file shared in a group reaches the other member, who fetches it; the sender's
+/// message is delivered once the room echoes it, and the chat list names the file.
+async fn a_file_shared_in_a_group(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register(server, "bob").await;
+    let group = a.client.create_group(a.account, "Photos").await.unwrap();
+    let room = a
+        .client
+        .chat_list()
+        .conversations
+        .iter()
+        .find(|i| i.id == group)
+        .map(|i| i.peer.clone())
+        .unwrap();
+    a.wait_conversation(&room, "created", |s| {
+        s.group
+            .as_ref()
+            .is_some_and(|g| g.joined == JoinState::Joined)
+    })
+    .await;
+    a.client.invite_to_group(group, &b.jid, None).await.unwrap();
+    let r = room.clone();
+    b.wait_list("the invitation", |s| {
+        s.accounts[0].invitations.iter().any(|i| i.room == r)
+    })
+    .await;
+    b.client.accept_invitation(b.account, &room).await.unwrap();
+    b.wait_conversation(&room, "joined", |s| {
+        s.group
+            .as_ref()
+            .is_some_and(|g| g.joined == JoinState::Joined)
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "group photo.png", SIZE, 320, 200);
+    let id = a.client.send_file(a.account, &room, &path).await.unwrap();
+    a.wait_conversation(&room, "the room's copy of the file", |s| {
+        s.messages.iter().any(|m| {
+            m.id == id
+                && m.state == DeliveryState::Delivered
+                && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Uploaded)
+        })
+    })
+    .await;
+    let got = b
+        .wait_conversation(&room, "the file in the group", |s| {
+            file_message(s, "group photo.png").is_some()
+        })
+        .await;
+    let m = file_message(&got, "group photo.png").unwrap();
+    assert_eq!(m.body, "");
+    assert_eq!(m.direction, Direction::Incoming);
+    let f = m.attachment.as_ref().unwrap();
+    assert_eq!(f.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!((f.width, f.height), (Some(320), Some(200)));
+    let preview = b
+        .client
+        .chat_list()
+        .conversations
+        .iter()
+        .find(|c| c.peer == room)
+        .and_then(|c| c.last_message.clone())
+        .unwrap();
+    assert_eq!(preview.file.as_deref(), Some("group photo.png"));
+    let down = tempfile::tempdir().unwrap();
+    let saved = b.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(sha256_of(&saved), digest);
+}
+
 both_servers!(
+    a_file_shared_in_a_group,
     a_file_goes_to_a_contact_and_is_downloaded,
     a_cancelled_upload_sends_nothing,
     foreign_and_hostile_files,

@@ -1185,7 +1185,7 @@ fn on_message(
         ..received_row(conversation, own, &m, body, timestamp_ms, encryption, error)
     })?;
     if let Inserted::New(rec) = &inserted {
-        crate::files::store_received(tx, rec.id, &m)?;
+        crate::files::store_received(tx, rec.id, !m.encrypted.is_empty(), &m.rich)?;
     }
     match inserted {
         // Old history: read, placed by its own time, never acknowledged again.

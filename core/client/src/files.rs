@@ -25,7 +25,7 @@ use linnet_store::{
 use linnet_xmpp::files::{FileHash, FileMeta, HashAlgo, SharedFile, MAX_DIMENSION};
 use linnet_xmpp::rich::Extras;
 use linnet_xmpp::upload::{UploadError, UploadService};
-use linnet_xmpp::{BareJid, ChatMessage, RequestError, Session};
+use linnet_xmpp::{BareJid, RequestError, Session};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -236,6 +236,8 @@ struct UploadJob {
     id: String,
     message: MessageId,
     conversation: ConversationId,
+    /// Sent to a group (the peer is the room).
+    group: bool,
     path: PathBuf,
     name: String,
     media_type: String,
@@ -250,8 +252,9 @@ impl Client {
     /// message goes out with its URL and metadata, through the outbox like any message.
     /// Returns the message's id; `cancel_transfer` stops the upload (nothing is sent).
     ///
-    /// Files go unencrypted: refused where the conversation encrypts (OMEMO), and in
-    /// groups, for now. The account must be online.
+    /// Files go unencrypted: refused where the conversation encrypts (OMEMO). In a group
+    /// (unencrypted until groups are), the message goes once we are in the room. The
+    /// account must be online.
     pub async fn send_file(&self, account: AccountId, to: &str, path: &Path) -> Result<MessageId> {
         let peer = BareJid::parse(to)?;
         let meta = tokio::fs::metadata(path)
@@ -285,7 +288,7 @@ impl Client {
             .and_then(|p| p.to_str().map(str::to_owned));
 
         let own = lock(&self.inner.store).account(account)?.jid;
-        self.check_plaintext_allowed(account, &peer)?;
+        let group = self.check_plaintext_allowed(account, &peer)?;
         let session = self.session(account)?;
 
         let id = linnet_xmpp::new_id();
@@ -355,6 +358,7 @@ impl Client {
             id,
             message,
             conversation,
+            group,
             path: path.to_owned(),
             name,
             media_type,
@@ -367,14 +371,14 @@ impl Client {
     }
 
     /// Files go in the clear for now (encrypted sharing, aesgcm, comes later): only where
-    /// the conversation's choice allows a plaintext message, and not in groups.
-    fn check_plaintext_allowed(&self, account: AccountId, peer: &BareJid) -> Result<()> {
+    /// the conversation's choice allows a plaintext message. Returns whether it is a group.
+    fn check_plaintext_allowed(&self, account: AccountId, peer: &BareJid) -> Result<bool> {
         let mut store = lock(&self.inner.store);
         let allowed = store.transaction(|tx| {
             let conversation = tx.conversation(account, peer.as_str(), false)?;
             let policy = match conversation {
                 Some(c) => {
-                    if tx.conversation_info(c)?.kind != ConversationKind::Chat {
+                    if tx.conversation_info(c)?.kind == ConversationKind::GroupChat {
                         return Ok(None);
                     }
                     tx.encryption_policy(c)?
@@ -388,13 +392,11 @@ impl Client {
             }))
         })?;
         match allowed {
-            Some(true) => Ok(()),
+            Some(true) => Ok(false),
             Some(false) => Err(ClientError::Policy(
                 "encrypted file sharing is not implemented yet".into(),
             )),
-            None => Err(ClientError::Policy(
-                "file sharing in groups is not implemented yet".into(),
-            )),
+            None => Ok(true),
         }
     }
 
@@ -843,12 +845,15 @@ fn send_uploaded(
         file: Some(Box::new(file)),
         ..Extras::default()
     };
-    let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(
-        &job.peer,
-        &extras.wire_body(&url),
-        &job.id,
-        &extras,
-    ));
+    let body = extras.wire_body(&url);
+    let (kind, stanza) = if job.group {
+        let s = linnet_xmpp::muc::groupchat_message(&job.peer, &body, &job.id, &extras);
+        (crate::groups::KIND_GROUPCHAT, s)
+    } else {
+        let s = linnet_xmpp::chat_stanza(&job.peer, &body, &job.id, &extras);
+        ("chat", s)
+    };
+    let stanza = linnet_xmpp::stanza_to_string(&stanza);
     // Held while queueing and sending, as `queue_outgoing` does: a session coming up
     // re-sends the outbox either before the entry exists or after it was sent.
     let slot = lock(&inner.runtimes)
@@ -859,14 +864,16 @@ fn send_uploaded(
         let mut store = inner.store();
         store.transaction(|tx| {
             tx.attachment_uploaded(job.message, &url, Some(sha256), dimensions)?;
-            tx.outbox_push(job.account, Some(job.message), "chat", &stanza)?;
+            tx.outbox_push(job.account, Some(job.message), kind, &stanza)?;
             Ok(())
         })?;
     }
+    // A group's message waits in the outbox until we are in the room (see `groups`).
+    let now = !job.group || inner.group_joined(job.conversation);
     if let Some(s) = session
         .as_ref()
         .and_then(|g| g.as_ref())
-        .filter(|s| !s.is_closed())
+        .filter(|s| now && !s.is_closed())
     {
         // If this fails the outbox still has it: the next session sends it.
         let _ = s.send_raw_tracked(&stanza, &job.id);
@@ -880,12 +887,13 @@ fn send_uploaded(
 pub(crate) fn store_received(
     tx: &Tx<'_>,
     message: MessageId,
-    m: &ChatMessage,
+    encrypted: bool,
+    rich: &linnet_xmpp::rich::Rich,
 ) -> std::result::Result<(), StoreError> {
-    if !m.encrypted.is_empty() {
+    if encrypted {
         return Ok(());
     }
-    let Some(f) = &m.rich.file else {
+    let Some(f) = &rich.file else {
         return Ok(());
     };
     tx.insert_attachment(&AttachmentRecord {

@@ -603,6 +603,7 @@ fn on_message(
                 if let Some(o) = &m.msg.occupant_id {
                     tx.set_occupant_id(rec.id, o)?;
                 }
+                crate::files::store_received(tx, rec.id, !m.encrypted.is_empty(), &m.rich)?;
                 changed.push(c);
             }
             linnet_store::Inserted::Duplicate(id) => {
