@@ -46,6 +46,6 @@ pub use store::Store;
 pub use tx::Tx;
 pub use types::{
     AccountId, AccountRecord, ContactRecord, ConversationId, ConversationKind, ConversationSummary,
-    DeliveryState, Direction, Encryption, EncryptionPolicy, Inserted, LastFile, LastMessage, MessageId,
-    MessageKind, MessageRecord, NewMessage, OutboxEntry, OutboxId, Subscription,
+    DeliveryState, Direction, Encryption, EncryptionPolicy, Inserted, LastFile, LastMessage,
+    MessageId, MessageKind, MessageRecord, NewMessage, OutboxEntry, OutboxId, Subscription,
 };
