@@ -73,6 +73,15 @@ impl std::fmt::Debug for AvatarImage {
     }
 }
 
+fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
+    Ok(ProfileRecord {
+        jid: r.get(0)?,
+        nick: r.get(1)?,
+        avatar: r.get(2)?,
+        avatar_source: AvatarSource::from_code(r.get(3)?),
+    })
+}
+
 fn is_avatar_id(id: &str) -> bool {
     id.len() == 40
         && id
@@ -99,14 +108,7 @@ impl Tx<'_> {
                 "SELECT jid, nick, avatar, avatar_source FROM profiles
                  WHERE account_id = ?1 AND jid = ?2",
             )?
-            .query_row(params![account, jid], |r| {
-                Ok(ProfileRecord {
-                    jid: r.get(0)?,
-                    nick: r.get(1)?,
-                    avatar: r.get(2)?,
-                    avatar_source: AvatarSource::from_code(r.get(3)?),
-                })
-            })
+            .query_row(params![account, jid], profile_from_row)
             .optional()?)
     }
 
@@ -116,14 +118,7 @@ impl Tx<'_> {
             "SELECT jid, nick, avatar, avatar_source FROM profiles WHERE account_id = ?1
              ORDER BY jid",
         )?;
-        let rows = stmt.query_map(params![account], |r| {
-            Ok(ProfileRecord {
-                jid: r.get(0)?,
-                nick: r.get(1)?,
-                avatar: r.get(2)?,
-                avatar_source: AvatarSource::from_code(r.get(3)?),
-            })
-        })?;
+        let rows = stmt.query_map(params![account], profile_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
