@@ -182,6 +182,55 @@ pub fn fresh_username(tag: &str) -> String {
     format!("{tag}{n:016x}")
 }
 
+/// The group is joined, as its conversation snapshot says.
+pub fn group_joined(s: &ConversationSnapshot) -> bool {
+    s.group
+        .as_ref()
+        .is_some_and(|g| g.joined == linnet_client::JoinState::Joined)
+}
+
+/// The room JID of a group conversation.
+pub fn room_of(c: &TestClient, group: linnet_client::ConversationId) -> String {
+    c.client
+        .chat_list()
+        .conversations
+        .iter()
+        .find(|i| i.id == group)
+        .map(|i| i.peer.clone())
+        .expect("the group in the chat list")
+}
+
+/// Waits for the invitation to `room`, accepts it, and waits until joined.
+pub async fn accept_group_invitation(c: &TestClient, room: &str) -> Arc<ConversationSnapshot> {
+    let room_s = room.to_owned();
+    c.wait_list("the invitation", |s| {
+        s.accounts
+            .iter()
+            .any(|a| a.invitations.iter().any(|i| i.room == room_s))
+    })
+    .await;
+    c.client
+        .accept_invitation(c.account, room)
+        .await
+        .expect("accept the invitation");
+    c.wait_conversation(room, "joined", group_joined).await
+}
+
+/// The names in a directory, sorted.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn fresh_jid(server: Server, tag: &str) -> String {
     format!("{}@{}", fresh_username(tag), domain(server))
 }

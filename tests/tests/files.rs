@@ -12,7 +12,7 @@ use base64::Engine;
 use linnet_client::transfer::{CancellationToken, Transfers};
 use linnet_client::{
     Client, ClientError, ConversationId, ConversationListener, ConversationSnapshot, DeliveryState,
-    Direction, EncryptionPolicy, JoinState, MessageId, MessageItem, Subscription, TransferState,
+    Direction, EncryptionPolicy, MessageId, MessageItem, Subscription, TransferState,
 };
 use linnet_tests::*;
 use rand::RngCore;
@@ -41,15 +41,6 @@ fn sha256_of(path: &Path) -> [u8; 32] {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Every conversation snapshot a client publishes while the subscription lives.
@@ -215,7 +206,7 @@ async fn a_file_goes_to_a_contact_and_is_downloaded(server: Server) {
     assert_eq!(saved, down.path().join("holiday photo.png"));
     assert_eq!(sha256_of(&saved), digest, "the same bytes");
     assert_eq!(
-        entries(down.path()),
+        dir_entries(down.path()),
         vec!["holiday photo.png"],
         "nothing else"
     );
@@ -387,7 +378,7 @@ async fn foreign_and_hostile_files(server: Server) {
         let dir = tempfile::tempdir().unwrap();
         let err = b.client.download_file(m.id, dir.path()).await.unwrap_err();
         assert!(matches!(err, ClientError::NotFound(_)), "{err:?}");
-        assert!(entries(dir.path()).is_empty());
+        assert!(dir_entries(dir.path()).is_empty());
     }
     assert_eq!(
         listener.accept().map(|_| ()).unwrap_err().kind(),
@@ -509,7 +500,11 @@ async fn download_progress_cancel_and_hash_check(server: Server) {
         err,
         ClientError::Policy("the transfer was cancelled".into())
     );
-    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
     b.wait_conversation(&eve_jid, "the download cancelled", |s| {
         file_message(s, "slow.bin")
             .and_then(|m| m.attachment.as_ref())
@@ -521,7 +516,7 @@ async fn download_progress_cancel_and_hash_check(server: Server) {
     host.release();
     let saved = start(slow_id).await.unwrap().unwrap();
     assert_eq!(std::fs::read(&saved).unwrap(), slow);
-    assert_eq!(entries(dir.path()), vec!["slow.bin"]);
+    assert_eq!(dir_entries(dir.path()), vec!["slow.bin"]);
 
     // The wrong bytes: refused after the download, nothing kept.
     let err = b
@@ -534,7 +529,7 @@ async fn download_progress_cancel_and_hash_check(server: Server) {
         "{err:?}"
     );
     assert_eq!(
-        entries(dir.path()),
+        dir_entries(dir.path()),
         vec!["slow.bin"],
         "the bad file was not kept"
     );
@@ -560,33 +555,10 @@ async fn a_file_shared_in_a_group(server: Server) {
     let a = TestClient::register(server, "alice").await;
     let b = TestClient::register(server, "bob").await;
     let group = a.client.create_group(a.account, "Photos").await.unwrap();
-    let room = a
-        .client
-        .chat_list()
-        .conversations
-        .iter()
-        .find(|i| i.id == group)
-        .map(|i| i.peer.clone())
-        .unwrap();
-    a.wait_conversation(&room, "created", |s| {
-        s.group
-            .as_ref()
-            .is_some_and(|g| g.joined == JoinState::Joined)
-    })
-    .await;
+    let room = room_of(&a, group);
+    a.wait_conversation(&room, "created", group_joined).await;
     a.client.invite_to_group(group, &b.jid, None).await.unwrap();
-    let r = room.clone();
-    b.wait_list("the invitation", |s| {
-        s.accounts[0].invitations.iter().any(|i| i.room == r)
-    })
-    .await;
-    b.client.accept_invitation(b.account, &room).await.unwrap();
-    b.wait_conversation(&room, "joined", |s| {
-        s.group
-            .as_ref()
-            .is_some_and(|g| g.joined == JoinState::Joined)
-    })
-    .await;
+    accept_group_invitation(&b, &room).await;
 
     let dir = tempfile::tempdir().unwrap();
     let (path, digest) = png_file(dir.path(), "group photo.png", SIZE, 320, 200);

@@ -13,12 +13,6 @@ use linnet_client::{
 use linnet_tests::*;
 use linnet_xmpp::{BareJid, Event};
 
-fn joined(s: &ConversationSnapshot) -> bool {
-    s.group
-        .as_ref()
-        .is_some_and(|g| g.joined == JoinState::Joined)
-}
-
 fn occupants(s: &ConversationSnapshot) -> Vec<String> {
     s.group
         .as_ref()
@@ -87,29 +81,6 @@ async fn echoed(who: &TestClient, room: &str, text: &str) {
     .await;
 }
 
-/// The room JID of a group conversation.
-fn room_of(c: &TestClient, group: linnet_client::ConversationId) -> String {
-    c.client
-        .chat_list()
-        .conversations
-        .iter()
-        .find(|i| i.id == group)
-        .map(|i| i.peer.clone())
-        .unwrap()
-}
-
-async fn accept(c: &TestClient, room: &str) -> Arc<ConversationSnapshot> {
-    let room_s = room.to_owned();
-    c.wait_list("the invitation", |s| {
-        s.accounts
-            .iter()
-            .any(|a| a.invitations.iter().any(|i| i.room == room_s))
-    })
-    .await;
-    c.client.accept_invitation(c.account, room).await.unwrap();
-    c.wait_conversation(room, "joined", joined).await
-}
-
 /// Alice creates a private group and invites Bob and Carol, who accept. Messages, the
 /// subject, a nickname change, a kick and a leave show on everyone's side.
 async fn a_private_group_of_three(server: Server) {
@@ -118,7 +89,7 @@ async fn a_private_group_of_three(server: Server) {
     let c = TestClient::register(server, "carol").await;
     let group = a.client.create_group(a.account, "Plans").await.unwrap();
     let room = room_of(&a, group);
-    let mine = a.wait_conversation(&room, "created", joined).await;
+    let mine = a.wait_conversation(&room, "created", group_joined).await;
     let g = mine.group.as_ref().unwrap();
     assert!(g.private, "members only and non-anonymous: {g:?}");
     assert_eq!(g.affiliation.as_deref(), Some("owner"));
@@ -136,8 +107,8 @@ async fn a_private_group_of_three(server: Server) {
             .await
             .unwrap();
     }
-    accept(&b, &room).await;
-    accept(&c, &room).await;
+    accept_group_invitation(&b, &room).await;
+    accept_group_invitation(&c, &room).await;
     let nicks = |s: &ConversationSnapshot| {
         let o = occupants(s);
         ["alice", "bob", "carol"]
@@ -222,7 +193,9 @@ async fn a_private_group_of_three(server: Server) {
 
     let b_group = b.client.group_conversation(b.account, &room).unwrap();
     b.client.leave_group(b_group).await.unwrap();
-    let left = b.wait_conversation(&room, "left", |s| !joined(s)).await;
+    let left = b
+        .wait_conversation(&room, "left", |s| !group_joined(s))
+        .await;
     assert_eq!(
         left.group.as_ref().unwrap().removed,
         None,
@@ -245,7 +218,7 @@ async fn group_history_after_being_away(server: Server) {
     let group = a.client.create_group(a.account, "").await.unwrap();
     let room = room_of(&a, group);
     a.client.invite_to_group(group, &b.jid, None).await.unwrap();
-    accept(&b, &room).await;
+    accept_group_invitation(&b, &room).await;
     a.client.send_message(a.account, &room, "before").unwrap();
     b.wait_conversation(&room, "the first message", |s| {
         bodies(s).contains(&"before".into())
@@ -271,7 +244,7 @@ async fn group_history_after_being_away(server: Server) {
     .await;
 
     b.client.login(b.account).await.unwrap();
-    b.wait_conversation(&room, "rejoined", joined).await;
+    b.wait_conversation(&room, "rejoined", group_joined).await;
     let b_group = b.client.group_conversation(b.account, &room).unwrap();
     wait_until("the missed messages", || {
         b.client.messages(b_group, None, 1000).unwrap().len() == n + 1
@@ -292,7 +265,7 @@ async fn group_history_after_being_away(server: Server) {
     let b2 = b.another_device(server).await;
     let s = b2
         .wait_conversation(&room, "joined from the bookmark", |s| {
-            joined(s) && bodies(s).contains(&last)
+            group_joined(s) && bodies(s).contains(&last)
         })
         .await;
     assert!(s.has_more, "older history is in the archive");
@@ -331,14 +304,14 @@ async fn bookmarks_carry_groups_across_devices(server: Server) {
     let group = a.client.create_group(a.account, "Family").await.unwrap();
     let room = room_of(&a, group);
     a.client.invite_to_group(group, &b.jid, None).await.unwrap();
-    accept(&b, &room).await;
+    accept_group_invitation(&b, &room).await;
     b2.wait_conversation(&room, "joined on the other device, named", |s| {
-        joined(s) && s.name.as_deref() == Some("Family")
+        group_joined(s) && s.name.as_deref() == Some("Family")
     })
     .await;
     let b_group = b.client.group_conversation(b.account, &room).unwrap();
     b.client.leave_group(b_group).await.unwrap();
-    b2.wait_conversation(&room, "left on the other device", |s| !joined(s))
+    b2.wait_conversation(&room, "left on the other device", |s| !group_joined(s))
         .await;
 }
 
@@ -355,7 +328,7 @@ async fn only_the_author_changes_a_group_message(server: Server) {
         .invite_to_group(group, mallory.own_jid().as_str(), None)
         .await
         .unwrap();
-    accept(&b, &room).await;
+    accept_group_invitation(&b, &room).await;
     let room_jid = BareJid::parse(&room).unwrap();
     mallory.muc_join(&room_jid, "mallory", None).unwrap();
     b.wait_conversation(&room, "mallory in", |s| {
@@ -427,8 +400,8 @@ async fn rich_messages_in_a_group(server: Server) {
             .await
             .unwrap();
     }
-    accept(&b, &room).await;
-    accept(&c, &room).await;
+    accept_group_invitation(&b, &room).await;
+    accept_group_invitation(&c, &room).await;
     // A raw occupant sees what goes over the wire.
     let (observer, mut events) = registered_session(server, "dave").await;
     a.client
@@ -636,7 +609,7 @@ async fn rich_messages_in_a_group(server: Server) {
     let a2 = a.another_device(server).await;
     let s = a2
         .wait_conversation(&room, "the group on alice's other device", |s| {
-            joined(s) && find(s, "lunch at one").is_some()
+            group_joined(s) && find(s, "lunch at one").is_some()
         })
         .await;
     let at_a2 = find(&s, "lunch at one").unwrap().id;

@@ -57,15 +57,6 @@ fn sha256_of(path: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(path).unwrap()).to_vec()
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Records every progress report.
 #[derive(Clone, Default)]
 struct Progress(Arc<Mutex<Vec<(u64, u64)>>>);
@@ -169,7 +160,7 @@ async fn a_file_goes_up_and_comes_back(server: Server) {
     assert_eq!(info.content_type.as_deref(), Some(MIME));
     assert_eq!(sha256_of(&dest), digest, "the same bytes came back");
     assert_eq!(
-        entries(down_dir.path()),
+        dir_entries(down_dir.path()),
         vec!["received.bin"],
         "no temporary file left"
     );
@@ -223,7 +214,7 @@ async fn a_cancelled_upload_stores_nothing(server: Server) {
         TransferError::Http { status: nothing },
         "nothing was stored"
     );
-    assert!(entries(dest_dir.path()).is_empty());
+    assert!(dir_entries(dest_dir.path()).is_empty());
 
     let again = request_slot(&s, &service, "random.bin", SIZE, MIME)
         .await
@@ -268,7 +259,11 @@ async fn a_cancelled_or_oversized_download_leaves_nothing(server: Server) {
         0,
         "nothing written after cancelling"
     );
-    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
 
     let seen = Progress::default();
     let err = transfers
@@ -286,7 +281,11 @@ async fn a_cancelled_or_oversized_download_leaves_nothing(server: Server) {
         seen.0.lock().unwrap().is_empty(),
         "refused before reading the body"
     );
-    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
 }
 
 /// A slot larger than the service takes is refused with its limit, one of exactly the limit
@@ -405,7 +404,7 @@ async fn plain_http_is_refused_without_a_request(server: Server) {
         std::io::ErrorKind::WouldBlock,
         "no connection was made"
     );
-    assert!(entries(dir.path()).is_empty());
+    assert!(dir_entries(dir.path()).is_empty());
 }
 
 both_servers!(
@@ -552,7 +551,11 @@ async fn redirects_and_unannounced_sizes() {
         get("/unannounced", max).await.unwrap_err(),
         TransferError::TooLarge { max }
     );
-    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
     let info = get("/unannounced", max + 1).await.unwrap();
     assert_eq!(info.bytes, max + 1);
     assert_eq!(info.content_type, None);
