@@ -3,6 +3,7 @@
 message archive (XEP-0313) page by page, the way slixmpp's MAM plugin does it, and
 prints one line:
   CATCHUP <messages> <seconds from session start to the last page> <peak RSS in KiB>
+          <CPU seconds from session start>
 """
 import argparse
 import asyncio
@@ -28,12 +29,15 @@ class Reader(slixmpp.ClientXMPP):
 
     async def on_start(self, _event):
         t = time.monotonic()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = usage.ru_utime + usage.ru_stime
         n = 0
         async for _msg in self["xep_0313"].iterate(rsm={"max": self.page}):
             n += 1
         secs = time.monotonic() - t
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f"CATCHUP {n} {secs:.6f} {rss}", flush=True)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = usage.ru_utime + usage.ru_stime - cpu0
+        print(f"CATCHUP {n} {secs:.6f} {usage.ru_maxrss} {cpu:.2f}", flush=True)
         self.disconnect()
         self.done.set_result(None)
 

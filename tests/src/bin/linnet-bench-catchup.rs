@@ -31,6 +31,34 @@ fn page_size(server: Server) -> usize {
 /// Time windows the catch-up reads at once (linnet_xmpp's `mam::WINDOWS`).
 const WINDOWS: f64 = 8.0;
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Clock ticks: 100 per second on Linux.
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// The server's process, to count the CPU time it spends answering.
+fn server_pid(server: Server) -> String {
+    let file = match server {
+        Server::Prosody => "prosody/prosody.pid",
+        Server::Ejabberd => "ejabberd/ejabberd.pid",
+    };
+    let run = std::env::var("LINNET_RUN_DIR").unwrap_or_else(|_| ".run".into());
+    std::fs::read_to_string(repo_root().join(run).join(file))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -43,7 +71,8 @@ fn peak_rss_kib() -> u64 {
 }
 
 /// The child: opens the copied database, logs in and waits until every message is stored
-/// and the catch-up is over. Prints `CATCHUP <total s> <login s> <peak RSS KiB>`.
+/// and the catch-up is over. Prints `CATCHUP <total s> <login s> <peak RSS KiB> <CPU s
+/// after login>`.
 async fn child(dir: &Path, key: &str, n: u32) {
     let key = DbKey::from_hex(key).unwrap();
     let client = Client::open(dir, &key, options()).unwrap();
@@ -55,6 +84,7 @@ async fn child(dir: &Path, key: &str, n: u32) {
     let t = Instant::now();
     client.login(account).await.unwrap();
     let login = t.elapsed().as_secs_f64();
+    let cpu_at_login = cpu_secs("self");
     loop {
         {
             let s = rx.borrow_and_update();
@@ -76,7 +106,11 @@ async fn child(dir: &Path, key: &str, n: u32) {
         }
     }
     let total = t.elapsed().as_secs_f64();
-    println!("CATCHUP {total:.6} {login:.6} {}", peak_rss_kib());
+    println!(
+        "CATCHUP {total:.6} {login:.6} {} {:.2}",
+        peak_rss_kib(),
+        cpu_secs("self") - cpu_at_login
+    );
     client.shutdown().await;
 }
 
@@ -92,9 +126,14 @@ fn copy_dir(from: &Path, to: &Path) {
 struct Run {
     secs: f64,
     rss_mib: f64,
+    /// CPU seconds of the reader and of the server over the run.
+    cpu: f64,
+    server_cpu: f64,
 }
 
-fn linnet_run(template: &Path, key: &str, n: u32) -> Run {
+fn linnet_run(server: Server, template: &Path, key: &str, n: u32) -> Run {
+    let pid = server_pid(server);
+    let server_before = cpu_secs(&pid);
     let dir = tempfile::tempdir().unwrap();
     copy_dir(template, dir.path());
     let out = Command::new(std::env::current_exe().unwrap())
@@ -119,10 +158,15 @@ fn linnet_run(template: &Path, key: &str, n: u32) -> Run {
     Run {
         secs: f[0] - f[1],
         rss_mib: f[2] / 1024.0,
+        cpu: f[3],
+        // Includes the login's share: small beside the catch-up's.
+        server_cpu: cpu_secs(&pid) - server_before,
     }
 }
 
 fn slixmpp_run(server: Server, jid: &str, proxy: &Proxy, n: u32) -> Run {
+    let pid = server_pid(server);
+    let server_before = cpu_secs(&pid);
     let out = Command::new(bench::peer_python())
         .arg(repo_root().join("tests/peers/slix_mam.py"))
         .args(["--jid", jid, "--password", PASSWORD, "--host", "127.0.0.1"])
@@ -149,6 +193,8 @@ fn slixmpp_run(server: Server, jid: &str, proxy: &Proxy, n: u32) -> Run {
     Run {
         secs: f[1],
         rss_mib: f[2] / 1024.0,
+        cpu: f[3],
+        server_cpu: cpu_secs(&pid) - server_before,
     }
 }
 
@@ -251,11 +297,15 @@ async fn main() {
         let mut server_secs = None;
         for &rtt in &rtts {
             proxy.set_latency(Duration::from_millis(rtt / 2));
-            let (mut ours, mut our_rss) = (Vec::new(), Vec::new());
+            let (mut ours, mut our_rss, mut our_cpu, mut our_srv) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
-                let r = tokio::task::block_in_place(|| linnet_run(template.path(), &key, n));
+                let r =
+                    tokio::task::block_in_place(|| linnet_run(server, template.path(), &key, n));
                 ours.push(r.secs);
                 our_rss.push(r.rss_mib);
+                our_cpu.push(r.cpu);
+                our_srv.push(r.server_cpu);
             }
             let ours = median(&mut ours);
             if rtt == 0 {
@@ -264,26 +314,37 @@ async fn main() {
             let pages = (f64::from(n) / page_size(server) as f64).ceil();
             let model = pages * rtt as f64 / 1000.0 / WINDOWS + server_secs.unwrap_or(0.0);
             let slix = if with_slixmpp {
-                let (mut s, mut s_rss) = (Vec::new(), Vec::new());
+                let (mut s, mut s_rss, mut s_cpu, mut s_srv) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..runs {
                     let r = tokio::task::block_in_place(|| slixmpp_run(server, &reader, &proxy, n));
                     s.push(r.secs);
                     s_rss.push(r.rss_mib);
+                    s_cpu.push(r.cpu);
+                    s_srv.push(r.server_cpu);
                 }
                 let s = median(&mut s);
+                let s_srv = median(&mut s_srv);
+                // A server that answers one session's queries one after another (ejabberd
+                // does, in the session's process) needs at least this CPU time whoever
+                // reads: no reader can beat slixmpp by more than this ratio.
                 format!(
-                    "slixmpp {:.0} msg/s, peak RSS {:.0} MiB | Linnet ÷ slixmpp {:.1}× [target >= 5]",
+                    "slixmpp {:.0} msg/s, peak RSS {:.0} MiB, CPU {:.2} s (server {s_srv:.2} s) | Linnet ÷ slixmpp {:.1}× [target >= 5; ceiling when the server serves a session serially: slixmpp time ÷ its server CPU = {:.1}×]",
                     f64::from(n) / s,
                     median(&mut s_rss),
-                    s / ours
+                    median(&mut s_cpu),
+                    s / ours,
+                    s / s_srv
                 )
             } else {
                 "slixmpp -".into()
             };
             println!(
-                "{server:?} @ {rtt} ms RTT: Linnet {:.0} msg/s ({ours:.2} s), peak RSS {:.0} MiB, model {model:.2} s ({pages} pages × RTT ÷ {WINDOWS} + server time) | {slix}",
+                "{server:?} @ {rtt} ms RTT: Linnet {:.0} msg/s ({ours:.2} s), peak RSS {:.0} MiB, CPU {:.2} s (server {:.2} s), model {model:.2} s ({pages} pages × RTT ÷ {WINDOWS} + server time) | {slix}",
                 f64::from(n) / ours,
                 median(&mut our_rss),
+                median(&mut our_cpu),
+                median(&mut our_srv),
             );
         }
     }
