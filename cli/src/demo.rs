@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use linnet_client::{
     AccountId, ChatListSnapshot, Client, ClientError, ConversationSnapshot, DbKey, DeliveryState,
-    Direction, Encryption, EncryptionPolicy, ServerOverride,
+    Direction, Encryption, EncryptionPolicy, ServerOverride, SubscriptionRequestItem,
 };
 use tokio::sync::watch;
 
@@ -172,6 +172,14 @@ fn render(viewer: &Side, peer_label: &str, snap: &ConversationSnapshot) -> Strin
     out
 }
 
+/// A subscription request as shown: the JID, and the nickname it claims beside it.
+fn request_line(r: &SubscriptionRequestItem) -> String {
+    match &r.nick {
+        Some(nick) => format!("{} (\"{nick}\")", r.jid),
+        None => r.jid.clone(),
+    }
+}
+
 pub async fn run(args: &Args) -> Result<(), ClientError> {
     let domain = args
         .opt("domain")
@@ -182,7 +190,11 @@ pub async fn run(args: &Args) -> Result<(), ClientError> {
     let alice = side("alice", args, &dir, domain, server.clone()).await?;
     let bob = side("bob", args, &dir, domain, server).await?;
 
-    eprintln!("• alice adds bob as a contact");
+    eprintln!("• alice calls herself \"Alice\" and adds bob as a contact");
+    alice
+        .client
+        .set_nickname(alice.account, Some("Alice"))
+        .await?;
     alice
         .client
         .add_contact(alice.account, &bob.jid, Some("Bob"))
@@ -191,10 +203,19 @@ pub async fn run(args: &Args) -> Result<(), ClientError> {
     bob.wait_list("alice's request", |s| {
         s.accounts
             .iter()
-            .any(|a| a.subscription_requests.contains(&a_jid))
+            .any(|a| a.subscription_requests.iter().any(|r| r.jid == a_jid))
     })
     .await?;
-    eprintln!("• bob sees alice's request and approves it");
+    let request = bob
+        .list
+        .borrow()
+        .accounts
+        .iter()
+        .flat_map(|a| &a.subscription_requests)
+        .find(|r| r.jid == a_jid)
+        .map(request_line)
+        .unwrap_or_default();
+    eprintln!("• bob sees the request of {request} and approves it");
     bob.client.approve_contact(bob.account, &alice.jid).await?;
     for (me, other) in [(&alice, &bob.jid), (&bob, &alice.jid)] {
         let mut tries = 0;

@@ -501,6 +501,15 @@ impl<T> Recorder<T> {
     }
 }
 
+/// The JIDs of an account's pending subscription requests, oldest first.
+pub fn request_jids(account: &linnet_client::AccountItem) -> Vec<&str> {
+    account
+        .subscription_requests
+        .iter()
+        .map(|r| r.jid.as_str())
+        .collect()
+}
+
 /// Makes two fresh accounts on `server` mutual contacts and returns them logged in.
 pub async fn contacts_pair(server: Server) -> (TestClient, TestClient) {
     let a = TestClient::register(server, "alice").await;
@@ -513,7 +522,7 @@ pub async fn contacts_pair(server: Server) -> (TestClient, TestClient) {
     b.wait_list("subscription request", |s| {
         s.accounts
             .iter()
-            .any(|acc| acc.subscription_requests.contains(&a_jid))
+            .any(|acc| request_jids(acc).contains(&a_jid.as_str()))
     })
     .await;
     b.client

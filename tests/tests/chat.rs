@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use linnet_client::{ChatListSnapshot, DeliveryState, Direction};
+use linnet_client::{ChatListSnapshot, DeliveryState, Direction, SubscriptionRequestItem};
 use linnet_tests::*;
+use linnet_xmpp::{BareJid, Event};
 
 async fn roster_add_and_approve(server: Server) {
     let (a, b) = contacts_pair(server).await;
@@ -27,7 +28,7 @@ async fn deny_leaves_no_subscription(server: Server) {
     a.client.add_contact(a.account, &b.jid, None).await.unwrap();
     let a_jid = a.jid.clone();
     b.wait_list("request", |s| {
-        s.accounts[0].subscription_requests.contains(&a_jid)
+        request_jids(&s.accounts[0]).contains(&a_jid.as_str())
     })
     .await;
     b.client.deny_contact(b.account, &a.jid).await.unwrap();
@@ -49,7 +50,7 @@ async fn deny_leaves_no_subscription(server: Server) {
     // but a request made after it is shown again.
     a.client.add_contact(a.account, &b.jid, None).await.unwrap();
     b.wait_list("asked again", |s| {
-        s.accounts[0].subscription_requests.contains(&a_jid)
+        request_jids(&s.accounts[0]).contains(&a_jid.as_str())
     })
     .await;
 }
@@ -74,10 +75,8 @@ async fn request_resent_before_the_denial_is_processed_stays_denied() {
         "<presence xmlns='jabber:client' from='{asker}' to='user@fake.test' type='subscribe'/>"
     );
     s.send(&subscribe).await;
-    c.wait_list("request", |l| {
-        l.accounts[0].subscription_requests == [asker]
-    })
-    .await;
+    c.wait_list("request", |l| request_jids(&l.accounts[0]) == [asker])
+        .await;
     c.client.deny_contact(c.account, asker).await.unwrap();
     s.serve_until("unsubscribed").await;
     s.send(&subscribe).await;
@@ -91,10 +90,122 @@ async fn request_resent_before_the_denial_is_processed_stays_denied() {
         .is_empty());
     // A request after the denial was processed is a new one.
     s.send(&subscribe).await;
-    c.wait_list("new request", |l| {
-        l.accounts[0].subscription_requests == [asker]
+    c.wait_list("new request", |l| request_jids(&l.accounts[0]) == [asker])
+        .await;
+}
+
+/// The request of the peer `jid` in the account's snapshot.
+fn request<'a>(s: &'a ChatListSnapshot, jid: &str) -> Option<&'a SubscriptionRequestItem> {
+    s.accounts[0]
+        .subscription_requests
+        .iter()
+        .find(|r| r.jid == jid)
+}
+
+/// XEP-0172 §4.2: our requests carry our nickname, both when adding a contact and when
+/// asking back on approval; the one a request claims shows beside it, and is no more than
+/// that hint (not the name the asker's conversation gets).
+async fn subscription_requests_carry_nicknames(server: Server) {
+    let a = TestClient::register(server, "nicked").await;
+    let b = TestClient::register(server, "asked").await;
+    let c = TestClient::register(server, "plain").await;
+    a.client
+        .set_nickname(a.account, Some("Alice Liddell"))
+        .await
+        .unwrap();
+    a.client.add_contact(a.account, &b.jid, None).await.unwrap();
+    c.client.add_contact(c.account, &b.jid, None).await.unwrap();
+    let (a_jid, c_jid) = (a.jid.clone(), c.jid.clone());
+    let s = b
+        .wait_list("both requests", |s| {
+            request(s, &a_jid).is_some() && request(s, &c_jid).is_some()
+        })
+        .await;
+    assert_eq!(
+        request(&s, &a.jid).unwrap().nick.as_deref(),
+        Some("Alice Liddell")
+    );
+    assert_eq!(request(&s, &c.jid).unwrap().nick, None);
+    // Only a hint beside the JID: it names nothing.
+    b.client.open_conversation(b.account, &a.jid).unwrap();
+    let s = b
+        .wait_list("conversation with the asker", |s| {
+            s.conversations.iter().any(|c| c.peer == a_jid)
+        })
+        .await;
+    let conv = s.conversations.iter().find(|c| c.peer == a.jid).unwrap();
+    assert_eq!(conv.name, None);
+
+    // B approves a peer that does not show B's presence yet: the request B sends back
+    // carries B's nickname.
+    b.client.set_nickname(b.account, Some("Bob")).await.unwrap();
+    let (raw, mut events) = registered_session(server, "raw").await;
+    raw.send_presence(None, None).unwrap();
+    raw.send_subscribe(&BareJid::parse(&b.jid).unwrap(), None)
+        .unwrap();
+    let raw_jid = raw.own_jid().as_str().to_owned();
+    let r = raw_jid.clone();
+    let s = b
+        .wait_list("the raw peer's request", |s| request(s, &r).is_some())
+        .await;
+    assert_eq!(request(&s, &raw_jid).unwrap().nick, None);
+    b.client.approve_contact(b.account, &raw_jid).await.unwrap();
+    let nick = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match events.recv().await.expect("raw session events") {
+                Event::SubscriptionRequest { from, nick } if from.as_str() == b.jid => return nick,
+                _ => {}
+            }
+        }
     })
-    .await;
+    .await
+    .expect("B's request back");
+    assert_eq!(nick.as_deref(), Some("Bob"));
+}
+
+/// A re-sent request with a nickname updates the one shown; one re-sent without (as
+/// ejabberd does on initial presence) keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_resent_with_a_nickname_updates_it() {
+    let fake = Arc::new(linnet_tests::fake::FakeServer::start().await);
+    let c = TestClient::at_fake(&fake);
+    let f = fake.clone();
+    let server = tokio::spawn(async move {
+        let mut s = f.accept().await;
+        s.serve_until("<presence").await;
+        s
+    });
+    c.client.login(c.account).await.unwrap();
+    let mut s = server.await.unwrap();
+    let asker = "asker@fake.test";
+    let plain = format!(
+        "<presence xmlns='jabber:client' from='{asker}' to='user@fake.test' type='subscribe'/>"
+    );
+    let named = |nick: &str| {
+        format!(
+            "<presence xmlns='jabber:client' from='{asker}/x' to='user@fake.test' type='subscribe'>\
+             <nick xmlns='http://jabber.org/protocol/nick'>{nick}</nick></presence>"
+        )
+    };
+    let nick_is = |want: Option<&'static str>| {
+        move |l: &ChatListSnapshot| request(l, asker).is_some_and(|r| r.nick.as_deref() == want)
+    };
+    s.send(&plain).await;
+    c.wait_list("request without a nickname", nick_is(None))
+        .await;
+    s.send(&named("Ask Er")).await;
+    c.wait_list("nickname added", nick_is(Some("Ask Er"))).await;
+    s.send(&named("Asker")).await;
+    c.wait_list("nickname replaced", nick_is(Some("Asker")))
+        .await;
+    s.send(&plain).await;
+    // A message marks the point the copy has been handled.
+    s.send(&format!("<message xmlns='jabber:client' from='{asker}/x' to='user@fake.test/r1' type='chat' id='m1'><body>after</body></message>")).await;
+    let l = c
+        .wait_list("marker message", |l| !l.conversations.is_empty())
+        .await;
+    assert!(nick_is(Some("Asker"))(&l));
+    assert_eq!(l.accounts[0].subscription_requests.len(), 1);
 }
 
 async fn messages_both_ways_with_receipts(server: Server) {
@@ -324,6 +435,7 @@ async fn snapshots_initial_then_ordered_updates(server: Server) {
 both_servers!(
     roster_add_and_approve,
     deny_leaves_no_subscription,
+    subscription_requests_carry_nicknames,
     messages_both_ways_with_receipts,
     carbons_keep_devices_in_sync,
     offline_messages_arrive_on_login,

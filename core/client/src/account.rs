@@ -998,7 +998,7 @@ fn apply(
             }
             fx.roster_changed = true;
         }
-        Event::SubscriptionRequest { from } => {
+        Event::SubscriptionRequest { from, nick } => {
             let contact = tx.contact(account, from.as_str())?;
             // Approve without asking when they already see our presence (a re-sent
             // request) or when we asked for theirs first: adding someone means wanting
@@ -1014,7 +1014,9 @@ fn apply(
             if approve {
                 fx.approvals.push(from);
             } else {
-                tx.add_subscription_request(account, from.as_str())?;
+                // The nickname stays with the request, a hint beside the JID: it is not
+                // the profile they publish, which only their PEP service speaks for.
+                tx.add_subscription_request(account, from.as_str(), nick.as_deref())?;
                 fx.roster_changed = true;
             }
         }

@@ -537,7 +537,8 @@ impl Client {
             return Err(ClientError::BadInput("cannot add yourself".into()));
         }
         session.roster_set(&peer, name).await?;
-        session.send_presence(Some(&peer), Some("subscribe"))?;
+        let nick = self.own_nick(account, session.own_jid())?;
+        session.send_subscribe(&peer, nick.as_deref())?;
         Ok(())
     }
 
@@ -552,9 +553,17 @@ impl Client {
             .map(|c| matches!(c.subscription, RosterSub::To | RosterSub::Both) || c.ask)
             .unwrap_or(false);
         if !have_theirs {
-            session.send_presence(Some(&peer), Some("subscribe"))?;
+            let nick = self.own_nick(account, session.own_jid())?;
+            session.send_subscribe(&peer, nick.as_deref())?;
         }
         self.request_answered(account, &peer)
+    }
+
+    /// The nickname we publish, which our subscription requests carry (XEP-0172 §4.2).
+    fn own_nick(&self, account: AccountId, own: &BareJid) -> Result<Option<String>> {
+        Ok(lock(&self.inner.store)
+            .profile(account, own.as_str())?
+            .and_then(|p| p.nick))
     }
 
     /// An answered subscription request leaves the account's list of requests.
@@ -924,7 +933,7 @@ impl Inner {
                 connection,
                 catching_up,
                 sync_progress,
-                subscription_requests: store.subscription_requests(a.id)?,
+                subscription_requests: request_items(store.subscription_requests(a.id)?),
                 invitations: invitation_items(store.room_invitations(a.id)?),
                 blocked: blocking::stored(&store, a.id),
                 nick: peers.own.nick,
@@ -1006,7 +1015,7 @@ impl Inner {
                 denials.retain(|(a, i, _)| !(*a == account && i == id));
                 false
             }
-            linnet_xmpp::Event::SubscriptionRequest { from } => denials
+            linnet_xmpp::Event::SubscriptionRequest { from, .. } => denials
                 .iter()
                 .any(|(a, _, jid)| *a == account && jid == from),
             _ => false,
@@ -1108,7 +1117,7 @@ impl Inner {
         }
         if let Some(a) = model.accounts.iter_mut().find(|a| a.id == account) {
             if let Ok(requests) = requests {
-                a.subscription_requests = requests;
+                a.subscription_requests = request_items(requests);
             }
             if let Ok(invitations) = invitations {
                 a.invitations = invitation_items(invitations);
@@ -1276,6 +1285,18 @@ fn invitation_items(invitations: Vec<linnet_store::RoomInvitation>) -> Vec<Group
             inviter: i.inviter,
             reason: i.reason,
             received_ms: i.received_ms,
+        })
+        .collect()
+}
+
+fn request_items(
+    requests: Vec<linnet_store::SubscriptionRequestRecord>,
+) -> Vec<SubscriptionRequestItem> {
+    requests
+        .into_iter()
+        .map(|r| SubscriptionRequestItem {
+            jid: r.jid,
+            nick: r.nick,
         })
         .collect()
 }

@@ -37,8 +37,8 @@ pub struct AccountItem {
     pub catching_up: bool,
     /// How far the catch-up has come ("catching up n/m"), while it reads more than a page.
     pub sync_progress: Option<SyncProgress>,
-    /// Pending incoming subscription requests (bare JIDs), for "X wants to add you".
-    pub subscription_requests: Vec<String>,
+    /// Pending incoming subscription requests, oldest first, for "X wants to add you".
+    pub subscription_requests: Vec<SubscriptionRequestItem>,
     /// Invitations to groups waiting for an answer (`accept_invitation`), oldest first.
     pub invitations: Vec<GroupInvitation>,
     /// JIDs this account blocks (XEP-0191): nothing passes between them and us.
@@ -47,6 +47,16 @@ pub struct AccountItem {
     pub nick: Option<String>,
     /// Our avatar's id (XEP-0084), for `Client::avatar`.
     pub avatar: Option<String>,
+}
+
+/// "X wants to add you": a pending incoming subscription request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionRequestItem {
+    /// The bare JID asking.
+    pub jid: String,
+    /// The nickname the request carried (XEP-0172 §4.2): what they call themselves,
+    /// unverified. Show it only next to the JID, never instead of it.
+    pub nick: Option<String>,
 }
 
 /// "X invites you to group Y."

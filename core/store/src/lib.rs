@@ -41,6 +41,7 @@ pub use omemo::OmemoStore;
 pub use profiles::{AvatarImage, AvatarSource, ProfileRecord};
 pub use rich::ReactionSet;
 pub use rooms::{RoomFeatures, RoomInvitation, RoomMember, RoomRecord};
+pub use roster::SubscriptionRequestRecord;
 pub use session::{FastToken, SessionState};
 pub use store::Store;
 pub use tx::Tx;

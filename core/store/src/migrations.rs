@@ -403,7 +403,13 @@ CREATE TABLE avatars (
 ) WITHOUT ROWID;
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+/// v11: the nickname a subscription request carried (XEP-0172 §4.2), shown next to the
+/// JID as a hint; it is not the contact's published profile.
+const V11: &str = r#"
+ALTER TABLE subscription_requests ADD COLUMN nick TEXT;
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -500,6 +506,28 @@ mod tests {
             }
             other => panic!("expected TooNew, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn v11_keeps_pending_requests_without_nick() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..10]).unwrap(), 10);
+        conn.execute_batch(
+            "INSERT INTO accounts (id, jid, password, created_ms) VALUES (1, 'a@x', 'pw', 0);
+             INSERT INTO subscription_requests (account_id, jid, received_ms)
+             VALUES (1, 'b@x', 5);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, MIGRATIONS).unwrap(), 11);
+        let row: (String, Option<String>, i64) = conn
+            .query_row(
+                "SELECT jid, nick, received_ms FROM subscription_requests",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("b@x".to_owned(), None, 5));
     }
 
     #[test]

@@ -5,6 +5,24 @@ use crate::error::{fk_not_found, Result, StoreError};
 use crate::tx::{now_ms, Tx};
 use crate::types::{AccountId, ContactRecord, Subscription};
 
+/// A pending incoming subscription request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubscriptionRequestRecord {
+    /// The bare JID asking.
+    pub jid: String,
+    /// The nickname the request carried (XEP-0172 §4.2): what the asker calls themselves,
+    /// unverified.
+    pub nick: Option<String>,
+}
+
+impl std::fmt::Debug for SubscriptionRequestRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionRequestRecord")
+            .field("nick", &self.nick.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 fn contact_from_row(row: &Row<'_>) -> rusqlite::Result<ContactRecord> {
     let groups: String = row.get(4)?;
     let groups = serde_json::from_str(&groups)
@@ -125,19 +143,34 @@ impl Tx<'_> {
         })
     }
 
-    /// Records an incoming subscription request; returns false if already pending.
-    pub fn add_subscription_request(&self, account: AccountId, jid: &str) -> Result<bool> {
+    /// Records an incoming subscription request with the nickname it carried, if any;
+    /// returns false if already pending. A re-sent request with a nickname replaces the
+    /// one stored; one without keeps it.
+    pub fn add_subscription_request(
+        &self,
+        account: AccountId,
+        jid: &str,
+        nick: Option<&str>,
+    ) -> Result<bool> {
         if jid.is_empty() {
             return Err(StoreError::InvalidInput("empty JID"));
         }
         let n = self
             .conn
             .prepare_cached(
-                "INSERT INTO subscription_requests (account_id, jid, received_ms)
-                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                "INSERT INTO subscription_requests (account_id, jid, received_ms, nick)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )?
-            .execute(params![account, jid, now_ms()])
+            .execute(params![account, jid, now_ms(), nick])
             .map_err(fk_not_found("account"))?;
+        if n == 0 && nick.is_some() {
+            self.conn
+                .prepare_cached(
+                    "UPDATE subscription_requests SET nick = ?3
+                     WHERE account_id = ?1 AND jid = ?2",
+                )?
+                .execute(params![account, jid, nick])?;
+        }
         Ok(n > 0)
     }
 
@@ -151,12 +184,20 @@ impl Tx<'_> {
     }
 
     /// Pending requests, oldest first.
-    pub fn subscription_requests(&self, account: AccountId) -> Result<Vec<String>> {
+    pub fn subscription_requests(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<SubscriptionRequestRecord>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT jid FROM subscription_requests WHERE account_id = ?1
+            "SELECT jid, nick FROM subscription_requests WHERE account_id = ?1
              ORDER BY rowid",
         )?;
-        let rows = stmt.query_map([account], |r| r.get(0))?;
+        let rows = stmt.query_map([account], |r| {
+            Ok(SubscriptionRequestRecord {
+                jid: r.get(0)?,
+                nick: r.get(1)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

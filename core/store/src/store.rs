@@ -303,9 +303,17 @@ delegate_to_tx! {
         items: &[ContactRecord],
         version: Option<&str>,
     ) -> Result<()>;
-    fn add_subscription_request(&self, account: AccountId, jid: &str) -> Result<bool>;
+    fn add_subscription_request(
+        &self,
+        account: AccountId,
+        jid: &str,
+        nick: Option<&str>,
+    ) -> Result<bool>;
     fn remove_subscription_request(&self, account: AccountId, jid: &str) -> Result<bool>;
-    fn subscription_requests(&self, account: AccountId) -> Result<Vec<String>>;
+    fn subscription_requests(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<crate::SubscriptionRequestRecord>>;
     // conversations
     fn conversation(
         &self,

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use common::{base_ms, incoming, outgoing, Fixture};
 use linnet_store::{
     AccountId, ContactRecord, ConversationId, DeliveryState, Direction, Inserted, MessageId, Store,
-    StoreError, Subscription,
+    StoreError, Subscription, SubscriptionRequestRecord,
 };
 
 fn setup() -> (Fixture, Store, AccountId) {
@@ -120,7 +120,7 @@ fn removing_an_account_cascades_and_ids_are_not_reused() {
         .upsert_contact(a, &contact("friend@example.org", Subscription::Both))
         .unwrap();
     store
-        .add_subscription_request(a, "stranger@example.org")
+        .add_subscription_request(a, "stranger@example.org", None)
         .unwrap();
     store.set_roster_version(a, Some("v7")).unwrap();
     let ca = conv(&store, a, "friend@example.org");
@@ -294,11 +294,25 @@ fn failed_replace_roster_changes_nothing() {
 #[test]
 fn subscription_requests() {
     let (_fx, store, a) = setup();
-    assert!(store.add_subscription_request(a, "z@example.org").unwrap());
-    assert!(store.add_subscription_request(a, "b@example.org").unwrap());
-    assert!(!store.add_subscription_request(a, "z@example.org").unwrap());
+    let jids = |store: &Store| -> Vec<String> {
+        store
+            .subscription_requests(a)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.jid)
+            .collect()
+    };
+    assert!(store
+        .add_subscription_request(a, "z@example.org", None)
+        .unwrap());
+    assert!(store
+        .add_subscription_request(a, "b@example.org", None)
+        .unwrap());
+    assert!(!store
+        .add_subscription_request(a, "z@example.org", None)
+        .unwrap());
     assert_eq!(
-        store.subscription_requests(a).unwrap(),
+        jids(&store),
         vec!["z@example.org", "b@example.org"],
         "arrival order"
     );
@@ -308,14 +322,76 @@ fn subscription_requests() {
     assert!(!store
         .remove_subscription_request(a, "z@example.org")
         .unwrap());
-    assert_eq!(
-        store.subscription_requests(a).unwrap(),
-        vec!["b@example.org"]
-    );
+    assert_eq!(jids(&store), vec!["b@example.org"]);
     assert!(matches!(
-        store.add_subscription_request(AccountId(42), "x@example.org"),
+        store.add_subscription_request(AccountId(42), "x@example.org", None),
         Err(StoreError::NotFound(_))
     ));
+}
+
+#[test]
+fn subscription_request_nicks() {
+    let (_fx, store, a) = setup();
+    let request = |jid: &str, nick: Option<&str>| SubscriptionRequestRecord {
+        jid: jid.into(),
+        nick: nick.map(Into::into),
+    };
+    assert!(store
+        .add_subscription_request(a, "z@example.org", Some("Zed"))
+        .unwrap());
+    assert!(store
+        .add_subscription_request(a, "b@example.org", None)
+        .unwrap());
+    assert_eq!(
+        store.subscription_requests(a).unwrap(),
+        vec![
+            request("z@example.org", Some("Zed")),
+            request("b@example.org", None)
+        ]
+    );
+    // A re-sent request with a nickname updates it (and keeps its place); one without
+    // keeps the nickname stored.
+    assert!(!store
+        .add_subscription_request(a, "b@example.org", Some("Bea"))
+        .unwrap());
+    assert!(!store
+        .add_subscription_request(a, "z@example.org", None)
+        .unwrap());
+    assert!(!store
+        .add_subscription_request(a, "z@example.org", Some("Zoe"))
+        .unwrap());
+    assert!(!store
+        .add_subscription_request(a, "z@example.org", None)
+        .unwrap());
+    assert_eq!(
+        store.subscription_requests(a).unwrap(),
+        vec![
+            request("z@example.org", Some("Zoe")),
+            request("b@example.org", Some("Bea"))
+        ]
+    );
+    // The nickname is a hint next to the request, not the profile of the JID.
+    assert_eq!(store.profile(a, "z@example.org").unwrap(), None);
+    // An answered request takes its nickname along; a new one starts without.
+    assert!(store
+        .remove_subscription_request(a, "z@example.org")
+        .unwrap());
+    assert!(store
+        .add_subscription_request(a, "z@example.org", None)
+        .unwrap());
+    assert_eq!(
+        store.subscription_requests(a).unwrap(),
+        vec![
+            request("b@example.org", Some("Bea")),
+            request("z@example.org", None)
+        ]
+    );
+    // The Debug form shows neither JID nor nickname.
+    let shown = format!("{:?}", store.subscription_requests(a).unwrap());
+    assert!(
+        !shown.contains("example.org") && !shown.contains("Bea"),
+        "{shown}"
+    );
 }
 
 // ---------------------------------------------------------------- conversations

@@ -138,6 +138,9 @@ pub enum Event {
     RosterPush(RosterItem),
     SubscriptionRequest {
         from: BareJid,
+        /// The nickname the request carries (XEP-0172 §4.2): what the asker calls
+        /// themselves, unverified; a hint to show next to the JID.
+        nick: Option<String>,
     },
     Subscribed {
         from: BareJid,
@@ -696,7 +699,10 @@ fn classify_presence(el: &Element, cx: &Context<'_>) -> Vec<Event> {
             .unwrap_or_default();
     }
     match el.attr("type") {
-        Some("subscribe") if from != *cx.own => vec![Event::SubscriptionRequest { from }],
+        Some("subscribe") if from != *cx.own => vec![Event::SubscriptionRequest {
+            from,
+            nick: crate::profile::stanza_nick(el),
+        }],
         Some("subscribed") => vec![Event::Subscribed { from }],
         Some("unsubscribed") => vec![Event::Unsubscribed { from }],
         None => vec![Event::Presence {
@@ -1237,5 +1243,34 @@ mod tests {
         let out = classify(&parse(&forged), &cx(&own));
         assert!(out.events.is_empty());
         assert_eq!(out.reply.unwrap().attr("type"), Some("error"));
+    }
+
+    #[test]
+    fn subscription_requests_carry_the_nickname_they_claim() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let request = |xml: &str| match classify(&parse(xml), &cx(&own)).events.as_slice() {
+            [Event::SubscriptionRequest { from, nick }] => (from.as_str().to_owned(), nick.clone()),
+            other => panic!("{other:?}"),
+        };
+        // Cleaned as any nickname: whitespace folded, ends trimmed.
+        let with = "<presence xmlns='jabber:client' from='Juliet@capulet.lit/balcony' to='me@example.org' type='subscribe'><nick xmlns='http://jabber.org/protocol/nick'> Juliet\n\t Capulet </nick></presence>";
+        assert_eq!(
+            request(with),
+            (
+                "juliet@capulet.lit".to_owned(),
+                Some("Juliet Capulet".to_owned())
+            )
+        );
+        let without =
+            "<presence xmlns='jabber:client' from='romeo@montague.lit' type='subscribe'/>";
+        assert_eq!(request(without), ("romeo@montague.lit".to_owned(), None));
+        // An empty one, or one in another namespace, is no nickname.
+        let empty = "<presence xmlns='jabber:client' from='romeo@montague.lit' type='subscribe'><nick xmlns='http://jabber.org/protocol/nick'>  </nick></presence>";
+        assert_eq!(request(empty), ("romeo@montague.lit".to_owned(), None));
+        let foreign = "<presence xmlns='jabber:client' from='romeo@montague.lit' type='subscribe'><nick xmlns='urn:example'>Romeo</nick></presence>";
+        assert_eq!(request(foreign), ("romeo@montague.lit".to_owned(), None));
+        // Our own account asking us is no request.
+        let own_request = "<presence xmlns='jabber:client' from='me@example.org/tablet' type='subscribe'><nick xmlns='http://jabber.org/protocol/nick'>Me</nick></presence>";
+        assert!(classify(&parse(own_request), &cx(&own)).events.is_empty());
     }
 }

@@ -606,6 +606,20 @@ impl Session {
         self.send(stanza.build(), None)
     }
 
+    /// A subscription request to `to`, with our nickname when we have one (XEP-0172
+    /// §4.2). A nickname that could not be published is left out, not the request.
+    pub fn send_subscribe(&self, to: &BareJid, nick: Option<&str>) -> Result<(), RequestError> {
+        let mut stanza = el("presence", ns::JABBER_CLIENT)
+            .attr("to", to.as_str())
+            .attr("type", "subscribe");
+        match nick.map(|n| crate::profile::nick_element(Some(n))) {
+            Some(Ok(nick)) => stanza = stanza.child(nick),
+            Some(Err(_)) => tracing::debug!("nickname not sendable; subscribing without it"),
+            None => {}
+        }
+        self.send(stanza.build(), None)
+    }
+
     /// A directed presence tracked under `id` (also its stanza id): `Event::Acked` follows
     /// once the server has processed it.
     pub fn send_presence_tracked(
