@@ -258,6 +258,31 @@ async fn bookmarks_round_trip(server: Server) {
         a.bookmark_publish(&friends).await.unwrap(),
         Published::AsAsked
     );
+    // XEP-0402 §3.3's configuration, replay at login included: none.
+    let config = a
+        .pep_node_config(linnet_xmpp::muc::NS_BOOKMARKS)
+        .await
+        .unwrap();
+    let field = |var: &str| {
+        config
+            .iter()
+            .find(|(v, _)| v == var)
+            .map(|(_, value)| value.as_str())
+    };
+    assert_eq!(
+        field("pubsub#access_model"),
+        Some("whitelist"),
+        "{config:?}"
+    );
+    assert_eq!(
+        field("pubsub#send_last_published_item"),
+        Some("never"),
+        "{config:?}"
+    );
+    assert!(
+        matches!(field("pubsub#persist_items"), Some("true" | "1")),
+        "{config:?}"
+    );
     let mut got = a.bookmarks_fetch().await.unwrap();
     got.sort_by(|x, y| x.room.cmp(&y.room));
     let mut want = vec![family.clone(), friends.clone()];

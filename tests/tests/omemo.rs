@@ -23,7 +23,7 @@ async fn raw_session(server: Server, jid: &str) -> Session {
 fn open() -> NodeConfig {
     NodeConfig {
         access_model: Some("open".into()),
-        max_items: None,
+        ..NodeConfig::default()
     }
 }
 

@@ -24,6 +24,7 @@ fn open() -> NodeConfig {
     NodeConfig {
         access_model: Some("open".into()),
         max_items: Some("max".into()),
+        ..NodeConfig::default()
     }
 }
 
@@ -65,7 +66,7 @@ async fn a_node_configured_otherwise_is_reconfigured(server: Server) {
     let (b, _) = registered(server, "pepd").await;
     let presence_only = NodeConfig {
         access_model: Some("presence".into()),
-        max_items: None,
+        ..NodeConfig::default()
     };
     a.pep_publish(DEVICES, Some("current"), &devices(1), &presence_only)
         .await

@@ -247,7 +247,7 @@ async fn bad_profile_data_changes_nothing(server: Server) {
     );
     let open = linnet_xmpp::NodeConfig {
         access_model: Some("presence".into()),
-        max_items: None,
+        ..linnet_xmpp::NodeConfig::default()
     };
     raw_a
         .pep_publish("urn:xmpp:avatar:data", Some(&claimed), &data, &open)

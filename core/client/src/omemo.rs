@@ -86,6 +86,7 @@ fn open(max_items: Option<&str>) -> NodeConfig {
     NodeConfig {
         access_model: Some("open".into()),
         max_items: max_items.map(str::to_owned),
+        ..NodeConfig::default()
     }
 }
 

@@ -1351,13 +1351,14 @@ impl fmt::Debug for Bookmark {
 }
 
 /// The node configuration bookmarks need (XEP-0402 §3.3): readable by us only, every item
-/// kept. (XEP-0402 also asks for `pubsub#persist_items` = true and
-/// `pubsub#send_last_published_item` = never; both servers persist PEP items by default,
-/// and [`NodeConfig`] cannot say either yet.)
+/// kept, and no item replayed at login: the replay would look like a bookmark just
+/// published, and could join us again to a room another device of ours has left since.
 pub fn bookmarks_node_config() -> NodeConfig {
     NodeConfig {
         access_model: Some("whitelist".into()),
         max_items: Some("max".into()),
+        persist_items: Some("true".into()),
+        send_last_published_item: Some("never".into()),
     }
 }
 

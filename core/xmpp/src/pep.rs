@@ -31,6 +31,10 @@ pub struct NodeConfig {
     pub access_model: Option<String>,
     /// `pubsub#max_items`: a number or "max".
     pub max_items: Option<String>,
+    /// `pubsub#persist_items`: "true" or "false".
+    pub persist_items: Option<String>,
+    /// `pubsub#send_last_published_item`: "never", "on_sub" or "on_sub_and_presence".
+    pub send_last_published_item: Option<String>,
 }
 
 impl NodeConfig {
@@ -41,6 +45,12 @@ impl NodeConfig {
         }
         if let Some(m) = &self.max_items {
             f.push(("pubsub#max_items", m.as_str()));
+        }
+        if let Some(p) = &self.persist_items {
+            f.push(("pubsub#persist_items", p.as_str()));
+        }
+        if let Some(s) = &self.send_last_published_item {
+            f.push(("pubsub#send_last_published_item", s.as_str()));
         }
         f
     }
@@ -205,6 +215,34 @@ impl Session {
         )
         .await
         .map(|_| ())
+    }
+
+    /// The configuration of our node `node` (XEP-0060 §8.2): its form's fields, each with
+    /// its first value, FORM_TYPE left out.
+    pub async fn pep_node_config(&self, node: &str) -> Result<Vec<(String, String)>, RequestError> {
+        check_node(node)?;
+        let reply = self
+            .iq(
+                "get",
+                None,
+                el("pubsub", NS_PUBSUB_OWNER)
+                    .child(el("configure", NS_PUBSUB_OWNER).attr("node", node))
+                    .build(),
+            )
+            .await?;
+        let x = reply
+            .get_child("pubsub", NS_PUBSUB_OWNER)
+            .and_then(|p| p.get_child("configure", NS_PUBSUB_OWNER))
+            .and_then(|c| c.get_child("x", NS_DATA))
+            .ok_or_else(|| RequestError::Unexpected("configuration without a form".into()))?;
+        Ok(x.children()
+            .filter(|f| f.is("field", NS_DATA))
+            .filter_map(|f| {
+                let var = f.attr("var")?;
+                let value = f.get_child("value", NS_DATA).map(Element::text);
+                (var != "FORM_TYPE").then(|| (var.to_owned(), value.unwrap_or_default()))
+            })
+            .collect())
     }
 
     /// The items of `node` at `jid` (ours when `None`), or only item `item_id`. An item

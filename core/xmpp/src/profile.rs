@@ -161,7 +161,7 @@ impl Access {
                 }
                 .into(),
             ),
-            max_items: None,
+            ..NodeConfig::default()
         }
     }
 }
