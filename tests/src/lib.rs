@@ -340,8 +340,13 @@ impl TestClient {
 
     /// Registers a fresh account in-band and logs it in.
     pub async fn register(server: Server, tag: &str) -> TestClient {
+        Self::register_with(server, tag, options()).await
+    }
+
+    /// [`TestClient::register`] with other client options.
+    pub async fn register_with(server: Server, tag: &str, opts: ClientOptions) -> TestClient {
         let jid = fresh_jid(server, tag);
-        let (client, dir) = Self::new_client();
+        let (client, dir) = Self::new_client_with(opts);
         let account = client
             .register_account(&jid, PASSWORD, Some(server_override(server, false)))
             .await

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use linnet_client::{
     ClientError, ConversationSnapshot, DeliveryState, Direction, JoinState, MessageId, MessageItem,
@@ -313,6 +314,74 @@ async fn bookmarks_carry_groups_across_devices(server: Server) {
     b.client.leave_group(b_group).await.unwrap();
     b2.wait_conversation(&room, "left on the other device", |s| !group_joined(s))
         .await;
+}
+
+/// Removes an occupant from a Prosody room without telling anyone, as a room restarted
+/// behind a resumed stream would have forgotten them, through Prosody's admin shell.
+fn prosody_forgets_occupant(room: &str, nick: &str) {
+    let service = var("PROSODY_MUC_DOMAIN");
+    let lua = format!(
+        "> local room = prosody.hosts[{service:?}].modules.muc.get_room_from_jid({room:?}) \
+         local o = room and room:get_occupant_by_nick({occupant:?}) \
+         if not o then return 'no such occupant' end \
+         o.role = nil; room:save_occupant(o); return 'forgotten'",
+        occupant = format!("{room}/{nick}"),
+    );
+    let config = std::path::Path::new(&var("LINNET_RUN_DIR")).join("prosody/prosody.cfg.lua");
+    let out = std::process::Command::new("prosodyctl")
+        .arg("--config")
+        .arg(&config)
+        .args(["shell", &lua])
+        .output()
+        .expect("prosodyctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("forgotten"), "admin shell said: {text}");
+}
+
+/// XEP-0410: a room that silently lost us is noticed by the self-ping of a group that fell
+/// quiet, and joined again, so what others write reaches us again. Prosody only: it lets
+/// its admin shell drop an occupant silently; ejabberd has no such command (every way
+/// out of an ejabberd room tells the occupant).
+async fn a_room_that_silently_lost_us_is_joined_again(server: Server) {
+    let mut opts = options();
+    opts.room_ping_interval = Duration::from_millis(500);
+    let a = TestClient::register_with(server, "alice", opts).await;
+    let b = TestClient::register(server, "bob").await;
+    let group = a.client.create_group(a.account, "Family").await.unwrap();
+    let room = room_of(&a, group);
+    a.client.invite_to_group(group, &b.jid, None).await.unwrap();
+    accept_group_invitation(&b, &room).await;
+    echoed(&b, &room, "before").await;
+    let nick = a
+        .wait_conversation(&room, "bob's first message", |s| {
+            find(s, "before").is_some()
+        })
+        .await
+        .group
+        .clone()
+        .unwrap()
+        .nick;
+    prosody_forgets_occupant(&room, &nick);
+    // Nothing reaches a forgotten occupant until the self-ping finds out and joins again:
+    // bob writes until alice has one of his messages.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let text = format!("after {n}");
+        echoed(&b, &room, &text).await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(2),
+            a.wait_conversation(&room, "a message after being forgotten", |s| {
+                s.messages.iter().any(|m| m.body.starts_with("after "))
+            }),
+        )
+        .await;
+        if got.is_ok() {
+            break;
+        }
+        assert!(n < 30, "never joined again");
+    }
+    a.wait_conversation(&room, "joined", group_joined).await;
 }
 
 /// An occupant who did not write a message cannot retract or correct it; a groupchat
@@ -673,3 +742,8 @@ both_servers!(
     bookmarks_carry_groups_across_devices,
     only_the_author_changes_a_group_message,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_a_room_that_silently_lost_us_is_joined_again() {
+    a_room_that_silently_lost_us_is_joined_again(Server::Prosody).await;
+}
