@@ -1,14 +1,54 @@
 //! Rich messages through the real servers: corrections, retractions, replies, reactions,
-//! displayed markers, typing and styling; and who may change what.
+//! displayed markers, typing and styling; and who may change what. Corrected replies, in
+//! 1:1 conversations and in a group, as our clients and others see them.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::time::Duration;
+
 use linnet_client::{
-    ConversationSnapshot, DeliveryState, Direction, Encryption, MessageItem, TextStyle,
+    ConversationSnapshot, DeliveryState, Direction, Encryption, MessageId, MessageItem, TextStyle,
 };
 use linnet_tests::*;
+use linnet_xmpp::muc::RoomMessage;
+use linnet_xmpp::rich::{Reply, NS_REPLY};
+use linnet_xmpp::{BareJid, ChatMessage, Event};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 fn find<'a>(s: &'a ConversationSnapshot, body: &str) -> Option<&'a MessageItem> {
     s.messages.iter().find(|m| m.body == body)
+}
+
+fn by_id(s: &ConversationSnapshot, id: MessageId) -> Option<&MessageItem> {
+    s.messages.iter().find(|m| m.id == id)
+}
+
+/// `m` is shown as an answer to `question`.
+fn answers(m: &MessageItem, question: MessageId) -> bool {
+    m.reply_to
+        .as_ref()
+        .is_some_and(|p| p.message == Some(question))
+}
+
+/// No message of `s` shows a reply's quote.
+fn no_quote(s: &ConversationSnapshot) -> bool {
+    s.messages.iter().all(|m| !m.body.contains("> "))
+}
+
+/// The next item of `rx` that satisfies `pred` (others are skipped).
+async fn next_where<T, F: Fn(&T) -> bool>(rx: &mut UnboundedReceiver<T>, what: &str, pred: F) -> T {
+    let fut = async {
+        loop {
+            match rx.recv().await {
+                Some(m) if pred(&m) => return m,
+                Some(_) => {}
+                None => panic!("events ended while waiting for {what}"),
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(20), fut).await {
+        Ok(m) => m,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
 }
 
 async fn wait_devices(a: &TestClient, b: &TestClient) {
@@ -101,6 +141,309 @@ async fn corrections_replies_and_retractions(server: Server) {
         got.messages[1].reply_to.as_ref().unwrap().message,
         Some(first.id)
     );
+}
+
+/// A corrected reply stays a reply, encrypted: Alice answers Bob's message, then corrects
+/// her answer. Alice at once, Bob, and Alice's other device (by carbon) show the new text
+/// alone, still answering Bob's message.
+async fn a_corrected_reply_stays_a_reply(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    wait_devices(&a, &b).await;
+    // Alice's other device, known to her first one, so that her messages reach it.
+    let a2 = a.another_device(server).await;
+    let a2_dev = a2.client.own_omemo_device(a2.account).unwrap();
+    wait_until("A's second device at A", || {
+        a.client
+            .omemo_devices(a.account, &a.jid)
+            .map(|ds| ds.iter().any(|d| d.device_id == a2_dev && d.active))
+            .unwrap_or(false)
+    })
+    .await;
+
+    let asked = b
+        .client
+        .send_message(b.account, &a.jid, "soup or salad?")
+        .unwrap();
+    let got = a
+        .wait_conversation(&b.jid, "the question", |s| {
+            find(s, "soup or salad?").is_some()
+        })
+        .await;
+    let at_a = find(&got, "soup or salad?").unwrap().id;
+    let answer = a.client.reply(a.account, at_a, "soup").unwrap();
+    b.wait_conversation(&a.jid, "the answer", |s| {
+        find(s, "soup").is_some_and(|m| answers(m, asked))
+    })
+    .await;
+    a2.wait_conversation(&b.jid, "the answer on A's other device", |s| {
+        find(s, "soup").is_some()
+    })
+    .await;
+
+    a.client
+        .correct_message(a.account, answer, "salad")
+        .unwrap();
+    let mine = a
+        .wait_conversation(&b.jid, "the correction at once", |s| {
+            by_id(s, answer).is_some_and(|m| m.body == "salad" && m.edited && answers(m, at_a))
+        })
+        .await;
+    assert!(no_quote(&mine), "{:#?}", mine.messages);
+    let got = b
+        .wait_conversation(&a.jid, "the correction", |s| {
+            find(s, "salad").is_some_and(|m| m.edited && answers(m, asked))
+        })
+        .await;
+    assert!(no_quote(&got), "{:#?}", got.messages);
+    assert_eq!(got.messages.len(), 2, "a correction is not a message");
+    let corrected = find(&got, "salad").unwrap();
+    assert_eq!(corrected.encryption, Encryption::Omemo2);
+    assert_eq!(
+        corrected.reply_to.as_ref().unwrap().excerpt,
+        "soup or salad?"
+    );
+    // Bob's message may not have been encrypted for the other device (Bob need not know
+    // it yet), but it is there to be answered.
+    let other = a2
+        .wait_conversation(&b.jid, "the correction on A's other device", |s| {
+            find(s, "salad").is_some_and(|m| m.edited && m.direction == Direction::Outgoing)
+        })
+        .await;
+    assert!(no_quote(&other), "{:#?}", other.messages);
+    let question = other
+        .messages
+        .iter()
+        .find(|m| m.direction == Direction::Incoming)
+        .unwrap()
+        .id;
+    assert!(
+        answers(find(&other, "salad").unwrap(), question),
+        "{:#?}",
+        other.messages
+    );
+}
+
+/// What other clients see of our corrected reply, and what we show of theirs, with a raw
+/// peer: our correction carries the reply and a fresh quote marked as its fallback (a
+/// client that replaces the whole message still shows a reply); the peer's corrections of
+/// an answer, with the quote again (as Conversations sends them) or with only the new text
+/// (older clients), show without the quote and still answer our message. A device of ours
+/// that comes later finds our corrected answer in the archive the same.
+async fn a_corrected_reply_on_the_wire(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let a_full = a.client.bound_jid(a.account).unwrap();
+    let (bob, mut events) = registered_session(server, "bob").await;
+    bob.send_presence(None, None).unwrap();
+    let bob_jid = bob.own_jid().as_str().to_owned();
+    let (tx, mut received) = unbounded_channel::<ChatMessage>();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let Event::Message(m) = ev {
+                let _ = tx.send(m);
+            }
+        }
+    });
+
+    bob.send_xml(&raw_chat(&a_full, "b1", "<body>lunch?\nor later</body>"))
+        .unwrap();
+    let s = a
+        .wait_conversation(&bob_jid, "Bob's question", |s| {
+            find(s, "lunch?\nor later").is_some()
+        })
+        .await;
+    let question = find(&s, "lunch?\nor later").unwrap().id;
+    let answer = a.client.reply(a.account, question, "yes").unwrap();
+    let origin = a.open_store().message(answer).unwrap().origin_id.unwrap();
+    let m = next_where(&mut received, "the answer", |m| m.body.ends_with("yes")).await;
+    assert_eq!(m.rich.reply.as_ref().map(|r| r.id.as_str()), Some("b1"));
+    a.client
+        .correct_message(a.account, answer, "yes, at one")
+        .unwrap();
+    let m = next_where(&mut received, "the correction", |m| {
+        m.rich.replace.is_some()
+    })
+    .await;
+    assert_eq!(m.rich.replace.as_deref(), Some(origin.as_str()));
+    assert_eq!(
+        m.rich.reply,
+        Some(Reply {
+            to: Some(bob_jid.clone()),
+            id: "b1".into()
+        })
+    );
+    assert_eq!(m.body, "> lunch?\n> or later\nyes, at one");
+    assert_eq!(m.rich.strip_fallback(&m.body, &[NS_REPLY]), "yes, at one");
+    let s = a
+        .wait_conversation(&bob_jid, "the correction at once", |s| {
+            by_id(s, answer).is_some_and(|m| m.edited)
+        })
+        .await;
+    let mine = by_id(&s, answer).unwrap();
+    assert_eq!(mine.body, "yes, at one");
+    assert!(answers(mine, question));
+
+    // Bob answers the answer and corrects his, quoting it each time.
+    let quote = "> yes, at one\n";
+    let reply = format!(
+        "<reply xmlns='urn:xmpp:reply:0' to='{}' id='{origin}'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
+         <body start='0' end='{}'/></fallback>",
+        a.jid,
+        quote.chars().count()
+    );
+    bob.send_xml(&raw_chat(
+        &a_full,
+        "b2",
+        &format!("<body>{quote}fine</body>{reply}"),
+    ))
+    .unwrap();
+    bob.send_xml(&raw_chat(
+        &a_full,
+        "b3",
+        &format!(
+            "<body>{quote}fine by me</body>{reply}\
+             <replace xmlns='urn:xmpp:message-correct:0' id='b2'/>"
+        ),
+    ))
+    .unwrap();
+    let s = a
+        .wait_conversation(&bob_jid, "Bob's corrected answer", |s| {
+            find(s, "fine by me").is_some_and(|m| m.edited && answers(m, answer))
+        })
+        .await;
+    assert!(no_quote(&s), "{:#?}", s.messages);
+    assert_eq!(s.messages.len(), 3, "{:#?}", s.messages);
+    // An older client's correction: the new text only, still an answer.
+    bob.send_xml(&raw_chat(
+        &a_full,
+        "b4",
+        "<body>fine by me!</body><replace xmlns='urn:xmpp:message-correct:0' id='b2'/>",
+    ))
+    .unwrap();
+    a.wait_conversation(&bob_jid, "Bob's answer corrected again", |s| {
+        find(s, "fine by me!").is_some_and(|m| m.edited && answers(m, answer))
+    })
+    .await;
+
+    // From the archive, on a new device: our corrected answer as corrected.
+    let a2 = a.another_device(server).await;
+    let s = a2
+        .wait_conversation(&bob_jid, "the history on a new device", |s| {
+            find(s, "yes, at one").is_some() && find(s, "fine by me!").is_some()
+        })
+        .await;
+    assert!(no_quote(&s), "{:#?}", s.messages);
+    let q = find(&s, "lunch?\nor later").unwrap().id;
+    let mine = find(&s, "yes, at one").unwrap();
+    assert!(mine.edited && mine.direction == Direction::Outgoing);
+    assert!(answers(mine, q), "{:#?}", s.messages);
+    assert!(answers(find(&s, "fine by me!").unwrap(), mine.id));
+}
+
+/// In a group: Alice answers Bob's message and corrects her answer. Alice at once and Bob
+/// show the new text alone, still answering Bob's message, and the room's copy of the
+/// correction changes nothing twice; on the wire (a raw occupant) the correction names
+/// Bob's message by the room's id and Bob by his occupant JID, with a fresh quote.
+async fn a_corrected_reply_in_a_group(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register(server, "bob").await;
+    let group = a.client.create_group(a.account, "Lunch").await.unwrap();
+    let room = room_of(&a, group);
+    a.client.invite_to_group(group, &b.jid, None).await.unwrap();
+    accept_group_invitation(&b, &room).await;
+    let (observer, mut events) = registered_session(server, "dave").await;
+    a.client
+        .invite_to_group(group, observer.own_jid().as_str(), None)
+        .await
+        .unwrap();
+    observer
+        .muc_join(&BareJid::parse(&room).unwrap(), "dave", None)
+        .unwrap();
+    let (tx, mut wire) = unbounded_channel::<RoomMessage>();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let Event::RoomMessage(m) = ev {
+                let _ = tx.send(*m);
+            }
+        }
+    });
+    a.wait_conversation(&room, "everyone in", |s| {
+        s.group.as_ref().is_some_and(|g| g.occupants.len() == 3)
+    })
+    .await;
+    let b_occupant = format!("{room}/{}", b.jid.split('@').next().unwrap());
+
+    let asked = b
+        .client
+        .send_message(b.account, &room, "lunch at noon?")
+        .unwrap();
+    let s = a
+        .wait_conversation(&room, "Bob's question", |s| {
+            find(s, "lunch at noon?").is_some()
+        })
+        .await;
+    let at_a = find(&s, "lunch at noon?").unwrap().id;
+    let q = next_where(&mut wire, "the question on the wire", |m| {
+        m.msg.body.as_deref() == Some("lunch at noon?")
+    })
+    .await;
+    let room_id = q.msg.stanza_id.clone().unwrap();
+
+    let answer = a.client.reply(a.account, at_a, "yes").unwrap();
+    b.wait_conversation(&room, "the answer", |s| {
+        find(s, "yes").is_some_and(|m| answers(m, asked))
+    })
+    .await;
+    a.client
+        .correct_message(a.account, answer, "yes, at one")
+        .unwrap();
+    a.wait_conversation(&room, "the correction at once", |s| {
+        by_id(s, answer).is_some_and(|m| m.body == "yes, at one" && m.edited && answers(m, at_a))
+    })
+    .await;
+    let s = b
+        .wait_conversation(&room, "the correction", |s| {
+            find(s, "yes, at one").is_some_and(|m| m.edited && answers(m, asked))
+        })
+        .await;
+    assert!(no_quote(&s), "{:#?}", s.messages);
+    assert_eq!(
+        find(&s, "yes, at one")
+            .unwrap()
+            .reply_to
+            .as_ref()
+            .unwrap()
+            .excerpt,
+        "lunch at noon?"
+    );
+
+    let m = next_where(&mut wire, "the correction on the wire", |m| {
+        m.rich.replace.is_some()
+    })
+    .await;
+    assert_eq!(
+        m.rich.reply,
+        Some(Reply {
+            to: Some(b_occupant),
+            id: room_id
+        })
+    );
+    let body = m.msg.body.unwrap();
+    assert_eq!(body, "> lunch at noon?\nyes, at one");
+    assert_eq!(m.rich.strip_fallback(&body, &[NS_REPLY]), "yes, at one");
+
+    // The room's copy of the correction came back to Alice before this: it changed
+    // nothing.
+    let ok = a.client.send_message(a.account, &room, "ok").unwrap();
+    let s = a
+        .wait_conversation(&room, "the room's copy", |s| {
+            by_id(s, ok).is_some_and(|m| m.state == DeliveryState::Delivered)
+        })
+        .await;
+    assert!(no_quote(&s), "{:#?}", s.messages);
+    let mine = by_id(&s, answer).unwrap();
+    assert_eq!(mine.body, "yes, at one");
+    assert!(answers(mine, at_a));
 }
 
 /// Reactions (a new set replaces the sender's old one), displayed markers (our messages
@@ -315,6 +658,9 @@ async fn nobody_changes_what_is_not_theirs(server: Server) {
 
 both_servers!(
     corrections_replies_and_retractions,
+    a_corrected_reply_stays_a_reply,
+    a_corrected_reply_on_the_wire,
+    a_corrected_reply_in_a_group,
     reactions_markers_and_typing,
     nobody_changes_what_is_not_theirs,
 );

@@ -579,12 +579,22 @@ fn on_message(
             } else {
                 DeliveryState::Read
             },
-            reply_to: None,
+            reply_to: match kind {
+                MessageKind::Correction => row.reply_to.clone(),
+                _ => None,
+            },
             ..row
         })?;
         if matches!(inserted, linnet_store::Inserted::New(_)) {
             let applied = match kind {
-                MessageKind::Correction => tx.apply_correction(target, &body, timestamp_ms)?,
+                // One that names what it answers moves the reply there; one with only the
+                // new text (older clients) leaves it.
+                MessageKind::Correction => tx.apply_correction_with_reply(
+                    target,
+                    &body,
+                    r.reply.as_ref().map(|x| x.id.as_str()),
+                    timestamp_ms,
+                )?,
                 MessageKind::Retraction => tx.apply_retraction(target, timestamp_ms)?,
                 // Everyone's by occupant JID, ours too: what `Client::react` sets locally,
                 // so that our reactions from another device replace those from this one.

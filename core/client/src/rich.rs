@@ -92,8 +92,16 @@ pub(crate) fn store_change(
         .as_ref()
         .map(|r| r.emojis.clone())
         .unwrap_or_default();
+    // A correction of a reply quotes what it answers, like the reply did (see
+    // `Client::correct_message`): the text is what follows the quote. We show what a
+    // reply answers, so its quote goes even when the correction's `<reply>` did not
+    // come through (one we could not read).
+    let answers = m.rich.reply.is_some()
+        || (kind == MessageKind::Correction && tx.message(target)?.reply_to.is_some());
+    let text = without_quote(&m.body, &m.rich, answers);
+    let reply_to = m.rich.reply.as_ref().map(|r| r.id.as_str());
     let body = match kind {
-        MessageKind::Correction => m.body.clone(),
+        MessageKind::Correction => text.clone(),
         // Reactions hold no control characters, so a line each is unambiguous.
         MessageKind::Reactions => emojis.join("\n"),
         _ => String::new(),
@@ -117,15 +125,20 @@ pub(crate) fn store_change(
         },
         kind,
         target: Some(target),
+        reply_to: match kind {
+            MessageKind::Correction => reply_to.map(str::to_owned),
+            _ => None,
+        },
         ..row
     })?;
     if !matches!(inserted, linnet_store::Inserted::New(_)) {
         return Ok(false);
     }
     match kind {
-        // An undecryptable correction leaves the text as it was.
-        MessageKind::Correction if error.is_none() && !m.body.trim().is_empty() => {
-            tx.apply_correction(target, &m.body, timestamp_ms)
+        // An undecryptable correction leaves the text as it was. One without a reply
+        // (older clients send only the new text) leaves what the message answers.
+        MessageKind::Correction if error.is_none() && !text.trim().is_empty() => {
+            tx.apply_correction_with_reply(target, &text, reply_to, timestamp_ms)
         }
         MessageKind::Retraction => tx.apply_retraction(target, timestamp_ms),
         MessageKind::Reactions => tx.set_reactions(target, &sender, &emojis, timestamp_ms),
@@ -145,7 +158,12 @@ pub(crate) fn message_parts(m: &ChatMessage) -> (String, Option<String>) {
 /// The text of a received message without the quote that stands in for its reply
 /// (XEP-0461, XEP-0428) for clients without replies.
 pub(crate) fn reply_text(body: &str, rich: &xr::Rich) -> String {
-    if rich.reply.is_none() {
+    without_quote(body, rich, rich.reply.is_some())
+}
+
+/// `body` without its reply fallback when the message is shown as a reply (`answers`).
+fn without_quote(body: &str, rich: &xr::Rich, answers: bool) -> String {
+    if !answers {
         return body.to_owned();
     }
     let text = rich.strip_fallback(body, &[xr::NS_REPLY]);
@@ -231,6 +249,25 @@ impl Held {
     /// name the room gives every reaction (ours echoed included, see `groups::on_message`).
     fn reactor(&self) -> &str {
         self.occupant.as_deref().unwrap_or(&self.own)
+    }
+
+    /// What an answer to this message carries (XEP-0461, XEP-0428): its reference and
+    /// author, and the quote of its start for clients without replies (empty, so no
+    /// fallback, when it was deleted).
+    fn answer(&self, reference: String) -> (Reply, String) {
+        let to = author(
+            &self.message,
+            self.peer.as_str(),
+            &self.own,
+            self.occupant.as_deref(),
+        );
+        (
+            Reply {
+                to: Some(to),
+                id: reference,
+            },
+            xr::reply_quote(&self.message.body),
+        )
     }
 
     /// What a reply, reaction or retraction names the message by (`what`: the act, for
@@ -443,28 +480,48 @@ impl Client {
         })
     }
 
+    /// What `held` answers, as an answer to it is sent again (see [`Held::answer`]):
+    /// `None` when it is no reply. The reference is the one stored with it; a message it
+    /// answers that we no longer hold is named without author or quote.
+    fn answered_by(&self, held: &Held) -> Result<Option<(Reply, String)>> {
+        let Some(reference) = held.message.reply_to.clone() else {
+            return Ok(None);
+        };
+        let answered = {
+            let store = lock(&self.inner.store);
+            let conversation = held.message.conversation;
+            match held.room() {
+                Some(room) => store.message_by_room_reference(conversation, room, &reference)?,
+                None => store.message_by_reference(conversation, &reference)?,
+            }
+        };
+        Ok(Some(match answered {
+            Some(message) => Held {
+                message,
+                peer: held.peer.clone(),
+                own: held.own.clone(),
+                occupant: held.occupant.clone(),
+            }
+            .answer(reference),
+            None => (
+                Reply {
+                    to: None,
+                    id: reference,
+                },
+                String::new(),
+            ),
+        }))
+    }
+
     /// Sends `body` as an answer to `message` (XEP-0461), quoting its start for clients
     /// without replies.
     pub fn reply(&self, account: AccountId, message: MessageId, body: &str) -> Result<MessageId> {
         check_body(body)?;
         let held = self.own_history_message(account, message)?;
         let reference = held.reference("answered")?;
-        let target = &held.message;
-        let author = author(
-            target,
-            held.peer.as_str(),
-            &held.own,
-            held.occupant.as_deref(),
-        );
         let extras = Extras {
             replace: None,
-            reply: Some((
-                Reply {
-                    to: Some(author),
-                    id: reference.clone(),
-                },
-                xr::reply_quote(&target.body),
-            )),
+            reply: Some(held.answer(reference.clone())),
             file: None,
         };
         let id = linnet_xmpp::new_id();
@@ -480,7 +537,8 @@ impl Client {
             .0)
     }
 
-    /// Replaces the text of a message we sent (XEP-0308). The change shows at once.
+    /// Replaces the text of a message we sent (XEP-0308). The change shows at once. A
+    /// reply stays a reply: the correction answers the same message, quoting it afresh.
     pub fn correct_message(
         &self,
         account: AccountId,
@@ -488,35 +546,39 @@ impl Client {
         body: &str,
     ) -> Result<()> {
         check_body(body)?;
-        let Held {
-            message: target,
-            peer,
-            ..
-        } = self.own_history_message(account, message)?;
-        if target.direction != Direction::Outgoing {
+        let held = self.own_history_message(account, message)?;
+        if held.message.direction != Direction::Outgoing {
             return Err(ClientError::BadInput(
                 "only our own messages can be corrected".into(),
             ));
         }
-        if target.retracted_ms.is_some() {
+        if held.message.retracted_ms.is_some() {
             return Err(ClientError::BadInput("that message was deleted".into()));
         }
         // XEP-0308 names the original by the id it was sent with, in groups too (ours
         // carry an origin-id equal to it).
-        let Some(reference) = target.origin_id.clone() else {
+        let Some(reference) = held.message.origin_id.clone() else {
             return Err(ClientError::BadInput(
                 "that message cannot be corrected".into(),
             ));
         };
+        // A correction of a reply answers the same, quoting it afresh: clients that
+        // replace the whole message (most do) keep showing it as a reply.
+        let reply = self.answered_by(&held)?;
+        let Held {
+            message: target,
+            peer,
+            ..
+        } = held;
         let id = linnet_xmpp::new_id();
         let out = Outgoing {
             body: body.to_owned(),
             kind: MessageKind::Correction,
             target: Some(target.id),
-            reply_to: None,
+            reply_to: target.reply_to.clone(),
             wire: Wire::Chat(Extras {
                 replace: Some(reference),
-                reply: None,
+                reply,
                 file: None,
             }),
         };
@@ -834,6 +896,163 @@ mod tests {
             ..m
         };
         assert_eq!(reference(&no_origin, None), None);
+    }
+
+    /// A message as the session hands it over, from our other device (`outgoing`) or the
+    /// peer: `body` as sent, with the payloads `rich`.
+    fn received(id: &str, body: String, rich: xr::Rich, outgoing: bool) -> ChatMessage {
+        ChatMessage {
+            peer: BareJid::parse("bob@example.org").unwrap(),
+            outgoing,
+            carbon: outgoing,
+            from_full: "bob@example.org/phone".into(),
+            body,
+            id: Some(id.to_owned()),
+            origin_id: Some(id.to_owned()),
+            stanza_id: None,
+            stanza_id_by: None,
+            timestamp_ms: None,
+            wants_receipt: false,
+            archived: false,
+            scrollback: false,
+            encrypted: Vec::new(),
+            rich: Box::new(rich),
+        }
+    }
+
+    /// A correction of a reply, from our other device or from the peer's client: the text
+    /// shown is the new one without the quote, and the message still answers what it did
+    /// (or, when the correction names something else, that); a correction that carries
+    /// only the new text leaves what it answers alone.
+    #[test]
+    fn a_corrected_reply_stays_a_reply_without_its_quote() {
+        let mut store =
+            linnet_store::Store::open_in_memory(&linnet_store::DbKey::from_bytes([7; 32])).unwrap();
+        let account = store.add_account("me@example.org", "pw").unwrap();
+        let own = BareJid::parse("me@example.org").unwrap();
+        let peer = BareJid::parse("bob@example.org").unwrap();
+        let c = store
+            .conversation(account, peer.as_str(), true)
+            .unwrap()
+            .unwrap();
+        let row = |direction, body: &str, origin: &str, reply_to: Option<&str>| NewMessage {
+            conversation: c,
+            direction,
+            sender: match direction {
+                Direction::Outgoing => own.as_str().to_owned(),
+                Direction::Incoming => peer.as_str().to_owned(),
+            },
+            body: body.to_owned(),
+            origin_id: Some(origin.to_owned()),
+            stanza_id: None,
+            stanza_id_by: None,
+            timestamp_ms: now_ms(),
+            delivery_state: DeliveryState::Delivered,
+            encryption: Default::default(),
+            error: None,
+            kind: MessageKind::Message,
+            target: None,
+            reply_to: reply_to.map(str::to_owned),
+            markable: false,
+            replaces: None,
+        };
+        let ids = store
+            .transaction(|tx| {
+                let q = tx.insert_message(&row(Direction::Incoming, "lunch?", "q1", None))?;
+                let ours = tx.insert_message(&row(Direction::Outgoing, "yes", "r1", Some("q1")))?;
+                let theirs =
+                    tx.insert_message(&row(Direction::Incoming, "and you?", "t1", Some("r1")))?;
+                tx.insert_message(&row(Direction::Incoming, "or pizza?", "q2", None))?;
+                Ok((q.id(), ours.id(), theirs.id()))
+            })
+            .unwrap();
+        let (_, ours, theirs) = ids;
+        let quote = xr::reply_quote("lunch?");
+        let reply = |id: &str| {
+            Some((
+                Reply {
+                    to: Some(peer.as_str().to_owned()),
+                    id: id.to_owned(),
+                },
+                quote.clone(),
+            ))
+        };
+        // A correction as it goes out, and its body as sent.
+        let correction = |id: &str, text: &str, replace: &str, reply| {
+            let extras = Extras {
+                replace: Some(replace.to_owned()),
+                reply,
+                file: None,
+            };
+            let body = extras.wire_body(text);
+            (linnet_xmpp::chat_stanza(&peer, &body, id, &extras), body)
+        };
+        // Applies a received correction as `account::on_message` does.
+        let apply = |store: &mut linnet_store::Store, m: ChatMessage| {
+            store
+                .transaction(|tx| match change_of(tx, c, &m)? {
+                    Change::Apply(kind, target) => store_change(
+                        tx,
+                        c,
+                        &own,
+                        &m,
+                        kind,
+                        target,
+                        now_ms(),
+                        Default::default(),
+                        None,
+                    ),
+                    _ => panic!("not applied as a correction"),
+                })
+                .unwrap()
+        };
+        let shown = |store: &linnet_store::Store, id| {
+            let m = store.message(id).unwrap();
+            (m.body, m.reply_to)
+        };
+
+        // Ours, corrected on our other device as we correct: quote and reply again.
+        let (stanza, body) = correction("c1", "yes!", "r1", reply("q1"));
+        assert!(body.starts_with("> lunch?\n"), "{body:?}");
+        assert!(apply(
+            &mut store,
+            received("c1", body, xr::parse(&stanza), true)
+        ));
+        assert_eq!(shown(&store, ours), ("yes!".into(), Some("q1".into())));
+        // Seen again (the archive's copy): nothing changes.
+        let (stanza, body) = correction("c1", "yes!", "r1", reply("q1"));
+        assert!(!apply(
+            &mut store,
+            received("c1", body, xr::parse(&stanza), true)
+        ));
+        // The peer's, by an older client: only the new text.
+        let (stanza, body) = correction("c2", "and you??", "t1", None);
+        assert!(apply(
+            &mut store,
+            received("c2", body, xr::parse(&stanza), false)
+        ));
+        assert_eq!(
+            shown(&store, theirs),
+            ("and you??".into(), Some("r1".into()))
+        );
+        // The peer's, now answering something else.
+        let (stanza, body) = correction("c3", "or you?", "t1", reply("q2"));
+        assert!(apply(
+            &mut store,
+            received("c3", body, xr::parse(&stanza), false)
+        ));
+        assert_eq!(shown(&store, theirs), ("or you?".into(), Some("q2".into())));
+        // A quote marked as the reply's fallback goes even when the `<reply>` did not come
+        // through, since the message is shown as a reply.
+        let (mut stanza, body) = correction("c4", "yes, at one", "r1", reply("q1"));
+        stanza.remove_child("reply", xr::NS_REPLY);
+        let m = received("c4", body, xr::parse(&stanza), true);
+        assert_eq!(m.rich.reply, None);
+        assert!(apply(&mut store, m));
+        assert_eq!(
+            shown(&store, ours),
+            ("yes, at one".into(), Some("q1".into()))
+        );
     }
 
     #[test]

@@ -44,16 +44,31 @@ impl Tx<'_> {
     /// Shows `body` as the text of `target`, written at `at_ms`, unless a later correction
     /// is shown already or the message was retracted. Returns whether it changed.
     pub fn apply_correction(&self, target: MessageId, body: &str, at_ms: i64) -> Result<bool> {
+        self.apply_correction_with_reply(target, body, None, at_ms)
+    }
+
+    /// [`Tx::apply_correction`] by a correction that says what the message answers
+    /// (XEP-0461 `reply_to`, as stored in [`NewMessage::reply_to`](crate::NewMessage)):
+    /// when it applies, the message answers that from now on. `None` keeps what the
+    /// message answered (a correction that only carries the new text).
+    pub fn apply_correction_with_reply(
+        &self,
+        target: MessageId,
+        body: &str,
+        reply_to: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool> {
         self.atomic(|| {
             let conversation: Option<ConversationId> = self
                 .conn
                 .prepare_cached(
-                    "UPDATE messages SET body = ?2, edited_ms = ?3, error = NULL
+                    "UPDATE messages SET body = ?2, edited_ms = ?3, error = NULL,
+                                         reply_to = coalesce(?4, reply_to)
                      WHERE id = ?1 AND kind = 0 AND retracted_ms IS NULL
                        AND (edited_ms IS NULL OR edited_ms <= ?3)
                      RETURNING conversation_id",
                 )?
-                .query_row(params![target, body, at_ms], |r| r.get(0))
+                .query_row(params![target, body, at_ms, reply_to], |r| r.get(0))
                 .optional()?;
             match conversation {
                 Some(c) => {

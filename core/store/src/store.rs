@@ -378,6 +378,13 @@ delegate_to_tx! {
     fn reactions(&self, messages: &[MessageId]) -> Result<Vec<crate::ReactionSet>>;
     fn latest_incoming(&self, conversation: ConversationId) -> Result<Option<MessageRecord>>;
     fn apply_correction(&self, target: MessageId, body: &str, at_ms: i64) -> Result<bool>;
+    fn apply_correction_with_reply(
+        &self,
+        target: MessageId,
+        body: &str,
+        reply_to: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool>;
     fn apply_retraction(&self, target: MessageId, at_ms: i64) -> Result<bool>;
     fn set_reactions(
         &self,

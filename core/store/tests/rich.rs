@@ -78,6 +78,48 @@ fn a_late_older_correction_does_not_undo_a_newer_one() {
 }
 
 #[test]
+fn a_correction_keeps_what_a_reply_answers_unless_it_names_another() {
+    let (_fx, store, _, c) = setup();
+    let t = base_ms();
+    let m = insert(
+        &store,
+        NewMessage {
+            reply_to: Some("q1".into()),
+            ..incoming(c, "v1", t)
+        },
+    );
+    // Only the new text (an older client's correction): still a reply to the same.
+    assert!(store.apply_correction(m, "v2", t + 10).unwrap());
+    assert_eq!(store.message(m).unwrap().reply_to.as_deref(), Some("q1"));
+    assert!(store
+        .apply_correction_with_reply(m, "v3", None, t + 20)
+        .unwrap());
+    assert_eq!(store.message(m).unwrap().reply_to.as_deref(), Some("q1"));
+    // One that names what it answers: that, from now on.
+    assert!(store
+        .apply_correction_with_reply(m, "v4", Some("q2"), t + 30)
+        .unwrap());
+    // A late older one changes neither the text nor what it answers.
+    assert!(!store
+        .apply_correction_with_reply(m, "v0", Some("q0"), t + 5)
+        .unwrap());
+    let rec = store.message(m).unwrap();
+    assert_eq!(
+        (rec.body.as_str(), rec.reply_to.as_deref()),
+        ("v4", Some("q2"))
+    );
+    // A message that answered nothing becomes a reply.
+    let plain = insert(&store, incoming(c, "w1", t + 40));
+    assert!(store
+        .apply_correction_with_reply(plain, "w2", Some("q1"), t + 50)
+        .unwrap());
+    assert_eq!(
+        store.message(plain).unwrap().reply_to.as_deref(),
+        Some("q1")
+    );
+}
+
+#[test]
 fn a_retraction_is_final_and_drops_reactions() {
     let (_fx, store, _, c) = setup();
     let t = base_ms();
