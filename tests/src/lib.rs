@@ -189,6 +189,33 @@ pub fn group_joined(s: &ConversationSnapshot) -> bool {
         .is_some_and(|g| g.joined == linnet_client::JoinState::Joined)
 }
 
+/// A raw session of a fresh account, invited to `group` by `inviter` and in its room as
+/// "dave": what it receives is what goes over the wire. Keep the session alive.
+pub async fn raw_occupant(
+    server: Server,
+    inviter: &TestClient,
+    group: linnet_client::ConversationId,
+    room: &str,
+) -> (
+    linnet_xmpp::Session,
+    tokio::sync::mpsc::UnboundedReceiver<linnet_xmpp::Event>,
+) {
+    let (observer, events) = registered_session(server, "dave").await;
+    inviter
+        .client
+        .invite_to_group(group, observer.own_jid().as_str(), None)
+        .await
+        .expect("invite");
+    observer
+        .muc_join(
+            &linnet_xmpp::BareJid::parse(room).expect("room JID"),
+            "dave",
+            None,
+        )
+        .expect("join");
+    (observer, events)
+}
+
 /// The room JID of a group conversation.
 pub fn room_of(c: &TestClient, group: linnet_client::ConversationId) -> String {
     c.client

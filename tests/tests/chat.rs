@@ -55,11 +55,12 @@ async fn deny_leaves_no_subscription(server: Server) {
     .await;
 }
 
-/// ejabberd re-sends pending requests on initial presence, so a copy can arrive after the
-/// user denied but before the server processed the denial. Scripted here: the copy comes
-/// between our `unsubscribed` and the server's acknowledgement of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_resent_before_the_denial_is_processed_stays_denied() {
+/// A client logged in at a scripted server that has served it up to its initial presence.
+async fn logged_in_at_fake() -> (
+    Arc<linnet_tests::fake::FakeServer>,
+    TestClient,
+    linnet_tests::fake::FakeSession,
+) {
     let fake = Arc::new(linnet_tests::fake::FakeServer::start().await);
     let c = TestClient::at_fake(&fake);
     let f = fake.clone();
@@ -69,7 +70,16 @@ async fn request_resent_before_the_denial_is_processed_stays_denied() {
         s
     });
     c.client.login(c.account).await.unwrap();
-    let mut s = server.await.unwrap();
+    let s = server.await.unwrap();
+    (fake, c, s)
+}
+
+/// ejabberd re-sends pending requests on initial presence, so a copy can arrive after the
+/// user denied but before the server processed the denial. Scripted here: the copy comes
+/// between our `unsubscribed` and the server's acknowledgement of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_resent_before_the_denial_is_processed_stays_denied() {
+    let (_fake, c, mut s) = logged_in_at_fake().await;
     let asker = "asker@fake.test";
     let subscribe = format!(
         "<presence xmlns='jabber:client' from='{asker}' to='user@fake.test' type='subscribe'/>"
@@ -167,16 +177,7 @@ async fn subscription_requests_carry_nicknames(server: Server) {
 /// ejabberd does on initial presence) keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_resent_with_a_nickname_updates_it() {
-    let fake = Arc::new(linnet_tests::fake::FakeServer::start().await);
-    let c = TestClient::at_fake(&fake);
-    let f = fake.clone();
-    let server = tokio::spawn(async move {
-        let mut s = f.accept().await;
-        s.serve_until("<presence").await;
-        s
-    });
-    c.client.login(c.account).await.unwrap();
-    let mut s = server.await.unwrap();
+    let (_fake, c, mut s) = logged_in_at_fake().await;
     let asker = "asker@fake.test";
     let plain = format!(
         "<presence xmlns='jabber:client' from='{asker}' to='user@fake.test' type='subscribe'/>"

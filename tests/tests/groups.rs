@@ -472,14 +472,7 @@ async fn rich_messages_in_a_group(server: Server) {
     accept_group_invitation(&b, &room).await;
     accept_group_invitation(&c, &room).await;
     // A raw occupant sees what goes over the wire.
-    let (observer, mut events) = registered_session(server, "dave").await;
-    a.client
-        .invite_to_group(group, observer.own_jid().as_str(), None)
-        .await
-        .unwrap();
-    observer
-        .muc_join(&BareJid::parse(&room).unwrap(), "dave", None)
-        .unwrap();
+    let (_observer, mut events) = raw_occupant(server, &a, group, &room).await;
     let wire = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = wire.clone();
     tokio::spawn(async move {

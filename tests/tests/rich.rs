@@ -11,7 +11,7 @@ use linnet_client::{
 use linnet_tests::*;
 use linnet_xmpp::muc::RoomMessage;
 use linnet_xmpp::rich::{Reply, NS_REPLY};
-use linnet_xmpp::{BareJid, ChatMessage, Event};
+use linnet_xmpp::{ChatMessage, Event};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 fn find<'a>(s: &'a ConversationSnapshot, body: &str) -> Option<&'a MessageItem> {
@@ -351,14 +351,7 @@ async fn a_corrected_reply_in_a_group(server: Server) {
     let room = room_of(&a, group);
     a.client.invite_to_group(group, &b.jid, None).await.unwrap();
     accept_group_invitation(&b, &room).await;
-    let (observer, mut events) = registered_session(server, "dave").await;
-    a.client
-        .invite_to_group(group, observer.own_jid().as_str(), None)
-        .await
-        .unwrap();
-    observer
-        .muc_join(&BareJid::parse(&room).unwrap(), "dave", None)
-        .unwrap();
+    let (_observer, mut events) = raw_occupant(server, &a, group, &room).await;
     let (tx, mut wire) = unbounded_channel::<RoomMessage>();
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
