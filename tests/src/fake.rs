@@ -85,6 +85,16 @@ impl FakeServer {
 
     /// Accepts one client and logs it in as `user@fake.test/<resource>`.
     pub async fn accept(&self) -> FakeSession {
+        self.accept_with(None).await
+    }
+
+    /// Like `accept`, but a client asking to resume stream `sm1` gets it back, told that
+    /// `h` of its stanzas were handled.
+    pub async fn accept_resuming(&self, h: u32) -> FakeSession {
+        self.accept_with(Some(h)).await
+    }
+
+    async fn accept_with(&self, resume: Option<u32>) -> FakeSession {
         let (mut tcp, _) = self.listener.accept().await.expect("accept");
         tcp.set_nodelay(true).expect("nodelay");
         // One buffer for the plaintext part: a client that pipelines sends `<starttls/>`
@@ -113,6 +123,13 @@ impl FakeServer {
         s.send(HEADER).await;
         s.send("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>").await;
         let mut bind = s.next_element().await;
+        if let (true, Some(h)) = (bind.starts_with("<resume"), resume) {
+            s.send(&format!(
+                "<resumed xmlns='urn:xmpp:sm:3' h='{h}' previd='sm1'/>"
+            ))
+            .await;
+            return s;
+        }
         if bind.starts_with("<resume") {
             // It keeps no sessions: a client resuming is refused and binds afresh.
             s.send("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>").await;

@@ -102,6 +102,20 @@ async fn thousand_messages_through_chaos(server: Server) {
     if got.len() != N {
         let missing: Vec<&String> = expected.iter().filter(|e| !got.contains(e)).collect();
         eprintln!("{server:?}: B lacks {missing:?}");
+        // Whether A still holds them (never acknowledged by the server) or the server took
+        // them and B did not get them: two different bugs.
+        let a_conv = a.client.open_conversation(a.account, &b.jid).unwrap();
+        let mut states = std::collections::BTreeMap::new();
+        for m in a.client.messages(a_conv, None, 2 * N as u32).unwrap() {
+            if missing.contains(&&m.body) {
+                *states.entry(format!("{:?}", m.state)).or_insert(0) += 1;
+            }
+        }
+        eprintln!(
+            "{server:?}: the missing ones on A: {states:?}; A {:?}, B {:?}",
+            a.client.chat_list().accounts[0].connection,
+            b.client.chat_list().accounts[0].connection
+        );
     }
     assert_eq!(got.len(), N, "B has every message once");
     let mut sorted = got.clone();

@@ -608,3 +608,31 @@ async fn durable_acks_wait_for_confirmation() {
     assert_eq!(st.id.as_deref(), Some("sm1"));
     assert_eq!(st.inbound_handled, 3);
 }
+
+/// A fresh stream that breaks during its setup (here: before the roster arrives) and is
+/// then resumed still gets its setup: without the initial presence the server would hold
+/// our resource unavailable and send everything for our bare JID to offline storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_during_setup_is_set_up_when_resumed() {
+    let fake = std::sync::Arc::new(linnet_tests::fake::FakeServer::start().await);
+    let c = TestClient::at_fake(&fake);
+    let f = fake.clone();
+    let server = tokio::spawn(async move {
+        let mut first = f.accept().await;
+        first.serve_until_unanswered("jabber:iq:roster").await;
+        // The link dies with the roster request unanswered, before any presence.
+        drop(first);
+        let mut again = f.accept_resuming(0).await;
+        tokio::time::timeout(WAIT, again.serve_until("<presence"))
+            .await
+            .expect("initial presence on the resumed stream");
+        again
+    });
+    // The first login fails (its setup was cut); the account keeps reconnecting.
+    let _ = c.client.login(c.account).await;
+    let _session = server.await.unwrap();
+    c.wait_list("online", |l| {
+        l.accounts[0].connection == linnet_client::ConnectionState::Online
+    })
+    .await;
+}

@@ -53,6 +53,11 @@ pub(crate) async fn run(
     // ended: the next session sends them.
     let mut unsent_receipts: Vec<(String, String)> = Vec::new();
     let mut placement = Placement::default();
+    // Whether the stream now open at the server got its setup (roster, carbons, initial
+    // presence, rooms) from this process. A fresh stream that broke during its setup is
+    // resumed without it, and the server then holds our resource unavailable: messages to
+    // our bare JID go to offline storage instead of to us, for as long as it lasts.
+    let mut stream_set_up = false;
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -194,18 +199,15 @@ pub(crate) async fn run(
                     tracing::warn!(error = %e, "storing stream-management state failed");
                 }
                 let prev = previous.take();
-                let restarted = prev.is_none();
                 let carried = match prev {
                     Some(prev) => session.carry_over(&prev),
                     None => Vec::new(),
                 };
-                let setup = if resumed {
-                    // The server kept roster, presence and carbons. After a restart the
-                    // previous stream's unacknowledged stanzas are unknown; the initial
-                    // presence may be one of them, and sending it again is harmless.
-                    if restarted {
-                        let _ = session.send_presence(None, None);
-                    }
+                // A resumed stream keeps roster, presence and carbons, if it got them. After
+                // a restart we cannot know it did: setting up again is harmless.
+                let needs_setup = !resumed || !stream_set_up;
+                stream_set_up = false;
+                let setup = if !needs_setup {
                     Ok(())
                 } else {
                     match setup(&inner, account, &session).await {
@@ -225,6 +227,7 @@ pub(crate) async fn run(
                 };
                 match setup {
                     Ok(()) => {
+                        stream_set_up = true;
                         {
                             // Under the slot lock, which `send_message` holds while it queues
                             // and sends: every message queued before is re-sent here first,
@@ -256,7 +259,7 @@ pub(crate) async fn run(
                             session.clone(),
                             send_wake.clone(),
                         ));
-                        if !resumed {
+                        if needs_setup {
                             tokio::spawn(crate::blocking::refresh(
                                 inner.clone(),
                                 account,
@@ -267,8 +270,7 @@ pub(crate) async fn run(
                             inner.clone(),
                             account,
                             session.clone(),
-                            resumed,
-                            restarted,
+                            !needs_setup,
                         ));
                         was_online = true;
                         online_at = tokio::time::Instant::now();

@@ -874,24 +874,20 @@ pub(crate) const KIND_GROUPCHAT: &str = "groupchat";
 
 /// After a login: a fresh session is in no room, so every autojoin room is joined again,
 /// and the bookmarks are read for rooms joined or left on other devices. A resumed session
-/// is still in its rooms, unless this process restarted (then the session does not know
-/// them, and joining again is harmless).
+/// (`resumed`: one whose stream this process set up) is still in its rooms. Resuming a
+/// stream this process did not set up (after a restart, or a setup cut short) counts as
+/// fresh here: joining again is harmless.
 pub(crate) async fn on_session(
     inner: Arc<Inner>,
     account: AccountId,
     session: Session,
     resumed: bool,
-    restarted: bool,
 ) {
-    if resumed && !restarted {
+    if resumed {
         tokio::spawn(self_ping_loop(inner, account, session));
         return;
     }
-    if resumed {
-        lock(&inner.bookmarks_read).insert(account);
-    } else {
-        lock(&inner.bookmarks_read).remove(&account);
-    }
+    lock(&inner.bookmarks_read).remove(&account);
     for live in lock(&inner.rooms)
         .values_mut()
         .filter(|l| l.account == account)
@@ -902,9 +898,7 @@ pub(crate) async fn on_session(
     for r in rooms.iter().filter(|r| r.autojoin) {
         send_join(&inner, account, &session, r.conversation);
     }
-    if !resumed {
-        sync_bookmarks(&inner, account, &session).await;
-    }
+    sync_bookmarks(&inner, account, &session).await;
     tokio::spawn(self_ping_loop(inner, account, session));
 }
 
