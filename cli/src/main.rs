@@ -50,7 +50,7 @@ commands:
                                   {"cmd":"mark_read","peer":J}  add_contact/approve/deny {"jid":J}
                                   {"cmd":"show","peer":J}  {"cmd":"quit"}
                                   {"cmd":"block","jid":J,"spam":false}  {"cmd":"unblock","jid":J}
-                                  profile: {"cmd":"set_avatar","path":P,"type":"image/png"}  {"cmd":"remove_avatar"}
+                                  profile: {"cmd":"set_avatar","path":P} (PNG/JPEG/WebP/GIF)  {"cmd":"remove_avatar"}
                                   {"cmd":"set_nickname","nick":N} (null withdraws)  {"cmd":"avatar","id":I,"path":P}
                                   {"cmd":"profile","jid":J}  {"cmd":"set_profile","full_name":F,"note":T,
                                   "urls":[…],"emails":[…],"phones":[…]}  {"cmd":"contacts"}

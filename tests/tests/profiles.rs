@@ -1,19 +1,77 @@
 //! Profiles through the client against the real servers: avatars (XEP-0084, and the
 //! XEP-0153 vCard photo as fallback) and nicknames (XEP-0172) reaching contacts' snapshots
 //! and our other devices, vCard4 (XEP-0292) cards, and what strangers and bad data cannot
-//! do.
+//! do. What we publish is our picture's centred square, scaled down to 192 pixels a side
+//! at most, as PNG.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use image::{GenericImageView, ImageFormat, Rgb, RgbImage};
 use linnet_client::{ChatListSnapshot, ClientError, ConversationItem, ProfileCard};
 use linnet_tests::*;
-use linnet_xmpp::profile::{sha1_hex, Access};
+use linnet_xmpp::profile::{sha1_hex, Access, AvatarInfo};
 use linnet_xmpp::BareJid;
+use rand::{Rng, SeedableRng};
 
-/// Not a real PNG, which nothing here decodes: bytes of a given length and content.
-fn picture(seed: u8, len: usize) -> Vec<u8> {
-    let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
-    p.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
-    p
+/// The largest side of an avatar we publish.
+const MAX_SIDE: u32 = 192;
+
+fn encoded(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+/// A real picture: a colour gradient, `seed` making each one different.
+fn picture(seed: u8, width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, seed])
+    });
+    encoded(&img, format)
+}
+
+/// A picture of pure noise, which PNG cannot compress.
+fn noise(width: u32, height: u32) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let img = RgbImage::from_fn(width, height, |_, _| Rgb(rng.gen()));
+    encoded(&img, ImageFormat::Png)
+}
+
+/// The avatar `c` shows for its own account once it is not `before`, as stored: its id is
+/// the SHA-1 of the PNG published.
+async fn own_avatar(c: &TestClient, before: Option<&str>) -> (String, image::DynamicImage) {
+    let s = c
+        .wait_list("our avatar published", |s| {
+            s.accounts[0].avatar.is_some() && s.accounts[0].avatar.as_deref() != before
+        })
+        .await;
+    let id = s.accounts[0].avatar.clone().unwrap();
+    let stored = c.client.avatar(c.account, &id).unwrap().unwrap();
+    assert_eq!(stored.media_type, "image/png");
+    assert_eq!(sha1_hex(&stored.data), id);
+    let png = image::load_from_memory_with_format(&stored.data, ImageFormat::Png).unwrap();
+    (id, png)
+}
+
+/// What `jid` announces of its avatar, as read by `reader` through a session of its own,
+/// closed at once: with such a session of B left open, ejabberd was seen not to
+/// deliver B's later nickname to A.
+async fn announced(server: Server, reader: &str, jid: &str) -> AvatarInfo {
+    let session = raw_session_of(server, reader).await;
+    let jid = BareJid::parse(jid).unwrap();
+    let meta = session.avatar_metadata(Some(&jid)).await.unwrap().unwrap();
+    session.close().await;
+    let info = meta.pubsub_info().unwrap().clone();
+    assert_eq!(info.media_type, "image/png");
+    info
+}
+
+fn assert_announced_size(info: &AvatarInfo, png: &image::DynamicImage) {
+    let (w, h) = png.dimensions();
+    assert_eq!(
+        (info.width, info.height),
+        (Some(w as u16), Some(h as u16)),
+        "{info:?}"
+    );
 }
 
 fn item<'a>(s: &'a ChatListSnapshot, peer: &str) -> Option<&'a ConversationItem> {
@@ -44,12 +102,14 @@ async fn avatars_and_nicknames_reach_contacts(server: Server) {
         .set_nickname(a.account, Some("Alice Liddell"))
         .await
         .unwrap();
-    let first = picture(1, 4000);
-    let first_id = sha1_hex(&first);
+    // A camera photo, landscape: published as its centred square, scaled down.
+    let first = picture(1, 1000, 600, ImageFormat::Jpeg);
     a.client
-        .set_avatar(a.account, &first, "image/png")
+        .set_avatar(a.account, &first, "image/jpeg")
         .await
         .unwrap();
+    let (first_id, first_png) = own_avatar(&a, None).await;
+    assert_eq!(first_png.dimensions(), (MAX_SIDE, MAX_SIDE));
     let id = first_id.clone();
     a.wait_list("our own profile", |s| {
         s.accounts[0].nick.as_deref() == Some("Alice Liddell")
@@ -65,8 +125,14 @@ async fn avatars_and_nicknames_reach_contacts(server: Server) {
     })
     .await;
     let got = b.client.avatar(b.account, &first_id).unwrap().unwrap();
-    assert_eq!(got.data, first);
     assert_eq!(got.media_type, "image/png");
+    assert_eq!(sha1_hex(&got.data), first_id);
+    let png = image::load_from_memory_with_format(&got.data, ImageFormat::Png).unwrap();
+    assert_eq!(png.dimensions(), (MAX_SIDE, MAX_SIDE));
+    let info = announced(server, &b.jid, &a.jid).await;
+    assert_eq!(info.id, first_id);
+    assert_eq!(info.bytes as usize, got.data.len());
+    assert_announced_size(&info, &png);
     let contact = b
         .client
         .contacts(b.account)
@@ -103,25 +169,24 @@ async fn avatars_and_nicknames_reach_contacts(server: Server) {
     })
     .await;
 
-    let second = picture(2, 3000);
-    let second_id = sha1_hex(&second);
+    // A small picture is not scaled up.
+    let second = picture(2, 64, 64, ImageFormat::Png);
     a2.client
         .set_avatar(a2.account, &second, "image/png")
         .await
         .unwrap();
+    let (second_id, second_png) = own_avatar(&a2, Some(&first_id)).await;
+    assert_eq!(second_png.dimensions(), (64, 64));
     let id = second_id.clone();
     b.wait_list("A's new picture", |s| {
         item(s, &alice).is_some_and(|c| c.avatar.as_deref() == Some(id.as_str()))
     })
     .await;
-    assert_eq!(
-        b.client
-            .avatar(b.account, &second_id)
-            .unwrap()
-            .unwrap()
-            .data,
-        second
-    );
+    let got = b.client.avatar(b.account, &second_id).unwrap().unwrap();
+    assert_eq!(sha1_hex(&got.data), second_id);
+    let png = image::load_from_memory_with_format(&got.data, ImageFormat::Png).unwrap();
+    assert_eq!(png.dimensions(), (64, 64));
+    assert_announced_size(&announced(server, &b.jid, &a.jid).await, &png);
     assert!(
         b.client.avatar(b.account, &first_id).unwrap().is_none(),
         "the replaced picture is deleted"
@@ -145,7 +210,7 @@ async fn vcard_photos_are_the_fallback(server: Server) {
     let (a, b) = contacts_pair(server).await;
     b.client.open_conversation(b.account, &a.jid).unwrap();
     let old_client = raw_session_of(server, &a.jid).await;
-    let photo = picture(3, 2000);
+    let photo = picture(3, 96, 96, ImageFormat::Jpeg);
     let update = old_client
         .set_vcard_temp_photo(Some((&photo, "image/jpeg")))
         .await
@@ -167,12 +232,13 @@ async fn vcard_photos_are_the_fallback(server: Server) {
     assert_eq!(got.data, photo);
     assert_eq!(got.media_type, "image/jpeg");
 
-    let pep = picture(4, 2500);
-    let pep_id = sha1_hex(&pep);
+    let pep = picture(4, 300, 300, ImageFormat::WebP);
     a.client
-        .set_avatar(a.account, &pep, "image/png")
+        .set_avatar(a.account, &pep, "image/webp")
         .await
         .unwrap();
+    // A's own client may have shown the vCard photo first.
+    let (pep_id, _) = own_avatar(&a, Some(&photo_id)).await;
     let id = pep_id.clone();
     b.wait_list("A's XEP-0084 avatar wins", |s| {
         item(s, &alice).is_some_and(|c| c.avatar.as_deref() == Some(id.as_str()))
@@ -239,7 +305,7 @@ async fn bad_profile_data_changes_nothing(server: Server) {
     .await
     .expect("B's presence");
     tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let wrong = picture(5, 1000);
+    let wrong = picture(5, 40, 40, ImageFormat::Png);
     let claimed = sha1_hex(b"another picture");
     let data = format!(
         "<data xmlns='urn:xmpp:avatar:data'>{}</data>",
@@ -327,14 +393,35 @@ async fn profile_cards_and_bad_arguments(server: Server) {
 
     let bad = |r: Result<(), ClientError>| matches!(r, Err(ClientError::BadInput(_)));
     assert!(bad(a.client.set_avatar(a.account, &[], "image/png").await));
+    // What does not decode as a picture is refused, whatever type it claims.
     assert!(bad(a
         .client
-        .set_avatar(a.account, &picture(6, 10), "text/html")
+        .set_avatar(a.account, b"<html><body>hi</body></html>", "text/html")
         .await));
+    let mut not_png = b"\x89PNG\r\n\x1a\n".to_vec();
+    not_png.extend((0..2 * 1024 * 1024u32).map(|i| (i as u8).wrapping_mul(31)));
     assert!(bad(a
         .client
-        .set_avatar(a.account, &picture(7, 2 * 1024 * 1024), "image/png")
+        .set_avatar(a.account, &not_png, "image/png")
         .await));
+    // A picture claiming more pixels than we decode (a few bytes can claim gigapixels).
+    let huge = encoded(&RgbImage::new(9000, 1), ImageFormat::Png);
+    assert!(bad(a
+        .client
+        .set_avatar(a.account, &huge, "image/png")
+        .await));
+    assert_eq!(a.client.chat_list().accounts[0].avatar, None);
+    // The content decides, not the type the app passes (pickers often know none): a PNG
+    // said to be HTML is published as the PNG it is.
+    a.client
+        .set_avatar(
+            a.account,
+            &picture(8, 50, 30, ImageFormat::Png),
+            "text/html",
+        )
+        .await
+        .unwrap();
+    assert_eq!(own_avatar(&a, None).await.1.dimensions(), (30, 30));
     assert!(bad(a
         .client
         .set_nickname(a.account, Some("evil\u{202e}name"))
@@ -353,8 +440,37 @@ async fn profile_cards_and_bad_arguments(server: Server) {
     assert!(a.client.avatar(a.account, "not-an-id").unwrap().is_none());
 }
 
+/// A picture whose PNG at 192 pixels is too large for the server's stanza limit is
+/// published smaller rather than refused: on ejabberd, which announces no limit (64 KiB is
+/// assumed), 192×192 pixels of noise do not fit; on Prosody (256 KiB) they do.
+async fn pictures_too_detailed_for_the_stanza_limit_are_published_smaller(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    b.client.open_conversation(b.account, &a.jid).unwrap();
+    a.client
+        .set_avatar(a.account, &noise(MAX_SIDE, MAX_SIDE), "image/png")
+        .await
+        .unwrap();
+    let (id, png) = own_avatar(&a, None).await;
+    let (w, h) = png.dimensions();
+    assert_eq!(w, h);
+    match server {
+        Server::Prosody => assert_eq!(w, MAX_SIDE),
+        Server::Ejabberd => assert!((64..MAX_SIDE).contains(&w), "{w}"),
+    }
+    let alice = a.jid.clone();
+    let want = id.clone();
+    b.wait_list("A's picture", |s| {
+        item(s, &alice).is_some_and(|c| c.avatar.as_deref() == Some(want.as_str()))
+    })
+    .await;
+    let got = b.client.avatar(b.account, &id).unwrap().unwrap();
+    assert_eq!(sha1_hex(&got.data), id);
+    assert_announced_size(&announced(server, &b.jid, &a.jid).await, &png);
+}
+
 both_servers!(
     avatars_and_nicknames_reach_contacts,
+    pictures_too_detailed_for_the_stanza_limit_are_published_smaller,
     vcard_photos_are_the_fallback,
     bad_profile_data_changes_nothing,
     profile_cards_and_bad_arguments

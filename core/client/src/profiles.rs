@@ -11,14 +11,26 @@
 //! model), as our picture and name are for contacts. For the same reason our avatar is
 //! not put in the vcard-temp, which servers give to anyone who asks; contacts whose
 //! clients know only XEP-0153 see no picture of ours, and theirs reach us through it.
+//!
+//! The picture we publish is never the one the app hands us: a camera photo is megabytes,
+//! past any server's stanza limit. It is decoded (whatever its format), cropped to a
+//! centred square, scaled down to at most 192 pixels a side (`AVATAR_MAX_SIDE`), and
+//! published as the PNG XEP-0084 requires in the data node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
+use image::imageops::{self, FilterType};
+use image::metadata::Orientation;
+use image::{
+    DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageReader, Limits,
+    RgbaImage,
+};
 use linnet_store::{AccountId, AvatarSource, StoreError, Tx};
 use linnet_xmpp::profile::{
-    Access, AvatarMetadata, PhotoUpdate, Vcard4, Vcard4Entry, MAX_AVATAR_BYTES, NS_AVATAR_METADATA,
-    NS_NICK,
+    Access, AvatarMetadata, PhotoUpdate, ProfileError, Vcard4, Vcard4Entry, MAX_AVATAR_BYTES,
+    NS_AVATAR_METADATA, NS_NICK,
 };
 use linnet_xmpp::{BareJid, PepItem, Session};
 
@@ -387,23 +399,222 @@ fn card_of(v: Vcard4) -> ProfileCard {
     }
 }
 
+/// Longest side, in pixels, of the avatar we publish. XEP-0084 has set no size since its
+/// version 0.11 (the 32–96 px, 64 recommended, of its drafts lives on in XEP-0153) and
+/// asks receivers not to scale a picture up, so what we send is the sharpest anyone
+/// shows: 192 px is that old 64 px at the 3× density of today's phone screens, within the
+/// 255 px its schema allowed before 1.1.2, and even incompressible its PNG, in base64,
+/// fits the 256 KiB stanza limit Prosody announces by default.
+const AVATAR_MAX_SIDE: u32 = 192;
+
+/// Sides tried, in order, when the server's stanza limit refuses the PNG at the one
+/// before (a detailed photo at 192 px can pass the 64 KiB assumed for servers that
+/// announce no limit). Below 64 px a face is no longer recognisable.
+const AVATAR_SIDES: [u32; 5] = [AVATAR_MAX_SIDE, 160, 128, 96, 64];
+
+/// Bounds on what a picture may decode to: a few kilobytes can claim gigapixels. The
+/// largest camera photos (about 50 MP) stay within them.
+const MAX_SOURCE_SIDE: u32 = 8192;
+const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The centred square of a decoded picture, reduced to at most twice the largest side we
+/// publish so that the final scaling works on little, and the orientation its file asked
+/// for, still to apply (a centred square rotates into the same square).
+struct AvatarSquare {
+    pixels: RgbaImage,
+    orientation: Orientation,
+}
+
+impl AvatarSquare {
+    fn side(&self) -> u32 {
+        self.pixels.width()
+    }
+}
+
+/// A PNG ready to publish.
+struct ScaledAvatar {
+    png: Vec<u8>,
+    side: u16,
+}
+
+fn avatar_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SOURCE_SIDE);
+    limits.max_image_height = Some(MAX_SOURCE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    limits
+}
+
+fn unreadable(e: ImageError) -> ClientError {
+    match e {
+        ImageError::Limits(_) => ClientError::BadInput(format!(
+            "picture too large to decode (at most {MAX_SOURCE_SIDE}×{MAX_SOURCE_SIDE} pixels)"
+        )),
+        ImageError::Unsupported(_) => ClientError::BadInput(
+            "not a picture in a format we read (PNG, JPEG, WebP or GIF)".into(),
+        ),
+        e => ClientError::BadInput(format!("picture could not be decoded: {e}")),
+    }
+}
+
+/// Decodes `image` (its format guessed from its content) within `limits` and keeps its
+/// centred square.
+fn avatar_square(image: &[u8], limits: Limits) -> Result<AvatarSquare> {
+    if image.is_empty() {
+        return Err(ClientError::BadInput("empty picture".into()));
+    }
+    let mut reader = ImageReader::new(std::io::Cursor::new(image))
+        .with_guessed_format()
+        .map_err(|e| ClientError::BadInput(format!("picture could not be read: {e}")))?;
+    let max_alloc = limits.max_alloc;
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(unreadable)?;
+    // The whole decoded picture is allocated at once: `ImageReader::decode` would weigh it
+    // against the limits, `into_decoder` (needed for the orientation) leaves it to us.
+    if max_alloc.is_some_and(|max| decoder.total_bytes() > max) {
+        return Err(unreadable(ImageError::Limits(
+            image::error::LimitError::from_kind(image::error::LimitErrorKind::InsufficientMemory),
+        )));
+    }
+    // A photo's rotation lives in its Exif: unreadable Exif is no reason to refuse it.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    let (width, height) = (decoded.width(), decoded.height());
+    let side = width.min(height);
+    if side == 0 {
+        return Err(ClientError::BadInput("picture has no pixels".into()));
+    }
+    let square = imageops::crop_imm(
+        &decoded,
+        (width - side) / 2,
+        (height - side) / 2,
+        side,
+        side,
+    );
+    // Averaging blocks of pixels is fast and does not alias on large reductions; the final
+    // filter then works from a copy of at most this size, not from the whole photo.
+    let pre = 2 * AVATAR_MAX_SIDE;
+    let pixels = if side > pre {
+        imageops::thumbnail(&*square, pre, pre)
+    } else {
+        square.to_image()
+    };
+    Ok(AvatarSquare {
+        pixels,
+        orientation,
+    })
+}
+
+/// `square` scaled down (never up) to at most `max_side`, upright, as a PNG of the fewest
+/// channels that keep it (grey, alpha only where transparent).
+fn encode_avatar(square: &AvatarSquare, max_side: u32) -> Result<ScaledAvatar> {
+    let side = square.side().min(max_side);
+    let scaled = if side < square.side() {
+        imageops::resize(&square.pixels, side, side, FilterType::CatmullRom)
+    } else {
+        square.pixels.clone()
+    };
+    let mut upright = DynamicImage::ImageRgba8(scaled);
+    upright.apply_orientation(square.orientation);
+    let rgba = upright.into_rgba8();
+    let opaque = rgba.pixels().all(|p| p[3] == u8::MAX);
+    let grey = rgba.pixels().all(|p| p[0] == p[1] && p[1] == p[2]);
+    let (samples, color): (Vec<u8>, _) = match (grey, opaque) {
+        (true, true) => (rgba.pixels().map(|p| p[0]).collect(), ExtendedColorType::L8),
+        (true, false) => (
+            rgba.pixels().flat_map(|p| [p[0], p[3]]).collect(),
+            ExtendedColorType::La8,
+        ),
+        (false, true) => (
+            rgba.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect(),
+            ExtendedColorType::Rgb8,
+        ),
+        (false, false) => (rgba.into_raw(), ExtendedColorType::Rgba8),
+    };
+    let mut png = Vec::new();
+    PngEncoder::new_with_quality(&mut png, CompressionType::Best, PngFilter::Adaptive)
+        .write_image(&samples, side, side, color)
+        .map_err(|e| ClientError::Internal(format!("avatar not encoded: {e}")))?;
+    if png.len() > MAX_AVATAR_BYTES {
+        return Err(ClientError::BadInput(format!(
+            "picture still too large once scaled ({} bytes as PNG)",
+            png.len()
+        )));
+    }
+    let side = u16::try_from(side)
+        .map_err(|_| ClientError::Internal("avatar side out of range".into()))?;
+    Ok(ScaledAvatar { png, side })
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> ClientError {
+    ClientError::Internal(format!("picture processing failed: {e}"))
+}
+
 impl Client {
-    /// Publishes `image` as our avatar for our contacts to see. Send PNG for the widest
-    /// reach (XEP-0084 asks for it), scaled to a few hundred pixels: the server's stanza
-    /// limit bounds it, and a picture over it is refused before anything is sent.
+    /// Publishes `image` as our avatar for our contacts to see. Any PNG, JPEG, WebP or GIF
+    /// (first frame) will do, whatever its size: its centred square is published, scaled
+    /// down to at most 192×192 pixels (less if the server's stanza limit demands), upright
+    /// per its Exif orientation, as PNG. Its format is read from its content: `media_type`
+    /// is not consulted, as pickers often say `application/octet-stream`. What cannot be
+    /// decoded is refused with [`ClientError::BadInput`] before anything is sent.
     pub async fn set_avatar(
         &self,
         account: AccountId,
         image: &[u8],
-        media_type: &str,
+        _media_type: &str,
     ) -> Result<()> {
         let session = self.session(account)?;
-        let info = session
-            .publish_avatar(image, media_type, None, None, Access::Presence)
-            .await?;
+        let square = {
+            let image = image.to_vec();
+            tokio::task::spawn_blocking(move || avatar_square(&image, avatar_limits()))
+                .await
+                .map_err(blocking_failed)??
+        };
+        let square = Arc::new(square);
+        let mut tried = None;
+        let mut published = None;
+        for side in AVATAR_SIDES {
+            let side = side.min(square.side());
+            if tried == Some(side) {
+                continue;
+            }
+            tried = Some(side);
+            let scaled = {
+                let square = square.clone();
+                tokio::task::spawn_blocking(move || encode_avatar(&square, side))
+                    .await
+                    .map_err(blocking_failed)??
+            };
+            let dim = Some(scaled.side);
+            match session
+                .publish_avatar(&scaled.png, "image/png", dim, dim, Access::Presence)
+                .await
+            {
+                Ok(info) => {
+                    published = Some((info, scaled.png));
+                    break;
+                }
+                // Refused before anything was sent: try smaller.
+                Err(ProfileError::TooLarge { .. }) => {
+                    tracing::debug!(
+                        side,
+                        bytes = scaled.png.len(),
+                        "avatar too large, scaling down"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some((info, png)) = published else {
+            return Err(ClientError::BadInput(format!(
+                "picture too large for the server's stanza limit, even scaled down to {0}×{0} \
+                 pixels",
+                tried.unwrap_or(0)
+            )));
+        };
         let own = session.own_jid().clone();
         let changed = self.inner.store().transaction(|tx| {
-            tx.put_avatar(account, &info.id, media_type, image)?;
+            tx.put_avatar(account, &info.id, &info.media_type, &png)?;
             tx.set_profile_avatar(account, own.as_str(), Some(&info.id), AvatarSource::Pep)
         })?;
         lock(&self.inner.avatars_wanted).remove(&(account, own.clone()));
@@ -498,6 +709,168 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::codecs::jpeg::JpegEncoder;
+    use image::{GenericImageView, ImageFormat, Rgba};
+
+    fn encoded(img: &RgbaImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        match format {
+            // JPEG has no alpha.
+            ImageFormat::Jpeg => {
+                DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(img.clone()).to_rgb8())
+                    .write_to(&mut out, format)
+                    .unwrap()
+            }
+            _ => img.write_to(&mut out, format).unwrap(),
+        }
+        out.into_inner()
+    }
+
+    fn gradient(width: u32, height: u32) -> RgbaImage {
+        RgbaImage::from_fn(width, height, |x, y| {
+            Rgba([(x * 255 / width) as u8, (y * 255 / height) as u8, 128, 255])
+        })
+    }
+
+    fn scaled(input: &[u8], max_side: u32) -> (Vec<u8>, DynamicImage) {
+        let square = avatar_square(input, avatar_limits()).unwrap();
+        let out = encode_avatar(&square, max_side).unwrap();
+        let png = image::load_from_memory_with_format(&out.png, ImageFormat::Png).unwrap();
+        assert_eq!(
+            (png.width(), png.height()),
+            (u32::from(out.side), u32::from(out.side))
+        );
+        (out.png, png)
+    }
+
+    fn bad_input(r: Result<AvatarSquare>) -> String {
+        match r {
+            Err(ClientError::BadInput(why)) => why,
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn a_large_photo_becomes_a_centred_square_png_of_at_most_the_max_side() {
+        let jpeg = encoded(&gradient(1000, 600), ImageFormat::Jpeg);
+        let (png, out) = scaled(&jpeg, AVATAR_MAX_SIDE);
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert_eq!(out.dimensions(), (AVATAR_MAX_SIDE, AVATAR_MAX_SIDE));
+        // The centre of the 1000-pixel-wide gradient, not its left part: red is about 51
+        // (x = 200 of 1000) at the square's left edge and about 204 (x = 800) at its right.
+        let left = out.get_pixel(0, AVATAR_MAX_SIDE / 2);
+        assert!((40..=62).contains(&left[0]), "{left:?}");
+        let right = out.get_pixel(AVATAR_MAX_SIDE - 1, AVATAR_MAX_SIDE / 2);
+        assert!((192..=214).contains(&right[0]), "{right:?}");
+        // Opaque colour: no alpha channel spent.
+        assert_eq!(out.color(), image::ColorType::Rgb8);
+        // Smaller sides on demand.
+        let (_, smaller) = scaled(&jpeg, 96);
+        assert_eq!(smaller.dimensions(), (96, 96));
+    }
+
+    #[test]
+    fn small_pictures_are_cropped_but_never_scaled_up() {
+        let png = encoded(&gradient(64, 64), ImageFormat::Png);
+        assert_eq!(scaled(&png, AVATAR_MAX_SIDE).1.dimensions(), (64, 64));
+        let wide = encoded(&gradient(100, 40), ImageFormat::Png);
+        assert_eq!(scaled(&wide, AVATAR_MAX_SIDE).1.dimensions(), (40, 40));
+        let tall = encoded(&gradient(30, 500), ImageFormat::WebP);
+        assert_eq!(scaled(&tall, AVATAR_MAX_SIDE).1.dimensions(), (30, 30));
+        let gif = encoded(&gradient(300, 200), ImageFormat::Gif);
+        assert_eq!(scaled(&gif, AVATAR_MAX_SIDE).1.dimensions(), (192, 192));
+    }
+
+    #[test]
+    fn transparency_is_kept_and_grey_stays_grey() {
+        let mut img = gradient(50, 50);
+        img.put_pixel(0, 0, Rgba([0, 0, 0, 0]));
+        let (_, out) = scaled(&encoded(&img, ImageFormat::Png), AVATAR_MAX_SIDE);
+        assert_eq!(out.color(), image::ColorType::Rgba8);
+        assert_eq!(out.get_pixel(0, 0)[3], 0);
+        let grey = RgbaImage::from_fn(500, 500, |x, _| {
+            let v = (x / 2) as u8;
+            Rgba([v, v, v, 255])
+        });
+        let (_, out) = scaled(&encoded(&grey, ImageFormat::Png), AVATAR_MAX_SIDE);
+        assert_eq!(out.color(), image::ColorType::L8);
+    }
+
+    /// A little-endian Exif block holding only an orientation.
+    fn exif_orientation(value: u16) -> Vec<u8> {
+        let mut e = b"II*\0".to_vec();
+        e.extend(8u32.to_le_bytes());
+        e.extend(1u16.to_le_bytes());
+        e.extend(0x0112u16.to_le_bytes());
+        e.extend(3u16.to_le_bytes());
+        e.extend(1u32.to_le_bytes());
+        e.extend(value.to_le_bytes());
+        e.extend([0, 0]);
+        e.extend(0u32.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn a_photos_exif_orientation_is_applied() {
+        // Red left half, blue right half, as stored; Exif 6 says "rotate 90° clockwise to
+        // show", which puts red on top.
+        let img = RgbaImage::from_fn(400, 200, |x, _| {
+            if x < 200 {
+                Rgba([255, 0, 0, 255])
+            } else {
+                Rgba([0, 0, 255, 255])
+            }
+        });
+        let rgb = DynamicImage::ImageRgba8(img).to_rgb8();
+        let mut jpeg = Vec::new();
+        let mut enc = JpegEncoder::new_with_quality(&mut jpeg, 90);
+        enc.set_exif_metadata(exif_orientation(6)).unwrap();
+        enc.write_image(rgb.as_raw(), 400, 200, ExtendedColorType::Rgb8)
+            .unwrap();
+        let (_, out) = scaled(&jpeg, AVATAR_MAX_SIDE);
+        let top = out.get_pixel(150, 20);
+        let bottom = out.get_pixel(150, 180);
+        assert!(top[0] > 200 && top[2] < 60, "{top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
+    }
+
+    #[test]
+    fn what_cannot_be_decoded_is_refused() {
+        let why = bad_input(avatar_square(&[], avatar_limits()));
+        assert!(why.contains("empty"), "{why}");
+        let why = bad_input(avatar_square(b"<html>hello</html>", avatar_limits()));
+        assert!(why.contains("format"), "{why}");
+        // A PNG signature over garbage.
+        let mut fake = b"\x89PNG\r\n\x1a\n".to_vec();
+        fake.extend((0..4000u32).map(|i| (i * 31) as u8));
+        bad_input(avatar_square(&fake, avatar_limits()));
+        // A JPEG cut before its frame header (one cut later decodes, its missing part
+        // filled in, as browsers show it).
+        let jpeg = encoded(&gradient(300, 300), ImageFormat::Jpeg);
+        bad_input(avatar_square(&jpeg[..20], avatar_limits()));
+        // A format we do not read (a BMP signature).
+        let mut bmp = b"BM".to_vec();
+        bmp.extend([0; 60]);
+        let why = bad_input(avatar_square(&bmp, avatar_limits()));
+        assert!(why.contains("format"), "{why}");
+    }
+
+    #[test]
+    fn pictures_decoding_too_large_are_refused() {
+        let wide = RgbaImage::from_pixel(MAX_SOURCE_SIDE + 1, 1, Rgba([9, 9, 9, 255]));
+        let why = bad_input(avatar_square(
+            &encoded(&wide, ImageFormat::Png),
+            avatar_limits(),
+        ));
+        assert!(why.contains("too large"), "{why}");
+        // The memory bound, made small: 100×100 RGBA is 40 000 bytes.
+        let mut limits = avatar_limits();
+        limits.max_alloc = Some(10_000);
+        let png = encoded(&gradient(100, 100), ImageFormat::Png);
+        let why = bad_input(avatar_square(&png, limits));
+        assert!(why.contains("too large"), "{why}");
+    }
 
     #[test]
     fn cards_with_bad_fields_are_refused() {
