@@ -35,6 +35,8 @@ commands:
   send <jid> <body> [--wait sent|delivered]
   send-file <jid> <path> [--wait sent|delivered]
                                   upload a file (XEP-0363) and send it; progress as JSON lines
+  retry-upload <jid> <message-id> [--wait sent|delivered]
+                                  start a failed or cancelled upload again (the same message)
   download <jid> <message-id> [--dir DIR]
                                   fetch a received file into DIR (default .), hash checked
   encryption <jid> [auto|omemo|plain]
@@ -56,6 +58,7 @@ commands:
                                   "urls":[…],"emails":[…],"phones":[…]}  {"cmd":"contacts"}
                                   files: {"cmd":"send_file","to":J,"path":P}  {"cmd":"cancel","message":N}
                                   {"cmd":"download","message":N,"dir":D} (runs on; ends with a "download" event)
+                                  {"cmd":"retry_upload","message":N} starts a failed or cancelled upload again
                                   groups: {"cmd":"create_group","name":N}  {"cmd":"join_group","room":R,"nick":N}
                                   accept_invitation/decline_invitation/leave_group/destroy_group {"room":R}
                                   {"cmd":"invite","room":R,"jid":J}  {"cmd":"subject","room":R,"subject":S}
@@ -338,7 +341,7 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             );
             Ok(())
         }
-        "send-file" | "download" => files_command(args).await,
+        "send-file" | "download" | "retry-upload" => files_command(args).await,
         "encryption" => {
             let peer = pos(args, 0, "peer JID")?;
             let client = open(args)?;
@@ -708,6 +711,7 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
             Ok(json!({"message": id.0}))
         }
         "cancel" => client.cancel_transfer(message()?).map(|_| json!({})),
+        "retry_upload" => client.retry_upload(message()?).await.map(|_| json!({})),
         "download" => {
             // Runs on while other commands come in; its progress shows in the snapshots.
             let id = message()?;
@@ -785,8 +789,8 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
     }
 }
 
-/// `send-file` and `download`: log in, move the file with its progress as JSON lines
-/// (`{"event":"progress",…}`), then report.
+/// `send-file`, `retry-upload` and `download`: log in, move the file with its progress as
+/// JSON lines (`{"event":"progress",…}`), then report.
 async fn files_command(args: &Args) -> Result<(), ClientError> {
     let peer = pos(args, 0, "peer JID")?;
     let client = open(args)?;
@@ -805,6 +809,27 @@ async fn move_file(
     args: &Args,
 ) -> Result<Value, ClientError> {
     use linnet_client::TransferState as T;
+    let message_arg = || -> Result<MessageId, ClientError> {
+        Ok(MessageId(
+            pos(args, 1, "message id")?
+                .parse()
+                .map_err(|_| bad("the message id is a number"))?,
+        ))
+    };
+    let want = match args.opt("wait").unwrap_or("sent") {
+        "sent" => DeliveryState::Sent,
+        "delivered" => DeliveryState::Delivered,
+        other => return Err(bad(format!("--wait {other}: sent or delivered"))),
+    };
+    // Started before subscribing: the first snapshot then shows the new attempt, not the
+    // failure being retried.
+    let retried = if args.command == "retry-upload" {
+        let id = message_arg()?;
+        client.retry_upload(id).await?;
+        Some(id)
+    } else {
+        None
+    };
     let conv = client.open_conversation(acc, peer)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _sub = client.subscribe_conversation(conv, ConvTx(tx))?;
@@ -822,11 +847,7 @@ async fn move_file(
         Some((m.state, a.state, a.error.clone()))
     };
     if args.command == "download" {
-        let id = MessageId(
-            pos(args, 1, "message id")?
-                .parse()
-                .map_err(|_| bad("the message id is a number"))?,
-        );
+        let id = message_arg()?;
         let dir = PathBuf::from(args.opt("dir").unwrap_or("."));
         let download = client.download_file(id, &dir);
         tokio::pin!(download);
@@ -838,13 +859,13 @@ async fn move_file(
         };
         return Ok(json!({"ok": true, "message": id.0, "path": path}));
     }
-    let path = PathBuf::from(pos(args, 1, "file path")?);
-    let want = match args.opt("wait").unwrap_or("sent") {
-        "sent" => DeliveryState::Sent,
-        "delivered" => DeliveryState::Delivered,
-        other => return Err(bad(format!("--wait {other}: sent or delivered"))),
+    let id = match retried {
+        Some(id) => id,
+        None => {
+            let path = PathBuf::from(pos(args, 1, "file path")?);
+            client.send_file(acc, peer, &path).await?
+        }
     };
-    let id = client.send_file(acc, peer, &path).await?;
     while let Some(s) = rx.recv().await {
         match follow(&s, id) {
             Some((_, T::Failed | T::Cancelled, error)) => {

@@ -2,7 +2,10 @@
 //! file (XEP-0363 upload, then a message with XEP-0066 and XEP-0447/0446 metadata) and
 //! another receives and downloads it on request; progress, cancelling, hash checks, and
 //! URLs that must never be fetched. A small scripted HTTPS server stands in for an upload
-//! host where a test needs to hold a download half way or serve the wrong bytes.
+//! host where a test needs to hold a download half way or serve the wrong bytes. Uploads
+//! through a broken link (the fault proxy in front of the sender's XMPP connection): sent
+//! while offline, cut during the slot request, left by a client that stopped, retried by
+//! hand.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -11,9 +14,11 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use linnet_client::transfer::{CancellationToken, Transfers};
 use linnet_client::{
-    Client, ClientError, ConversationId, ConversationListener, ConversationSnapshot, DeliveryState,
-    Direction, EncryptionPolicy, MessageId, MessageItem, Subscription, TransferState,
+    AccountId, Client, ClientError, ConnectionState, ConversationId, ConversationListener,
+    ConversationSnapshot, DeliveryState, Direction, EncryptionPolicy, MessageId, MessageItem,
+    Subscription, TransferState,
 };
+use linnet_tests::proxy::Proxy;
 use linnet_tests::*;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -596,12 +601,463 @@ async fn a_file_shared_in_a_group(server: Server) {
     assert_eq!(sha256_of(&saved), digest);
 }
 
+/// The conversation with `peer`, set to send in the clear: files are not encrypted yet, and
+/// both sides of a pair have OMEMO devices.
+fn plain(c: &TestClient, peer: &str) -> ConversationId {
+    let conv = c.client.open_conversation(c.account, peer).unwrap();
+    c.client
+        .set_encryption_policy(conv, EncryptionPolicy::Plain)
+        .unwrap();
+    conv
+}
+
+/// Cuts `c`'s link to its server (connections reset, new ones refused) and waits until the
+/// account knows it is offline.
+async fn cut(c: &TestClient, proxy: &Proxy) {
+    proxy.set_refusing(true);
+    proxy.reset_all();
+    c.wait_list("the link cut", |s| {
+        s.accounts[0].connection != ConnectionState::Online
+    })
+    .await;
+}
+
+/// Lets `c` reach its server again and waits until it is online.
+async fn restore(c: &TestClient, proxy: &Proxy) {
+    proxy.set_refusing(false);
+    proxy.set_stalled(false);
+    c.client.network_changed(true);
+    c.wait_list("back online", |s| {
+        s.accounts[0].connection == ConnectionState::Online
+    })
+    .await;
+}
+
+/// `id`'s file is uploaded and its message went out.
+fn file_sent(s: &ConversationSnapshot, id: MessageId) -> bool {
+    s.messages.iter().any(|m| {
+        m.id == id
+            && m.state >= DeliveryState::Sent
+            && m.state != DeliveryState::Failed
+            && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Uploaded)
+    })
+}
+
+/// The message `id` and its file as `client` shows them now.
+fn shown(client: &Client, conv: ConversationId, id: MessageId) -> MessageItem {
+    client
+        .messages(conv, None, 100)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap()
+}
+
+/// Waits for a snapshot of `conv` from `client` that satisfies `pred` (for a client not
+/// wrapped in a `TestClient`, such as one reopened on a database).
+async fn wait_snapshot<F: Fn(&ConversationSnapshot) -> bool>(
+    client: &Client,
+    conv: ConversationId,
+    what: &str,
+    pred: F,
+) -> Arc<ConversationSnapshot> {
+    let (rec, _sub) = Rec::start(client, conv);
+    let last = || rec.0.lock().unwrap().last().filter(|s| pred(s)).cloned();
+    wait_until(what, || last().is_some()).await;
+    last().unwrap()
+}
+
+/// B has exactly `files` file messages from the sender, each once: a message the sender
+/// sends last is awaited first, so that anything still on its way would have come before.
+async fn b_has_files_once(
+    (sender, account, sender_jid): (&Client, AccountId, &str),
+    b: &TestClient,
+    files: &[(&str, [u8; 32])],
+) {
+    sender
+        .send_message(account, &b.jid, "after the files")
+        .unwrap();
+    b.wait_conversation(sender_jid, "the control message", |s| {
+        s.messages.iter().any(|m| m.body == "after the files")
+    })
+    .await;
+    let conv = b.client.open_conversation(b.account, sender_jid).unwrap();
+    let all = b.client.messages(conv, None, 100).unwrap();
+    let got: Vec<(String, Option<String>)> = all
+        .iter()
+        .filter_map(|m| m.attachment.as_ref())
+        .map(|f| (f.name.clone(), f.sha256.clone()))
+        .collect();
+    let want: Vec<(String, Option<String>)> = files
+        .iter()
+        .map(|(name, digest)| ((*name).to_owned(), Some(hex(digest))))
+        .collect();
+    assert_eq!(got, want, "each file once, with its hash: {all:#?}");
+}
+
+/// B fetches the file named `name` and gets the bytes with `digest` (checked against the
+/// announced hash on the way).
+async fn b_downloads(b: &TestClient, a_jid: &str, name: &str, digest: [u8; 32]) {
+    let s = b
+        .wait_conversation(a_jid, "the file message", |s| {
+            file_message(s, name).is_some()
+        })
+        .await;
+    let m = file_message(&s, name).unwrap();
+    let down = tempfile::tempdir().unwrap();
+    let saved = b.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(sha256_of(&saved), digest);
+}
+
+/// A file sent while the sender is offline is accepted and shown waiting (pending, no
+/// progress); once the link is back it goes up and out by itself, with the right hash and
+/// dimensions, and reaches B once.
+async fn a_file_sent_offline_goes_when_the_link_is_back(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let (a, proxy) = a.behind_proxy(server).await;
+    let conv = plain(&a, &b.jid);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "offline photo.png", SIZE, 800, 600);
+
+    cut(&a, &proxy).await;
+    let (rec, _sub) = Rec::start(&a.client, conv);
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    let m = shown(&a.client, conv, id);
+    assert_eq!(m.state, DeliveryState::Pending);
+    let f = m.attachment.unwrap();
+    assert_eq!(
+        (f.state, f.transferred, f.error),
+        (TransferState::Waiting, 0, None)
+    );
+    a.wait_conversation(&b.jid, "the upload shown waiting", |s| {
+        s.messages.iter().any(|m| {
+            m.id == id && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Waiting)
+        })
+    })
+    .await;
+
+    restore(&a, &proxy).await;
+    let s = a
+        .wait_conversation(&b.jid, "the file sent once online", |s| file_sent(s, id))
+        .await;
+    let f = s
+        .messages
+        .iter()
+        .find(|m| m.id == id)
+        .and_then(|m| m.attachment.clone())
+        .unwrap();
+    assert_eq!(f.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!((f.width, f.height), (Some(800), Some(600)));
+    rec.wait_last(id, (TransferState::Uploaded, SIZE)).await;
+    let trail = rec.trail(id);
+    let first_up = trail
+        .iter()
+        .position(|(s, _)| *s == TransferState::Uploading)
+        .unwrap_or_else(|| panic!("never shown uploading: {trail:?}"));
+    assert!(
+        trail[..first_up]
+            .iter()
+            .all(|t| *t == (TransferState::Waiting, 0)),
+        "waiting, without progress, until online: {trail:?}"
+    );
+    assert!(trail[first_up..]
+        .iter()
+        .all(|(s, _)| matches!(s, TransferState::Uploading | TransferState::Uploaded)));
+
+    b_downloads(&b, &a.jid, "offline photo.png", digest).await;
+    b_has_files_once(
+        (&a.client, a.account, &a.jid),
+        &b,
+        &[("offline photo.png", digest)],
+    )
+    .await;
+}
+
+/// The link dies while the upload asks for its slot (the request gets no answer) and is
+/// then reset: the snapshot shows the upload waiting with the reason, it starts over with
+/// a new slot on the next session, and B gets the file once, with the hash of what went up.
+async fn a_link_lost_during_the_slot_request_is_retried(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let (a, proxy) = a.behind_proxy(server).await;
+    let conv = plain(&a, &b.jid);
+    let dir = tempfile::tempdir().unwrap();
+    // A first file finds the upload service, so the next one's first request is its slot.
+    let (first, first_digest) = png_file(dir.path(), "first.png", 50_000, 2, 2);
+    let id = a.client.send_file(a.account, &b.jid, &first).await.unwrap();
+    a.wait_conversation(&b.jid, "the first file sent", |s| file_sent(s, id))
+        .await;
+
+    let (path, digest) = png_file(dir.path(), "through the tunnel.png", SIZE, 64, 48);
+    let (rec, _sub) = Rec::start(&a.client, conv);
+    proxy.set_stalled(true);
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    // The slot request goes into the dead link and is never answered.
+    let s = a
+        .wait_conversation(&b.jid, "the upload waiting after losing its request", |s| {
+            s.messages.iter().any(|m| {
+                m.id == id
+                    && m.attachment
+                        .as_ref()
+                        .is_some_and(|a| a.state == TransferState::Waiting && a.error.is_some())
+            })
+        })
+        .await;
+    let m = s.messages.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.state, DeliveryState::Pending, "not failed");
+    let f = m.attachment.as_ref().unwrap();
+    assert_eq!(f.transferred, 0);
+    assert!(
+        f.error.as_deref().unwrap().contains("connection"),
+        "{:?}",
+        f.error
+    );
+    // Then the link breaks for good: the connection is reset and a new one comes up.
+    let before = proxy.accepted();
+    proxy.reset_all();
+    proxy.set_stalled(false);
+    a.wait_list("a new connection", |s| {
+        s.accounts[0].connection == ConnectionState::Online && proxy.accepted() > before
+    })
+    .await;
+    let s = a
+        .wait_conversation(&b.jid, "the file sent after the retry", |s| {
+            file_sent(s, id)
+        })
+        .await;
+    let f = s
+        .messages
+        .iter()
+        .find(|m| m.id == id)
+        .and_then(|m| m.attachment.clone())
+        .unwrap();
+    assert_eq!(f.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!((f.width, f.height), (Some(64), Some(48)));
+    assert_eq!(f.error, None);
+    rec.wait_last(id, (TransferState::Uploaded, SIZE)).await;
+    let trail = rec.trail(id);
+    let waited = trail
+        .iter()
+        .position(|(s, _)| *s == TransferState::Waiting)
+        .unwrap();
+    assert!(
+        trail[..waited]
+            .iter()
+            .any(|(s, _)| *s == TransferState::Uploading),
+        "uploading, then waiting: {trail:?}"
+    );
+
+    b_downloads(&b, &a.jid, "through the tunnel.png", digest).await;
+    b_has_files_once(
+        (&a.client, a.account, &a.jid),
+        &b,
+        &[
+            ("first.png", first_digest),
+            ("through the tunnel.png", digest),
+        ],
+    )
+    .await;
+}
+
+/// A client that stops with uploads not done (offline, waiting): the next client on its
+/// database shows them waiting, not failed; once online it uploads the one whose file is
+/// still there (the same message, the same origin-id), and fails the one whose file is
+/// gone, saying so. B gets the one file, once.
+async fn an_upload_left_by_a_stopped_client_completes_after_restart(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let (a, proxy) = a.behind_proxy(server).await;
+    let conv = plain(&a, &b.jid);
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, digest) = png_file(dir.path(), "kept.png", SIZE, 300, 200);
+    let (gone, _) = png_file(dir.path(), "gone.png", 10_000, 1, 1);
+
+    cut(&a, &proxy).await;
+    let kept_id = a.client.send_file(a.account, &b.jid, &kept).await.unwrap();
+    let gone_id = a.client.send_file(a.account, &b.jid, &gone).await.unwrap();
+    let origin = |id: MessageId| a.open_store().message(id).unwrap().origin_id.unwrap();
+    let (kept_origin, gone_origin) = (origin(kept_id), origin(gone_id));
+    a.client.shutdown().await;
+    std::fs::remove_file(&gone).unwrap();
+
+    let client = a.reopen();
+    for id in [kept_id, gone_id] {
+        let m = shown(&client, conv, id);
+        assert_eq!(m.state, DeliveryState::Pending);
+        let f = m.attachment.unwrap();
+        assert_eq!((f.state, f.error), (TransferState::Waiting, None));
+    }
+    proxy.set_refusing(false);
+    client.login(a.account).await.unwrap();
+    let s = wait_snapshot(
+        &client,
+        conv,
+        "the kept file sent, the gone one failed",
+        |s| {
+            file_sent(s, kept_id)
+                && s.messages.iter().any(|m| {
+                    m.id == gone_id
+                        && m.state == DeliveryState::Failed
+                        && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Failed)
+                })
+        },
+    )
+    .await;
+    let m = s.messages.iter().find(|m| m.id == kept_id).unwrap();
+    let f = m.attachment.as_ref().unwrap();
+    assert_eq!(f.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!((f.width, f.height), (Some(300), Some(200)));
+    let m = s.messages.iter().find(|m| m.id == gone_id).unwrap();
+    let error = m.attachment.as_ref().unwrap().error.clone().unwrap();
+    assert!(error.contains("no longer there"), "{error}");
+    assert!(!error.contains("gone.png"), "no file names: {error}");
+    assert_eq!(
+        s.messages.len(),
+        2,
+        "the same two messages: {:#?}",
+        s.messages
+    );
+    assert_eq!(origin(kept_id), kept_origin);
+    assert_eq!(origin(gone_id), gone_origin);
+
+    b_downloads(&b, &a.jid, "kept.png", digest).await;
+    b_has_files_once((&client, a.account, &a.jid), &b, &[("kept.png", digest)]).await;
+    client.shutdown().await;
+}
+
+/// A cancelled upload (failed for good: nothing sent) goes when retried by hand: the same
+/// message, delivered once. An uploaded one cannot be retried, nor what B received.
+async fn retry_upload_sends_a_cancelled_file(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let conv = plain(&a, &b.jid);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "second chance.png", SIZE, 20, 10);
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    a.client.cancel_transfer(id).unwrap();
+    a.wait_conversation(&b.jid, "the upload cancelled", |s| {
+        s.messages.iter().any(|m| {
+            m.id == id
+                && m.state == DeliveryState::Failed
+                && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Cancelled)
+        })
+    })
+    .await;
+
+    a.client.retry_upload(id).await.unwrap();
+    let m = shown(&a.client, conv, id);
+    assert_eq!(m.state, DeliveryState::Pending);
+    assert!(matches!(
+        m.attachment.map(|f| f.state),
+        Some(TransferState::Uploading | TransferState::Waiting)
+    ));
+    let s = a
+        .wait_conversation(&b.jid, "the retried file sent", |s| file_sent(s, id))
+        .await;
+    assert_eq!(s.messages.len(), 1, "the same message: {:#?}", s.messages);
+    let f = s.messages[0].attachment.as_ref().unwrap();
+    assert_eq!(f.sha256.as_deref(), Some(hex(&digest).as_str()));
+    assert_eq!(f.error, None);
+
+    b_downloads(&b, &a.jid, "second chance.png", digest).await;
+    b_has_files_once(
+        (&a.client, a.account, &a.jid),
+        &b,
+        &[("second chance.png", digest)],
+    )
+    .await;
+
+    let err = a.client.retry_upload(id).await.unwrap_err();
+    assert!(matches!(err, ClientError::Policy(_)), "uploaded: {err:?}");
+    let b_conv = b.client.open_conversation(b.account, &a.jid).unwrap();
+    let received = b
+        .client
+        .messages(b_conv, None, 10)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.attachment.is_some())
+        .unwrap();
+    let err = b.client.retry_upload(received.id).await.unwrap_err();
+    assert!(matches!(err, ClientError::BadInput(_)), "received: {err:?}");
+}
+
+/// What retry_upload cannot retry is an error that says why, and changes nothing.
+async fn retry_upload_refuses_what_it_cannot_retry(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let conv = plain(&a, &b.jid);
+    let dir = tempfile::tempdir().unwrap();
+
+    assert!(matches!(
+        a.client.retry_upload(MessageId(i64::MAX)).await,
+        Err(ClientError::NotFound(_))
+    ));
+    let text = a
+        .client
+        .send_message(a.account, &b.jid, "just text")
+        .unwrap();
+    assert!(matches!(
+        a.client.retry_upload(text).await,
+        Err(ClientError::BadInput(_))
+    ));
+
+    // Under way: nothing to retry yet.
+    let (path, _) = png_file(dir.path(), "busy.png", SIZE, 1, 1);
+    let busy = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    assert_eq!(
+        a.client.retry_upload(busy).await,
+        Err(ClientError::Policy("the upload is under way".into()))
+    );
+    a.client.cancel_transfer(busy).unwrap();
+    a.wait_conversation(&b.jid, "cancelled", |s| {
+        s.messages.iter().any(|m| {
+            m.id == busy && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Cancelled)
+        })
+    })
+    .await;
+
+    // The file is gone since: said so, the message left as it was.
+    std::fs::remove_file(&path).unwrap();
+    let err = a.client.retry_upload(busy).await.unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::BadInput("the file to send is no longer there".into())
+    );
+    assert!(!err.to_string().contains("busy.png"));
+    let m = shown(&a.client, conv, busy);
+    assert_eq!(m.state, DeliveryState::Failed);
+    assert_eq!(
+        m.attachment.map(|f| f.state),
+        Some(TransferState::Cancelled)
+    );
+    // Changed size since: the slot and the hash would not match what was chosen.
+    let (path, _) = png_file(dir.path(), "resized.png", 20_000, 1, 1);
+    let resized = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    a.client.cancel_transfer(resized).unwrap();
+    a.wait_conversation(&b.jid, "cancelled", |s| {
+        s.messages.iter().any(|m| {
+            m.id == resized
+                && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Cancelled)
+        })
+    })
+    .await;
+    std::fs::write(&path, b"smaller now").unwrap();
+    assert!(matches!(
+        a.client.retry_upload(resized).await,
+        Err(ClientError::BadInput(_))
+    ));
+
+    // Nothing of this reached B.
+    b_has_files_once((&a.client, a.account, &a.jid), &b, &[]).await;
+}
+
 both_servers!(
     a_file_shared_in_a_group,
     a_file_goes_to_a_contact_and_is_downloaded,
     a_cancelled_upload_sends_nothing,
     foreign_and_hostile_files,
     download_progress_cancel_and_hash_check,
+    a_file_sent_offline_goes_when_the_link_is_back,
+    a_link_lost_during_the_slot_request_is_retried,
+    an_upload_left_by_a_stopped_client_completes_after_restart,
+    retry_upload_sends_a_cancelled_file,
+    retry_upload_refuses_what_it_cannot_retry,
 );
 
 /// A scripted HTTPS host on loopback with a certificate from its own CA: `/slow` sends

@@ -272,6 +272,7 @@ pub(crate) async fn run(
                             session.clone(),
                             !needs_setup,
                         ));
+                        crate::files::session_up(&inner, account);
                         was_online = true;
                         online_at = tokio::time::Instant::now();
                         // Every session catches up from the archive (see `pump`). Before

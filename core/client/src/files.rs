@@ -10,13 +10,25 @@
 //! Progress lives in memory (`Files::live`) and is merged into each snapshot as it is
 //! built; the database is written when a transfer starts and ends, never per chunk.
 //!
+//! An upload is built for links that drop every few minutes. It needs no connection to be
+//! asked for: it waits, shown as waiting, until the account is online. A transient failure
+//! (the connection lost during the slot request, a network failure or a 5xx, 408 or 429
+//! answer to the PUT) starts it over with a new slot once a session is up, a few times with
+//! backoff; a refusal fails it at once. One cut short by the end of the process is taken up
+//! again by the next one when the account comes online: the uploads not finished are
+//! listed in the key-value table (`KV_UPLOADS`), since the schema has no index of
+//! attachments by state. A failed or cancelled upload can be started again by the user
+//! (`retry_upload`), with the same message and origin-id. The hash and dimensions sent are
+//! those of the bytes that went up, taken from the stream that fed the PUT.
+//!
 //! URLs are capabilities, and names, paths and contents are user data: none of them goes
 //! into logs or error strings.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use linnet_store::{
     AttachmentRecord, AttachmentState, ConversationId, ConversationKind, DeliveryState, Direction,
@@ -26,24 +38,31 @@ use linnet_xmpp::files::{FileHash, FileMeta, HashAlgo, SharedFile, MAX_DIMENSION
 use linnet_xmpp::rich::Extras;
 use linnet_xmpp::upload::{UploadError, UploadService};
 use linnet_xmpp::{BareJid, RequestError, Session};
+use rand::Rng;
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::snapshot::{Attachment, MessageItem, TransferState};
 use crate::transfer::{TransferError, Transfers};
-use crate::{lock, now_ms, AccountId, Client, ClientError, Inner, Result};
+use crate::{lock, now_ms, AccountId, Client, ClientError, ClientOptions, Inner, Result};
 
 /// Downloads whose size the sender did not announce stop here.
 const DEFAULT_MAX_DOWNLOAD: u64 = 1 << 30;
 const READ_CHUNK: usize = 256 * 1024;
-/// Image dimensions are read from this much of the file's start (JPEG keeps its frame
-/// header after the EXIF block, which is usually well within it).
-const HEAD_BYTES: usize = 64 * 1024;
 /// Progress is published in steps of 1/PROGRESS_STEPS of the file (the publisher coalesces
 /// further): a 1 GB file does not mark the snapshot dirty 16,000 times.
 const PROGRESS_STEPS: u64 = 100;
 /// Names tried for a download before giving up ("name (1).ext", …).
 const MAX_NAME_TRIES: u32 = 1000;
+/// Attempts of one upload that end in a transient failure before it fails for good: a
+/// link that breaks this often is better reported than retried forever.
+const MAX_UPLOAD_ATTEMPTS: u32 = 5;
+/// kv key (global) of the messages whose upload has not ended, as "12,40". Written in the
+/// transactions that start and end an upload, so that it always matches the rows.
+const KV_UPLOADS: &str = "files.uploads";
+const INTERRUPTED: &str = "the upload was interrupted";
+const SOURCE_GONE: &str = "the file to send is no longer there";
 
 /// What file transfers share across the client.
 #[derive(Default)]
@@ -52,8 +71,19 @@ pub(crate) struct Files {
     http: std::sync::Mutex<Option<Transfers>>,
     /// Each account's upload service, found once per process.
     services: std::sync::Mutex<HashMap<AccountId, UploadService>>,
-    /// Transfers under way, by message.
+    /// Transfers under way, by message (an upload waiting for its next attempt included).
     live: std::sync::Mutex<HashMap<MessageId, Live>>,
+    /// Woken when a session comes up (`session_up`), and when the client goes: uploads
+    /// waiting for a session look again. Shared with them, so that waiting does not keep
+    /// the client alive.
+    online: Arc<Notify>,
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        // The client is gone: waiting uploads end, their rows listed for the next client.
+        self.online.notify_waiters();
+    }
 }
 
 struct Live {
@@ -65,6 +95,25 @@ struct Live {
     cancel: CancellationToken,
     /// The upload is complete and its message on its way: too late to cancel.
     committed: bool,
+    /// An upload between attempts: until the account is online, or after a transient
+    /// failure (`reason`).
+    waiting: bool,
+    reason: Option<String>,
+}
+
+impl Live {
+    fn new(conversation: ConversationId, upload: bool, cancel: CancellationToken) -> Live {
+        Live {
+            conversation,
+            upload,
+            done: 0,
+            published: 0,
+            cancel,
+            committed: false,
+            waiting: false,
+            reason: None,
+        }
+    }
 }
 
 impl Files {
@@ -87,6 +136,11 @@ impl Files {
                 continue;
             };
             match live.get(&item.id) {
+                Some(l) if l.upload && l.waiting => {
+                    a.state = TransferState::Waiting;
+                    a.transferred = 0;
+                    a.error = l.reason.clone();
+                }
                 Some(l) => {
                     a.state = if l.upload {
                         TransferState::Uploading
@@ -97,9 +151,17 @@ impl Files {
                     a.error = None;
                 }
                 None if a.state == TransferState::Uploading => {
-                    // Stored as uploading, yet no upload runs: the process that ran it died.
-                    a.state = TransferState::Failed;
-                    a.error = Some("the upload was interrupted".into());
+                    // Listed (see `attachments_of`) but not run by this process yet: left by
+                    // an earlier one, taken up when the account is online.
+                    a.state = TransferState::Waiting;
+                    a.transferred = 0;
+                }
+                None if a.state == TransferState::Failed
+                    && item.direction == Direction::Outgoing
+                    && item.state == DeliveryState::Pending =>
+                {
+                    // An interrupted upload no one takes up (see `attachments_of`): its
+                    // message will not go.
                     item.state = DeliveryState::Failed;
                 }
                 None => {}
@@ -137,6 +199,8 @@ fn bad(what: &str) -> ClientError {
 /// returned, neither naming the file, its path or its URL.
 struct Failure {
     cancelled: bool,
+    /// The link or the service failed, not the request: the same upload may succeed later.
+    transient: bool,
     reason: String,
     error: ClientError,
 }
@@ -145,6 +209,7 @@ impl Failure {
     fn cancelled() -> Failure {
         Failure {
             cancelled: true,
+            transient: false,
             reason: "cancelled".into(),
             error: ClientError::Policy("the transfer was cancelled".into()),
         }
@@ -154,15 +219,28 @@ impl Failure {
         let reason = reason.into();
         Failure {
             cancelled: false,
+            transient: false,
             error: error(reason.clone()),
             reason,
         }
+    }
+
+    fn transient(mut self) -> Failure {
+        self.transient = true;
+        self
     }
 }
 
 impl From<TransferError> for Failure {
     fn from(e: TransferError) -> Failure {
         use TransferError as T;
+        // Worth another attempt: the link (or a file read) failed, or the server says it is
+        // out of service, timed out or wants us to slow down. Other statuses are answers.
+        let transient = match &e {
+            T::Network(_) | T::Stalled | T::Io(_) => true,
+            T::Http { status } => (500..600).contains(status) || matches!(status, 408 | 429),
+            _ => false,
+        };
         let error: fn(String) -> ClientError = match &e {
             T::Cancelled => return Failure::cancelled(),
             T::Http {
@@ -176,7 +254,12 @@ impl From<TransferError> for Failure {
             T::TooLarge { .. } | T::BadSlot(_) | T::BadArgument(_) => ClientError::Policy,
             T::Io(_) | T::Config(_) => ClientError::Internal,
         };
-        Failure::new(e.to_string(), error)
+        let f = Failure::new(e.to_string(), error);
+        if transient {
+            f.transient()
+        } else {
+            f
+        }
     }
 }
 
@@ -213,10 +296,13 @@ impl From<UploadError> for Failure {
 
 fn request_failure(e: RequestError) -> Failure {
     match e {
+        // The session ended under the request, or the link went silent: the next session
+        // asks again.
         RequestError::Closed | RequestError::Timeout => Failure::new(
             "the connection to the server was lost",
             ClientError::Network,
-        ),
+        )
+        .transient(),
         RequestError::Stanza { condition, .. } => Failure::new(
             format!("the server refused ({condition})"),
             ClientError::Policy,
@@ -242,7 +328,6 @@ struct UploadJob {
     name: String,
     media_type: String,
     size: u64,
-    session: Session,
     cancel: CancellationToken,
 }
 
@@ -253,8 +338,9 @@ impl Client {
     /// Returns the message's id; `cancel_transfer` stops the upload (nothing is sent).
     ///
     /// Files go unencrypted: refused where the conversation encrypts (OMEMO). In a group
-    /// (unencrypted until groups are), the message goes once we are in the room. The
-    /// account must be online.
+    /// (unencrypted until groups are), the message goes once we are in the room. Offline,
+    /// the upload waits for the account to be online; a connection lost on the way starts
+    /// it over (see the module's documentation).
     pub async fn send_file(&self, account: AccountId, to: &str, path: &Path) -> Result<MessageId> {
         let peer = BareJid::parse(to)?;
         let meta = tokio::fs::metadata(path)
@@ -289,7 +375,7 @@ impl Client {
 
         let own = lock(&self.inner.store).account(account)?.jid;
         let group = self.check_plaintext_allowed(account, &peer)?;
-        let session = self.session(account)?;
+        let online = current_session(&self.inner, account).is_some();
 
         let id = linnet_xmpp::new_id();
         let cancel = CancellationToken::new();
@@ -333,19 +419,12 @@ impl Client {
                     state: AttachmentState::Uploading,
                     error: None,
                 })?;
+                list_upload(tx, message)?;
                 // Registered before the commit, so that no snapshot sees an upload that
-                // no one runs (it would show as interrupted).
-                lock(&self.inner.files.live).insert(
-                    message,
-                    Live {
-                        conversation,
-                        upload: true,
-                        done: 0,
-                        published: 0,
-                        cancel: cancel.clone(),
-                        committed: false,
-                    },
-                );
+                // no one runs.
+                let mut live = Live::new(conversation, true, cancel.clone());
+                live.waiting = !online;
+                lock(&self.inner.files.live).insert(message, live);
                 Ok((message, conversation))
             })?
         };
@@ -363,11 +442,36 @@ impl Client {
             name,
             media_type,
             size,
-            session,
             cancel,
         };
-        tokio::spawn(upload_and_send(self.inner.clone(), job));
+        spawn_upload(&self.inner, job);
         Ok(message)
+    }
+
+    /// Starts again the upload of `message`, our file message whose upload failed or was
+    /// cancelled (or was cut short by the end of an earlier process): the same message,
+    /// with the same id, goes out once the file is up. The file must still be where it
+    /// was, unchanged in size. Like `send_file`, it waits for the account to be online.
+    pub async fn retry_upload(&self, message: MessageId) -> Result<()> {
+        let job = upload_job(&self.inner, message)?;
+        if lock(&self.inner.files.live).contains_key(&message) {
+            return Err(ClientError::Policy("the upload is under way".into()));
+        }
+        // Asked again: the conversation may have turned to encryption meanwhile.
+        self.check_plaintext_allowed(job.account, &job.peer)?;
+        let meta = tokio::fs::metadata(&job.path).await;
+        if let Some(problem) = source_problem(meta, job.size) {
+            return Err(bad(problem));
+        }
+        launch(
+            &self.inner,
+            job,
+            &[
+                AttachmentState::Failed,
+                AttachmentState::Cancelled,
+                AttachmentState::Uploading,
+            ],
+        )
     }
 
     /// Files go in the clear for now (encrypted sharing, aesgcm, comes later): only where
@@ -404,16 +508,37 @@ impl Client {
     /// (the message shows as failed); a cancelled download leaves nothing behind and may
     /// be started again.
     pub fn cancel_transfer(&self, message: MessageId) -> Result<()> {
-        let mut live = lock(&self.inner.files.live);
-        let l = live
-            .get_mut(&message)
-            .ok_or_else(|| ClientError::NotFound("no transfer of this message".into()))?;
-        if l.committed {
-            return Err(ClientError::Policy(
-                "the file is uploaded and its message on its way".into(),
-            ));
+        {
+            let mut live = lock(&self.inner.files.live);
+            if let Some(l) = live.get_mut(&message) {
+                if l.committed {
+                    return Err(ClientError::Policy(
+                        "the file is uploaded and its message on its way".into(),
+                    ));
+                }
+                l.cancel.cancel();
+                return Ok(());
+            }
         }
-        l.cancel.cancel();
+        // Not run by this process: an upload an earlier one left, not yet taken up again.
+        let conversation = {
+            let mut store = self.inner.store();
+            store.transaction(|tx| {
+                let waiting = tx
+                    .attachment(message)?
+                    .is_some_and(|a| a.state == AttachmentState::Uploading)
+                    && listed_uploads(tx)?.contains(&message);
+                if !waiting {
+                    return Ok(None);
+                }
+                end_upload(tx, message, AttachmentState::Cancelled, "cancelled")?;
+                Ok(Some(tx.message(message)?.conversation))
+            })?
+        };
+        let conversation = conversation
+            .ok_or_else(|| ClientError::NotFound("no transfer of this message".into()))?;
+        self.inner.conversation_changed(conversation);
+        self.inner.publish_chat_list();
         Ok(())
     }
 
@@ -449,17 +574,7 @@ impl Client {
                     "a transfer of this file is under way".into(),
                 ));
             }
-            live.insert(
-                message,
-                Live {
-                    conversation,
-                    upload: false,
-                    done: 0,
-                    published: 0,
-                    cancel: cancel.clone(),
-                    committed: false,
-                },
-            );
+            live.insert(message, Live::new(conversation, false, cancel.clone()));
         }
         self.inner.conversation_snapshot_changed(conversation);
         tracing::debug!(message = message.0, "file download started");
@@ -560,7 +675,7 @@ async fn fetch(
     if let Some(want) = record.sha256 {
         let path = temp.clone();
         let token = cancel.clone();
-        let hashed = tokio::task::spawn_blocking(move || hash_file(&path, &token, false))
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&path, &token))
             .await
             .map_err(|_| Failure::new("hashing the file failed", ClientError::Internal));
         let hashed = hashed.and_then(|r| {
@@ -570,7 +685,7 @@ async fn fetch(
             })
         });
         match hashed {
-            Ok(h) if h.sha256 == want => {}
+            Ok(h) if h == want => {}
             Ok(_) => {
                 remove_temp();
                 return Err(Failure::new(
@@ -638,20 +753,12 @@ fn place(temp: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
     result
 }
 
-struct Hashed {
-    bytes: u64,
-    sha256: [u8; 32],
-    dimensions: Option<(u32, u32)>,
-}
-
-/// SHA-256 of the file (and, if asked, an image's dimensions from its first bytes).
-/// Checks `cancel` between chunks: a cancelled transfer stops hashing too.
-fn hash_file(path: &Path, cancel: &CancellationToken, dims: bool) -> std::io::Result<Hashed> {
+/// SHA-256 of the file. Checks `cancel` between chunks: a cancelled transfer stops
+/// hashing too.
+fn hash_file(path: &Path, cancel: &CancellationToken) -> std::io::Result<[u8; 32]> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut head: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut bytes = 0u64;
     loop {
         if cancel.is_cancelled() {
             return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
@@ -662,25 +769,367 @@ fn hash_file(path: &Path, cancel: &CancellationToken, dims: bool) -> std::io::Re
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let chunk = buf.get(..n).unwrap_or_default();
-        hasher.update(chunk);
-        if dims && head.len() < HEAD_BYTES {
-            let want = (HEAD_BYTES - head.len()).min(n);
-            head.extend_from_slice(chunk.get(..want).unwrap_or_default());
-        }
-        bytes += n as u64;
+        hasher.update(buf.get(..n).unwrap_or_default());
     }
-    Ok(Hashed {
-        bytes,
-        sha256: hasher.finalize().into(),
-        dimensions: if dims { image_dimensions(&head) } else { None },
+    Ok(hasher.finalize().into())
+}
+
+/// The messages listed as uploads not yet ended (see `KV_UPLOADS`).
+fn parse_listed(value: Option<String>) -> Vec<MessageId> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .map(MessageId)
+        .collect()
+}
+
+fn listed_uploads(tx: &Tx<'_>) -> std::result::Result<Vec<MessageId>, StoreError> {
+    Ok(parse_listed(tx.kv_get(None, KV_UPLOADS)?))
+}
+
+fn write_listed(tx: &Tx<'_>, listed: &[MessageId]) -> std::result::Result<(), StoreError> {
+    if listed.is_empty() {
+        tx.kv_remove(None, KV_UPLOADS)?;
+        return Ok(());
+    }
+    let value: Vec<String> = listed.iter().map(|m| m.0.to_string()).collect();
+    tx.kv_set(None, KV_UPLOADS, &value.join(","))
+}
+
+fn list_upload(tx: &Tx<'_>, message: MessageId) -> std::result::Result<(), StoreError> {
+    let mut listed = listed_uploads(tx)?;
+    if !listed.contains(&message) {
+        listed.push(message);
+        write_listed(tx, &listed)?;
+    }
+    Ok(())
+}
+
+fn unlist_upload(tx: &Tx<'_>, message: MessageId) -> std::result::Result<(), StoreError> {
+    let mut listed = listed_uploads(tx)?;
+    let before = listed.len();
+    listed.retain(|m| *m != message);
+    if listed.len() != before {
+        write_listed(tx, &listed)?;
+    }
+    Ok(())
+}
+
+/// Records an upload that ended without its file: the file's state and why, the message
+/// failed, and the upload no longer listed.
+fn end_upload(
+    tx: &Tx<'_>,
+    message: MessageId,
+    state: AttachmentState,
+    reason: &str,
+) -> std::result::Result<(), StoreError> {
+    tx.set_attachment_state(message, state, Some(reason))?;
+    tx.set_delivery_state(message, DeliveryState::Failed)?;
+    unlist_upload(tx, message)
+}
+
+/// The account's session, if it is online.
+fn current_session(inner: &Inner, account: AccountId) -> Option<Session> {
+    let slot = lock(&inner.runtimes)
+        .get(&account)
+        .map(|rt| rt.session.clone())?;
+    let session = lock(&slot).clone();
+    session.filter(|s| !s.is_closed())
+}
+
+/// Why the file to send cannot be sent as it was chosen, if it cannot.
+fn source_problem(meta: std::io::Result<std::fs::Metadata>, size: u64) -> Option<&'static str> {
+    match meta {
+        Ok(m) if m.is_file() && m.len() == size => None,
+        Ok(m) if m.is_file() => Some("the file to send has changed size since it was chosen"),
+        Ok(_) => Some(SOURCE_GONE),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(SOURCE_GONE),
+        Err(_) => Some("the file to send cannot be read"),
+    }
+}
+
+/// A session came up on `account` (called by the account's task once it is published):
+/// uploads waiting for one go on, and those an earlier process left are taken up again.
+pub(crate) fn session_up(inner: &Arc<Inner>, account: AccountId) {
+    inner.files.online.notify_waiters();
+    let listed = inner.store().kv_get(None, KV_UPLOADS).map(parse_listed);
+    let listed = match listed {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the unfinished uploads failed");
+            return;
+        }
+    };
+    for message in listed {
+        if lock(&inner.files.live).contains_key(&message) {
+            continue;
+        }
+        match upload_job(inner, message) {
+            Ok(job) if job.account != account => {}
+            Ok(job) => match source_problem(std::fs::metadata(&job.path), job.size) {
+                None => match launch(inner, job, &[AttachmentState::Uploading]) {
+                    Ok(()) => tracing::debug!(message = message.0, "file upload taken up again"),
+                    Err(e) => {
+                        tracing::debug!(message = message.0, error = %e, "file upload not taken up")
+                    }
+                },
+                Some(reason) => {
+                    tracing::info!(
+                        message = message.0,
+                        reason,
+                        "file upload cannot be taken up"
+                    );
+                    fail_listed(inner, message, reason);
+                }
+            },
+            Err(e) => {
+                // Not an upload that can go on (its message deleted, say): no longer listed.
+                // A row still "uploading" then shows as interrupted.
+                tracing::debug!(message = message.0, error = %e, "dropping a listed upload");
+                fail_listed(inner, message, INTERRUPTED);
+            }
+        }
+    }
+}
+
+/// Ends a listed upload no process runs: failed with `reason` if its row still says
+/// uploading, unlisted in any case.
+fn fail_listed(inner: &Inner, message: MessageId, reason: &str) {
+    let ended = {
+        let mut store = inner.store();
+        store.transaction(|tx| {
+            let uploading = tx
+                .attachment(message)?
+                .is_some_and(|a| a.state == AttachmentState::Uploading);
+            if !uploading {
+                unlist_upload(tx, message)?;
+                return Ok(None);
+            }
+            end_upload(tx, message, AttachmentState::Failed, reason)?;
+            Ok(Some(tx.message(message)?.conversation))
+        })
+    };
+    match ended {
+        Ok(Some(conversation)) => {
+            inner.conversation_changed(conversation);
+            inner.publish_chat_list();
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(message = message.0, error = %e, "recording a failed upload failed")
+        }
+    }
+}
+
+/// The upload of `message`, one of our file messages whose upload did not end with the
+/// file sent, as stored. Whether it may start now is for the caller to check.
+fn upload_job(inner: &Inner, message: MessageId) -> Result<UploadJob> {
+    let store = inner.store();
+    let m = store.message(message)?;
+    let a = store
+        .attachment(message)?
+        .ok_or_else(|| bad("the message shares no file"))?;
+    let not_ours = || bad("the file was not sent from here");
+    if m.direction != Direction::Outgoing || a.url.is_some() {
+        return Err(match a.state {
+            AttachmentState::Uploaded => {
+                ClientError::Policy("the file is uploaded and its message sent".into())
+            }
+            _ => not_ours(),
+        });
+    }
+    if !matches!(
+        a.state,
+        AttachmentState::Uploading | AttachmentState::Failed | AttachmentState::Cancelled
+    ) {
+        return Err(not_ours());
+    }
+    let (Some(id), Some(size)) = (m.origin_id, a.size) else {
+        return Err(not_ours());
+    };
+    let info = store.conversation_info(m.conversation)?;
+    let peer = BareJid::parse(&info.peer)?;
+    Ok(UploadJob {
+        account: m.account,
+        peer,
+        id,
+        message,
+        conversation: m.conversation,
+        group: info.kind == ConversationKind::GroupChat,
+        // No path: the file cannot be found again, as if it were gone.
+        path: a.local_path.map(PathBuf::from).unwrap_or_default(),
+        media_type: a
+            .media_type
+            .unwrap_or_else(|| media_type_for(&a.name).to_owned()),
+        name: a.name,
+        size,
+        cancel: CancellationToken::new(),
     })
 }
 
-/// Runs an upload to its end: the message goes out, or the row shows why not.
-async fn upload_and_send(inner: Arc<Inner>, job: UploadJob) {
-    let outcome = upload(&inner, &job).await;
-    let (message, conversation) = (job.message, job.conversation);
+/// Starts `job` again if its file is still in one of the states `from`: shown pending and
+/// uploading (or waiting) at once, listed, and run.
+fn launch(inner: &Arc<Inner>, job: UploadJob, from: &[AttachmentState]) -> Result<()> {
+    let online = current_session(inner, job.account).is_some();
+    {
+        let mut store = inner.store();
+        store.transaction(|tx| {
+            let ready = tx
+                .attachment(job.message)?
+                .is_some_and(|a| a.url.is_none() && from.contains(&a.state));
+            if !ready {
+                return Err(StoreError::Conflict(
+                    "the file's upload changed meanwhile".into(),
+                ));
+            }
+            if lock(&inner.files.live).contains_key(&job.message) {
+                return Err(StoreError::Conflict("the upload is under way".into()));
+            }
+            tx.set_attachment_state(job.message, AttachmentState::Uploading, None)?;
+            tx.set_delivery_state(job.message, DeliveryState::Pending)?;
+            list_upload(tx, job.message)
+        })?;
+        // Under the store's lock, which snapshots are built under: none sees the row
+        // uploading without its upload.
+        let mut live = Live::new(job.conversation, true, job.cancel.clone());
+        live.waiting = !online;
+        lock(&inner.files.live).insert(job.message, live);
+    }
+    inner.conversation_changed(job.conversation);
+    inner.publish_chat_list();
+    spawn_upload(inner, job);
+    Ok(())
+}
+
+fn spawn_upload(inner: &Arc<Inner>, job: UploadJob) {
+    tokio::spawn(run_upload(
+        Arc::downgrade(inner),
+        inner.files.online.clone(),
+        job,
+    ));
+}
+
+/// Why an upload stopped waiting for a session without one.
+enum Stop {
+    Cancelled,
+    /// The client was dropped.
+    Gone,
+}
+
+/// Waits until `account` has a session. Holds the client only to look: a client dropped
+/// meanwhile ends the wait (its `Files` wakes us on the way out).
+async fn wait_online(
+    client: &Weak<Inner>,
+    online: &Notify,
+    account: AccountId,
+    cancel: &CancellationToken,
+) -> std::result::Result<Session, Stop> {
+    loop {
+        // Enabled before looking, so that a session coming up in between is not missed.
+        let woken = online.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if cancel.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        match client.upgrade() {
+            None => return Err(Stop::Gone),
+            Some(inner) => {
+                if let Some(s) = current_session(&inner, account) {
+                    return Ok(s);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = cancel.cancelled() => return Err(Stop::Cancelled),
+        }
+    }
+}
+
+/// Before attempt `failures + 1`: exponential from the reconnect's first delay, capped at
+/// its longest, with jitter so that uploads cut together do not come back together.
+fn retry_delay(opts: &ClientOptions, failures: u32) -> Duration {
+    let base = opts
+        .min_backoff
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(opts.max_backoff);
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
+}
+
+fn set_waiting(inner: &Inner, message: MessageId, waiting: bool, reason: Option<String>) {
+    let conversation = {
+        let mut live = lock(&inner.files.live);
+        let Some(l) = live.get_mut(&message) else {
+            return;
+        };
+        l.waiting = waiting;
+        l.reason = reason;
+        l.done = 0;
+        l.published = 0;
+        l.conversation
+    };
+    inner.conversation_snapshot_changed(conversation);
+}
+
+/// Runs an upload to its end: the message goes out, or the row shows why not. Between
+/// attempts it holds no strong reference to the client: a client dropped meanwhile ends
+/// it, the upload still listed for the next one.
+async fn run_upload(client: Weak<Inner>, online: Arc<Notify>, job: UploadJob) {
+    let mut failures = 0;
+    loop {
+        let session = match wait_online(&client, &online, job.account, &job.cancel).await {
+            Ok(s) => s,
+            Err(Stop::Cancelled) => {
+                if let Some(inner) = client.upgrade() {
+                    finish(&inner, &job, Err(Failure::cancelled()));
+                }
+                return;
+            }
+            Err(Stop::Gone) => return,
+        };
+        let Some(inner) = client.upgrade() else {
+            return;
+        };
+        set_waiting(&inner, job.message, false, None);
+        let outcome = upload(&inner, &job, &session).await;
+        drop(session);
+        match outcome {
+            Err(f) if f.transient && !job.cancel.is_cancelled() => {
+                failures += 1;
+                if failures >= MAX_UPLOAD_ATTEMPTS {
+                    let reason = format!("{} (gave up after {failures} attempts)", f.reason);
+                    finish(&inner, &job, Err(Failure { reason, ..f }));
+                    return;
+                }
+                tracing::info!(
+                    message = job.message.0,
+                    attempt = failures,
+                    reason = %f.reason,
+                    "file upload interrupted; it starts again"
+                );
+                let delay = retry_delay(&inner.opts, failures);
+                set_waiting(&inner, job.message, true, Some(f.reason));
+                drop(inner);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = job.cancel.cancelled() => {}
+                }
+            }
+            outcome => {
+                finish(&inner, &job, outcome);
+                return;
+            }
+        }
+    }
+}
+
+/// Records how an upload ended (a success was recorded with its message, see
+/// `send_uploaded`) and takes it off the transfers under way.
+fn finish(inner: &Inner, job: &UploadJob, outcome: std::result::Result<(), Failure>) {
+    let message = job.message;
     if let Err(f) = outcome {
         if f.cancelled {
             tracing::debug!(message = message.0, "file upload cancelled");
@@ -692,25 +1141,30 @@ async fn upload_and_send(inner: Arc<Inner>, job: UploadJob) {
         } else {
             AttachmentState::Failed
         };
-        let stored = {
-            let store = inner.store();
-            store
-                .set_attachment_state(message, state, Some(&f.reason))
-                .and_then(|_| store.set_delivery_state(message, DeliveryState::Failed))
-        };
+        let stored = inner
+            .store()
+            .transaction(|tx| end_upload(tx, message, state, &f.reason));
         if let Err(e) = stored {
             tracing::error!(message = message.0, error = %e, "recording a failed upload failed");
         }
     }
     lock(&inner.files.live).remove(&message);
-    // Stops the hashing if the upload ended first.
     job.cancel.cancel();
-    inner.conversation_changed(conversation);
+    inner.conversation_changed(job.conversation);
     inner.publish_chat_list();
 }
 
-async fn upload(inner: &Arc<Inner>, job: &UploadJob) -> std::result::Result<(), Failure> {
+/// One attempt: a slot, the PUT, then the message queued.
+async fn upload(
+    inner: &Arc<Inner>,
+    job: &UploadJob,
+    session: &Session,
+) -> std::result::Result<(), Failure> {
     let cancel = &job.cancel;
+    // Each attempt finds the file again: it may have gone or changed since it was chosen.
+    if let Some(problem) = source_problem(tokio::fs::metadata(&job.path).await, job.size) {
+        return Err(Failure::new(problem, ClientError::BadInput));
+    }
     let http = inner
         .files
         .http(inner)
@@ -718,7 +1172,7 @@ async fn upload(inner: &Arc<Inner>, job: &UploadJob) -> std::result::Result<(), 
     let service = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Err(Failure::cancelled()),
-        s = upload_service(inner, job.account, &job.session) => s?,
+        s = upload_service(inner, job.account, session) => s?,
     };
     if service.max_file_size.is_some_and(|max| job.size > max) {
         return Err(UploadError::FileTooLarge {
@@ -726,18 +1180,11 @@ async fn upload(inner: &Arc<Inner>, job: &UploadJob) -> std::result::Result<(), 
         }
         .into());
     }
-    // The hash is read while the slot is asked for and the file goes up.
-    let hashing = {
-        let path = job.path.clone();
-        let token = cancel.clone();
-        let dims = job.media_type.starts_with("image/");
-        tokio::task::spawn_blocking(move || hash_file(&path, &token, dims))
-    };
     let slot = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Err(Failure::cancelled()),
         s = linnet_xmpp::upload::request_slot(
-            &job.session, &service.jid, &job.name, job.size, &job.media_type,
+            session, &service.jid, &job.name, job.size, &job.media_type,
         ) => s,
     };
     let slot = slot.map_err(|e| {
@@ -749,33 +1196,16 @@ async fn upload(inner: &Arc<Inner>, job: &UploadJob) -> std::result::Result<(), 
     })?;
     let progress_inner = inner.clone();
     let message = job.message;
-    http.upload(
-        &slot,
-        &job.path,
-        &job.media_type,
-        move |done, total| report(&progress_inner, message, done, total),
-        cancel,
-    )
-    .await?;
-    let hashed = match hashing.await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-            return Err(Failure::cancelled())
-        }
-        Ok(Err(e)) => {
-            return Err(Failure::new(
-                format!("local file: {}", e.kind()),
-                ClientError::Internal,
-            ))
-        }
-        Err(_) => {
-            return Err(Failure::new(
-                "hashing the file failed",
-                ClientError::Internal,
-            ))
-        }
-    };
-    if hashed.bytes != job.size {
+    let sent = http
+        .upload(
+            &slot,
+            &job.path,
+            &job.media_type,
+            move |done, total| report(&progress_inner, message, done, total),
+            cancel,
+        )
+        .await?;
+    if sent.bytes != job.size {
         return Err(Failure::new(
             "the file changed while it was being sent",
             ClientError::BadInput,
@@ -788,22 +1218,27 @@ async fn upload(inner: &Arc<Inner>, job: &UploadJob) -> std::result::Result<(), 
             _ => return Err(Failure::cancelled()),
         }
     }
+    let dimensions = if job.media_type.starts_with("image/") {
+        image_dimensions(&sent.head)
+    } else {
+        None
+    };
     let file = SharedFile {
         url: slot.get_url.clone(),
         meta: FileMeta {
             name: Some(job.name.clone()),
             media_type: Some(job.media_type.clone()),
             size: Some(job.size),
-            width: hashed.dimensions.map(|d| d.0),
-            height: hashed.dimensions.map(|d| d.1),
+            width: dimensions.map(|d| d.0),
+            height: dimensions.map(|d| d.1),
             desc: None,
             hashes: vec![FileHash {
                 algo: HashAlgo::Sha256,
-                value: hashed.sha256.to_vec(),
+                value: sent.sha256.to_vec(),
             }],
         },
     };
-    send_uploaded(inner, job, file, hashed.sha256, hashed.dimensions)
+    send_uploaded(inner, job, file, sent.sha256, dimensions)
         .map_err(|e| Failure::new(e.to_string(), |_| e.clone()))?;
     tracing::debug!(message = job.message.0, "file uploaded; message queued");
     Ok(())
@@ -865,7 +1300,7 @@ fn send_uploaded(
         store.transaction(|tx| {
             tx.attachment_uploaded(job.message, &url, Some(sha256), dimensions)?;
             tx.outbox_push(job.account, Some(job.message), kind, &stanza)?;
-            Ok(())
+            unlist_upload(tx, job.message)
         })?;
     }
     // A group's message waits in the outbox until we are in the room (see `groups`).
@@ -912,16 +1347,31 @@ pub(crate) fn store_received(
     Ok(())
 }
 
-/// The attachments of a page of messages, by message.
+/// The attachments of a page of messages, by message. An upload stored as under way
+/// that is not listed (see `KV_UPLOADS`) is one nothing will take up: it comes back as
+/// failed, interrupted.
 pub(crate) fn attachments_of(
     store: &Store,
     ids: &[MessageId],
 ) -> std::result::Result<HashMap<MessageId, AttachmentRecord>, StoreError> {
-    Ok(store
+    let mut found: HashMap<MessageId, AttachmentRecord> = store
         .attachments(ids)?
         .into_iter()
         .map(|a| (a.message, a))
-        .collect())
+        .collect();
+    if found
+        .values()
+        .any(|a| a.state == AttachmentState::Uploading)
+    {
+        let listed = parse_listed(store.kv_get(None, KV_UPLOADS)?);
+        for a in found.values_mut() {
+            if a.state == AttachmentState::Uploading && !listed.contains(&a.message) {
+                a.state = AttachmentState::Failed;
+                a.error = Some(INTERRUPTED.into());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `body` without the file's URL when it is all of it or ends with it: the file is shown
@@ -1205,14 +1655,139 @@ mod tests {
         let mut data = png(3, 2);
         data.resize(READ_CHUNK * 2 + 7, 0x5a);
         std::fs::write(&path, &data).unwrap();
-        let h = hash_file(&path, &CancellationToken::new(), true).unwrap();
-        assert_eq!(h.bytes, data.len() as u64);
-        assert_eq!(h.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
-        assert_eq!(h.dimensions, Some((3, 2)));
+        let h = hash_file(&path, &CancellationToken::new()).unwrap();
+        assert_eq!(h, <[u8; 32]>::from(Sha256::digest(&data)));
         let cancelled = CancellationToken::new();
         cancelled.cancel();
-        let e = hash_file(&path, &cancelled, false).err().unwrap();
+        let e = hash_file(&path, &cancelled).err().unwrap();
         assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+    }
+
+    #[test]
+    fn network_failures_are_transient_and_refusals_are_not() {
+        use linnet_xmpp::RequestError as R;
+        use TransferError as T;
+        for e in [
+            T::Network("connection reset".into()),
+            T::Stalled,
+            T::Io("read".into()),
+            T::Http { status: 500 },
+            T::Http { status: 502 },
+            T::Http { status: 503 },
+            T::Http { status: 599 },
+            T::Http { status: 408 },
+            T::Http { status: 429 },
+        ] {
+            let f = Failure::from(e.clone());
+            assert!(f.transient && !f.cancelled, "{e:?}");
+        }
+        for e in [
+            T::Http { status: 400 },
+            T::Http { status: 401 },
+            T::Http { status: 403 },
+            T::Http { status: 404 },
+            T::Http { status: 413 },
+            T::Http { status: 307 },
+            T::TooLarge { max: 1 },
+            T::Tls("bad certificate".into()),
+            T::NotHttps,
+            T::BadUrl("no host"),
+            T::BadSlot("invalid header name"),
+            T::Redirect("to a URL that is not https"),
+            T::Config("x".into()),
+        ] {
+            assert!(!Failure::from(e.clone()).transient, "{e:?}");
+        }
+        let cancelled = Failure::from(T::Cancelled);
+        assert!(cancelled.cancelled && !cancelled.transient);
+
+        for e in [
+            UploadError::Request(R::Closed),
+            UploadError::Request(R::Timeout),
+        ] {
+            let f = Failure::from(e.clone());
+            assert!(f.transient, "{e:?}");
+            assert!(matches!(f.error, ClientError::Network(_)), "{e:?}");
+        }
+        for e in [
+            UploadError::FileTooLarge { max: Some(10) },
+            UploadError::FileTooLarge { max: None },
+            UploadError::NotAcceptable { text: None },
+            UploadError::QuotaReached { text: None },
+            UploadError::NotAllowed {
+                condition: "forbidden".into(),
+                text: None,
+            },
+            UploadError::Refused {
+                condition: "service-unavailable".into(),
+                text: None,
+            },
+            UploadError::BadSlot("not https"),
+            UploadError::BadFilename("empty"),
+            UploadError::Request(R::Stanza {
+                condition: "not-allowed".into(),
+                text: None,
+            }),
+            UploadError::Request(R::Unexpected("x".into())),
+        ] {
+            assert!(!Failure::from(e.clone()).transient, "{e:?}");
+        }
+        // Discovering the service: a lost session is transient, a refusal is not.
+        assert!(request_failure(R::Closed).transient);
+        assert!(
+            !request_failure(R::Stanza {
+                condition: "forbidden".into(),
+                text: None
+            })
+            .transient
+        );
+    }
+
+    #[test]
+    fn retries_back_off_within_the_reconnect_bounds() {
+        let opts = crate::ClientOptions {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            ..Default::default()
+        };
+        for (failures, cap) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
+            for _ in 0..20 {
+                let d = retry_delay(&opts, failures).as_millis();
+                assert!(d >= cap / 2 && d <= cap, "{failures}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_list_of_unfinished_uploads_survives_junk() {
+        assert_eq!(parse_listed(None), vec![]);
+        assert_eq!(parse_listed(Some(String::new())), vec![]);
+        assert_eq!(
+            parse_listed(Some("3, 17,x,,42".into())),
+            vec![MessageId(3), MessageId(17), MessageId(42)]
+        );
+        let mut store = Store::open_in_memory(&linnet_store::DbKey::generate().unwrap()).unwrap();
+        store
+            .transaction(|tx| {
+                list_upload(tx, MessageId(5))?;
+                list_upload(tx, MessageId(9))?;
+                list_upload(tx, MessageId(5))?;
+                assert_eq!(listed_uploads(tx)?, vec![MessageId(5), MessageId(9)]);
+                unlist_upload(tx, MessageId(5))?;
+                unlist_upload(tx, MessageId(77))?;
+                assert_eq!(listed_uploads(tx)?, vec![MessageId(9)]);
+                unlist_upload(tx, MessageId(9))?;
+                assert_eq!(tx.kv_get(None, KV_UPLOADS)?, None);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[tokio::test]
@@ -1250,21 +1825,163 @@ mod tests {
         client
             .set_encryption_policy(conv, EncryptionPolicy::Plain)
             .unwrap();
-        let e = client
+        // Offline: accepted, shown pending and waiting for the account to be online.
+        let id = client
             .send_file(acc, "you@example.org", &file)
             .await
-            .unwrap_err();
-        assert!(matches!(e, ClientError::Network(_)), "offline: {e:?}");
-        assert!(
-            client.messages(conv, None, 10).unwrap().is_empty(),
-            "nothing stored"
+            .unwrap();
+        let shown = |client: &Client| {
+            let all = client.messages(conv, None, 10).unwrap();
+            assert_eq!(all.len(), 1);
+            let a = all[0].attachment.clone().unwrap();
+            (all[0].state, a.state, a.error)
+        };
+        assert_eq!(
+            shown(&client),
+            (DeliveryState::Pending, TransferState::Waiting, None)
         );
+        assert_eq!(
+            client.retry_upload(id).await,
+            Err(ClientError::Policy("the upload is under way".into()))
+        );
+        client.cancel_transfer(id).unwrap();
+        for _ in 0..200 {
+            if shown(&client).1 == TransferState::Cancelled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            shown(&client),
+            (
+                DeliveryState::Failed,
+                TransferState::Cancelled,
+                Some("cancelled".into())
+            )
+        );
+        // Started again, with the same message: waiting once more.
+        client.retry_upload(id).await.unwrap();
+        assert_eq!(
+            shown(&client),
+            (DeliveryState::Pending, TransferState::Waiting, None)
+        );
+        client.cancel_transfer(id).unwrap();
         assert!(matches!(
-            client.cancel_transfer(MessageId(1)),
+            client.cancel_transfer(MessageId(i64::MAX)),
             Err(ClientError::NotFound(_))
         ));
         assert!(matches!(
-            client.download_file(MessageId(1), dir.path()).await,
+            client.retry_upload(MessageId(i64::MAX)).await,
+            Err(ClientError::NotFound(_))
+        ));
+        let text = client.send_message(acc, "you@example.org", "hi").unwrap();
+        assert_eq!(
+            client.retry_upload(text).await,
+            Err(ClientError::BadInput("the message shares no file".into()))
+        );
+        assert!(matches!(
+            client.download_file(MessageId(i64::MAX), dir.path()).await,
+            Err(ClientError::NotFound(_))
+        ));
+    }
+
+    /// A new client on the database of one that died mid-upload: the upload shows as
+    /// waiting, not failed; one that was never listed (nothing will take it up) shows as
+    /// interrupted, its message failed; cancelling the waiting one works without a session.
+    #[tokio::test]
+    async fn uploads_left_by_an_earlier_process() {
+        let store = Store::open_in_memory(&linnet_store::DbKey::generate().unwrap()).unwrap();
+        let client = Client::with_store(store, crate::ClientOptions::default()).unwrap();
+        let acc = client.add_account("me@example.org", "pw", None).unwrap();
+        let conv = client.open_conversation(acc, "you@example.org").unwrap();
+        client
+            .set_encryption_policy(conv, EncryptionPolicy::Plain)
+            .unwrap();
+        let row = |listed: bool| {
+            let mut store = client.inner.store();
+            store
+                .transaction(|tx| {
+                    let m = tx
+                        .insert_message(&NewMessage {
+                            conversation: conv,
+                            direction: Direction::Outgoing,
+                            sender: "me@example.org".into(),
+                            body: String::new(),
+                            origin_id: Some(linnet_xmpp::new_id()),
+                            stanza_id: None,
+                            stanza_id_by: None,
+                            timestamp_ms: now_ms(),
+                            delivery_state: DeliveryState::Pending,
+                            encryption: Default::default(),
+                            error: None,
+                            kind: Default::default(),
+                            target: None,
+                            reply_to: None,
+                            markable: false,
+                            replaces: None,
+                        })?
+                        .id();
+                    tx.insert_attachment(&AttachmentRecord {
+                        message: m,
+                        url: None,
+                        name: "a.txt".into(),
+                        media_type: None,
+                        size: Some(1),
+                        width: None,
+                        height: None,
+                        sha256: None,
+                        local_path: Some("/nonexistent/a.txt".into()),
+                        state: AttachmentState::Uploading,
+                        error: None,
+                    })?;
+                    if listed {
+                        list_upload(tx, m)?;
+                    }
+                    Ok(m)
+                })
+                .unwrap()
+        };
+        let (waiting, lost) = (row(true), row(false));
+        let shown = |id: MessageId| {
+            let all = client.messages(conv, None, 10).unwrap();
+            let m = all.into_iter().find(|m| m.id == id).unwrap();
+            let a = m.attachment.unwrap();
+            (m.state, a.state, a.error)
+        };
+        assert_eq!(
+            shown(waiting),
+            (DeliveryState::Pending, TransferState::Waiting, None)
+        );
+        assert_eq!(
+            shown(lost),
+            (
+                DeliveryState::Failed,
+                TransferState::Failed,
+                Some(INTERRUPTED.into())
+            )
+        );
+        // The file is gone: retrying says so, and changes nothing.
+        assert_eq!(
+            client.retry_upload(waiting).await,
+            Err(ClientError::BadInput(SOURCE_GONE.into()))
+        );
+        client.cancel_transfer(waiting).unwrap();
+        assert_eq!(
+            shown(waiting),
+            (
+                DeliveryState::Failed,
+                TransferState::Cancelled,
+                Some("cancelled".into())
+            )
+        );
+        assert!(client
+            .inner
+            .store()
+            .kv_get(None, KV_UPLOADS)
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            client.cancel_transfer(waiting),
             Err(ClientError::NotFound(_))
         ));
     }

@@ -163,15 +163,20 @@ pub struct Attachment {
 pub enum TransferState {
     /// Ours, going up; the message is sent once it is there.
     Uploading,
+    /// Ours, not going up right now: waiting for the account to be online, or for the next
+    /// attempt after the network failed (`error` says how). It starts again by itself;
+    /// `transferred` is 0 until it does.
+    Waiting,
     /// Ours, uploaded and sent.
     Uploaded,
     /// Received; `download_file` fetches it.
     Available,
     Downloading,
     Downloaded,
-    /// The last transfer failed (`error`); a download can be tried again.
+    /// The last transfer failed (`error`); a download can be tried again, an upload with
+    /// `retry_upload`.
     Failed,
-    /// Cancelled by the user; a cancelled upload sent nothing.
+    /// Cancelled by the user; a cancelled upload sent nothing (`retry_upload` sends it).
     Cancelled,
 }
 

@@ -18,6 +18,7 @@ use linnet_xmpp::upload::Slot;
 use linnet_xmpp::TlsOptions;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{redirect, Body, Url};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,10 @@ const MAX_REDIRECTS: usize = 5;
 const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONTENT_TYPE_LEN: usize = 255;
+/// How much of an upload's start [`Uploaded::head`] keeps: enough for an image's
+/// dimensions (JPEG keeps its frame header after the EXIF block, which is usually well
+/// within it), little enough to hold for any file.
+pub const HEAD_LEN: usize = 64 * 1024;
 
 /// Why a transfer failed. No variant carries a URL, a file name or a path.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -80,6 +85,60 @@ pub struct DownloadInfo {
     /// The server's `Content-Type`, if it sent a readable one. Advisory only: the sender
     /// chose it, so nothing should be opened or rendered on its word alone.
     pub content_type: Option<String>,
+}
+
+/// What an upload sent, taken from the very bytes that went into the request body (not
+/// from a second read of the file, which may have changed in between).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    /// The body's first bytes, at most [`HEAD_LEN`].
+    pub head: Vec<u8>,
+}
+
+impl std::fmt::Debug for Uploaded {
+    // The head is file content: user data.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploaded")
+            .field("bytes", &self.bytes)
+            .field("head_len", &self.head.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SHA-256 and the first [`HEAD_LEN`] bytes of a body, built chunk by chunk as the
+/// body is handed to the network.
+struct BodyDigest {
+    hasher: Sha256,
+    head: Vec<u8>,
+    bytes: u64,
+}
+
+impl BodyDigest {
+    fn new() -> BodyDigest {
+        BodyDigest {
+            hasher: Sha256::new(),
+            head: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        let room = HEAD_LEN.saturating_sub(self.head.len());
+        self.head
+            .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        self.bytes += chunk.len() as u64;
+    }
+
+    fn finish(self) -> Uploaded {
+        Uploaded {
+            bytes: self.bytes,
+            sha256: self.hasher.finalize().into(),
+            head: self.head,
+        }
+    }
 }
 
 /// The HTTP client for file transfers. Build one per set of trust options and share it
@@ -133,7 +192,8 @@ impl Transfers {
     /// is called with bytes handed to the network (monotonic, `done == total` last when
     /// the whole file went out); `cancel` aborts at once with [`TransferError::Cancelled`].
     /// The size sent is the file's size when opened: it must be the size the slot was
-    /// requested for, or the service refuses the upload.
+    /// requested for, or the service refuses the upload. Returns the SHA-256 and the start
+    /// of what was sent, hashed as it streamed out.
     pub async fn upload<P>(
         &self,
         slot: &Slot,
@@ -141,7 +201,7 @@ impl Transfers {
         content_type: &str,
         progress: P,
         cancel: &CancellationToken,
-    ) -> Result<(), TransferError>
+    ) -> Result<Uploaded, TransferError>
     where
         P: Fn(u64, u64) + Send + Sync + 'static,
     {
@@ -169,6 +229,7 @@ impl Transfers {
         progress(0, total);
         let moved = Arc::new(AtomicU64::new(0));
         let read_failure = Arc::new(Mutex::new(None));
+        let sent = Arc::new(Mutex::new(None));
         let body = Body::wrap_stream(file_stream(FileReader {
             file,
             done: 0,
@@ -177,6 +238,8 @@ impl Transfers {
             moved: moved.clone(),
             failure: read_failure.clone(),
             cancel: cancel.clone(),
+            digest: Some(BodyDigest::new()),
+            sent: sent.clone(),
         }));
         let request = self.client.put(url).headers(headers).body(body).send();
         let outcome = tokio::select! {
@@ -206,8 +269,21 @@ impl Transfers {
                 status: status.as_u16(),
             });
         }
+        // A success with a declared length means the server read the whole body, so the
+        // stream handed out its last chunk; anything else is a body cut short.
+        let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let sent = match sent {
+            Some(s) => s,
+            // An empty body may never be asked for.
+            None if total == 0 => BodyDigest::new().finish(),
+            None => {
+                return Err(TransferError::Network(
+                    "the request body was cut short".into(),
+                ))
+            }
+        };
         tracing::debug!(bytes = total, "upload finished");
-        Ok(())
+        Ok(sent)
     }
 
     /// GETs `url` into `dest` (replacing it if it exists). The body goes to a temporary
@@ -398,6 +474,18 @@ struct FileReader<P> {
     /// the network error the HTTP stack turns it into.
     failure: Arc<Mutex<Option<TransferError>>>,
     cancel: CancellationToken,
+    /// Fed every chunk handed out; finished into `sent` with the last one.
+    digest: Option<BodyDigest>,
+    sent: Arc<Mutex<Option<Uploaded>>>,
+}
+
+impl<P> FileReader<P> {
+    /// Hands the digest over once the whole body went out.
+    fn finish(&mut self) {
+        if let Some(d) = self.digest.take() {
+            *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.finish());
+        }
+    }
 }
 
 fn file_stream<P>(
@@ -408,6 +496,7 @@ where
 {
     futures::stream::try_unfold(reader, |mut r| async move {
         if r.done >= r.total {
+            r.finish();
             return Ok(None);
         }
         if r.cancel.is_cancelled() {
@@ -430,6 +519,12 @@ where
         };
         buf.truncate(n);
         r.done += n as u64;
+        if let Some(d) = r.digest.as_mut() {
+            d.update(&buf);
+        }
+        if r.done >= r.total {
+            r.finish();
+        }
         r.moved.store(r.done, Ordering::Relaxed);
         (r.progress)(r.done, r.total);
         Ok(Some((buf, r)))
@@ -764,6 +859,120 @@ AQH/MAoGCCqGSM49BAMCA0cAMEQCIA6r3HhkLsCPYZd6avmUXJcNNe6YldY7aE2w
         assert!(matches!(err, TransferError::Network(_)), "{err:?}");
         assert!(!err.to_string().contains("secret"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A reader over `path` as `upload` builds it, with what it shares.
+    type Shared = (
+        Arc<Mutex<Option<Uploaded>>>,
+        Arc<Mutex<Option<TransferError>>>,
+    );
+
+    async fn reader(path: &Path) -> (FileReader<fn(u64, u64)>, Shared) {
+        let file = tokio::fs::File::open(path).await.unwrap();
+        let total = file.metadata().await.unwrap().len();
+        let sent = Arc::new(Mutex::new(None));
+        let failure = Arc::new(Mutex::new(None));
+        let r = FileReader {
+            file,
+            done: 0,
+            total,
+            progress: no_progress as fn(u64, u64),
+            moved: Arc::new(AtomicU64::new(0)),
+            failure: failure.clone(),
+            cancel: CancellationToken::new(),
+            digest: Some(BodyDigest::new()),
+            sent: sent.clone(),
+        };
+        (r, (sent, failure))
+    }
+
+    async fn drain(r: FileReader<fn(u64, u64)>) -> (Vec<u8>, bool) {
+        use futures::StreamExt;
+        let mut body = Vec::new();
+        let stream = file_stream(r);
+        futures::pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(_) => return (body, false),
+            }
+        }
+        (body, true)
+    }
+
+    #[test]
+    fn the_body_digest_is_the_hash_and_head_of_all_chunks() {
+        let data: Vec<u8> = (0..HEAD_LEN * 2 + 777)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut d = BodyDigest::new();
+        // Uneven chunks, one straddling the end of the head.
+        for part in [&data[..10], &data[10..HEAD_LEN + 5], &data[HEAD_LEN + 5..]] {
+            d.update(part);
+        }
+        let up = d.finish();
+        assert_eq!(up.bytes, data.len() as u64);
+        assert_eq!(up.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(up.head, &data[..HEAD_LEN]);
+        let short = {
+            let mut d = BodyDigest::new();
+            d.update(b"abc");
+            d.finish()
+        };
+        assert_eq!(short.head, b"abc");
+        assert_eq!(short.sha256, <[u8; 32]>::from(Sha256::digest(b"abc")));
+        assert!(!format!("{short:?}").contains("97"), "no content in Debug");
+    }
+
+    #[tokio::test]
+    async fn the_upload_stream_hashes_exactly_the_bytes_it_hands_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let first: Vec<u8> = (0..CHUNK * 3 + 5).map(|i| (i % 256) as u8).collect();
+        std::fs::write(&path, &first).unwrap();
+        let (r, (sent, failure)) = reader(&path).await;
+        // Changed after the reader was opened and before it read: what goes out is the new
+        // content, and so must be what the hash says.
+        let second: Vec<u8> = first.iter().map(|b| b ^ 0xff).collect();
+        std::fs::write(&path, &second).unwrap();
+        let (body, complete) = drain(r).await;
+        assert!(complete);
+        assert_eq!(body, second);
+        let up = sent.lock().unwrap().clone().unwrap();
+        assert_eq!(up.bytes, second.len() as u64);
+        assert_eq!(up.sha256, <[u8; 32]>::from(Sha256::digest(&second)));
+        assert_eq!(up.head, &second[..HEAD_LEN.min(second.len())]);
+        assert!(failure.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_streams_nothing_and_hashes_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let (r, (sent, _)) = reader(&path).await;
+        assert_eq!(drain(r).await, (Vec::new(), true));
+        let up = sent.lock().unwrap().clone().unwrap();
+        assert_eq!(up, BodyDigest::new().finish());
+        assert_eq!(up.sha256, <[u8; 32]>::from(Sha256::digest(b"")));
+        assert_eq!((up.bytes, up.head.len()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrinks_while_streaming_gives_no_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; CHUNK * 2]).unwrap();
+        let (r, (sent, failure)) = reader(&path).await;
+        std::fs::write(&path, vec![7u8; CHUNK / 2]).unwrap();
+        let (body, complete) = drain(r).await;
+        assert!(!complete);
+        assert_eq!(body.len(), CHUNK / 2);
+        assert!(sent.lock().unwrap().is_none(), "no hash of a partial body");
+        assert!(matches!(
+            *failure.lock().unwrap(),
+            Some(TransferError::Io(_))
+        ));
     }
 
     #[test]
