@@ -318,6 +318,14 @@ fn files_from_the_cli(server: Server) {
         (&last["ok"], &last["state"]),
         (&Value::Bool(true), &Value::from("sent"))
     );
+    // retry-upload: an uploaded file is not sent twice; bad and unknown ids are errors.
+    let sent = last["message"].to_string();
+    let out = linnet(&a_dir, &a_key, &["retry-upload", &b, &sent], None);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let out = linnet(&a_dir, &a_key, &["retry-upload", &b, "x"], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = linnet(&a_dir, &a_key, &["retry-upload", &b, "999999"], None);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
 
     let out = linnet(&b_dir, &b_key, &["sync"], None);
     assert!(out.status.success(), "{out:?}");
