@@ -65,6 +65,7 @@ commands:
                                   {"cmd":"nick","room":R,"nick":N}  {"cmd":"kick","room":R,"nick":N}
                                   {"cmd":"ban","room":R,"jid":J}  {"cmd":"affiliation","room":R,"jid":J,"affiliation":A}
                                   (send to a group with {"cmd":"send","to":R,…}; open it with {"cmd":"open","peer":R})
+                                  {"cmd":"send_private","room":R,"nick":N,"body":B} to one occupant alone
                                   {"cmd":"open","peer":J} streams that conversation's snapshots;
                                   {"cmd":"load_older","peer":J} widens an open one (from the
                                   server's archive past what is stored here)
@@ -684,6 +685,11 @@ async fn command(client: &Client, args: &Args, line: &str) -> Result<Value, Clie
         "decline_invitation" => client
             .decline_invitation(acc, s("room")?)
             .map(|_| json!({})),
+        "send_private" => {
+            let group = client.group_conversation(acc, s("room")?)?;
+            let id = client.send_private_message(group, s("nick")?, s("body")?)?;
+            Ok(json!({"message": id.0}))
+        }
         "leave_group" | "invite" | "subject" | "nick" | "kick" | "ban" | "affiliation"
         | "destroy_group" => {
             let group = client.group_conversation(acc, s("room")?)?;

@@ -728,7 +728,201 @@ async fn rich_messages_in_a_group(server: Server) {
     assert_eq!(retracted, answer_sid);
 }
 
+/// Alice writes to Bob alone through their group (XEP-0045 §7.5): Bob sees it in the
+/// group, private from Alice's nickname, and Carol, in the same room, never does; Bob
+/// answers privately. Alice's other device, in the room under the same nickname, has both:
+/// hers as a carbon (XEP-0280; from her archive on Prosody), Bob's from the room. A raw occupant gets hers as a private
+/// message event. A nickname no one has fails the message with the reason; a private
+/// message is never answered or changed through the group; bad arguments are refused.
+async fn private_messages_through_a_group(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register(server, "bob").await;
+    let c = TestClient::register(server, "carol").await;
+    let group = a.client.create_group(a.account, "Secrets").await.unwrap();
+    let room = room_of(&a, group);
+    for who in [&b, &c] {
+        a.client
+            .invite_to_group(group, &who.jid, None)
+            .await
+            .unwrap();
+    }
+    let b_in = accept_group_invitation(&b, &room).await;
+    accept_group_invitation(&c, &room).await;
+    let a2 = a.another_device(server).await;
+    a2.wait_conversation(&room, "the group on alice's other device", group_joined)
+        .await;
+    let (_observer, mut wire) = raw_occupant(server, &a, group, &room).await;
+    let mine = a
+        .wait_conversation(&room, "everyone in", |s| occupants(s).len() == 4)
+        .await;
+    let a_nick = mine.group.as_ref().unwrap().nick.clone();
+    let b_nick = b_in.group.as_ref().unwrap().nick.clone();
+    let b_group = b.client.group_conversation(b.account, &room).unwrap();
+    let c_group = c.client.group_conversation(c.account, &room).unwrap();
+
+    let sent = a
+        .client
+        .send_private_message(group, &b_nick, "psst, bob")
+        .unwrap();
+    let s = a
+        .wait_conversation(&room, "the private message sent", |s| {
+            by_id(s, sent).is_some_and(|m| m.state == DeliveryState::Sent)
+        })
+        .await;
+    let m = by_id(&s, sent).unwrap();
+    assert_eq!(
+        (m.direction, m.private_with.as_deref()),
+        (Direction::Outgoing, Some(b_nick.as_str()))
+    );
+    let s = b
+        .wait_conversation(&room, "alice's private message", |s| {
+            find(s, "psst, bob").is_some()
+        })
+        .await;
+    let m = find(&s, "psst, bob").unwrap();
+    assert_eq!(m.direction, Direction::Incoming);
+    assert_eq!(m.private_with.as_deref(), Some(a_nick.as_str()), "{m:?}");
+    assert_eq!(m.sender_nick.as_deref(), Some(a_nick.as_str()));
+    assert_eq!(s.unread, 1, "a message to read like any other");
+    if server == Server::Prosody {
+        // Prosody 13 copies no message marked as a private one (mod_carbons asks its own
+        // rule without saying the message is outgoing, so it counts as one a room sent
+        // us): the other device finds it in the archive on its next login.
+        a2.client.logout(a2.account).await.unwrap();
+        a2.client.login(a2.account).await.unwrap();
+    }
+    let s = a2
+        .wait_conversation(&room, "alice's private message on her other device", |s| {
+            find(s, "psst, bob").is_some()
+        })
+        .await;
+    let m = find(&s, "psst, bob").unwrap();
+    assert_eq!(
+        (m.direction, m.private_with.as_deref()),
+        (Direction::Outgoing, Some(b_nick.as_str()))
+    );
+
+    let answer = b
+        .client
+        .send_private_message(b_group, &a_nick, "ok, alice")
+        .unwrap();
+    for who in [&a, &a2] {
+        let s = who
+            .wait_conversation(&room, "bob's private answer", |s| {
+                find(s, "ok, alice").is_some()
+            })
+            .await;
+        let m = find(&s, "ok, alice").unwrap();
+        assert_eq!(
+            (
+                m.direction,
+                m.private_with.as_deref(),
+                m.sender_nick.as_deref()
+            ),
+            (
+                Direction::Incoming,
+                Some(b_nick.as_str()),
+                Some(b_nick.as_str())
+            )
+        );
+    }
+    b.wait_conversation(&room, "bob's answer sent", |s| {
+        by_id(s, answer).is_some_and(|m| m.state == DeliveryState::Sent)
+    })
+    .await;
+
+    // The room passes on what each occupant sends in order: once Carol has what Alice and
+    // Bob sent to everyone afterwards, she would have had what they sent her before.
+    echoed(&a, &room, "back to everyone").await;
+    echoed(&b, &room, "me too").await;
+    c.wait_conversation(&room, "the group messages", |s| {
+        find(s, "back to everyone").is_some() && find(s, "me too").is_some()
+    })
+    .await;
+    let at_c: Vec<(String, Option<String>)> = c
+        .client
+        .messages(c_group, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.body, m.private_with))
+        .collect();
+    assert_eq!(
+        at_c,
+        vec![
+            ("back to everyone".to_owned(), None),
+            ("me too".to_owned(), None)
+        ]
+    );
+    let s = b
+        .wait_conversation(&room, "alice's group message", |s| {
+            find(s, "back to everyone").is_some()
+        })
+        .await;
+    assert_eq!(find(&s, "back to everyone").unwrap().private_with, None);
+
+    // Through the session: the raw occupant's private message event.
+    a.client
+        .send_private_message(group, "dave", "hello dave")
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = wire.recv().await {
+            if let Event::PrivateMessage { nick, message } = ev {
+                return Some((nick, *message));
+            }
+        }
+        None
+    })
+    .await
+    .expect("dave's private message")
+    .expect("the session ended");
+    assert_eq!(got.0, a_nick);
+    assert_eq!(got.1.peer.as_str(), room);
+    assert_eq!(got.1.body, "hello dave");
+    assert!(!got.1.outgoing && !got.1.carbon);
+
+    // No one of that nickname: the room refuses, and says why.
+    let lost = a
+        .client
+        .send_private_message(group, "nobody-here", "hello?")
+        .unwrap();
+    let s = a
+        .wait_conversation(&room, "the refusal", |s| {
+            by_id(s, lost).is_some_and(|m| m.state == DeliveryState::Failed)
+        })
+        .await;
+    assert_eq!(
+        by_id(&s, lost).unwrap().error.as_deref(),
+        Some("nobody in the group has that nickname now")
+    );
+
+    // Replies, corrections and reactions go to the whole group: not for these.
+    assert!(bad_input(a.client.reply(a.account, sent, "again")));
+    assert!(bad_input(a.client.correct_message(a.account, sent, "psst")));
+    assert!(bad_input(a.client.react(a.account, sent, &["🤫".into()])));
+    assert!(bad_input(a.client.retract_message(a.account, sent)));
+    // Bad arguments, each refused before anything is stored.
+    let before = a.client.messages(group, None, 100).unwrap().len();
+    let chat = a.client.open_conversation(a.account, &b.jid).unwrap();
+    for (conversation, nick, body) in [
+        (group, "", "x"),
+        (group, "  ", "x"),
+        (group, "a\u{7}b", "x"),
+        (group, b_nick.as_str(), " "),
+        (group, b_nick.as_str(), ""),
+        (chat, b_nick.as_str(), "x"),
+    ] {
+        assert!(
+            bad_input(a.client.send_private_message(conversation, nick, body)),
+            "{nick:?} {body:?}"
+        );
+    }
+    let long = "n".repeat(linnet_xmpp::muc::MAX_NICK_BYTES + 1);
+    assert!(bad_input(a.client.send_private_message(group, &long, "x")));
+    assert_eq!(a.client.messages(group, None, 100).unwrap().len(), before);
+}
+
 both_servers!(
+    private_messages_through_a_group,
     a_private_group_of_three,
     rich_messages_in_a_group,
     group_history_after_being_away,

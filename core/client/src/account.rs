@@ -702,6 +702,7 @@ async fn pump(
                         }
                     }
                     ev @ (Event::RoomMessage(_)
+                    | Event::PrivateMessage { .. }
                     | Event::RoomPresence(_)
                     | Event::RoomJoinFailed(_)
                     | Event::RoomHistoryPage { .. }
@@ -720,6 +721,7 @@ async fn pump(
                         ) {
                             tracing::warn!(account = account.0, error = %e, "group event not applied");
                         }
+                        effects.receipts.append(&mut effects.rooms.receipts);
                     }
                     ev if inner.stale_request(account, &ev) => {
                         tracing::debug!(account = account.0, "re-sent request to a denial dropped");
@@ -963,6 +965,9 @@ fn apply(
                     tracing::info!(message = msg.id.0, condition = %condition, "message bounced");
                     if condition == "blocked" {
                         tx.set_message_error(msg.id, Some("you block this contact"))?;
+                    } else if msg.private_with.is_some() {
+                        let reason = crate::groups::private_message_refused(&condition);
+                        tx.set_message_error(msg.id, Some(reason))?;
                     }
                     if tx.set_delivery_state(msg.id, DeliveryState::Failed)? {
                         fx.changed.push(msg.conversation);
@@ -1098,6 +1103,7 @@ fn apply(
         Event::Closed(_) => {}
         // Handled by the pump (see `groups::apply`).
         Event::RoomMessage(_)
+        | Event::PrivateMessage { .. }
         | Event::RoomPresence(_)
         | Event::RoomJoinFailed(_)
         | Event::RoomHistoryPage { .. }

@@ -10,6 +10,11 @@
 //! sender is the author of what it names, compared by occupant id where the room gives
 //! them and by occupant JID otherwise.
 //!
+//! Private messages between occupants (XEP-0045 §7.5) live in the group's conversation,
+//! marked with the other occupant's nickname (`private_with`); the session takes them only
+//! from rooms we are in. Ours wait, like group messages, until we are in the room; nothing
+//! of them (replies, reactions, corrections) may ever go to the whole group.
+//!
 //! Membership lives in the database (`rooms`, `room_members`), presence in memory
 //! ([`RoomLive`]): the room sends every occupant again on each join.
 
@@ -127,6 +132,9 @@ pub(crate) struct GroupEffects {
     pub list_changed: bool,
     /// Group snapshots to rebuild (occupants changed), not the chat list.
     pub snapshots: Vec<ConversationId>,
+    /// Receipts asked for by private messages, as (occupant JID, message id): they go out
+    /// with the others, once what they confirm is on disk.
+    pub receipts: Vec<(String, String)>,
 }
 
 fn affiliation_str(a: Affiliation) -> &'static str {
@@ -193,6 +201,9 @@ pub(crate) fn apply(
             Ok(())
         }
         Some(Event::RoomMessage(m)) => on_message(inner, tx, account, *m, fx, changed),
+        Some(Event::PrivateMessage { nick, message }) => {
+            on_private_message(inner, tx, account, own, &nick, *message, fx, changed)
+        }
         Some(Event::RoomHistoryPage {
             room,
             query,
@@ -637,6 +648,99 @@ fn on_message(
         }
     }
     Ok(())
+}
+
+/// A private message through a room (see the module's documentation): stored in the
+/// group's conversation, from the occupant (their occupant JID as the sender, as for group
+/// messages) or, sent from another device of ours, from our account. Its changes
+/// (corrections, reactions…) are not applied: a correction shows as the message it is.
+#[allow(clippy::too_many_arguments)]
+fn on_private_message(
+    inner: &Inner,
+    tx: &Tx<'_>,
+    account: AccountId,
+    own: &BareJid,
+    nick: &str,
+    m: linnet_xmpp::ChatMessage,
+    fx: &mut GroupEffects,
+    changed: &mut Vec<ConversationId>,
+) -> std::result::Result<(), StoreError> {
+    let Some(rec) = tx.room_by_jid(account, m.peer.as_str())? else {
+        fx.forget.push(m.peer);
+        return Ok(());
+    };
+    let c = rec.conversation;
+    if let Some(live) = lock(&inner.rooms).get_mut(&c) {
+        live.last_heard = tokio::time::Instant::now();
+    }
+    let (body, error) = if m.encrypted.is_empty() {
+        (m.body.clone(), None)
+    } else {
+        (
+            String::new(),
+            Some("encrypted private messages cannot be read yet".to_owned()),
+        )
+    };
+    let row = NewMessage {
+        conversation: c,
+        direction: if m.outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        },
+        sender: if m.outgoing {
+            own.as_str().to_owned()
+        } else {
+            m.from_full.clone()
+        },
+        body,
+        origin_id: m.origin_id.clone().or_else(|| m.id.clone()),
+        stanza_id: m.stanza_id.clone(),
+        stanza_id_by: m.stanza_id_by.clone(),
+        timestamp_ms: m.timestamp_ms.unwrap_or_else(now_ms),
+        delivery_state: if m.outgoing {
+            DeliveryState::Sent
+        } else if m.scrollback {
+            DeliveryState::Read
+        } else {
+            DeliveryState::Delivered
+        },
+        encryption: Default::default(),
+        error,
+        kind: MessageKind::Message,
+        target: None,
+        reply_to: None,
+        markable: false,
+        replaces: None,
+    };
+    match tx.insert_message(&row)? {
+        linnet_store::Inserted::New(rec) => {
+            tx.set_private_with(rec.id, nick)?;
+            changed.push(c);
+        }
+        linnet_store::Inserted::Duplicate(id) => {
+            tracing::debug!(message = id.0, "a private message seen again");
+        }
+    }
+    // Whoever sent it is in the room with us and sees our presence there anyway.
+    if m.wants_receipt && !m.outgoing && !m.carbon && !m.archived && !m.scrollback {
+        if let Some(id) = m.id {
+            fx.receipts.push((m.from_full, id));
+        }
+    }
+    Ok(())
+}
+
+/// Why a room refused a private message of ours (XEP-0045 §7.5), for the message's error.
+pub(crate) fn private_message_refused(condition: &str) -> &'static str {
+    match condition {
+        "item-not-found" | "recipient-unavailable" => "nobody in the group has that nickname now",
+        "not-acceptable" => "not in the group",
+        "forbidden" | "not-allowed" | "policy-violation" => {
+            "the group does not allow private messages"
+        }
+        _ => "the group refused the private message",
+    }
 }
 
 fn bookmark_changed(
@@ -1473,6 +1577,58 @@ impl Client {
             .set_room_member(conversation, who.as_str(), stored, None)?;
         self.inner.conversation_snapshot_changed(conversation);
         Ok(())
+    }
+
+    /// Sends `body` to the occupant `nick` of a group alone (XEP-0045 §7.5). It shows in
+    /// the group's conversation, marked private with `nick` ([`MessageItem::private_with`]);
+    /// like a group message it is sent once we are in the group, and is then "sent", never
+    /// "delivered" (no one confirms it). A room that refuses it (no one of that nickname,
+    /// private messages not allowed) fails it, with the reason as its error.
+    ///
+    /// [`MessageItem::private_with`]: crate::MessageItem::private_with
+    pub fn send_private_message(
+        &self,
+        conversation: ConversationId,
+        nick: &str,
+        body: &str,
+    ) -> Result<linnet_store::MessageId> {
+        if body.trim().is_empty() {
+            return Err(ClientError::BadInput("empty message".into()));
+        }
+        if body.len() > crate::MAX_BODY_BYTES {
+            return Err(ClientError::BadInput("message too long".into()));
+        }
+        let rec =
+            self.inner.store().room(conversation)?.ok_or_else(|| {
+                ClientError::BadInput("private messages go through a group".into())
+            })?;
+        let room = BareJid::parse(&rec.jid)?;
+        // The nickname as the room will see it, which is how its answers will name it.
+        let nick = muc::occupant_jid(&room, nick)
+            .ok()
+            .and_then(|to| muc::split_occupant(&to))
+            .map(|(_, nick)| nick)
+            .ok_or_else(|| ClientError::BadInput("not a nickname".into()))?;
+        if self.inner.store().encryption_policy(conversation)?
+            == linnet_store::EncryptionPolicy::Omemo
+        {
+            return Err(ClientError::Policy(
+                "encrypted private messages are not supported yet".into(),
+            ));
+        }
+        let id = linnet_xmpp::new_id();
+        let stanza = muc::private_message(&room, &nick, body, &id)?;
+        let out = crate::rich::Outgoing {
+            body: body.to_owned(),
+            kind: MessageKind::Message,
+            target: None,
+            reply_to: None,
+            wire: crate::rich::Wire::Stanza(linnet_xmpp::stanza_to_string(&stanza)),
+        };
+        let (message, _) = self.queue_outgoing(rec.account, &room, &id, out, |tx, m| {
+            tx.set_private_with(m, &nick)
+        })?;
+        Ok(message)
     }
 
     /// Destroys a group we own; its occupants are told. Its history stays here.

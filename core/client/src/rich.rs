@@ -455,6 +455,12 @@ impl Client {
         if m.account != account || m.kind != MessageKind::Message {
             return Err(ClientError::NotFound("message".into()));
         }
+        if m.private_with.is_some() {
+            // What names it would go to the whole group, and quote it there.
+            return Err(ClientError::BadInput(
+                "a private message cannot be answered, changed or reacted to".into(),
+            ));
+        }
         let info = store.conversation_info(m.conversation)?;
         let peer = BareJid::parse(&info.peer)?;
         let own = store.account(account)?.jid;
@@ -801,6 +807,7 @@ pub(crate) fn message_items(
             id: m.id,
             direction: m.direction,
             sender_nick,
+            private_with: m.private_with,
             sender: m.sender,
             body,
             timestamp_ms: m.timestamp_ms,
@@ -871,6 +878,7 @@ mod tests {
             markable: false,
             replaces: None,
             occupant_id: None,
+            private_with: None,
         }
     }
 

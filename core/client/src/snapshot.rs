@@ -113,6 +113,11 @@ pub struct MessageItem {
     pub sender: String,
     /// In a group: the sender's nickname (the sender being their occupant JID).
     pub sender_nick: Option<String>,
+    /// In a group: a private message (XEP-0045 §7.5), seen by one other occupant alone,
+    /// whose nickname this is: who sent it to us, or to whom ours went. `None` for what
+    /// the whole group sees, and outside groups. It cannot be answered, corrected or
+    /// reacted to as group messages are (`send_private_message` answers it).
+    pub private_with: Option<String>,
     pub body: String,
     pub timestamp_ms: i64,
     pub state: DeliveryState,

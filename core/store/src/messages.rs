@@ -34,6 +34,7 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord>
         markable: row.get(19)?,
         replaces: row.get(20)?,
         occupant_id: row.get(21)?,
+        private_with: row.get(22)?,
     })
 }
 
@@ -188,6 +189,7 @@ impl Tx<'_> {
                 markable: m.markable,
                 replaces: m.replaces.clone(),
                 occupant_id: None,
+                private_with: None,
             })))
         })
     }

@@ -409,7 +409,17 @@ const V11: &str = r#"
 ALTER TABLE subscription_requests ADD COLUMN nick TEXT;
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+/// v12: private messages through a group (XEP-0045 §7.5). They are kept in the group's
+/// conversation, among its messages, so that an answer is read next to what it answers;
+/// `private_with` is the nickname of the one other occupant (who sent an incoming one, to
+/// whom ours went), NULL for what the whole group sees. A nickname rather than an occupant
+/// JID: the room is the conversation's peer already.
+const V12: &str = r#"
+ALTER TABLE messages ADD COLUMN private_with TEXT
+    CHECK (private_with IS NULL OR private_with <> '');
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -519,7 +529,7 @@ mod tests {
              VALUES (1, 'b@x', 5);",
         )
         .unwrap();
-        assert_eq!(migrate(&mut conn, MIGRATIONS).unwrap(), 11);
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..11]).unwrap(), 11);
         let row: (String, Option<String>, i64) = conn
             .query_row(
                 "SELECT jid, nick, received_ms FROM subscription_requests",
@@ -528,6 +538,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(row, ("b@x".to_owned(), None, 5));
+    }
+
+    #[test]
+    fn v12_leaves_every_message_seen_by_the_whole_group() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..11]).unwrap(), 11);
+        conn.execute_batch(
+            "INSERT INTO accounts (id, jid, password, created_ms) VALUES (1, 'a@x', 'pw', 0);
+             INSERT INTO conversations (id, account_id, peer, kind, created_ms, last_activity_ms)
+             VALUES (1, 1, 'room@muc.x', 'groupchat', 0, 0);
+             INSERT INTO messages (id, conversation_id, direction, sender, body, timestamp_ms,
+                                   received_ms, delivery_state)
+             VALUES (1, 1, 0, 'room@muc.x/bob', 'hi all', 5, 5, 2);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, MIGRATIONS).unwrap(), 12);
+        let with: Option<String> = conn
+            .query_row("SELECT private_with FROM messages WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(with, None);
+        conn.execute("UPDATE messages SET private_with = 'bob' WHERE id = 1", [])
+            .unwrap();
+        assert!(
+            conn.execute("UPDATE messages SET private_with = '' WHERE id = 1", [])
+                .is_err(),
+            "an empty nickname names no one"
+        );
     }
 
     #[test]

@@ -403,6 +403,30 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    /// Marks a message of a group's conversation as private (XEP-0045 §7.5): between us and
+    /// the occupant `nick` alone. Refused for a message outside a group.
+    pub fn set_private_with(&self, message: crate::MessageId, nick: &str) -> Result<()> {
+        if nick.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "a private message names an occupant",
+            ));
+        }
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE messages SET private_with = ?2
+                 WHERE id = ?1 AND conversation_id IN (SELECT conversation_id FROM rooms)",
+            )?
+            .execute(params![message, nick])?;
+        if n == 0 {
+            self.message(message)?;
+            return Err(StoreError::InvalidInput(
+                "only a group's messages can be private",
+            ));
+        }
+        Ok(())
+    }
+
     /// Records the XEP-0421 occupant id of a group message.
     pub fn set_occupant_id(&self, message: crate::MessageId, occupant_id: &str) -> Result<()> {
         self.conn

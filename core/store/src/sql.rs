@@ -14,7 +14,8 @@ macro_rules! message_select {
         "SELECT m.id, m.conversation_id, c.account_id, m.direction, m.sender, m.body,
                 m.origin_id, m.stanza_id, m.stanza_id_by, m.timestamp_ms, m.received_ms,
                 m.delivery_state, m.encryption, m.error, m.kind, m.target_id, m.edited_ms,
-                m.retracted_ms, m.reply_to, m.markable, m.replaces, m.occupant_id
+                m.retracted_ms, m.reply_to, m.markable, m.replaces, m.occupant_id,
+                m.private_with
          FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     };
 }

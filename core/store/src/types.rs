@@ -323,6 +323,10 @@ pub struct MessageRecord {
     pub replaces: Option<String>,
     /// XEP-0421: the room's id of a group message's sender (see the v8 migration).
     pub occupant_id: Option<String>,
+    /// A private message through a group (XEP-0045 §7.5): the nickname of the other
+    /// occupant, its sender or (ours) its addressee; `None` for what the whole group sees
+    /// and outside groups (see the v12 migration).
+    pub private_with: Option<String>,
 }
 
 /// What a row of `messages` is: a message of the history, or a change to one.

@@ -185,3 +185,53 @@ fn group_messages_are_found_by_origin_or_room_stanza_id() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn private_messages_are_marked_in_the_group_only() {
+    let f = Fixture::new();
+    let mut store = f.open(1);
+    let a = store.add_account("me@example.org", "pw").unwrap();
+    let c = store
+        .upsert_room(a, "room@muc.example.org", "me", None)
+        .unwrap();
+    let ts = common::base_ms();
+    let (public, private) = store
+        .transaction(|tx| {
+            let public = tx.insert_message(&incoming(c, "to all", ts))?.id();
+            let private = tx.insert_message(&incoming(c, "to me", ts + 1))?.id();
+            tx.set_private_with(private, "bob")?;
+            Ok((public, private))
+        })
+        .unwrap();
+    drop(store);
+    let mut store = f.open(1);
+    let page = store.messages(c, None, 10).unwrap();
+    let with: Vec<(_, Option<&str>)> = page
+        .iter()
+        .map(|m| (m.id, m.private_with.as_deref()))
+        .collect();
+    assert_eq!(with, vec![(public, None), (private, Some("bob"))]);
+    assert_eq!(
+        store.message(private).unwrap().private_with.as_deref(),
+        Some("bob")
+    );
+
+    // A one-to-one conversation has no occupants to be private with; no one has no name.
+    let chat = store
+        .conversation(a, "bob@example.org", true)
+        .unwrap()
+        .unwrap();
+    let err = store.transaction(|tx| {
+        let m = tx.insert_message(&incoming(chat, "hi", ts))?.id();
+        tx.set_private_with(m, "bob")
+    });
+    assert!(err.is_err());
+    let err = store.transaction(|tx| tx.set_private_with(public, ""));
+    assert!(err.is_err());
+    let missing =
+        store.transaction(|tx| tx.set_private_with(linnet_store::MessageId(999_999), "bob"));
+    assert!(matches!(
+        missing,
+        Err(linnet_store::StoreError::NotFound(_))
+    ));
+}

@@ -215,6 +215,15 @@ pub enum Event {
     },
     /// A message in a room we are in (or are joining), live or from the room's archive.
     RoomMessage(Box<crate::muc::RoomMessage>),
+    /// A private message through a room we are in or joining (XEP-0045 §7.5), between us
+    /// and the occupant `nick`: theirs, or ours sent from another device (a "sent" carbon,
+    /// `message.outgoing`), live or from our own archive. `message.peer` is the room and
+    /// `message.from_full` the sender's JID (their occupant JID, or ours); it has a body or
+    /// OMEMO elements. Receipts, chat states and markers through a room are not taken.
+    PrivateMessage {
+        nick: String,
+        message: Box<ChatMessage>,
+    },
     /// An occupant's presence in a room we are in (or are joining), ours included.
     RoomPresence(Box<crate::muc::OccupantPresence>),
     /// The room refused our join or nickname change.
@@ -274,8 +283,8 @@ pub(crate) fn parse_stamp(stamp: &str) -> Option<i64> {
 pub struct Context<'a> {
     pub own: &'a BareJid,
     pub own_full: &'a str,
-    /// The rooms we are in or joining: only their groupchat messages and occupant
-    /// presences are taken, since nothing else proves a sender is a room.
+    /// The rooms we are in or joining: only their groupchat messages, occupant presences
+    /// and private messages are taken, since nothing else proves a sender is a room.
     pub rooms: &'a std::collections::HashSet<BareJid>,
 }
 
@@ -466,10 +475,23 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
     let Ok(peer) = BareJid::parse(&peer_str) else {
         return Vec::new();
     };
+    // The other party as addressed: an occupant JID when this goes through a room.
+    let other = if outgoing {
+        el.attr("to")
+    } else {
+        el.attr("from")
+    };
     if cx.rooms.contains(&peer) {
-        // A private message through a room (or a carbon of one): its sender is an
-        // occupant, not the room's JID, and must not land in a conversation with the room.
-        tracing::debug!("dropping a private message through a room");
+        // Its sender is an occupant, not the room's JID: it belongs with the room, never in
+        // a conversation with the room's JID as if the room were a contact.
+        return private_message(el, cx, carbon, outgoing, peer, other)
+            .into_iter()
+            .collect();
+    }
+    if crate::muc::marked_private(el) && other.is_some_and(|o| o.contains('/')) {
+        // XEP-0280 §6: we cannot answer through a room we are not in, and nothing shows
+        // that the sender is one.
+        tracing::debug!("dropping a private message through a room we are not in");
         return Vec::new();
     }
 
@@ -498,20 +520,64 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
             outgoing,
         });
     }
+    // Reactions and retractions need no body.
+    let change = rich.reactions.is_some() || rich.retract.is_some();
+    if let Some(m) = chat_message(el, cx, peer, carbon, outgoing, rich, change) {
+        events.push(Event::Message(m));
+    }
+    events
+}
+
+/// A private message through `room` (XEP-0045 §7.5), or a copy of one: `other` must be an
+/// occupant JID of that room, whose nickname names the other party. Only what has a body
+/// (or OMEMO elements) is taken: the rest (receipts, chat states, markers, reactions) would
+/// concern the room's conversation and come from a single occupant.
+fn private_message(
+    el: &Element,
+    cx: &Context<'_>,
+    carbon: bool,
+    outgoing: bool,
+    room: BareJid,
+    other: Option<&str>,
+) -> Option<Event> {
+    let Some((occupant_room, nick)) = other.and_then(crate::muc::split_occupant) else {
+        tracing::debug!("dropping a message through a room that names no occupant");
+        return None;
+    };
+    if occupant_room != room {
+        return None;
+    }
+    let rich = Box::new(crate::rich::parse(el));
+    let message = chat_message(el, cx, room, carbon, outgoing, rich, false)?;
+    Some(Event::PrivateMessage {
+        nick,
+        message: Box::new(message),
+    })
+}
+
+/// The message a chat or normal stanza carries, from or (`outgoing`) to `peer`; `None`
+/// when there is nothing to show: no body, no OMEMO elements, and not a `change` (a
+/// reaction or retraction) that needs none.
+fn chat_message(
+    el: &Element,
+    cx: &Context<'_>,
+    peer: BareJid,
+    carbon: bool,
+    outgoing: bool,
+    rich: Box<crate::rich::Rich>,
+    change: bool,
+) -> Option<ChatMessage> {
     let encrypted = omemo_elements(el);
     let body = el
         .children()
         .find(|c| c.is("body", ns::JABBER_CLIENT))
         .map(|b| b.text());
     // An OMEMO message without a body is still one: a key transport or heartbeat moves the
-    // ratchet, and a message may carry its fallback text nowhere. Reactions and retractions
-    // need no body either.
+    // ratchet, and a message may carry its fallback text nowhere.
     let body = match body {
         Some(b) if !b.trim().is_empty() => b,
-        _ if !encrypted.is_empty() || rich.reactions.is_some() || rich.retract.is_some() => {
-            String::new()
-        }
-        _ => return events,
+        _ if !encrypted.is_empty() || change => String::new(),
+        _ => return None,
     };
     let origin_id = el
         .get_child("origin-id", NS_SID)
@@ -533,7 +599,7 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         .get_child("delay", NS_DELAY)
         .and_then(|d| d.attr("stamp"))
         .and_then(parse_stamp);
-    events.push(Event::Message(ChatMessage {
+    Some(ChatMessage {
         peer,
         outgoing,
         carbon,
@@ -549,8 +615,7 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         scrollback: false,
         encrypted,
         rich,
-    }));
-    events
+    })
 }
 
 /// The `<encrypted>` children of a message, one per OMEMO version: a second element of the
@@ -625,14 +690,17 @@ pub(crate) fn archived_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
         .and_then(|d| d.attr("stamp"))
         .and_then(parse_stamp);
     for ev in &mut events {
-        if let Event::Message(m) = ev {
-            m.archived = true;
-            m.stanza_id = Some(archive_id.to_owned());
-            m.stanza_id_by = Some(cx.own.as_str().to_owned());
-            m.timestamp_ms = m.timestamp_ms.or(stamp);
-            // A receipt request in the archive is answered only once the message is new to
-            // us; the caller decides, as for live messages.
-        }
+        let m = match ev {
+            Event::Message(m) => m,
+            Event::PrivateMessage { message, .. } => message.as_mut(),
+            _ => continue,
+        };
+        m.archived = true;
+        m.stanza_id = Some(archive_id.to_owned());
+        m.stanza_id_by = Some(cx.own.as_str().to_owned());
+        m.timestamp_ms = m.timestamp_ms.or(stamp);
+        // A receipt request in the archive is answered only once the message is new to
+        // us; the caller decides, as for live messages.
     }
     events
 }
@@ -1186,9 +1254,10 @@ mod tests {
             .is_empty());
         // A private message through the room is not a message from the room's JID.
         let pm = "<message xmlns='jabber:client' from='r@muc.example.org/bob' type='chat'><body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
-        assert!(classify(&parse(pm), &in_room(&own, &rooms))
-            .events
-            .is_empty());
+        assert!(matches!(
+            classify(&parse(pm), &in_room(&own, &rooms)).events.as_slice(),
+            [Event::PrivateMessage { nick, .. }] if nick == "bob"
+        ));
         // Occupant presence from the room; not taken as a contact's presence.
         let pres = "<presence xmlns='jabber:client' from='r@muc.example.org/bob'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='member' role='participant'/></x></presence>";
         match classify(&parse(pres), &in_room(&own, &rooms))
@@ -1205,6 +1274,150 @@ mod tests {
                 .as_slice(),
             [Event::RoomJoinFailed(_)]
         ));
+    }
+
+    fn only_private(events: Vec<Event>) -> (String, ChatMessage) {
+        match <[Event; 1]>::try_from(events) {
+            Ok([Event::PrivateMessage { nick, message }]) => (nick, *message),
+            other => panic!("expected one private message, got {other:?}"),
+        }
+    }
+
+    const ROOM: &str = "r@muc.example.org";
+
+    fn carbon(kind: &str, outer_from: &str, inner: &str) -> Element {
+        parse(&format!("<message xmlns='jabber:client' from='{outer_from}' to='me@example.org/phone'><{kind} xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>{inner}</forwarded></{kind}></message>"))
+    }
+
+    #[test]
+    fn private_messages_through_rooms_we_are_in() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let rooms: std::collections::HashSet<BareJid> = [BareJid::parse(ROOM).unwrap()].into();
+        let cx = in_room(&own, &rooms);
+        // XEP-0045 §7.5, as the room delivers it, with what Linnet sends beside.
+        let live = "<message xmlns='jabber:client' from='r@muc.example.org/bob' to='me@example.org/phone' type='chat' id='m1'><body>psst</body><origin-id xmlns='urn:xmpp:sid:0' id='o1'/><stanza-id xmlns='urn:xmpp:sid:0' id='s1' by='me@example.org'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='r@muc.example.org'/><request xmlns='urn:xmpp:receipts'/><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
+        let (nick, m) = only_private(classify(&parse(live), &cx).events);
+        assert_eq!(nick, "bob");
+        assert_eq!(m.peer.as_str(), ROOM);
+        assert_eq!(m.from_full, "r@muc.example.org/bob");
+        assert!(!m.outgoing && !m.carbon && !m.archived && m.wants_receipt);
+        assert_eq!(m.body, "psst");
+        assert_eq!(m.id.as_deref(), Some("m1"));
+        assert_eq!(m.origin_id.as_deref(), Some("o1"));
+        assert_eq!(
+            (m.stanza_id.as_deref(), m.stanza_id_by.as_deref()),
+            (Some("s1"), Some("me@example.org")),
+            "only our own archive's id"
+        );
+        // Senders older than XEP-0045 1.28 add no <x/>; a normal message is one too.
+        let unmarked = "<message xmlns='jabber:client' from='r@muc.example.org/Bob B' to='me@example.org/phone'><body>psst</body></message>";
+        let (nick, m) = only_private(classify(&parse(unmarked), &cx).events);
+        assert_eq!((nick.as_str(), m.body.as_str()), ("Bob B", "psst"));
+        // Encrypted, without a body: still a message, to be reported unreadable.
+        let encrypted = "<message xmlns='jabber:client' from='r@muc.example.org/bob' type='chat'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='5'><keys jid='me@example.org'><key rid='7' kex='true'>AQID</key></keys></header><payload>CQkJ</payload></encrypted></message>";
+        let (_, m) = only_private(classify(&parse(encrypted), &cx).events);
+        assert_eq!((m.body.as_str(), m.encrypted.len()), ("", 1));
+        // What only names the room's conversation is not taken from one occupant: chat
+        // states, receipts, markers, a body-less reaction.
+        for payload in [
+            "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+            "<received xmlns='urn:xmpp:receipts' id='x1'/>",
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='x1'/>",
+            "<reactions xmlns='urn:xmpp:reactions:0' id='x1'><reaction>👍</reaction></reactions>",
+            "<body>  </body>",
+        ] {
+            let xml = format!("<message xmlns='jabber:client' from='r@muc.example.org/bob' type='chat'>{payload}</message>");
+            assert!(classify(&parse(&xml), &cx).events.is_empty(), "{payload}");
+        }
+        // From the room's own JID, or with a nickname we refuse: no one to answer.
+        let long = "n".repeat(crate::muc::MAX_NICK_BYTES + 1);
+        for from in [ROOM.to_owned(), format!("{ROOM}/{long}")] {
+            let xml = format!("<message xmlns='jabber:client' from='{from}' type='chat'><body>psst</body></message>");
+            assert!(classify(&parse(&xml), &cx).events.is_empty(), "{from}");
+        }
+        // Another device of ours got one (a "received" carbon), or sent one ("sent").
+        let inner = "<message xmlns='jabber:client' from='r@muc.example.org/bob' to='me@example.org/pc' type='chat' id='m2'><body>yo</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
+        let (nick, m) =
+            only_private(classify(&carbon("received", "me@example.org", inner), &cx).events);
+        assert_eq!(nick, "bob");
+        assert!(m.carbon && !m.outgoing);
+        assert_eq!(m.peer.as_str(), ROOM);
+        let inner = "<message xmlns='jabber:client' from='me@example.org/pc' to='r@muc.example.org/bob' type='chat' id='m3'><body>answer</body><origin-id xmlns='urn:xmpp:sid:0' id='m3'/><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
+        let (nick, m) =
+            only_private(classify(&carbon("sent", "me@example.org", inner), &cx).events);
+        assert_eq!(nick, "bob", "the addressee");
+        assert!(m.carbon && m.outgoing);
+        assert_eq!(m.peer.as_str(), ROOM);
+        assert_eq!(m.origin_id.as_deref(), Some("m3"));
+        // From our archive, in both directions.
+        let el = archive_result(None, "<message xmlns='jabber:client' from='r@muc.example.org/bob' to='me@example.org/pc' type='chat' id='m4'><body>kept</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>");
+        let (nick, m) = only_private(archived_message(&el, &cx));
+        assert_eq!(nick, "bob");
+        assert!(m.archived && !m.outgoing);
+        assert_eq!(m.stanza_id.as_deref(), Some("arch-7"));
+        assert_eq!(m.timestamp_ms, Some(1_714_557_600_000));
+        let el = archive_result(None, "<message xmlns='jabber:client' from='me@example.org/pc' to='r@muc.example.org/bob' type='chat' id='m5'><body>mine</body></message>");
+        let (nick, m) = only_private(archived_message(&el, &cx));
+        assert_eq!(nick, "bob");
+        assert!(m.archived && m.outgoing);
+    }
+
+    #[test]
+    fn hostile_private_messages_are_dropped() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let rooms: std::collections::HashSet<BareJid> = [BareJid::parse(ROOM).unwrap()].into();
+        let cx = in_room(&own, &rooms);
+        let marked = "<message xmlns='jabber:client' from='other@muc.example.org/bob' to='me@example.org/phone' type='chat'><body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
+        // From a room we are not in: nothing shows that the sender is a room, and we could
+        // not answer. Live, as a carbon, or from our archive.
+        assert!(classify(&parse(marked), &cx).events.is_empty());
+        assert!(classify(&parse(marked), &super::tests::cx(&own))
+            .events
+            .is_empty());
+        assert!(classify(&carbon("received", "me@example.org", marked), &cx)
+            .events
+            .is_empty());
+        let sent = "<message xmlns='jabber:client' from='me@example.org/pc' to='other@muc.example.org/bob' type='chat'><body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>";
+        assert!(classify(&carbon("sent", "me@example.org", sent), &cx)
+            .events
+            .is_empty());
+        assert!(archived_message(&archive_result(None, marked), &cx).is_empty());
+        // A "sent" carbon claiming another sender: an occupant, or anyone.
+        for from in [
+            "r@muc.example.org/bob",
+            "eve@example.org/x",
+            "r@muc.example.org",
+        ] {
+            let inner = format!("<message xmlns='jabber:client' from='{from}' to='r@muc.example.org/carol' type='chat'><body>forged</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>");
+            assert!(
+                classify(&carbon("sent", "me@example.org", &inner), &cx)
+                    .events
+                    .is_empty(),
+                "{from}"
+            );
+        }
+        // A carbon not from our own account, around a genuine-looking private message.
+        let inner = "<message xmlns='jabber:client' from='r@muc.example.org/bob' to='me@example.org/pc' type='chat'><body>forged</body></message>";
+        for outer in [
+            "r@muc.example.org/bob",
+            "r@muc.example.org",
+            "me@example.org/pc",
+        ] {
+            assert!(
+                classify(&carbon("received", outer, inner), &cx)
+                    .events
+                    .is_empty(),
+                "{outer}"
+            );
+        }
+        // Unmarked, a message from someone's resource is an ordinary one-to-one message.
+        let plain = "<message xmlns='jabber:client' from='other@muc.example.org/bob' type='chat'><body>hi</body></message>";
+        assert_eq!(
+            only_message(classify(&parse(plain), &cx).events)
+                .peer
+                .as_str(),
+            "other@muc.example.org"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Group chats: XEP-0045 multi-user chat as Linnet uses it (private, members-only,
 //! non-anonymous rooms, so that OMEMO can encrypt to every member), with occupant ids
-//! (XEP-0421), self-ping (XEP-0410), invitations (XEP-0249 and XEP-0045 §7.8) and bookmarks
-//! (XEP-0402).
+//! (XEP-0421), self-ping (XEP-0410), invitations (XEP-0249 and XEP-0045 §7.8), private
+//! messages between occupants (XEP-0045 §7.5) and bookmarks (XEP-0402).
 //!
 //! Builders return stanzas or IQ payloads; parsers take stanzas and return plain data, or
 //! `None` for what is not theirs. Parsing is lenient per element (a bad `<occupant-id/>`
@@ -11,7 +11,9 @@
 //!
 //! A room is an ordinary JID: nothing in a stanza proves that its sender is a room. These
 //! parsers say what a stanza claims; the caller applies them only to stanzas from rooms it
-//! has joined (or is joining), which is what makes the claims the room's own.
+//! has joined (or is joining), which is what makes the claims the room's own. The same goes
+//! for private messages: a chat message from `room/nick` is one only when we are in `room`
+//! (see `inbound`), and one marked private from a room we are not in is not taken at all.
 
 use std::fmt;
 
@@ -917,6 +919,39 @@ pub fn groupchat_message(
         .child(el("origin-id", ns::SID).attr("id", id))
         .build();
     extras.apply(m)
+}
+
+// --- Private messages (XEP-0045 §7.5) --------------------------------------------------
+
+/// Whether a message says it went through a room privately: XEP-0045 §7.5 (since 1.28) has
+/// the sender and the room add an `<x xmlns='…muc#user'/>`, so that servers can copy it to
+/// our other devices (XEP-0280 §6). Older senders do not: its absence proves nothing.
+pub fn marked_private(message: &Element) -> bool {
+    message.children().any(|c| c.is("x", NS_MUC_USER))
+}
+
+/// A private message to the occupant `nick` of `room`: of type chat (a groupchat one would
+/// be refused), to their occupant JID, marked with the `<x/>` of [`marked_private`]. `id`
+/// is also the XEP-0359 origin-id, by which our other devices and archive copies are
+/// recognised. No receipt is asked for: it would come back through the room, from whoever
+/// holds that nickname by then. Prosody 13 copies no message with that `<x/>` to our other
+/// devices (its carbons rule takes each for one a room sent us); they find it in our
+/// archive when they next catch up.
+pub fn private_message(
+    room: &BareJid,
+    nick: &str,
+    body: &str,
+    id: &str,
+) -> Result<Element, RequestError> {
+    let to = occupant_jid(room, nick)?;
+    Ok(el("message", ns::JABBER_CLIENT)
+        .attr("to", to)
+        .attr("type", "chat")
+        .attr("id", id)
+        .child(el("body", ns::JABBER_CLIENT).text(body))
+        .child(el("origin-id", ns::SID).attr("id", id))
+        .child(el("x", NS_MUC_USER))
+        .build())
 }
 
 /// A group message with what a one-to-one message also carries: rich payloads (corrections,
@@ -2605,6 +2640,49 @@ mod tests {
         };
         let m = groupchat_message(&room, "hello!", "id-2", &extras);
         assert!(m.get_child("replace", crate::rich::NS_CORRECT).is_some());
+    }
+
+    // -- private messages --
+
+    #[test]
+    fn private_messages_xep_0045_examples() {
+        let room = jid("coven@chat.shakespeare.lit");
+        // XEP-0045 Example 48, "Occupant Sends Private Message", with our origin-id.
+        let m = private_message(&room, "firstwitch", "I'll give thee a wind.", "hgn27af1").unwrap();
+        assert_eq!(m.attr("to"), Some("coven@chat.shakespeare.lit/firstwitch"));
+        assert_eq!(m.attr("type"), Some("chat"));
+        assert_eq!(m.attr("id"), Some("hgn27af1"));
+        assert_eq!(
+            m.get_child("body", ns::JABBER_CLIENT).map(|b| b.text()),
+            Some("I'll give thee a wind.".to_owned())
+        );
+        assert_eq!(
+            m.get_child("origin-id", ns::SID).unwrap().attr("id"),
+            Some("hgn27af1")
+        );
+        assert!(marked_private(&m));
+        assert!(m.get_child("request", "urn:xmpp:receipts").is_none());
+        for nick in ["", "  ", "a\u{7}b", &"n".repeat(MAX_NICK_BYTES + 1)] {
+            assert!(
+                matches!(
+                    private_message(&room, nick, "x", "i"),
+                    Err(RequestError::BadArgument(_))
+                ),
+                "{nick:?}"
+            );
+        }
+        // Example 49, "Recipient Receives the Private Message", is marked; a private
+        // message from an older client is not, and a groupchat message neither.
+        let received = xml(
+            "<message from='coven@chat.shakespeare.lit/secondwitch' id='hgn27af1'
+                 to='crone1@shakespeare.lit/desktop' type='chat'>
+              <body>I'll give thee a wind.</body>
+              <x xmlns='http://jabber.org/protocol/muc#user' />
+            </message>",
+        );
+        assert!(marked_private(&received));
+        let old = xml("<message from='coven@chat.shakespeare.lit/secondwitch' type='chat'><body>x</body></message>");
+        assert!(!marked_private(&old));
     }
 
     // -- invitations --
