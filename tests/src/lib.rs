@@ -6,6 +6,7 @@ pub mod bench;
 pub mod dns;
 pub mod fake;
 pub mod https;
+pub mod omemo_peer;
 pub mod proxy;
 
 use std::collections::HashMap;

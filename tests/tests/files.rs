@@ -5,7 +5,9 @@
 //! host where a test needs to hold a download half way or serve the wrong bytes. Uploads
 //! through a broken link (the fault proxy in front of the sender's XMPP connection): sent
 //! while offline, cut during the slot request, left by a client that stopped, retried by
-//! hand.
+//! hand. Files in OMEMO conversations (XEP-0454, aesgcm): what the server stores is
+//! ciphertext, the receiver decrypts on request, and a wrong key or altered file leaves
+//! nothing behind.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -14,12 +16,14 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use linnet_client::transfer::{CancellationToken, Transfers};
 use linnet_client::{
-    AccountId, Client, ClientError, ConnectionState, ConversationId, ConversationListener,
-    ConversationSnapshot, DeliveryState, Direction, EncryptionPolicy, MessageId, MessageItem,
-    Subscription, TransferState,
+    AccountId, Client, ClientError, ClientOptions, ConnectionState, ConversationId,
+    ConversationListener, ConversationSnapshot, DeliveryState, Direction, Encryption,
+    EncryptionPolicy, MessageId, MessageItem, Subscription, TransferState,
 };
+use linnet_tests::omemo_peer::{python, PyPeer, NS_03};
 use linnet_tests::proxy::Proxy;
 use linnet_tests::*;
+use linnet_xmpp::files::AesgcmUrl;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -121,17 +125,8 @@ async fn a_file_goes_to_a_contact_and_is_downloaded(server: Server) {
     let dir = tempfile::tempdir().unwrap();
     let (path, digest) = png_file(dir.path(), "holiday photo.png", SIZE, 640, 480);
 
-    // Both have OMEMO devices: the conversation would encrypt, and files cannot yet.
-    let err = a
-        .client
-        .send_file(a.account, &b.jid, &path)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        ClientError::Policy("encrypted file sharing is not implemented yet".into())
-    );
-    assert!(a.client.messages(conv, None, 10).unwrap().is_empty());
+    // Both have OMEMO devices: the conversation would encrypt (see the encrypted tests
+    // below); this one is about files in the clear.
     a.client
         .set_encryption_policy(conv, EncryptionPolicy::Plain)
         .unwrap();
@@ -601,8 +596,8 @@ async fn a_file_shared_in_a_group(server: Server) {
     assert_eq!(sha256_of(&saved), digest);
 }
 
-/// The conversation with `peer`, set to send in the clear: files are not encrypted yet, and
-/// both sides of a pair have OMEMO devices.
+/// The conversation with `peer`, set to send in the clear: both sides of a pair have OMEMO
+/// devices, so files would go encrypted otherwise.
 fn plain(c: &TestClient, peer: &str) -> ConversationId {
     let conv = c.client.open_conversation(c.account, peer).unwrap();
     c.client
@@ -1047,6 +1042,552 @@ async fn retry_upload_refuses_what_it_cannot_retry(server: Server) {
     b_has_files_once((&a.client, a.account, &a.jid), &b, &[]).await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Encrypted files (XEP-0454)
+
+/// A and B as mutual contacts, B with `b_opts`, each knowing the other's OMEMO device.
+async fn omemo_pair(server: Server, b_opts: ClientOptions) -> (TestClient, TestClient) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register_with(server, "bob", b_opts).await;
+    a.client
+        .add_contact(a.account, &b.jid, Some("Bob"))
+        .await
+        .unwrap();
+    let a_jid = a.jid.clone();
+    b.wait_list("subscription request", |s| {
+        s.accounts
+            .iter()
+            .any(|acc| request_jids(acc).contains(&a_jid.as_str()))
+    })
+    .await;
+    b.client.approve_contact(b.account, &a.jid).await.unwrap();
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let device = other.client.own_omemo_device(other.account).unwrap();
+        wait_until("the peer's OMEMO device known", || {
+            me.client
+                .omemo_devices(me.account, &other.jid)
+                .map(|ds| ds.iter().any(|d| d.device_id == device && d.active))
+                .unwrap_or(false)
+        })
+        .await;
+    }
+    (a, b)
+}
+
+/// Client options that trust a scripted host's CA beside the servers'.
+fn trusting(ca_pem: &str) -> ClientOptions {
+    let mut opts = options();
+    let mut pem = std::fs::read(var("LINNET_CA")).unwrap();
+    pem.extend_from_slice(ca_pem.as_bytes());
+    opts.tls.extra_ca_pem = Some(pem);
+    opts
+}
+
+/// The `aesgcm://` URL B stored for the file of message `id` (snapshots never show it).
+fn stored_share(c: &TestClient, id: MessageId) -> (String, AesgcmUrl) {
+    let url = c.open_store().attachment(id).unwrap().unwrap().url.unwrap();
+    let share = AesgcmUrl::parse(&url).unwrap();
+    (url, share)
+}
+
+/// What the upload service holds at `url`, fetched directly.
+async fn fetch_raw(url: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("raw");
+    Transfers::new(&tls())
+        .unwrap()
+        .download(url, &dest, 1 << 30, |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    std::fs::read(dest).unwrap()
+}
+
+/// In an OMEMO conversation (the default between two OMEMO clients) a file goes by
+/// XEP-0454: shown at once with its upload, then sent as an OMEMO message; the server
+/// stores ciphertext one tag longer than the file; B sees an encrypted file message named
+/// after the URL, size unknown, and downloads it on request, getting the same bytes.
+async fn an_encrypted_file_goes_to_a_contact_and_is_downloaded(server: Server) {
+    let (a, b) = omemo_pair(server, options()).await;
+    let conv = a.client.open_conversation(a.account, &b.jid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "secret-photo.png", SIZE, 640, 480);
+    let plaintext = std::fs::read(&path).unwrap();
+
+    let (rec, _sub) = Rec::start(&a.client, conv);
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    let m = shown(&a.client, conv, id);
+    assert_eq!(m.state, DeliveryState::Pending);
+    let up = m.attachment.unwrap();
+    assert!(up.encrypted, "{up:?}");
+    assert_eq!(up.state, TransferState::Uploading);
+    assert_eq!(up.size, Some(SIZE));
+
+    let sent = a
+        .wait_conversation(&b.jid, "the encrypted file message sent", |s| {
+            file_sent(s, id)
+                && s.messages
+                    .iter()
+                    .any(|m| m.id == id && m.encryption == Encryption::Omemo2)
+        })
+        .await;
+    let m = sent.messages.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.body, "", "the URL, key and all, is not shown");
+    let up = m.attachment.as_ref().unwrap();
+    assert!(up.encrypted);
+    assert_eq!(up.transferred, SIZE);
+    assert_eq!((up.width, up.height), (Some(640), Some(480)));
+    rec.wait_last(id, (TransferState::Uploaded, SIZE)).await;
+    assert_trail(
+        &rec.trail(id),
+        TransferState::Uploading,
+        (TransferState::Uploaded, SIZE),
+    );
+
+    let got = b
+        .wait_conversation(&a.jid, "the encrypted file message", |s| {
+            file_message(s, "secret-photo.png").is_some()
+        })
+        .await;
+    let m = file_message(&got, "secret-photo.png").unwrap();
+    assert_eq!(m.direction, Direction::Incoming);
+    assert_eq!(m.encryption, Encryption::Omemo2);
+    assert_eq!(m.body, "");
+    assert_eq!(m.error, None);
+    let f = m.attachment.as_ref().unwrap();
+    assert!(f.encrypted);
+    assert_eq!(f.state, TransferState::Available);
+    assert_eq!((f.size, f.sha256.as_ref()), (None, None));
+    assert_eq!(f.media_type.as_deref(), Some("image/png"));
+    assert_eq!(f.local_path, None);
+    for (side, peer) in [(&b, &a.jid), (&a, &b.jid)] {
+        let preview = side
+            .client
+            .chat_list()
+            .conversations
+            .iter()
+            .find(|c| &c.peer == peer)
+            .and_then(|c| c.last_message.clone())
+            .unwrap();
+        assert_eq!(preview.body, "", "{preview:?}");
+        assert_eq!(preview.file.as_deref(), Some("secret-photo.png"));
+    }
+
+    // What the server holds: the file's length and the tag, and not the file.
+    let (url, share) = stored_share(&b, m.id);
+    assert!(url.starts_with("aesgcm://"));
+    assert_eq!(
+        a.open_store().message(id).unwrap().body,
+        url,
+        "the key sent is the one used"
+    );
+    let stored = fetch_raw(share.https()).await;
+    assert_eq!(stored.len() as u64, SIZE + 16);
+    let same = stored
+        .iter()
+        .zip(&plaintext)
+        .filter(|(x, y)| x == y)
+        .count();
+    assert!(same < plaintext.len() / 100, "{same} bytes in place");
+    assert!(!stored.starts_with(b"\x89PNG"));
+
+    let b_conv = b.client.open_conversation(b.account, &a.jid).unwrap();
+    let (b_rec, _b_sub) = Rec::start(&b.client, b_conv);
+    let down = tempfile::tempdir().unwrap();
+    let saved = b.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(saved, down.path().join("secret-photo.png"));
+    assert_eq!(sha256_of(&saved), digest, "the same bytes");
+    assert_eq!(dir_entries(down.path()), vec!["secret-photo.png"]);
+    let done = b
+        .wait_conversation(&a.jid, "the download shown", |s| {
+            file_message(s, "secret-photo.png")
+                .and_then(|m| m.attachment.as_ref())
+                .is_some_and(|a| a.state == TransferState::Downloaded)
+        })
+        .await;
+    let f = file_message(&done, "secret-photo.png")
+        .unwrap()
+        .attachment
+        .clone()
+        .unwrap();
+    assert_eq!((f.size, f.transferred), (Some(SIZE), SIZE));
+    assert_eq!(f.local_path.as_deref(), saved.to_str());
+    b_rec
+        .wait_last(m.id, (TransferState::Downloaded, SIZE))
+        .await;
+    let trail = b_rec.trail(m.id);
+    assert!(
+        trail.iter().all(|(s, n)| match s {
+            TransferState::Available => *n == 0,
+            TransferState::Downloading | TransferState::Downloaded => *n <= SIZE,
+            _ => false,
+        }),
+        "{trail:?}"
+    );
+
+    // A reply to the file neither quotes its link (the key) nor shows it as the excerpt.
+    let reply = b.client.reply(b.account, m.id, "nice").unwrap();
+    let answered = a
+        .wait_conversation(&b.jid, "the reply", |s| {
+            s.messages.iter().any(|m| m.body == "nice")
+        })
+        .await;
+    let r = answered.messages.iter().find(|m| m.body == "nice").unwrap();
+    assert_eq!(r.reply_to.as_ref().unwrap().message, Some(id));
+    let b_side = shown(&b.client, b_conv, reply);
+    assert_eq!(b_side.reply_to.as_ref().unwrap().excerpt, "");
+    // What A holds is the body as it came, quote fallback included.
+    let (url, _) = stored_share(&b, m.id);
+    let fragment = url.rsplit_once('#').unwrap().1.to_owned();
+    let mut held = a.open_store();
+    let bodies: Vec<String> = held
+        .transaction(|tx| {
+            Ok(tx
+                .messages(conv, None, 100)?
+                .into_iter()
+                .map(|m| m.body)
+                .collect())
+        })
+        .unwrap();
+    let wire = bodies.iter().find(|body| body.contains("nice")).unwrap();
+    assert!(!wire.contains(&fragment), "the key quoted: {wire}");
+}
+
+/// Links B must not fetch by itself, and files that must not pass: a scripted host serves
+/// a real encrypted file and altered copies, A sends `aesgcm://` links to them (OMEMO
+/// encrypted). Nothing is fetched until B asks; then the good one decrypts, and a wrong
+/// key, a flipped byte, a truncated or a tiny file fail with a clear error that names
+/// neither key nor address, leaving nothing in the directory. An `aesgcm://` link in the
+/// clear is text, not a file.
+async fn encrypted_files_are_fetched_on_request_and_checked(server: Server) {
+    let host = served::start().await;
+    let (a, b) = omemo_pair(server, trusting(&host.ca_pem)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "original.png", 200_000, 4, 4);
+
+    // A real encrypted file, for its ciphertext and key.
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    a.wait_conversation(&b.jid, "the file sent", |s| file_sent(s, id))
+        .await;
+    let got = b
+        .wait_conversation(&a.jid, "the file", |s| {
+            file_message(s, "original.png").is_some()
+        })
+        .await;
+    let (url, share) = stored_share(&b, file_message(&got, "original.png").unwrap().id);
+    let ciphertext = fetch_raw(share.https()).await;
+    let fragment = url.rsplit_once('#').unwrap().1.to_owned();
+    let key_hex = &fragment[24..];
+
+    let mut flipped = ciphertext.clone();
+    flipped[100_000] ^= 0x01;
+    host.put("/ok/good.png", ciphertext.clone());
+    host.put("/thumb/thumbnailed.png", ciphertext.clone());
+    host.put("/key/wrong key.png", ciphertext.clone());
+    host.put("/flip/flipped.png", flipped);
+    host.put(
+        "/cut/truncated.png",
+        ciphertext[..ciphertext.len() - 5].to_vec(),
+    );
+    host.put(
+        "/half/half.png",
+        ciphertext[..ciphertext.len() / 2].to_vec(),
+    );
+    host.put("/tiny/tiny.png", ciphertext[..10].to_vec());
+    let link = |path: &str, fragment: &str| {
+        format!(
+            "aesgcm://127.0.0.1:{}{}#{fragment}",
+            host.port,
+            path.replace(' ', "%20")
+        )
+    };
+    let last = fragment.chars().last().unwrap();
+    let wrong = format!("{}{}", &fragment[..87], if last == '0' { '1' } else { '0' });
+    let bodies = [
+        link("/ok/good.png", &fragment),
+        format!(
+            "{}\ndata:image/jpeg;base64,/9j/4AAQSkZJRg",
+            link("/thumb/thumbnailed.png", &fragment)
+        ),
+        link("/key/wrong key.png", &wrong),
+        link("/flip/flipped.png", &fragment),
+        link("/cut/truncated.png", &fragment),
+        link("/half/half.png", &fragment),
+        link("/tiny/tiny.png", &fragment),
+    ];
+    for body in &bodies {
+        a.client.send_message(a.account, &b.jid, body).unwrap();
+    }
+    // The same link in the clear, from a stranger: text, never a file.
+    let (eve, eve_jid) = raw_peer(server, "eve").await;
+    let b_full = b.client.bound_jid(b.account).unwrap();
+    eve.send_xml(&raw_chat(
+        &b_full,
+        "p1",
+        &format!("<body>{}</body>", bodies[0]),
+    ))
+    .unwrap();
+    a.client
+        .send_message(a.account, &b.jid, "after the links")
+        .unwrap();
+    let names = [
+        "good.png",
+        "thumbnailed.png",
+        "wrong key.png",
+        "flipped.png",
+        "truncated.png",
+        "half.png",
+        "tiny.png",
+    ];
+    let s = b
+        .wait_conversation(&a.jid, "the links", |s| {
+            s.messages.iter().any(|m| m.body == "after the links")
+        })
+        .await;
+    let mut ids = Vec::new();
+    for name in names {
+        let m = file_message(&s, name).unwrap_or_else(|| panic!("{name}: {:#?}", s.messages));
+        assert_eq!(m.body, "", "{name}");
+        assert_eq!(m.encryption, Encryption::Omemo2);
+        let f = m.attachment.as_ref().unwrap();
+        assert!(f.encrypted);
+        assert_eq!((f.state, f.size), (TransferState::Available, None));
+        ids.push(m.id);
+    }
+    let clear = b
+        .wait_conversation(&eve_jid, "the link in the clear", |s| {
+            !s.messages.is_empty()
+        })
+        .await;
+    assert_eq!(clear.messages[0].body, bodies[0]);
+    assert!(clear.messages[0].attachment.is_none());
+    // Given time, still nothing fetched: only download_file fetches.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(host.hits(), 0, "nothing fetched before the user asked");
+
+    let down = tempfile::tempdir().unwrap();
+    for (i, name) in names.iter().enumerate().take(2) {
+        let saved = b.client.download_file(ids[i], down.path()).await.unwrap();
+        assert_eq!(saved, down.path().join(name));
+        assert_eq!(sha256_of(&saved), digest);
+    }
+    assert_eq!(host.hits(), 2);
+    for (i, name) in names.iter().enumerate().skip(2) {
+        let err = b
+            .client
+            .download_file(ids[i], down.path())
+            .await
+            .unwrap_err();
+        let ClientError::Policy(text) = &err else {
+            panic!("{name}: {err:?}");
+        };
+        let expected = if *name == "tiny.png" {
+            "too short"
+        } else {
+            "integrity check"
+        };
+        assert!(text.contains(expected), "{name}: {text}");
+        for secret in [key_hex, fragment.as_str(), "127.0.0.1", "aesgcm"] {
+            assert!(!text.contains(secret), "{name}: {text}");
+        }
+        assert_eq!(
+            dir_entries(down.path()),
+            vec!["good.png", "thumbnailed.png"],
+            "{name}: nothing left behind"
+        );
+    }
+    let s = b
+        .wait_conversation(&a.jid, "the failures shown", |s| {
+            names[2..].iter().all(|n| {
+                file_message(s, n)
+                    .and_then(|m| m.attachment.as_ref())
+                    .is_some_and(|a| a.state == TransferState::Failed)
+            })
+        })
+        .await;
+    for name in &names[2..] {
+        let f = file_message(&s, name).unwrap().attachment.clone().unwrap();
+        assert!(f.error.is_some(), "{name}");
+        assert_eq!(f.local_path, None);
+    }
+}
+
+/// A client that stops with an encrypted upload waiting: the next client on its database
+/// shows it waiting and still to be encrypted, uploads it encrypted once online (the
+/// conversation's choice changed meanwhile does not matter), and B gets the file.
+async fn an_encrypted_upload_left_by_a_stopped_client_completes_after_restart(server: Server) {
+    let (a, b) = omemo_pair(server, options()).await;
+    let (a, proxy) = a.behind_proxy(server).await;
+    let conv = a.client.open_conversation(a.account, &b.jid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, digest) = png_file(dir.path(), "later.png", SIZE, 30, 20);
+
+    cut(&a, &proxy).await;
+    let id = a.client.send_file(a.account, &b.jid, &path).await.unwrap();
+    a.client.shutdown().await;
+
+    let client = a.reopen();
+    let m = shown(&client, conv, id);
+    assert_eq!(m.state, DeliveryState::Pending);
+    let f = m.attachment.unwrap();
+    assert!(f.encrypted);
+    assert_eq!(f.state, TransferState::Waiting);
+    // Turned to plain meanwhile: what was chosen encrypted still goes encrypted.
+    client
+        .set_encryption_policy(conv, EncryptionPolicy::Plain)
+        .unwrap();
+    proxy.set_refusing(false);
+    client.login(a.account).await.unwrap();
+    let s = wait_snapshot(&client, conv, "the encrypted file sent", |s| {
+        s.messages.iter().any(|m| {
+            m.id == id
+                && m.state >= DeliveryState::Sent
+                && m.state != DeliveryState::Failed
+                && m.encryption == Encryption::Omemo2
+                && m.attachment.as_ref().map(|a| a.state) == Some(TransferState::Uploaded)
+        })
+    })
+    .await;
+    let m = s.messages.iter().find(|m| m.id == id).unwrap();
+    assert!(m.attachment.as_ref().unwrap().encrypted);
+
+    let got = b
+        .wait_conversation(&a.jid, "the file", |s| {
+            file_message(s, "later.png").is_some()
+        })
+        .await;
+    let m = file_message(&got, "later.png").unwrap();
+    assert!(m.attachment.as_ref().unwrap().encrypted);
+    let down = tempfile::tempdir().unwrap();
+    let saved = b.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(sha256_of(&saved), digest);
+    client.shutdown().await;
+}
+
+/// AES-GCM by Python's `cryptography`, independent of ours: `encrypt SRC DST` prints the
+/// fragment (IV then key, hex) of a new key; `decrypt SRC DST FRAGMENT`.
+const PY_AESGCM: &str = r#"
+import os, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if sys.argv[1] == "encrypt":
+    key, iv = AESGCM.generate_key(bit_length=256), os.urandom(12)
+    data = open(sys.argv[2], "rb").read()
+    open(sys.argv[3], "wb").write(AESGCM(key).encrypt(iv, data, None))
+    print(iv.hex() + key.hex())
+else:
+    iv, key = bytes.fromhex(sys.argv[4][:24]), bytes.fromhex(sys.argv[4][24:])
+    data = open(sys.argv[2], "rb").read()
+    open(sys.argv[3], "wb").write(AESGCM(key).decrypt(iv, data, None))
+"#;
+
+fn py_aesgcm(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(PY_AESGCM)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// XEP-0454 with an independent client that speaks only OMEMO 0.3, as Conversations does
+/// (slixmpp + python-omemo, files encrypted and decrypted by Python's `cryptography`): its
+/// file reaches us as a file and decrypts; ours reaches it as a message that is the
+/// `aesgcm://` URL alone, and decrypts there.
+async fn an_encrypted_file_interoperates_with_an_omemo_03_client(server: Server) {
+    let me = TestClient::register(server, "linnet").await;
+    let my_dev = me.client.own_omemo_device(me.account).unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let peer_jid = fresh_jid(server, "py03");
+    let mut py = PyPeer::start(server, &peer_jid, "03", &storage.path().join("peer.json")).await;
+    py.wait_device(&me.jid, NS_03, my_dev).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Theirs: encrypted by Python, uploaded, the link sent with OMEMO 0.3.
+    let (theirs, their_digest) = png_file(dir.path(), "from-python.png", 150_000, 8, 8);
+    let sealed = dir.path().join("sealed");
+    let fragment = py_aesgcm(&["encrypt".as_ref(), theirs.as_ref(), sealed.as_ref()]);
+    assert_eq!(fragment.len(), 88);
+    let (uploader, _) = raw_peer(server, "uploader").await;
+    let service = linnet_xmpp::upload::discover_upload_service(&uploader)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed_len = std::fs::metadata(&sealed).unwrap().len();
+    assert_eq!(sealed_len, 150_000 + 16);
+    let slot = linnet_xmpp::upload::request_slot(
+        &uploader,
+        &service.jid,
+        "from-python.png",
+        sealed_len,
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
+    Transfers::new(&tls())
+        .unwrap()
+        .upload(
+            &slot,
+            &sealed,
+            "application/octet-stream",
+            |_, _| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let link = format!(
+        "aesgcm{}#{fragment}",
+        slot.get_url.strip_prefix("https").unwrap()
+    );
+    py.send(&me.jid, "03", &link).await;
+    let got = me
+        .wait_conversation(&peer_jid, "the file from python", |s| {
+            file_message(s, "from-python.png").is_some()
+        })
+        .await;
+    let m = file_message(&got, "from-python.png").unwrap();
+    assert_eq!(m.encryption, Encryption::Omemo03);
+    assert_eq!(m.body, "");
+    assert!(m.attachment.as_ref().unwrap().encrypted);
+    let down = tempfile::tempdir().unwrap();
+    let saved = me.client.download_file(m.id, down.path()).await.unwrap();
+    assert_eq!(sha256_of(&saved), their_digest);
+
+    // Ours: the peer gets the URL alone, and Python decrypts what it points to.
+    let (ours, our_digest) = png_file(dir.path(), "from-linnet.png", 170_000, 9, 9);
+    let id = me
+        .client
+        .send_file(me.account, &peer_jid, &ours)
+        .await
+        .unwrap();
+    let body = py.received_from(&me.jid, NS_03).await;
+    let share = AesgcmUrl::parse(&body).unwrap_or_else(|| panic!("not one aesgcm URL: {body}"));
+    let (_, fragment) = body.rsplit_once('#').unwrap();
+    assert_eq!(fragment.len(), 88);
+    let raw = dir.path().join("raw");
+    std::fs::write(&raw, fetch_raw(share.https()).await).unwrap();
+    let opened = dir.path().join("opened");
+    py_aesgcm(&[
+        "decrypt".as_ref(),
+        raw.as_ref(),
+        opened.as_ref(),
+        fragment.as_ref(),
+    ]);
+    assert_eq!(sha256_of(&opened), our_digest);
+    let conv = me.client.open_conversation(me.account, &peer_jid).unwrap();
+    let m = shown(&me.client, conv, id);
+    assert_eq!(
+        m.encryption,
+        Encryption::Omemo03,
+        "the peer speaks 0.3 only"
+    );
+    py.quit().await;
+}
+
 both_servers!(
     a_file_shared_in_a_group,
     a_file_goes_to_a_contact_and_is_downloaded,
@@ -1058,6 +1599,10 @@ both_servers!(
     an_upload_left_by_a_stopped_client_completes_after_restart,
     retry_upload_sends_a_cancelled_file,
     retry_upload_refuses_what_it_cannot_retry,
+    an_encrypted_file_goes_to_a_contact_and_is_downloaded,
+    encrypted_files_are_fetched_on_request_and_checked,
+    an_encrypted_upload_left_by_a_stopped_client_completes_after_restart,
+    an_encrypted_file_interoperates_with_an_omemo_03_client,
 );
 
 /// A scripted HTTPS host on loopback with a certificate from its own CA: `/slow` sends
@@ -1140,6 +1685,70 @@ mod scripted {
             port: host.port,
             ca_pem: host.ca_pem,
             release,
+        }
+    }
+}
+
+/// A scripted HTTPS host on loopback that serves what it is given, by path, and counts the
+/// requests it gets.
+mod served {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::AsyncWriteExt;
+
+    pub struct Served {
+        pub port: u16,
+        pub ca_pem: String,
+        bodies: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    impl Served {
+        /// Serves `body` at `path` (as it appears in the request line).
+        pub fn put(&self, path: &str, body: Vec<u8>) {
+            let path = path.replace(' ', "%20");
+            self.bodies.lock().unwrap().insert(path, body);
+        }
+
+        pub fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+    }
+
+    pub async fn start() -> Served {
+        let bodies: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (b, h) = (bodies.clone(), hits.clone());
+        let host = linnet_tests::https::serve(move |_head, path, mut tls| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let body = b.lock().unwrap().get(&path).cloned();
+            async move {
+                let head = match &body {
+                    Some(body) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
+                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+                };
+                if tls.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                if let Some(body) = body {
+                    if tls.write_all(&body).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tls.shutdown().await;
+            }
+        })
+        .await;
+        Served {
+            port: host.port,
+            ca_pem: host.ca_pem,
+            bodies,
+            hits,
         }
     }
 }

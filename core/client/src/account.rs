@@ -1197,6 +1197,7 @@ fn on_message(
     })?;
     if let Inserted::New(rec) = &inserted {
         crate::files::store_received(tx, rec.id, !m.encrypted.is_empty(), &m.rich)?;
+        crate::files::store_received_encrypted(tx, rec.id, encryption, &m.body)?;
     }
     match inserted {
         // Old history: read, placed by its own time, never acknowledged again.

@@ -21,8 +21,32 @@
 //! (`retry_upload`), with the same message and origin-id. The hash and dimensions sent are
 //! those of the bytes that went up, taken from the stream that fed the PUT.
 //!
-//! URLs are capabilities, and names, paths and contents are user data: none of them goes
-//! into logs or error strings.
+//! In an OMEMO conversation a file goes by XEP-0454 (OMEMO Media Sharing, `aesgcm`): it
+//! is encrypted with AES-256-GCM under a new random key and IV, the ciphertext with its
+//! tag is uploaded (the slot asked for its size, tag included, and with no media type: the
+//! service sees the file name and the size, as in the XEP's own example, not what it is),
+//! and the message is the `aesgcm://` URL alone, queued for OMEMO encryption like any text
+//! (`omemo::KIND_TO_ENCRYPT`), with no out-of-band or metadata element in clear. Each
+//! attempt of an upload makes a new key and IV: an attempt starts over with a new slot
+//! anyway, and one key and IV used on two versions of a file (it may change between
+//! attempts) would give both away. Nothing of the key is stored before the upload is
+//! complete; then the URL, key included, is stored as the attachment's URL and the
+//! message's body in the same transaction that queues the message, so the message sent
+//! carries the key the upload used. That a file is to be encrypted is decided when it is
+//! sent and kept in its message row (marked encrypted from the start), so that a retry or
+//! an upload taken up after a restart encrypts it too, whatever the conversation's choice
+//! has become meanwhile. Such files are held in memory whole (see `aesgcm`), hence a
+//! smaller limit on their size.
+//!
+//! A received OMEMO message whose decrypted body is an `aesgcm://` URL (and nothing else,
+//! as XEP-0454 asks) is a file: named after the URL's path, its size unknown until it is
+//! fetched, never fetched without `download_file`, which checks the tag of the whole file
+//! before any plaintext is written, and leaves nothing behind when it does not match.
+//!
+//! URLs are capabilities (an `aesgcm` one also a key), and names, paths and contents are
+//! user data: none of them goes into logs or error strings.
+
+mod aesgcm;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -32,9 +56,11 @@ use std::time::Duration;
 
 use linnet_store::{
     AttachmentRecord, AttachmentState, ConversationId, ConversationKind, DeliveryState, Direction,
-    EncryptionPolicy, MessageId, NewMessage, Store, StoreError, Tx,
+    Encryption, EncryptionPolicy, MessageId, NewMessage, Store, StoreError, Tx,
 };
-use linnet_xmpp::files::{FileHash, FileMeta, HashAlgo, SharedFile, MAX_DIMENSION};
+use linnet_xmpp::files::{
+    AesgcmUrl, FileHash, FileMeta, HashAlgo, SharedFile, AESGCM_TAG_LEN, MAX_DIMENSION,
+};
 use linnet_xmpp::rich::Extras;
 use linnet_xmpp::upload::{UploadError, UploadService};
 use linnet_xmpp::{BareJid, RequestError, Session};
@@ -63,6 +89,13 @@ const MAX_UPLOAD_ATTEMPTS: u32 = 5;
 const KV_UPLOADS: &str = "files.uploads";
 const INTERRUPTED: &str = "the upload was interrupted";
 const SOURCE_GONE: &str = "the file to send is no longer there";
+/// How a file message to be encrypted is recorded until it is: as encrypted from the start
+/// (see the module's documentation), its version fixed when it is encrypted for the
+/// peer's devices.
+const TO_ENCRYPT: Encryption = Encryption::Omemo03;
+/// What an encrypted upload declares itself to be: the service holds ciphertext, and what
+/// the file is stays between the peers.
+const CIPHERTEXT_TYPE: &str = "application/octet-stream";
 
 /// What file transfers share across the client.
 #[derive(Default)]
@@ -135,6 +168,9 @@ impl Files {
             let Some(a) = item.attachment.as_mut() else {
                 continue;
             };
+            // Files of encrypted messages are aesgcm ones (no other kind is taken from an
+            // encrypted message), and ours to encrypt are marked so before they go.
+            a.encrypted |= item.encryption != Encryption::Plain;
             match live.get(&item.id) {
                 Some(l) if l.upload && l.waiting => {
                     a.state = TransferState::Waiting;
@@ -263,6 +299,18 @@ impl From<TransferError> for Failure {
     }
 }
 
+impl From<aesgcm::MediaError> for Failure {
+    fn from(e: aesgcm::MediaError) -> Failure {
+        use aesgcm::MediaError as M;
+        let error: fn(String) -> ClientError = match &e {
+            M::TooLarge { .. } | M::TooShort | M::Integrity => ClientError::Policy,
+            M::Changed => ClientError::BadInput,
+            M::Io(_) | M::Cipher => ClientError::Internal,
+        };
+        Failure::new(e.to_string(), error)
+    }
+}
+
 impl From<UploadError> for Failure {
     fn from(e: UploadError) -> Failure {
         // The server's own text may quote the file name: only our words are kept.
@@ -324,6 +372,8 @@ struct UploadJob {
     conversation: ConversationId,
     /// Sent to a group (the peer is the room).
     group: bool,
+    /// Shared by XEP-0454: encrypted, and its message sent with OMEMO.
+    encrypt: bool,
     path: PathBuf,
     name: String,
     media_type: String,
@@ -337,10 +387,11 @@ impl Client {
     /// message goes out with its URL and metadata, through the outbox like any message.
     /// Returns the message's id; `cancel_transfer` stops the upload (nothing is sent).
     ///
-    /// Files go unencrypted: refused where the conversation encrypts (OMEMO). In a group
-    /// (unencrypted until groups are), the message goes once we are in the room. Offline,
-    /// the upload waits for the account to be online; a connection lost on the way starts
-    /// it over (see the module's documentation).
+    /// Where the conversation encrypts (OMEMO), the file goes encrypted by XEP-0454 and
+    /// its message, the `aesgcm://` URL, with OMEMO; such a file may be at most 100 MiB.
+    /// In a group (unencrypted until groups are), the message goes once we are in the
+    /// room. Offline, the upload waits for the account to be online; a connection lost on
+    /// the way starts it over (see the module's documentation).
     pub async fn send_file(&self, account: AccountId, to: &str, path: &Path) -> Result<MessageId> {
         let peer = BareJid::parse(to)?;
         let meta = tokio::fs::metadata(path)
@@ -374,7 +425,11 @@ impl Client {
             .and_then(|p| p.to_str().map(str::to_owned));
 
         let own = lock(&self.inner.store).account(account)?.jid;
-        let group = self.check_plaintext_allowed(account, &peer)?;
+        let carriage = carriage(&self.inner, account, &peer)?;
+        let (group, encrypt) = (carriage == Carriage::Group, carriage == Carriage::Encrypted);
+        if encrypt && size > aesgcm::MAX_PLAINTEXT {
+            return Err(too_large_to_encrypt());
+        }
         let online = current_session(&self.inner, account).is_some();
 
         let id = linnet_xmpp::new_id();
@@ -397,7 +452,11 @@ impl Client {
                         stanza_id_by: None,
                         timestamp_ms: now_ms(),
                         delivery_state: DeliveryState::Pending,
-                        encryption: Default::default(),
+                        encryption: if encrypt {
+                            TO_ENCRYPT
+                        } else {
+                            Encryption::Plain
+                        },
                         error: None,
                         kind: Default::default(),
                         target: None,
@@ -438,6 +497,7 @@ impl Client {
             message,
             conversation,
             group,
+            encrypt,
             path: path.to_owned(),
             name,
             media_type,
@@ -452,13 +512,16 @@ impl Client {
     /// cancelled (or was cut short by the end of an earlier process): the same message,
     /// with the same id, goes out once the file is up. The file must still be where it
     /// was, unchanged in size. Like `send_file`, it waits for the account to be online.
+    /// A file sent in the clear goes encrypted if the conversation encrypts now; one sent
+    /// encrypted stays so.
     pub async fn retry_upload(&self, message: MessageId) -> Result<()> {
         let job = upload_job(&self.inner, message)?;
         if lock(&self.inner.files.live).contains_key(&message) {
             return Err(ClientError::Policy("the upload is under way".into()));
         }
-        // Asked again: the conversation may have turned to encryption meanwhile.
-        self.check_plaintext_allowed(job.account, &job.peer)?;
+        if job.encrypt && job.size > aesgcm::MAX_PLAINTEXT {
+            return Err(too_large_to_encrypt());
+        }
         let meta = tokio::fs::metadata(&job.path).await;
         if let Some(problem) = source_problem(meta, job.size) {
             return Err(bad(problem));
@@ -472,36 +535,6 @@ impl Client {
                 AttachmentState::Uploading,
             ],
         )
-    }
-
-    /// Files go in the clear for now (encrypted sharing, aesgcm, comes later): only where
-    /// the conversation's choice allows a plaintext message. Returns whether it is a group.
-    fn check_plaintext_allowed(&self, account: AccountId, peer: &BareJid) -> Result<bool> {
-        let mut store = lock(&self.inner.store);
-        let allowed = store.transaction(|tx| {
-            let conversation = tx.conversation(account, peer.as_str(), false)?;
-            let policy = match conversation {
-                Some(c) => {
-                    if tx.conversation_info(c)?.kind == ConversationKind::GroupChat {
-                        return Ok(None);
-                    }
-                    tx.encryption_policy(c)?
-                }
-                None => EncryptionPolicy::default(),
-            };
-            Ok(Some(match policy {
-                EncryptionPolicy::Plain => true,
-                EncryptionPolicy::Omemo => false,
-                EncryptionPolicy::Auto => !crate::omemo::may_have_devices(tx, account, peer)?,
-            }))
-        })?;
-        match allowed {
-            Some(true) => Ok(false),
-            Some(false) => Err(ClientError::Policy(
-                "encrypted file sharing is not implemented yet".into(),
-            )),
-            None => Ok(true),
-        }
     }
 
     /// Stops the upload or download of `message`'s file. A cancelled upload sends nothing
@@ -546,6 +579,9 @@ impl Client {
     /// own name, made unique there). The download shows in the conversation snapshot with
     /// its progress; its SHA-256, when the sender gave one, is checked before the file
     /// appears in `dest_dir`. Only https URLs are fetched (no other kind is ever stored).
+    /// A file shared encrypted (XEP-0454) is fetched from its https URL and decrypted;
+    /// one that fails its authentication tag (a wrong key, a damaged or truncated file)
+    /// is an error and leaves nothing behind.
     pub async fn download_file(&self, message: MessageId, dest_dir: &Path) -> Result<PathBuf> {
         let (record, conversation) = {
             let store = lock(&self.inner.store);
@@ -634,9 +670,9 @@ impl Drop for LiveGuard<'_> {
     }
 }
 
-/// Downloads to a hidden temporary name in `dir`, checks size and hash, then moves the
-/// file to a name of its own there (never replacing an existing file). Returns where it
-/// went and its length.
+/// Downloads to a hidden temporary name in `dir`, decrypts it if it is an encrypted file
+/// (into a second such name), checks size and hash, then moves the file to a name of its
+/// own there (never replacing an existing file). Returns where it went and its length.
 async fn fetch(
     inner: &Arc<Inner>,
     http: &Transfers,
@@ -646,26 +682,71 @@ async fn fetch(
     cancel: &CancellationToken,
 ) -> std::result::Result<(PathBuf, u64), Failure> {
     let message = record.message;
+    let share = if is_aesgcm(url) {
+        Some(AesgcmUrl::parse(url).ok_or_else(|| {
+            Failure::new(
+                "the link to the encrypted file is not valid",
+                ClientError::Policy,
+            )
+        })?)
+    } else {
+        None
+    };
+    // What the server holds of an encrypted file is longer by its tag.
+    let overhead = if share.is_some() {
+        AESGCM_TAG_LEN as u64
+    } else {
+        0
+    };
+    let max = match (&share, record.size) {
+        (Some(_), size) => size.unwrap_or(aesgcm::MAX_PLAINTEXT) + overhead,
+        (None, size) => size.unwrap_or(DEFAULT_MAX_DOWNLOAD),
+    };
+    let source = share.as_ref().map_or(url, |s| s.https());
     let temp = dir.join(format!(".linnet-{}.part", linnet_xmpp::new_id()));
-    let max = record.size.unwrap_or(DEFAULT_MAX_DOWNLOAD);
     let progress_inner = inner.clone();
     let got = http
         .download(
-            url,
+            source,
             &temp,
             max,
             move |done, total| {
                 let total = if total == 0 { max } else { total };
-                report(&progress_inner, message, done, total)
+                // Shown in bytes of the file, not of what carries it.
+                let total = total.saturating_sub(overhead);
+                report(&progress_inner, message, done.min(total), total)
             },
             cancel,
         )
         .await;
+    let info = got.inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })?;
+    let (temp, bytes) = match share {
+        None => (temp, info.bytes),
+        Some(share) => {
+            let plain = dir.join(format!(".linnet-{}.part", linnet_xmpp::new_id()));
+            let (src, dest) = (temp.clone(), plain.clone());
+            let opened =
+                tokio::task::spawn_blocking(move || aesgcm::open_file(&src, &dest, share.secret()))
+                    .await;
+            let _ = std::fs::remove_file(&temp);
+            match opened {
+                Ok(Ok(bytes)) => (plain, bytes),
+                failed => {
+                    let _ = std::fs::remove_file(&plain);
+                    return Err(match failed {
+                        Ok(Err(e)) => Failure::from(e),
+                        _ => Failure::new("decrypting the file failed", ClientError::Internal),
+                    });
+                }
+            }
+        }
+    };
     let remove_temp = || {
         let _ = std::fs::remove_file(&temp);
     };
-    let info = got.inspect_err(|_| remove_temp())?;
-    if record.size.is_some_and(|s| s != info.bytes) {
+    if record.size.is_some_and(|s| s != bytes) {
         remove_temp();
         return Err(Failure::new(
             "the file is not the size its sender announced",
@@ -709,8 +790,14 @@ async fn fetch(
         .await
         .map_err(|_| Failure::new("saving the file failed", ClientError::Internal))?;
     placed
-        .map(|p| (p, info.bytes))
+        .map(|p| (p, bytes))
         .map_err(|e| Failure::new(format!("local file: {}", e.kind()), ClientError::Internal))
+}
+
+/// Whether `url` is an `aesgcm://` one (valid or not).
+fn is_aesgcm(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(linnet_xmpp::files::AESGCM_SCHEME))
 }
 
 /// Moves `temp` to a free name in `dir` based on `name`: "name.ext", then "name (1).ext"
@@ -827,6 +914,55 @@ fn end_upload(
     tx.set_attachment_state(message, state, Some(reason))?;
     tx.set_delivery_state(message, DeliveryState::Failed)?;
     unlist_upload(tx, message)
+}
+
+/// How a file goes to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carriage {
+    Plain,
+    /// To a group, in the clear (groups do not encrypt yet).
+    Group,
+    /// XEP-0454, its message with OMEMO.
+    Encrypted,
+}
+
+/// How a file to `peer` goes now, by the conversation's choice: encrypted where a text
+/// message would be (or may be: with `Auto`, unless the peer is known to have no device).
+fn carriage(inner: &Inner, account: AccountId, peer: &BareJid) -> Result<Carriage> {
+    let mut store = inner.store();
+    let carriage = store.transaction(|tx| {
+        let conversation = tx.conversation(account, peer.as_str(), false)?;
+        let policy = match conversation {
+            Some(c) => {
+                let policy = tx.encryption_policy(c)?;
+                if tx.conversation_info(c)?.kind == ConversationKind::GroupChat {
+                    return Ok((policy != EncryptionPolicy::Omemo).then_some(Carriage::Group));
+                }
+                policy
+            }
+            None => EncryptionPolicy::default(),
+        };
+        let encrypt = match policy {
+            EncryptionPolicy::Plain => false,
+            EncryptionPolicy::Omemo => true,
+            EncryptionPolicy::Auto => crate::omemo::may_have_devices(tx, account, peer)?,
+        };
+        Ok(Some(if encrypt {
+            Carriage::Encrypted
+        } else {
+            Carriage::Plain
+        }))
+    })?;
+    // As for text (see `queue_outgoing`): a group set to encrypt gets nothing in clear.
+    carriage
+        .ok_or_else(|| ClientError::Policy("encrypted group messages are not supported yet".into()))
+}
+
+fn too_large_to_encrypt() -> ClientError {
+    bad(&format!(
+        "the file is too large to send encrypted (at most {} MiB)",
+        aesgcm::MAX_PLAINTEXT >> 20
+    ))
 }
 
 /// The account's session, if it is online.
@@ -950,6 +1086,11 @@ fn upload_job(inner: &Inner, message: MessageId) -> Result<UploadJob> {
     };
     let info = store.conversation_info(m.conversation)?;
     let peer = BareJid::parse(&info.peer)?;
+    drop(store);
+    // Chosen encrypted, it stays so; chosen in the clear, it is encrypted if the
+    // conversation encrypts now.
+    let encrypt = m.encryption != Encryption::Plain
+        || carriage(inner, m.account, &peer)? == Carriage::Encrypted;
     Ok(UploadJob {
         account: m.account,
         peer,
@@ -957,6 +1098,7 @@ fn upload_job(inner: &Inner, message: MessageId) -> Result<UploadJob> {
         message,
         conversation: m.conversation,
         group: info.kind == ConversationKind::GroupChat,
+        encrypt,
         // No path: the file cannot be found again, as if it were gone.
         path: a.local_path.map(PathBuf::from).unwrap_or_default(),
         media_type: a
@@ -988,6 +1130,9 @@ fn launch(inner: &Arc<Inner>, job: UploadJob, from: &[AttachmentState]) -> Resul
             }
             tx.set_attachment_state(job.message, AttachmentState::Uploading, None)?;
             tx.set_delivery_state(job.message, DeliveryState::Pending)?;
+            if job.encrypt {
+                tx.set_message_encryption(job.message, TO_ENCRYPT)?;
+            }
             list_upload(tx, job.message)
         })?;
         // Under the store's lock, which snapshots are built under: none sees the row
@@ -1154,7 +1299,8 @@ fn finish(inner: &Inner, job: &UploadJob, outcome: std::result::Result<(), Failu
     inner.publish_chat_list();
 }
 
-/// One attempt: a slot, the PUT, then the message queued.
+/// One attempt: a slot, the PUT, then the message queued. An encrypted file is read and
+/// encrypted first, under a key of this attempt's own.
 async fn upload(
     inner: &Arc<Inner>,
     job: &UploadJob,
@@ -1169,12 +1315,24 @@ async fn upload(
         .files
         .http(inner)
         .map_err(|e| Failure::new(e.to_string(), |_| e.clone()))?;
+    let sealed = if job.encrypt {
+        Some(seal(job).await?)
+    } else {
+        None
+    };
+    // XEP-0454 §7: the slot is for what goes up, tag included.
+    let upload_size = sealed.as_ref().map_or(job.size, |s| s.body.len() as u64);
+    let declared_type = if sealed.is_some() {
+        CIPHERTEXT_TYPE
+    } else {
+        &job.media_type
+    };
     let service = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Err(Failure::cancelled()),
         s = upload_service(inner, job.account, session) => s?,
     };
-    if service.max_file_size.is_some_and(|max| job.size > max) {
+    if service.max_file_size.is_some_and(|max| upload_size > max) {
         return Err(UploadError::FileTooLarge {
             max: service.max_file_size,
         }
@@ -1184,7 +1342,7 @@ async fn upload(
         biased;
         _ = cancel.cancelled() => return Err(Failure::cancelled()),
         s = linnet_xmpp::upload::request_slot(
-            session, &service.jid, &job.name, job.size, &job.media_type,
+            session, &service.jid, &job.name, upload_size, declared_type,
         ) => s,
     };
     let slot = slot.map_err(|e| {
@@ -1196,52 +1354,119 @@ async fn upload(
     })?;
     let progress_inner = inner.clone();
     let message = job.message;
-    let sent = http
-        .upload(
-            &slot,
-            &job.path,
-            &job.media_type,
-            move |done, total| report(&progress_inner, message, done, total),
-            cancel,
-        )
-        .await?;
-    if sent.bytes != job.size {
-        return Err(Failure::new(
-            "the file changed while it was being sent",
-            ClientError::BadInput,
-        ));
-    }
-    {
-        let mut live = lock(&inner.files.live);
-        match live.get_mut(&job.message) {
-            Some(l) if !l.cancel.is_cancelled() => l.committed = true,
-            _ => return Err(Failure::cancelled()),
+    let size = job.size;
+    // Progress in bytes of the file: the tag's few bytes are not shown.
+    let progress = move |done: u64, _: u64| report(&progress_inner, message, done.min(size), size);
+    let Some(sealed) = sealed else {
+        let sent = http
+            .upload(&slot, &job.path, &job.media_type, progress, cancel)
+            .await?;
+        if sent.bytes != job.size {
+            return Err(Failure::new(
+                "the file changed while it was being sent",
+                ClientError::BadInput,
+            ));
         }
-    }
-    let dimensions = if job.media_type.starts_with("image/") {
-        image_dimensions(&sent.head)
-    } else {
-        None
+        commit(inner, job)?;
+        let dimensions = if job.media_type.starts_with("image/") {
+            image_dimensions(&sent.head)
+        } else {
+            None
+        };
+        let file = SharedFile {
+            url: slot.get_url.clone(),
+            meta: FileMeta {
+                name: Some(job.name.clone()),
+                media_type: Some(job.media_type.clone()),
+                size: Some(job.size),
+                width: dimensions.map(|d| d.0),
+                height: dimensions.map(|d| d.1),
+                desc: None,
+                hashes: vec![FileHash {
+                    algo: HashAlgo::Sha256,
+                    value: sent.sha256.to_vec(),
+                }],
+            },
+        };
+        send_uploaded(inner, job, file, sent.sha256, dimensions)
+            .map_err(|e| Failure::new(e.to_string(), |_| e.clone()))?;
+        tracing::debug!(message = job.message.0, "file uploaded; message queued");
+        return Ok(());
     };
-    let file = SharedFile {
-        url: slot.get_url.clone(),
-        meta: FileMeta {
-            name: Some(job.name.clone()),
-            media_type: Some(job.media_type.clone()),
-            size: Some(job.size),
-            width: dimensions.map(|d| d.0),
-            height: dimensions.map(|d| d.1),
-            desc: None,
-            hashes: vec![FileHash {
-                algo: HashAlgo::Sha256,
-                value: sent.sha256.to_vec(),
-            }],
-        },
-    };
-    send_uploaded(inner, job, file, sent.sha256, dimensions)
+    // Checked before the upload: a download URL that cannot carry the key is no use.
+    let share = AesgcmUrl::new(&slot.get_url, sealed.key).ok_or_else(|| {
+        Failure::new(
+            "the upload service's download URL cannot carry an encrypted file's key",
+            ClientError::Policy,
+        )
+    })?;
+    http.upload_bytes(&slot, sealed.body, CIPHERTEXT_TYPE, progress, cancel)
+        .await?;
+    commit(inner, job)?;
+    send_encrypted(inner, job, &share, sealed.sha256, sealed.dimensions)
         .map_err(|e| Failure::new(e.to_string(), |_| e.clone()))?;
-    tracing::debug!(message = job.message.0, "file uploaded; message queued");
+    tracing::debug!(
+        message = job.message.0,
+        "encrypted file uploaded; message queued for encryption"
+    );
     Ok(())
+}
+
+/// The upload is complete: from here on its message goes, and cancelling is too late.
+fn commit(inner: &Inner, job: &UploadJob) -> std::result::Result<(), Failure> {
+    let mut live = lock(&inner.files.live);
+    match live.get_mut(&job.message) {
+        Some(l) if !l.cancel.is_cancelled() => {
+            l.committed = true;
+            Ok(())
+        }
+        _ => Err(Failure::cancelled()),
+    }
+}
+
+/// A file encrypted for upload (XEP-0454), with what is learnt from its plaintext on the
+/// way.
+struct Sealed {
+    key: linnet_xmpp::files::MediaKey,
+    /// Ciphertext and tag.
+    body: Vec<u8>,
+    sha256: [u8; 32],
+    dimensions: Option<(u32, u32)>,
+}
+
+/// Reads and encrypts the job's file under a new key (off the async threads: the whole
+/// file is read and encrypted at once).
+async fn seal(job: &UploadJob) -> std::result::Result<Sealed, Failure> {
+    let path = job.path.clone();
+    let size = job.size;
+    let image = job.media_type.starts_with("image/");
+    let task = tokio::task::spawn_blocking(move || {
+        let key = aesgcm::new_key();
+        let mut sha256 = [0u8; 32];
+        let mut dimensions = None;
+        let body = aesgcm::seal_file(&path, size, &key, |plain| {
+            sha256 = Sha256::digest(plain).into();
+            if image {
+                let head = plain.get(..crate::transfer::HEAD_LEN).unwrap_or(plain);
+                dimensions = image_dimensions(head);
+            }
+        })?;
+        Ok::<_, aesgcm::MediaError>(Sealed {
+            key,
+            body,
+            sha256,
+            dimensions,
+        })
+    });
+    let sealed = tokio::select! {
+        biased;
+        // The task runs to its end regardless; its result, key included, is dropped.
+        _ = job.cancel.cancelled() => return Err(Failure::cancelled()),
+        r = task => r,
+    };
+    sealed
+        .map_err(|_| Failure::new("encrypting the file failed", ClientError::Internal))?
+        .map_err(Failure::from)
 }
 
 /// The account's upload service: found once, then remembered.
@@ -1316,9 +1541,40 @@ fn send_uploaded(
     Ok(())
 }
 
+/// Records the finished encrypted upload and queues its message for OMEMO: the
+/// `aesgcm://` URL, key included, becomes the attachment's URL and the message's body (what
+/// `omemo::send_one` encrypts), with the outbox entry, in one transaction.
+fn send_encrypted(
+    inner: &Inner,
+    job: &UploadJob,
+    share: &AesgcmUrl,
+    sha256: [u8; 32],
+    dimensions: Option<(u32, u32)>,
+) -> Result<()> {
+    let url = share.to_url();
+    let wake = lock(&inner.runtimes)
+        .get(&job.account)
+        .map(|rt| rt.send_wake.clone());
+    inner.store().transaction(|tx| {
+        tx.attachment_uploaded(job.message, &url, Some(sha256), dimensions)?;
+        // XEP-0454 §5: nothing but the URL, no out-of-band element or metadata.
+        tx.outbox_push(
+            job.account,
+            Some(job.message),
+            crate::omemo::KIND_TO_ENCRYPT,
+            &Extras::default().to_xml(),
+        )?;
+        unlist_upload(tx, job.message)
+    })?;
+    if let Some(w) = wake {
+        w.notify_one();
+    }
+    Ok(())
+}
+
 /// Stores the file a received message shares, if it shares one we may fetch. Files in
-/// encrypted messages are not taken from outside the encryption (aesgcm sharing is for
-/// later).
+/// encrypted messages are not taken from outside the encryption: those come by XEP-0454
+/// inside it (see `store_received_encrypted`).
 pub(crate) fn store_received(
     tx: &Tx<'_>,
     message: MessageId,
@@ -1340,6 +1596,42 @@ pub(crate) fn store_received(
         width: f.meta.width,
         height: f.meta.height,
         sha256: f.meta.sha256(),
+        local_path: None,
+        state: AttachmentState::Available,
+        error: None,
+    })?;
+    Ok(())
+}
+
+/// Stores the file a received OMEMO message shares by XEP-0454, if its decrypted `body`
+/// is one (see `AesgcmUrl::from_body`); `encryption` is how the message was decrypted
+/// (`Plain`: it was not, and shares nothing this way). The file is named after its URL;
+/// its size is known once fetched. Nothing is fetched here.
+pub(crate) fn store_received_encrypted(
+    tx: &Tx<'_>,
+    message: MessageId,
+    encryption: Encryption,
+    body: &str,
+) -> std::result::Result<(), StoreError> {
+    if encryption == Encryption::Plain {
+        return Ok(());
+    }
+    let Some(share) = AesgcmUrl::from_body(body) else {
+        return Ok(());
+    };
+    let name = share.name().unwrap_or_else(|| "file".to_owned());
+    // The type by the name's extension: advisory, as a sender's word would be.
+    let media_type = Some(media_type_for(&name).to_owned());
+    tx.insert_attachment(&AttachmentRecord {
+        message,
+        // Key included: the database is encrypted, and the key is needed to fetch it.
+        url: Some(share.to_url().to_string()),
+        name,
+        media_type,
+        size: None,
+        width: None,
+        height: None,
+        sha256: None,
         local_path: None,
         state: AttachmentState::Available,
         error: None,
@@ -1375,9 +1667,25 @@ pub(crate) fn attachments_of(
 }
 
 /// `body` without the file's URL when it is all of it or ends with it: the file is shown
-/// instead.
+/// instead. The body of an encrypted file's message (the `aesgcm://` URL, perhaps with a
+/// thumbnail) is never shown: it holds the key, and XEP-0454 §6 forbids offering it as a
+/// link.
+/// `body` as it may be quoted or excerpted elsewhere (a reply's fallback, its preview):
+/// an encrypted file's body is its `aesgcm://` link, whose fragment is the file's key, so
+/// it is never copied out of its own message.
+pub(crate) fn quotable(body: &str) -> &str {
+    if AesgcmUrl::from_body(body).is_some() {
+        ""
+    } else {
+        body
+    }
+}
+
 pub(crate) fn without_url(body: String, url: Option<&str>) -> String {
     let Some(url) = url else { return body };
+    if is_aesgcm(url) && AesgcmUrl::from_body(&body).is_some() {
+        return String::new();
+    }
     let t = body.trim();
     if t == url {
         String::new()
@@ -1424,6 +1732,7 @@ pub(crate) fn shown(
         transferred,
         local_path: a.local_path,
         error: a.error,
+        encrypted: a.url.as_deref().is_some_and(is_aesgcm),
     };
     (body, Some(attachment))
 }
@@ -1625,6 +1934,87 @@ mod tests {
         assert_eq!((body.as_str(), a), (url, None));
     }
 
+    /// XEP-0454 on receipt: only a decrypted body that is the URL (or the URL and a
+    /// thumbnail) is a file, named after the URL, its size unknown, shown encrypted; the
+    /// body, which holds the key, is never shown, in the conversation or the chat list.
+    #[tokio::test]
+    async fn an_omemo_body_that_is_an_aesgcm_url_is_a_file() {
+        let store = Store::open_in_memory(&linnet_store::DbKey::generate().unwrap()).unwrap();
+        let client = Client::with_store(store, crate::ClientOptions::default()).unwrap();
+        let acc = client.add_account("me@example.org", "pw", None).unwrap();
+        let conv = client.open_conversation(acc, "you@example.org").unwrap();
+        let fragment = "8c3d050e9386ec173861778f68e9af38a97aaf82faa4063b4d0878a61261534410c8a84331eaac851759f587";
+        let url = format!("aesgcm://up.example.org/x/tr%C3%A8s%20cool.jpg#{fragment}");
+        let thumbnail = format!("{url}\ndata:image/jpeg;base64,/9j/4AAQ");
+        let cases = [
+            (url.clone(), Encryption::Omemo03, true),
+            (format!("see {url}"), Encryption::Omemo2, false),
+            // Not decrypted (or sent in the clear): text, never a file.
+            (url.clone(), Encryption::Plain, false),
+            (thumbnail.clone(), Encryption::Omemo2, true),
+        ];
+        let ids: Vec<MessageId> = client
+            .inner
+            .store()
+            .transaction(|tx| {
+                let mut ids = Vec::new();
+                for (i, (body, encryption, _)) in cases.iter().enumerate() {
+                    let m = tx
+                        .insert_message(&NewMessage {
+                            conversation: conv,
+                            direction: Direction::Incoming,
+                            sender: "you@example.org".into(),
+                            body: body.clone(),
+                            origin_id: Some(format!("m{i}")),
+                            stanza_id: None,
+                            stanza_id_by: None,
+                            timestamp_ms: now_ms() + i as i64,
+                            delivery_state: DeliveryState::Delivered,
+                            encryption: *encryption,
+                            error: None,
+                            kind: Default::default(),
+                            target: None,
+                            reply_to: None,
+                            markable: false,
+                            replaces: None,
+                        })?
+                        .id();
+                    store_received_encrypted(tx, m, *encryption, body)?;
+                    ids.push(m);
+                }
+                Ok(ids)
+            })
+            .unwrap();
+        let all = client.messages(conv, None, 10).unwrap();
+        for (id, (body, _, file)) in ids.iter().zip(&cases) {
+            let m = all.iter().find(|m| m.id == *id).unwrap();
+            if !file {
+                assert_eq!(&m.body, body);
+                assert!(m.attachment.is_none(), "{body}");
+                continue;
+            }
+            assert_eq!(m.body, "", "the key is never shown");
+            let a = m.attachment.as_ref().unwrap();
+            assert_eq!(a.name, "très cool.jpg");
+            assert_eq!(a.media_type.as_deref(), Some("image/jpeg"));
+            assert_eq!((a.size, a.sha256.as_ref()), (None, None));
+            assert_eq!((a.state, a.transferred), (TransferState::Available, 0));
+            assert!(a.encrypted);
+            let stored = client.inner.store().attachment(*id).unwrap().unwrap();
+            assert_eq!(stored.url.as_deref(), Some(url.as_str()));
+        }
+        client.inner.conversation_changed(conv);
+        client.inner.publish_chat_list();
+        let preview = client.chat_list().conversations[0]
+            .last_message
+            .clone()
+            .unwrap();
+        assert_eq!(preview.body, "", "{preview:?}");
+        assert_eq!(preview.file.as_deref(), Some("très cool.jpg"));
+        assert_eq!(without_url(thumbnail.clone(), Some(&url)), "");
+        assert_eq!(without_url(format!("see {url}"), Some(&url)), "see");
+    }
+
     #[test]
     fn downloads_never_replace_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -1812,14 +2202,28 @@ mod tests {
             let text = e.to_string();
             assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
         }
-        // Where the peer may have OMEMO devices (none known yet), no plaintext file.
-        let e = client
-            .send_file(acc, "you@example.org", &file)
+        // Where the peer may have OMEMO devices (none known yet), the file is to go
+        // encrypted: marked so from the start, and bounded in size.
+        let enc = client
+            .send_file(acc, "them@example.org", &file)
             .await
-            .unwrap_err();
+            .unwrap();
+        let them = client.open_conversation(acc, "them@example.org").unwrap();
+        let m = client.messages(them, None, 10).unwrap().pop().unwrap();
+        assert_eq!(m.id, enc);
+        assert_eq!(m.encryption, TO_ENCRYPT);
+        let a = m.attachment.unwrap();
+        assert!(a.encrypted);
+        assert_eq!(a.state, TransferState::Waiting);
+        client.cancel_transfer(enc).unwrap();
+        let big = dir.path().join("big.bin");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(aesgcm::MAX_PLAINTEXT + 1)
+            .unwrap();
         assert_eq!(
-            e,
-            ClientError::Policy("encrypted file sharing is not implemented yet".into())
+            client.send_file(acc, "them@example.org", &big).await,
+            Err(too_large_to_encrypt())
         );
         let conv = client.open_conversation(acc, "you@example.org").unwrap();
         client
@@ -1833,7 +2237,9 @@ mod tests {
         let shown = |client: &Client| {
             let all = client.messages(conv, None, 10).unwrap();
             assert_eq!(all.len(), 1);
+            assert_eq!(all[0].encryption, Encryption::Plain);
             let a = all[0].attachment.clone().unwrap();
+            assert!(!a.encrypted);
             (all[0].state, a.state, a.error)
         };
         assert_eq!(

@@ -626,6 +626,11 @@ async fn send_one(
             EncryptionPolicy::Omemo => Err(SendError::Never(
                 "the contact has no OMEMO device to encrypt for".into(),
             )),
+            // An encrypted file's link holds its key (XEP-0454): in the clear it would give
+            // the file to anyone on the way.
+            _ if linnet_xmpp::files::AesgcmUrl::from_body(&message.body).is_some() => Err(
+                SendError::Never("the contact has no OMEMO device to encrypt the file for".into()),
+            ),
             // Auto, and the contact has no OMEMO: as a plain message.
             _ => {
                 let stanza = linnet_xmpp::stanza_to_string(&linnet_xmpp::chat_stanza(

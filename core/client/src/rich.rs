@@ -266,7 +266,7 @@ impl Held {
                 to: Some(to),
                 id: reference,
             },
-            xr::reply_quote(&self.message.body),
+            xr::reply_quote(crate::files::quotable(&self.message.body)),
         )
     }
 
@@ -786,7 +786,7 @@ pub(crate) fn message_items(
                         excerpt: if t.retracted_ms.is_some() {
                             String::new()
                         } else {
-                            t.body.chars().take(160).collect()
+                            crate::files::quotable(&t.body).chars().take(160).collect()
                         },
                     },
                     None => ReplyPreview {

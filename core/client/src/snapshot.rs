@@ -161,6 +161,11 @@ pub struct Attachment {
     pub local_path: Option<String>,
     /// Why the last transfer failed.
     pub error: Option<String>,
+    /// Shared end to end encrypted (XEP-0454, in an OMEMO conversation): the server holds
+    /// only ciphertext, the key travels inside the OMEMO message, and a download is
+    /// checked against the file's authentication tag. A received one's `size` is unknown
+    /// until it is downloaded.
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -19,7 +19,7 @@ use linnet_xmpp::TlsOptions;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{redirect, Body, Url};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 pub use tokio_util::sync::CancellationToken;
 
 /// Bytes read from disk per body chunk: small enough for smooth progress on slow links,
@@ -208,20 +208,51 @@ impl Transfers {
         if cancel.is_cancelled() {
             return Err(TransferError::Cancelled);
         }
-        let url = https_url(&slot.put_url)?;
-        let mut headers = slot_headers(&slot.put_headers)?;
-        let content_type = HeaderValue::from_str(content_type.trim())
-            .ok()
-            .filter(|v| !v.is_empty())
-            .ok_or(TransferError::BadArgument("content type"))?;
-        headers.insert(CONTENT_TYPE, content_type);
-
+        let (url, headers) = put_request(slot, content_type)?;
         let file = tokio::fs::File::open(path).await.map_err(io_error)?;
         let meta = file.metadata().await.map_err(io_error)?;
         if !meta.is_file() {
             return Err(TransferError::Io("not a regular file".into()));
         }
         let total = meta.len();
+        self.put(url, headers, file, total, progress, cancel).await
+    }
+
+    /// PUTs `body` to `slot`, as [`Transfers::upload`] does a file: for what is made in
+    /// memory (an encrypted file, see XEP-0454), the slot requested for its length.
+    pub async fn upload_bytes<P>(
+        &self,
+        slot: &Slot,
+        body: Vec<u8>,
+        content_type: &str,
+        progress: P,
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, TransferError>
+    where
+        P: Fn(u64, u64) + Send + Sync + 'static,
+    {
+        if cancel.is_cancelled() {
+            return Err(TransferError::Cancelled);
+        }
+        let (url, headers) = put_request(slot, content_type)?;
+        let total = body.len() as u64;
+        let body = std::io::Cursor::new(body);
+        self.put(url, headers, body, total, progress, cancel).await
+    }
+
+    async fn put<P, R>(
+        &self,
+        url: Url,
+        mut headers: HeaderMap,
+        source: R,
+        total: u64,
+        progress: P,
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, TransferError>
+    where
+        P: Fn(u64, u64) + Send + Sync + 'static,
+        R: AsyncRead + Unpin + Send + 'static,
+    {
         // An explicit length: a streamed body would otherwise go out chunked, which not
         // every upload service takes, and the services check the length against the slot.
         headers.insert(CONTENT_LENGTH, HeaderValue::from(total));
@@ -231,7 +262,7 @@ impl Transfers {
         let read_failure = Arc::new(Mutex::new(None));
         let sent = Arc::new(Mutex::new(None));
         let body = Body::wrap_stream(file_stream(FileReader {
-            file,
+            file: source,
             done: 0,
             total,
             progress,
@@ -407,6 +438,18 @@ impl Transfers {
     }
 }
 
+/// The slot's PUT URL and headers, with `content_type`: checked before anything is read.
+fn put_request(slot: &Slot, content_type: &str) -> Result<(Url, HeaderMap), TransferError> {
+    let url = https_url(&slot.put_url)?;
+    let mut headers = slot_headers(&slot.put_headers)?;
+    let content_type = HeaderValue::from_str(content_type.trim())
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(TransferError::BadArgument("content type"))?;
+    headers.insert(CONTENT_TYPE, content_type);
+    Ok((url, headers))
+}
+
 /// `raw` as an absolute `https` URL with a host and no credentials.
 fn https_url(raw: &str) -> Result<Url, TransferError> {
     let url = Url::parse(raw.trim()).map_err(|_| TransferError::BadUrl("not an absolute URL"))?;
@@ -462,9 +505,10 @@ fn slot_headers(headers: &[(String, String)]) -> Result<HeaderMap, TransferError
     Ok(map)
 }
 
-/// The upload body's source: the file, read in chunks as the HTTP stack asks for them.
-struct FileReader<P> {
-    file: tokio::fs::File,
+/// The upload body's source: the file (or a buffer), read in chunks as the HTTP stack asks
+/// for them.
+struct FileReader<P, R = tokio::fs::File> {
+    file: R,
     done: u64,
     total: u64,
     progress: P,
@@ -479,7 +523,7 @@ struct FileReader<P> {
     sent: Arc<Mutex<Option<Uploaded>>>,
 }
 
-impl<P> FileReader<P> {
+impl<P, R> FileReader<P, R> {
     /// Hands the digest over once the whole body went out.
     fn finish(&mut self) {
         if let Some(d) = self.digest.take() {
@@ -488,11 +532,12 @@ impl<P> FileReader<P> {
     }
 }
 
-fn file_stream<P>(
-    reader: FileReader<P>,
+fn file_stream<P, R>(
+    reader: FileReader<P, R>,
 ) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static
 where
     P: Fn(u64, u64) + Send + Sync + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
 {
     futures::stream::try_unfold(reader, |mut r| async move {
         if r.done >= r.total {
@@ -886,7 +931,9 @@ AQH/MAoGCCqGSM49BAMCA0cAMEQCIA6r3HhkLsCPYZd6avmUXJcNNe6YldY7aE2w
         (r, (sent, failure))
     }
 
-    async fn drain(r: FileReader<fn(u64, u64)>) -> (Vec<u8>, bool) {
+    async fn drain<R: AsyncRead + Unpin + Send + 'static>(
+        r: FileReader<fn(u64, u64), R>,
+    ) -> (Vec<u8>, bool) {
         use futures::StreamExt;
         let mut body = Vec::new();
         let stream = file_stream(r);
@@ -973,6 +1020,43 @@ AQH/MAoGCCqGSM49BAMCA0cAMEQCIA6r3HhkLsCPYZd6avmUXJcNNe6YldY7aE2w
             *failure.lock().unwrap(),
             Some(TransferError::Io(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_buffer_streams_and_hashes_as_a_file_does() {
+        let data: Vec<u8> = (0..CHUNK * 2 + 3).map(|i| (i % 251) as u8).collect();
+        let sent = Arc::new(Mutex::new(None));
+        let r = FileReader {
+            file: std::io::Cursor::new(data.clone()),
+            done: 0,
+            total: data.len() as u64,
+            progress: no_progress as fn(u64, u64),
+            moved: Arc::new(AtomicU64::new(0)),
+            failure: Arc::new(Mutex::new(None)),
+            cancel: CancellationToken::new(),
+            digest: Some(BodyDigest::new()),
+            sent: sent.clone(),
+        };
+        assert_eq!(drain(r).await, (data.clone(), true));
+        let up = sent.lock().unwrap().clone().unwrap();
+        assert_eq!(up.bytes, data.len() as u64);
+        assert_eq!(up.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+    }
+
+    #[tokio::test]
+    async fn a_buffer_upload_is_refused_before_any_connection_when_not_https() {
+        let t = transfers();
+        let err = t
+            .upload_bytes(
+                &slot("http://127.0.0.1:1/x"),
+                vec![1, 2, 3],
+                "application/octet-stream",
+                no_progress,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err, TransferError::NotHttps);
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!
 //! The URL is the file's only access control and the name is user data: `Debug` shows
 //! neither.
+//!
+//! Files in OMEMO conversations go by XEP-0454 (OMEMO Media Sharing) instead: the body of
+//! the encrypted message is an `aesgcm://` URL, the upload's https URL with its scheme
+//! replaced and the file's AES-256-GCM IV and key in the fragment. [`AesgcmUrl`] is that
+//! format; the cipher is the client's. Such a URL is a key: `Debug` shows nothing of it.
 
 use std::fmt;
 
@@ -21,6 +26,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use xmpp_parsers::minidom::Element;
+use zeroize::Zeroizing;
 
 use crate::elem::el;
 
@@ -477,6 +483,169 @@ impl SharedFile {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// XEP-0454: OMEMO Media Sharing
+
+/// The URL scheme of XEP-0454: never fetched as such, never a link (§6).
+pub const AESGCM_SCHEME: &str = "aesgcm";
+/// XEP-0454 §3: AES-256, so a 32-byte key…
+pub const AESGCM_KEY_LEN: usize = 32;
+/// …and a 12-byte IV (24 hex digits in the URL).
+pub const AESGCM_IV_LEN: usize = 12;
+/// The GCM authentication tag, appended to the ciphertext (§3): what is uploaded is this
+/// much longer than the file (§7).
+pub const AESGCM_TAG_LEN: usize = 16;
+/// The URL fragment: the IV then the key, in hex.
+const AESGCM_FRAGMENT_LEN: usize = 2 * (AESGCM_IV_LEN + AESGCM_KEY_LEN);
+
+/// The IV and key of one encrypted file. A key is made for one upload and never used for
+/// another: GCM with a repeated key and IV gives both plaintexts away.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaKey {
+    pub iv: [u8; AESGCM_IV_LEN],
+    pub key: Zeroizing<[u8; AESGCM_KEY_LEN]>,
+}
+
+impl fmt::Debug for MediaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MediaKey(<redacted>)")
+    }
+}
+
+impl MediaKey {
+    /// The fragment's 88 hex digits (either case), IV first.
+    fn from_hex(hex: &str) -> Option<MediaKey> {
+        let digits = hex.as_bytes();
+        if digits.len() != AESGCM_FRAGMENT_LEN || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut iv = [0u8; AESGCM_IV_LEN];
+        let mut key = Zeroizing::new([0u8; AESGCM_KEY_LEN]);
+        let (iv_hex, key_hex) = digits.split_at(2 * AESGCM_IV_LEN);
+        for (out, pair) in iv.iter_mut().zip(iv_hex.chunks_exact(2)) {
+            *out = hex_byte(pair)?;
+        }
+        for (out, pair) in key.iter_mut().zip(key_hex.chunks_exact(2)) {
+            *out = hex_byte(pair)?;
+        }
+        Some(MediaKey { iv, key })
+    }
+
+    fn push_hex(&self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for b in self.iv.iter().chain(self.key.iter()) {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    match pair {
+        [h, l] => Some(u8::try_from(digit(*h)? * 16 + digit(*l)?).ok()?),
+        _ => None,
+    }
+}
+
+/// An `aesgcm://` URL (XEP-0454 §3): where the encrypted file is, and its key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AesgcmUrl {
+    https: String,
+    secret: MediaKey,
+}
+
+impl fmt::Debug for AesgcmUrl {
+    // The URL is a capability and the fragment a key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AesgcmUrl(<redacted>)")
+    }
+}
+
+impl AesgcmUrl {
+    /// The URL for a file encrypted with `secret` and uploaded to `https` (the slot's GET
+    /// URL). `None` unless that is an acceptable https URL: §3 forbids converting anything
+    /// else, and a fragment of its own would be taken for the key.
+    pub fn new(https: &str, secret: MediaKey) -> Option<AesgcmUrl> {
+        let https = crate::upload::https_url(https).ok()?;
+        if https.contains('#') {
+            return None;
+        }
+        Some(AesgcmUrl { https, secret })
+    }
+
+    /// One `aesgcm://` URL and nothing else: the scheme (any case), an address that is an
+    /// acceptable https URL once the scheme is replaced, and a fragment of exactly the IV
+    /// and key in hex. Anything else is not one (16-byte IVs of early clients included:
+    /// the XEP fixes 12).
+    pub fn parse(raw: &str) -> Option<AesgcmUrl> {
+        let (scheme, rest) = raw.split_once("://")?;
+        if !scheme.eq_ignore_ascii_case(AESGCM_SCHEME) {
+            return None;
+        }
+        let (location, fragment) = rest.split_once('#')?;
+        let secret = MediaKey::from_hex(fragment)?;
+        let https = crate::upload::https_url(&format!("https://{location}")).ok()?;
+        // `https_url` forgives surrounding whitespace; the URL as a whole must not have any.
+        if https.len() != "https://".len() + location.len() {
+            return None;
+        }
+        Some(AesgcmUrl { https, secret })
+    }
+
+    /// The file a message body shares, if the body is one by XEP-0454 §5's strict rule:
+    /// the URL alone, or the URL and a `data:` URI (a thumbnail, which we do not show) on
+    /// the next line. Whitespace around the whole body is forgiven, nothing else: a URL
+    /// within text is text.
+    pub fn from_body(body: &str) -> Option<AesgcmUrl> {
+        let body = body.trim_matches(|c: char| c.is_ascii_whitespace());
+        let (url, thumbnail) = match body.split_once('\n') {
+            Some((url, rest)) => (url, Some(rest)),
+            None => (body, None),
+        };
+        if thumbnail.is_some_and(|t| !is_data_uri(t)) {
+            return None;
+        }
+        AesgcmUrl::parse(url)
+    }
+
+    /// Where the encrypted file is fetched from.
+    pub fn https(&self) -> &str {
+        &self.https
+    }
+
+    pub fn secret(&self) -> &MediaKey {
+        &self.secret
+    }
+
+    /// The file's name, from the last segment of the URL's path (percent-decoded, made a
+    /// [`safe_name`]): the only name XEP-0454 conveys.
+    pub fn name(&self) -> Option<String> {
+        name_from_url(&self.https)
+    }
+
+    /// The URL as sent: the https URL with its scheme replaced, `#`, the IV and the key.
+    pub fn to_url(&self) -> Zeroizing<String> {
+        // `https_url` checked the scheme, in whatever case it came.
+        let rest = self.https.get("https".len()..).unwrap_or_default();
+        let mut out = Zeroizing::new(String::with_capacity(
+            AESGCM_SCHEME.len() + rest.len() + 1 + AESGCM_FRAGMENT_LEN,
+        ));
+        out.push_str(AESGCM_SCHEME);
+        out.push_str(rest);
+        out.push('#');
+        self.secret.push_hex(&mut out);
+        out
+    }
+}
+
+/// A `data:` URI in one piece (RFC 2397: a comma before the data, no whitespace).
+fn is_data_uri(s: &str) -> bool {
+    s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:"))
+        && s.contains(',')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,5 +919,127 @@ mod tests {
         assert_eq!(r.file, Some(file));
         assert_eq!(r.strip_fallback(&wire, &[rich::NS_REPLY, NS_SFS]), "");
         assert_eq!(r.strip_fallback(&wire, &[rich::NS_REPLY]), URL);
+    }
+
+    /// XEP-0454 §3's example, both ways.
+    const XEP_GET: &str =
+        "https://download.montague.tld/4a771ac1-f0b2-4a4a-9700-f2a26fa2bb67/tr%C3%A8s%20cool.jpg";
+    const XEP_IV: &str = "8c3d050e9386ec173861778f";
+    const XEP_KEY: &str = "68e9af38a97aaf82faa4063b4d0878a61261534410c8a84331eaac851759f587";
+    const XEP_URL: &str = "aesgcm://download.montague.tld/4a771ac1-f0b2-4a4a-9700-f2a26fa2bb67/tr%C3%A8s%20cool.jpg#8c3d050e9386ec173861778f68e9af38a97aaf82faa4063b4d0878a61261534410c8a84331eaac851759f587";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn xep_key() -> MediaKey {
+        MediaKey {
+            iv: unhex(XEP_IV).try_into().unwrap(),
+            key: Zeroizing::new(unhex(XEP_KEY).try_into().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_xep_0454_example_formats_and_parses() {
+        let made = AesgcmUrl::new(XEP_GET, xep_key()).unwrap();
+        assert_eq!(made.to_url().as_str(), XEP_URL);
+        let parsed = AesgcmUrl::parse(XEP_URL).unwrap();
+        assert_eq!(parsed, made);
+        assert_eq!(parsed.https(), XEP_GET);
+        assert_eq!(parsed.secret().iv.to_vec(), unhex(XEP_IV));
+        assert_eq!(parsed.secret().key.to_vec(), unhex(XEP_KEY));
+        assert_eq!(parsed.name().as_deref(), Some("très cool.jpg"));
+        // The scheme in any case, the hex in either.
+        let shouting = XEP_URL.replacen("aesgcm", "AESGCM", 1).to_uppercase();
+        let parsed = AesgcmUrl::parse(&shouting).unwrap();
+        assert_eq!(parsed.secret(), &xep_key());
+        // Nothing of the key or the address in Debug.
+        let shown = format!("{parsed:?} {:?}", parsed.secret());
+        assert!(
+            !shown.contains("8c3d") && !shown.contains("montague"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn only_well_formed_aesgcm_urls_parse() {
+        let fragment = format!("{XEP_IV}{XEP_KEY}");
+        let bad = [
+            // Not aesgcm, or not a URL.
+            XEP_GET.to_owned(),
+            format!("https://download.montague.tld/a.jpg#{fragment}"),
+            format!("aesgcm:/download.montague.tld/a.jpg#{fragment}"),
+            format!("aesgcmx://download.montague.tld/a.jpg#{fragment}"),
+            // The fragment: missing, short, long, a 16-byte IV (early clients), not hex.
+            "aesgcm://download.montague.tld/a.jpg".to_owned(),
+            format!("aesgcm://download.montague.tld/a.jpg#{}", &fragment[1..]),
+            format!("aesgcm://download.montague.tld/a.jpg#{fragment}0"),
+            format!("aesgcm://download.montague.tld/a.jpg#{XEP_IV}00000000{XEP_KEY}"),
+            format!(
+                "aesgcm://download.montague.tld/a.jpg#{}",
+                fragment.replacen('8', "g", 1)
+            ),
+            format!("aesgcm://download.montague.tld/a.jpg#{fragment}#{fragment}"),
+            // The address: what https_url refuses.
+            format!("aesgcm://user:pw@download.montague.tld/a.jpg#{fragment}"),
+            format!("aesgcm:///a.jpg#{fragment}"),
+            format!("aesgcm://download.montague.tld/a b.jpg#{fragment}"),
+            format!("aesgcm://download.montague.tld/a.jpg #{fragment}"),
+            format!(" aesgcm://download.montague.tld/a.jpg#{fragment}"),
+            format!("aesgcm://download.montague.tld/a.jpg#{fragment} "),
+            format!("aesgcm://download.montague.tld\\@evil/a.jpg#{fragment}"),
+        ];
+        for raw in &bad {
+            assert_eq!(AesgcmUrl::parse(raw), None, "{raw}");
+        }
+        // Only https URLs become aesgcm ones (§3), and one with a fragment cannot.
+        for get in [
+            "http://download.montague.tld/a.jpg",
+            "ftp://download.montague.tld/a.jpg",
+            "https://download.montague.tld/a.jpg#x",
+            "https://u@download.montague.tld/a.jpg",
+            "",
+        ] {
+            assert_eq!(AesgcmUrl::new(get, xep_key()), None, "{get}");
+        }
+        let no_name = AesgcmUrl::parse(&format!("aesgcm://h.example#{fragment}")).unwrap();
+        assert_eq!(no_name.name(), None);
+        let dotted =
+            AesgcmUrl::parse(&format!("aesgcm://h.example/x/..%2F.ssh%2Fkeys#{fragment}")).unwrap();
+        assert_eq!(dotted.name().as_deref(), Some("keys"));
+    }
+
+    #[test]
+    fn a_body_shares_a_file_only_when_it_is_the_url() {
+        let thumb = "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQEBLAEsAAD";
+        for body in [
+            XEP_URL.to_owned(),
+            format!("  {XEP_URL}\n"),
+            format!("{XEP_URL}\n{thumb}"),
+            format!("{XEP_URL}\ndata:image/jpeg,/9j/4AAQ"),
+        ] {
+            let got = AesgcmUrl::from_body(&body);
+            assert_eq!(
+                got.map(|u| u.https().to_owned()).as_deref(),
+                Some(XEP_GET),
+                "{body:?}"
+            );
+        }
+        for body in [
+            format!("look: {XEP_URL}"),
+            format!("{XEP_URL} nice"),
+            format!("{XEP_URL}\n{XEP_URL}"),
+            format!("{XEP_URL}\nhello"),
+            format!("{XEP_URL}\n\n{thumb}"),
+            format!("{XEP_URL}\ndata:image/jpeg;base64 ,AAAA"),
+            format!("{XEP_URL}\ndata:image/jpeg"),
+            format!("{XEP_URL}\r\n{thumb}"),
+            String::new(),
+        ] {
+            assert_eq!(AesgcmUrl::from_body(&body), None, "{body:?}");
+        }
     }
 }
