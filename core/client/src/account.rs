@@ -1100,7 +1100,8 @@ fn apply(
             fx.roster_changed = true;
         }
         Event::Subscribed { .. } => fx.presence_again = true,
-        Event::Closed(_) => {}
+        // The session logged it; nothing of it was read that could be stored.
+        Event::Closed(_) | Event::Dropped { .. } => {}
         // Handled by the pump (see `groups::apply`).
         Event::RoomMessage(_)
         | Event::PrivateMessage { .. }

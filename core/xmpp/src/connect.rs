@@ -7,14 +7,14 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_xmpp::connect::{AsyncReadAndWrite, DnsConfig};
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
@@ -30,6 +30,7 @@ use crate::inbound::NS_CARBONS;
 /// XEP-0352 client state indication.
 pub const NS_CSI: &str = "urn:xmpp:csi:0";
 use crate::jid::{split_bare, BareJid};
+use crate::limits::{self, Cuts, InboundLimits, LimitedIo};
 use crate::sasl2::{self, Method, Offer, Sasl2Auth, SmResult, Step, NS_SASL2};
 use crate::scram::{Binding, ScramClient, ScramError, ScramHash};
 use crate::tls::{self, TlsOptions};
@@ -112,6 +113,10 @@ pub struct ConnectConfig {
     /// checked when they arrive; if they changed so that the server would refuse what was
     /// sent, the login starts again without pipelining. `false`: always wait for features.
     pub pipeline: bool,
+    /// Limits on each element the server sends (size, nesting, tag length), applied before
+    /// anything is parsed: an element past them is dropped ([`crate::Event::Dropped`]) and
+    /// the stream goes on. Lower them where memory is scarce (a notification extension).
+    pub inbound_limits: InboundLimits,
 }
 
 /// What is needed to resume an XEP-0198 session (from [`crate::SmState`] of the old one).
@@ -147,6 +152,7 @@ impl std::fmt::Debug for ConnectConfig {
             .field("tls", &self.tls)
             .field("allow_sasl2", &self.allow_sasl2)
             .field("fast", &self.fast.as_ref().map(|t| &t.mechanism))
+            .field("inbound_limits", &self.inbound_limits)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +181,7 @@ impl ConnectConfig {
             inline_carbons: true,
             resume: None,
             pipeline: true,
+            inbound_limits: InboundLimits::default(),
         }
     }
 }
@@ -245,9 +252,37 @@ pub struct Connection {
     /// Stanzas the server sent before `<enabled/>` (ejabberd hands a replaced session's
     /// queue to the new one right after bind): replayed by the session, never dropped.
     pub(crate) early: Vec<Element>,
+    /// Elements cut by the inbound limits, for the session to recognise.
+    pub(crate) cuts: Arc<Cuts>,
 }
 
+/// The next element, refused if the inbound limits cut it: nothing of the login may be acted
+/// on when only part of it was read.
 pub(crate) async fn next_element<S: AsyncReadAndWrite>(
+    stream: &mut XmlStream<S, Element>,
+    limit: Duration,
+) -> Result<Element, ConnectError> {
+    let el = next_element_any(stream, limit).await?;
+    if limits::cut_marker(&el).is_some() {
+        return Err(over_limits_in_login());
+    }
+    Ok(el)
+}
+
+fn over_limits_in_login() -> ConnectError {
+    ConnectError::Protocol("an element over the inbound limits during login".into())
+}
+
+/// A read error as a [`ConnectError`]: what the inbound limits refused is the server's
+/// protocol violation, not a network failure.
+pub(crate) fn read_error(e: std::io::Error) -> ConnectError {
+    match limits::restricted(&e) {
+        Some(r) => ConnectError::Protocol(r.to_string()),
+        None => e.into(),
+    }
+}
+
+async fn next_element_any<S: AsyncReadAndWrite>(
     stream: &mut XmlStream<S, Element>,
     limit: Duration,
 ) -> Result<Element, ConnectError> {
@@ -261,7 +296,7 @@ pub(crate) async fn next_element<S: AsyncReadAndWrite>(
                     return Ok(el);
                 }
                 Some(Err(ReadError::SoftTimeout)) => continue,
-                Some(Err(ReadError::HardError(e))) => return Err(e.into()),
+                Some(Err(ReadError::HardError(e))) => return Err(read_error(e)),
                 Some(Err(ReadError::ParseError(e))) => {
                     return Err(ConnectError::Protocol(format!("unparsable element: {e}")))
                 }
@@ -399,13 +434,14 @@ async fn secure_transport(
         };
         let pipelined = !tail.is_empty();
         *rt += if pipelined { 1 } else { 2 };
-        let plain = initiate_stream(
-            BufStream::new(Pipelined { inner: tcp, tail }),
-            ns::JABBER_CLIENT,
-            header(&domain, None),
-            timeouts(cfg),
-        )
-        .await?;
+        // Bounded like the encrypted stream: before TLS, anyone on the path can talk.
+        let io = LimitedIo::new(
+            BufWriter::new(Pipelined { inner: tcp, tail }),
+            cfg.inbound_limits,
+            Arc::default(),
+        );
+        let plain =
+            initiate_stream(io, ns::JABBER_CLIENT, header(&domain, None), timeouts(cfg)).await?;
         let (_, mut plain) = recv_features_raw(plain, cfg.step_timeout).await?;
         let features = next_element(&mut plain, cfg.step_timeout).await?;
         if !features.is("features", ns::STREAM) || !features.has_child("starttls", ns::TLS) {
@@ -419,7 +455,7 @@ async fn secure_transport(
         if !reply.is("proceed", ns::TLS) {
             return Err(ConnectError::Tls("server refused STARTTLS".into()));
         }
-        plain.into_inner().into_inner().inner
+        plain.into_inner().into_inner().into_inner().inner
     };
     *rt += 1;
     let (tls, exporter) =
@@ -429,7 +465,8 @@ async fn secure_transport(
     Ok((tls, exporter, direct))
 }
 
-/// Opens the XML stream over TLS and returns it with the server's features. `from` goes into
+/// Opens the XML stream over TLS and returns it with the server's features and the record of
+/// what the inbound limits cut (see [`crate::limits`]). `from` goes into
 /// the header (XEP-0388: the bare JID we log in as; some servers offer SASL2 and FAST only
 /// then); the transport is encrypted, so it is never sent in clear. `pipelined` is sent right
 /// behind the header, before the server has answered it.
@@ -439,10 +476,15 @@ async fn open_stream(
     from: Option<&str>,
     pipelined: Option<&Element>,
     rt: &mut u32,
-) -> Result<(Stream, Element), ConnectError> {
+) -> Result<(Stream, Element, Arc<Cuts>), ConnectError> {
     let domain = cfg.jid.domain().to_owned();
     let tail = pipelined.map(xml_bytes).transpose()?.unwrap_or_default();
-    let io: Io = Box::new(BufStream::new(Pipelined { inner: tls, tail }));
+    let cuts = Arc::new(Cuts::default());
+    let io: Io = Box::new(LimitedIo::new(
+        BufWriter::new(Pipelined { inner: tls, tail }),
+        cfg.inbound_limits,
+        cuts.clone(),
+    ));
     *rt += 1;
     let pending =
         initiate_stream(io, ns::JABBER_CLIENT, header(&domain, from), timeouts(cfg)).await?;
@@ -451,7 +493,7 @@ async fn open_stream(
     if !features.is("features", ns::STREAM) {
         return Err(ConnectError::Protocol("expected stream features".into()));
     }
-    Ok((stream, features))
+    Ok((stream, features, cuts))
 }
 
 /// Connects and brings the stream up to TLS, returning the post-TLS features.
@@ -461,7 +503,7 @@ async fn secure_stream(
     rt: &mut u32,
 ) -> Result<(Stream, Element, Option<Vec<u8>>, bool), ConnectError> {
     let (tls, exporter, direct) = secure_transport(cfg, false, rt).await?;
-    let (stream, features) = open_stream(tls, cfg, from, None, rt).await?;
+    let (stream, features, _) = open_stream(tls, cfg, from, None, rt).await?;
     Ok((stream, features, exporter, direct))
 }
 
@@ -1116,11 +1158,16 @@ async fn recv_enabled(
     early: &mut Vec<Element>,
 ) -> Result<(), ConnectError> {
     let reply = loop {
-        let reply = next_element(stream, cfg.step_timeout).await?;
+        let reply = next_element_any(stream, cfg.step_timeout).await?;
         if reply.ns() == ns::JABBER_CLIENT && matches!(reply.name(), "message" | "presence" | "iq")
         {
+            // Even one the limits cut: the session drops it, counted, so that a replaced
+            // session's queue does not fail every login.
             early.push(reply);
             continue;
+        }
+        if limits::cut_marker(&reply).is_some() {
+            return Err(over_limits_in_login());
         }
         break reply;
     };
@@ -1189,7 +1236,7 @@ async fn connect_once(
             .filter(|p| p.mechanism != "PLAIN"),
         _ => None,
     };
-    let (mut stream, features) = open_stream(
+    let (mut stream, features, cuts) = open_stream(
         tls,
         cfg,
         Some(cfg.jid.as_str()),
@@ -1320,6 +1367,7 @@ async fn connect_once(
         negotiated.channel_binding = a.channel_binding;
         negotiated.ssdp = a.ssdp;
         let domain = cfg.jid.domain().to_owned();
+        cuts.restart();
         let pending = stream
             .initiate_reset()
             .send_header(header(&domain, Some(cfg.jid.as_str())))
@@ -1383,6 +1431,7 @@ async fn connect_once(
         step_timeout: cfg.step_timeout,
         foreground_keepalive: cfg.foreground_keepalive,
         early,
+        cuts,
     }))
 }
 

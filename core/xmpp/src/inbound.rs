@@ -248,6 +248,12 @@ pub enum Event {
     },
     /// Our blocklist changed (XEP-0191), on another device of ours or here.
     Blocklist(crate::profile::BlockingPush),
+    /// The server sent an element past [`crate::InboundLimits`]: it was dropped unread (a
+    /// stanza among them still counts as received), the session goes on. Something may be
+    /// missing, e.g. a message too large to show.
+    Dropped {
+        reason: crate::DropReason,
+    },
     /// The session ended; reason given.
     Closed(crate::ConnectError),
 }

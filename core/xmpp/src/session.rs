@@ -14,11 +14,12 @@ use tokio_xmpp::xmlstream::ReadError;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ns;
 
-use crate::connect::{stream_error_condition, Connection, Negotiated, SmBase, Stream};
+use crate::connect::{read_error, stream_error_condition, Connection, Negotiated, SmBase, Stream};
 use crate::elem::el;
 use crate::error::{ConnectError, RequestError};
 use crate::inbound::{self, Context, Event, RosterItem, NS_CARBONS, NS_PING, NS_RECEIPTS, NS_SID};
 use crate::jid::{split_bare, BareJid};
+use crate::limits::{Cuts, DropReason};
 use crate::mam::{self, CatchUp};
 
 enum Cmd {
@@ -250,6 +251,7 @@ impl Session {
             own_full: negotiated.bound_jid.clone(),
             sm: negotiated.sm_id.is_some() || negotiated.sm_inline,
             stream: conn.stream,
+            cuts: conn.cuts,
             events,
             durable,
             pending_iqs: HashMap::new(),
@@ -745,6 +747,8 @@ struct Driver {
     own_full: String,
     sm: bool,
     stream: Stream,
+    /// What the inbound limits cut (see `crate::limits`).
+    cuts: Arc<Cuts>,
     events: EventTx,
     durable: bool,
     pending_iqs: HashMap<String, PendingIq>,
@@ -880,7 +884,7 @@ impl Driver {
                         tracing::warn!(error = %e, "dropping unparsable element");
                         self.count_inbound();
                     }
-                    Some(Err(ReadError::HardError(e))) => break e.into(),
+                    Some(Err(ReadError::HardError(e))) => break read_error(e),
                     Some(Err(ReadError::StreamFooterReceived)) | None => {
                         break ConnectError::Network("server closed the stream".into())
                     }
@@ -1161,6 +1165,9 @@ impl Driver {
 
     async fn handle_inbound(&mut self, el: Element) -> Result<(), ConnectError> {
         self.last_read = Instant::now();
+        if let Some(reason) = self.cuts.take_cut(&el) {
+            return self.drop_cut(&el, reason).await;
+        }
         if el.ns() == ns::SM {
             return self.handle_sm(&el).await;
         }
@@ -1354,6 +1361,37 @@ impl Driver {
         // it carried must still reach the caller rather than count as handled unseen.
         self.emit(seq, outcome.events);
         if let Some(reply) = outcome.reply {
+            self.write(&reply, None).await?;
+        }
+        Ok(())
+    }
+
+    /// An element the inbound limits cut short: never taken for what it claims to be. A
+    /// stanza still counts as handled (XEP-0198), or every resumption would bring it back; an
+    /// IQ request is refused, so that its sender is not left waiting.
+    async fn drop_cut(&mut self, cut: &Element, reason: DropReason) -> Result<(), ConnectError> {
+        let stanza = cut.ns() == ns::JABBER_CLIENT;
+        tracing::warn!(
+            ?reason,
+            stanza,
+            "dropping an element over the inbound limits"
+        );
+        if stanza && self.counting {
+            self.count_inbound();
+        }
+        self.events.send(0, Event::Dropped { reason });
+        let request = cut.name() == "iq" && matches!(cut.attr("type"), Some("get") | Some("set"));
+        if let (true, true, Some(id)) = (stanza, request, cut.attr("id")) {
+            let reply = el("iq", ns::JABBER_CLIENT)
+                .attr("type", "error")
+                .attr("id", id)
+                .attr_opt("to", cut.attr("from"))
+                .child(
+                    el("error", ns::JABBER_CLIENT)
+                        .attr("type", "modify")
+                        .child(el("policy-violation", ns::XMPP_STANZAS)),
+                )
+                .build();
             self.write(&reply, None).await?;
         }
         Ok(())
