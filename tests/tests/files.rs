@@ -310,32 +310,9 @@ async fn foreign_and_hostile_files(server: Server) {
     let (eve, eve_jid) = raw_peer(server, "eve").await;
 
     // A real upload by Eve, announced Conversations-style.
-    let service = linnet_xmpp::upload::discover_upload_service(&eve)
-        .await
-        .unwrap()
-        .unwrap();
     let up = tempfile::tempdir().unwrap();
     let (src, digest) = png_file(up.path(), "from-eve.bin", 100_000, 1, 1);
-    let slot = linnet_xmpp::upload::request_slot(
-        &eve,
-        &service.jid,
-        "from-eve.bin",
-        100_000,
-        "application/octet-stream",
-    )
-    .await
-    .unwrap();
-    Transfers::new(&tls())
-        .unwrap()
-        .upload(
-            &slot,
-            &src,
-            "application/octet-stream",
-            |_, _| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let slot = upload_raw(&eve, "from-eve.bin", &src).await;
 
     // A listener no one may connect to.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1090,6 +1067,29 @@ fn stored_share(c: &TestClient, id: MessageId) -> (String, AesgcmUrl) {
     (url, share)
 }
 
+/// `path` uploaded by a raw session (as another client would), as `name`: its slot.
+async fn upload_raw(
+    s: &linnet_xmpp::Session,
+    name: &str,
+    path: &Path,
+) -> linnet_xmpp::upload::Slot {
+    let service = linnet_xmpp::upload::discover_upload_service(s)
+        .await
+        .unwrap()
+        .unwrap();
+    let len = std::fs::metadata(path).unwrap().len();
+    let mime = "application/octet-stream";
+    let slot = linnet_xmpp::upload::request_slot(s, &service.jid, name, len, mime)
+        .await
+        .unwrap();
+    Transfers::new(&tls())
+        .unwrap()
+        .upload(&slot, path, mime, |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    slot
+}
+
 /// What the upload service holds at `url`, fetched directly.
 async fn fetch_raw(url: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
@@ -1513,32 +1513,8 @@ async fn an_encrypted_file_interoperates_with_an_omemo_03_client(server: Server)
     let fragment = py_aesgcm(&["encrypt".as_ref(), theirs.as_ref(), sealed.as_ref()]);
     assert_eq!(fragment.len(), 88);
     let (uploader, _) = raw_peer(server, "uploader").await;
-    let service = linnet_xmpp::upload::discover_upload_service(&uploader)
-        .await
-        .unwrap()
-        .unwrap();
-    let sealed_len = std::fs::metadata(&sealed).unwrap().len();
-    assert_eq!(sealed_len, 150_000 + 16);
-    let slot = linnet_xmpp::upload::request_slot(
-        &uploader,
-        &service.jid,
-        "from-python.png",
-        sealed_len,
-        "application/octet-stream",
-    )
-    .await
-    .unwrap();
-    Transfers::new(&tls())
-        .unwrap()
-        .upload(
-            &slot,
-            &sealed,
-            "application/octet-stream",
-            |_, _| {},
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    assert_eq!(std::fs::metadata(&sealed).unwrap().len(), 150_000 + 16);
+    let slot = upload_raw(&uploader, "from-python.png", &sealed).await;
     let link = format!(
         "aesgcm{}#{fragment}",
         slot.get_url.strip_prefix("https").unwrap()
