@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use linnet_client::{
-    AccountId, ChatListSnapshot, Client, ClientError, ClientOptions, ConversationListener,
-    ConversationSnapshot, DbKey, DeliveryState, MessageId, ServerOverride, TlsOptions,
+    format_fingerprint, AccountId, ChatListSnapshot, Client, ClientError, ClientOptions,
+    ConversationListener, ConversationSnapshot, DbKey, DeliveryState, MessageId, ServerOverride,
+    TlsOptions, TrustDecision, TrustPolicy,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -41,6 +42,20 @@ commands:
                                   fetch a received file into DIR (default .), hash checked
   encryption <jid> [auto|omemo|plain]
                                   show or set a conversation's encryption (files need plain)
+  devices [<jid>]                 OMEMO devices of a contact (default: our own account) as last
+                                  seen, with fingerprints and trust (undecided, blind, verified,
+                                  distrusted)
+  fingerprint                     this device's OMEMO id and fingerprint, and the xmpp: URI
+                                  for our QR code (the form Conversations scans)
+  verify <xmpp-uri>               verify a contact's devices by the URI of their QR code
+                                  (xmpp:jid?omemo-sid-<id>=<fingerprint>;…); a key that
+                                  contradicts a known one changes nothing and fails
+  trust <jid> <device-id> verify|trust|distrust|revoke
+                                  decide on one device by hand (revoke: back to what the
+                                  trust policy gives a new device)
+  trust-policy [blind_trust|manual]
+                                  show or set how new devices are trusted (default
+                                  blind_trust: until a device of the contact is verified)
   sync [--seconds N]              log in, fetch what is waiting, log out
   chats                           print the chat-list snapshot
   show <jid> [--limit N]          print one conversation's snapshot
@@ -356,6 +371,7 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             print(&json!({"ok": true, "encryption": client.encryption_policy(conv)?}));
             Ok(())
         }
+        "devices" | "fingerprint" | "verify" | "trust" | "trust-policy" => trust_command(args),
         "show" => {
             let peer = pos(args, 0, "peer JID")?;
             let client = open(args)?;
@@ -400,6 +416,74 @@ async fn run(args: &Args) -> Result<(), ClientError> {
         }
         other => Err(bad(format!("unknown command {other:?}"))),
     }
+}
+
+/// OMEMO trust: store only, no login (device lists and keys are as the last session saw
+/// them).
+fn trust_command(args: &Args) -> Result<(), ClientError> {
+    let client = open(args)?;
+    let acc = account(&client, args)?;
+    match args.command.as_str() {
+        "devices" => {
+            let jid = match args.positional.first() {
+                Some(j) => j.clone(),
+                None => own_jid(&client, acc)?,
+            };
+            for d in client.omemo_devices(acc, &jid)? {
+                print(&json!({
+                    "device": d.device_id,
+                    "encryption": d.encryption,
+                    "active": d.active,
+                    "fingerprint": d.fingerprint.as_deref().map(format_fingerprint),
+                    "trust": d.trust,
+                    "current": d.current,
+                }));
+            }
+        }
+        "fingerprint" => {
+            let fingerprint = client.own_omemo_fingerprint(acc)?;
+            print(&json!({
+                "device": client.own_omemo_device(acc)?,
+                "fingerprint": format_fingerprint(&fingerprint),
+                "uri": client.own_verification_uri(acc)?,
+            }));
+        }
+        "verify" => {
+            let uri = pos(args, 0, "xmpp: URI")?;
+            let result = client.verify_by_uri(acc, uri)?;
+            let result =
+                serde_json::to_value(&result).map_err(|e| ClientError::Internal(e.to_string()))?;
+            print(&json!({"ok": true, "result": result}));
+        }
+        "trust" => {
+            let jid = pos(args, 0, "JID")?;
+            let device = pos(args, 1, "device id")?
+                .parse::<u32>()
+                .map_err(|_| bad("the device id is a number"))?;
+            let decision: TrustDecision = serde_json::from_value(json!(pos(args, 2, "decision")?))
+                .map_err(|_| bad("trust: verify, trust, distrust or revoke"))?;
+            client.set_device_trust(acc, jid, device, decision)?;
+            print(&json!({"ok": true}));
+        }
+        _ => {
+            if let Some(p) = args.positional.first() {
+                let policy: TrustPolicy = serde_json::from_value(json!(p))
+                    .map_err(|_| bad("trust-policy: blind_trust or manual"))?;
+                client.set_omemo_trust_policy(acc, policy)?;
+            }
+            print(&json!({"ok": true, "policy": client.omemo_trust_policy(acc)?}));
+        }
+    }
+    Ok(())
+}
+
+fn own_jid(client: &Client, acc: AccountId) -> Result<String, ClientError> {
+    client
+        .accounts()?
+        .into_iter()
+        .find(|(id, _)| *id == acc)
+        .map(|(_, jid)| jid)
+        .ok_or_else(|| ClientError::NotFound("account".into()))
 }
 
 /// One login attempt; a network failure is reported instead of retried (the CLI is

@@ -1050,6 +1050,10 @@ fn apply(
                 if crate::omemo::device_list_seen(tx, account, own, &from, version, payload)? {
                     fx.omemo.republish = true;
                 }
+                // The conversation shows the peer's devices.
+                if let Some(c) = tx.conversation(account, from.as_str(), false)? {
+                    fx.changed.push(c);
+                }
             }
         }
         Event::Presence {
@@ -1129,6 +1133,7 @@ fn on_message(
     let mut m = m;
     let mut encryption = linnet_store::Encryption::Plain;
     let mut error = None;
+    let mut from_device = None;
     if !m.encrypted.is_empty() {
         // A copy of a message we hold (the archive's, a re-sent one, our own sent one) is
         // not decrypted again: its key is gone, and so it would show as undecryptable.
@@ -1142,9 +1147,10 @@ fn on_message(
         };
         if !held {
             match crate::omemo::open_message(tx, account, own, &m, &mut fx.omemo)? {
-                Opened::Body(body, e) => {
+                Opened::Body(body, e, device) => {
                     m.body = body;
                     encryption = e;
+                    from_device = Some(device);
                 }
                 Opened::Nothing => return Ok(()),
                 Opened::Failed(reason, e) => {
@@ -1169,7 +1175,7 @@ fn on_message(
         fx.typing.push((conversation, false));
     }
     if let crate::rich::Change::Apply(kind, target) = change {
-        if crate::rich::store_change(
+        let applied = crate::rich::store_change(
             tx,
             conversation,
             own,
@@ -1179,7 +1185,12 @@ fn on_message(
             timestamp_ms,
             encryption,
             error,
-        )? {
+        )?;
+        if applied {
+            // The corrected text shows as coming from the correction's device.
+            if let (linnet_store::MessageKind::Correction, Some(d)) = (kind, &from_device) {
+                crate::omemo::record_sender(tx, target, d)?;
+            }
             fx.changed.push(conversation);
         }
         // A correction asks for a receipt like the message it replaces.
@@ -1197,6 +1208,9 @@ fn on_message(
         ..received_row(conversation, own, &m, body, timestamp_ms, encryption, error)
     })?;
     if let Inserted::New(rec) = &inserted {
+        if let Some(d) = &from_device {
+            crate::omemo::record_sender(tx, rec.id, d)?;
+        }
         crate::files::store_received(tx, rec.id, !m.encrypted.is_empty(), &m.rich)?;
         crate::files::store_received_encrypted(tx, rec.id, encryption, &m.body)?;
     }

@@ -11,6 +11,7 @@ mod profiles;
 mod rich;
 pub mod snapshot;
 pub mod transfer;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,9 +28,9 @@ pub use linnet_store::{
     AccountId, ConversationId, DbKey, DeliveryState, Encryption, EncryptionPolicy, MessageId,
 };
 pub use linnet_xmpp::TlsOptions;
-pub use omemo::OmemoDeviceInfo;
 pub use profiles::{AvatarImage, ProfileCard};
 pub use snapshot::*;
+pub use trust::{format_fingerprint, TrustDecision, TrustPolicy, UriVerification};
 
 /// Longest message body we accept from the app (bytes); servers cap stanzas at 256 KiB or so.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -474,10 +475,24 @@ impl Client {
             .0)
     }
 
-    /// The OMEMO devices of `jid` (a contact, or our own account) as last seen in PEP.
+    /// The OMEMO devices of `jid` (a contact, or our own account) as last seen in PEP, with
+    /// fingerprints and trust (see [`trust`]).
     pub fn omemo_devices(&self, account: AccountId, jid: &str) -> Result<Vec<OmemoDeviceInfo>> {
         let jid = BareJid::parse(jid)?;
-        Ok(omemo::devices(&self.inner, account, &jid)?)
+        let own = self.inner.store().account(account)?.jid == jid.as_str();
+        let current = if own {
+            let device = self.own_omemo_device(account)?;
+            Some((device, self.own_omemo_fingerprint(account)?))
+        } else {
+            None
+        };
+        let current = current.as_ref().map(|(d, f)| (*d, f.as_str()));
+        Ok(omemo::devices(
+            &self.inner.store(),
+            account,
+            jid.as_str(),
+            current,
+        )?)
     }
 
     /// This device's OMEMO device id for `account`.
@@ -737,6 +752,7 @@ impl Client {
         };
         let mut items = rich::message_items(&store, &own, own_occupant.as_deref(), records)?;
         self.inner.files.merge(&mut items);
+        omemo::mark_trust(&store, &mut items)?;
         Ok(items)
     }
 
@@ -1199,6 +1215,12 @@ impl Inner {
         };
         let mut messages = rich::message_items(&store, &own, own_occupant.as_deref(), records)?;
         self.files.merge(&mut messages);
+        omemo::mark_trust(&store, &mut messages)?;
+        let devices = if group {
+            Vec::new()
+        } else {
+            omemo::devices(&store, info.account, &info.peer, None)?
+        };
         drop(store);
         let group = if group {
             self.group_state(conversation)
@@ -1229,6 +1251,7 @@ impl Inner {
             gaps,
             peer_typing,
             group,
+            devices,
         })
     }
 }

@@ -1,7 +1,10 @@
-//! OMEMO in the client, so far: our own device. Each account has one device id (XEP-0384
-//! §5.3: random in 1..2^31-1, kept for good) with keys for both OMEMO versions, and after
-//! every fresh login the device is in our device lists and its bundles are published,
-//! readable by anyone (a peer who is not a contact yet must be able to start a session).
+//! OMEMO in the client. Each account has one device id (XEP-0384 §5.3: random in
+//! 1..2^31-1, kept for good) with keys for both OMEMO versions, and after every fresh login
+//! the device is in our device lists and its bundles are published, readable by anyone (a
+//! peer who is not a contact yet must be able to start a session). Messages are encrypted
+//! for the devices the trust policy allows (see `trust`): a device's identity is first
+//! recorded here, when a session is built from its bundle (`ensure_session`) or by its key
+//! exchange (`open_message`), and the policy decides its trust in the same transaction.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,8 @@ use std::time::Duration;
 use linnet_omemo::sce::Envelope;
 use linnet_omemo::{Bundle, DeviceAddress, EncryptedMessage, MessageKey, SessionManager, Version};
 use linnet_store::{
-    AccountId, DeliveryState, Encryption, EncryptionPolicy, OmemoStore, OutboxEntry, StoreError, Tx,
+    AccountId, DeliveryState, Encryption, EncryptionPolicy, MessageId, OmemoStore, OutboxEntry,
+    Store, StoreError, Tx,
 };
 use linnet_xmpp::omemo::{
     BundleItem, Device, DeviceListItem, KeyEntry, OmemoVersion, DEVICE_LIST_ITEM_ID,
@@ -20,7 +24,8 @@ use rand::Rng;
 use tokio::sync::Notify;
 use zeroize::Zeroizing;
 
-use crate::{lock, Inner};
+use crate::trust::{curve_form, hex, on_first_sight, usable};
+use crate::{lock, DeviceTrust, Inner, MessageItem, OmemoDeviceInfo};
 
 const KV_DEVICE_ID: &str = "omemo.device_id";
 
@@ -205,13 +210,51 @@ async fn publish(
 
 /// What a received OMEMO message comes to.
 pub(crate) enum Opened {
-    /// Decrypted text to show.
-    Body(String, Encryption),
+    /// Decrypted text to show, and the device it came from (to record with the message,
+    /// see `record_sender`).
+    Body(String, Encryption, SenderDevice),
     /// Nothing to show: an empty message (key transport, heartbeat, session completion), or
     /// a replay of one already decrypted.
     Nothing,
     /// Could not be decrypted: shown as such, with the reason (never dropped).
     Failed(String, Encryption),
+}
+
+/// The device a decrypted message came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SenderDevice {
+    pub jid: BareJid,
+    pub device_id: u32,
+    pub version: Version,
+}
+
+/// Records with a stored message (or, for a correction, the message it corrects) the
+/// device its text came from, so that it shows with that device's trust.
+pub(crate) fn record_sender(
+    tx: &Tx<'_>,
+    message: MessageId,
+    sender: &SenderDevice,
+) -> Result<(), StoreError> {
+    tx.set_omemo_sender(
+        message,
+        sender.jid.as_str(),
+        sender.version,
+        sender.device_id,
+    )
+}
+
+/// Sets `trust` on the items decrypted from OMEMO, from the devices they came from.
+pub(crate) fn mark_trust(store: &Store, items: &mut [MessageItem]) -> Result<(), StoreError> {
+    let ids: Vec<MessageId> = items.iter().map(|m| m.id).collect();
+    let found: std::collections::HashMap<MessageId, Option<linnet_omemo::Trust>> =
+        store.omemo_sender_trust(&ids)?.into_iter().collect();
+    for m in items {
+        if let Some(t) = found.get(&m.id) {
+            // A device whose identity is not recorded is trusted by no one.
+            m.trust = Some(t.map_or(DeviceTrust::Undecided, DeviceTrust::from));
+        }
+    }
+    Ok(())
 }
 
 /// A device to send an empty message to once the batch is committed.
@@ -329,8 +372,20 @@ pub(crate) fn open_message(
         iv: enc.iv.clone(),
         payload: enc.payload.clone(),
     };
-    let result = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)
-        .and_then(|mut m| m.decrypt(version, sender.as_str(), &message));
+    let address = DeviceAddress::new(sender.as_str(), enc.sid);
+    // Whether this message is the first we hear of the device's identity: the policy then
+    // decides how far it is trusted.
+    let first_sight = linnet_omemo::store::IdentityStore::identity(
+        &OmemoStore::new(tx, account),
+        version,
+        &address,
+    )
+    .map(|r| r.is_none());
+    let result = first_sight.and_then(|first| {
+        SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)
+            .and_then(|mut m| m.decrypt(version, sender.as_str(), &message))
+            .map(|d| (first, d))
+    });
     let answer = |rebuild| Answer {
         jid: sender.clone(),
         device_id: enc.sid,
@@ -338,7 +393,17 @@ pub(crate) fn open_message(
         rebuild,
     };
     match result {
-        Ok(d) => {
+        Ok((first, d)) => {
+            if first {
+                on_first_sight(
+                    tx,
+                    account,
+                    sender.as_str(),
+                    enc.sid,
+                    version,
+                    &d.identity.key,
+                );
+            }
             fx.republish |= d.bundle_changed;
             // A device we did not know of: its list changed without a notification reaching
             // us (ejabberd sends none to contacts for a device list published right after a
@@ -377,8 +442,15 @@ pub(crate) fn open_message(
                     }
                 },
             };
+            let from = SenderDevice {
+                jid: sender.clone(),
+                device_id: enc.sid,
+                version,
+            };
             match body {
-                Some(b) if !b.trim().is_empty() => Ok(Opened::Body(b, encryption_of(version))),
+                Some(b) if !b.trim().is_empty() => {
+                    Ok(Opened::Body(b, encryption_of(version), from))
+                }
                 Some(_) => Ok(Opened::Nothing),
                 None => Ok(Opened::Failed(
                     "the decrypted content is not text".into(),
@@ -645,7 +717,12 @@ async fn send_one(
     }
     let all: Vec<Target> = peer_targets.iter().chain(&own_targets).cloned().collect();
     for t in &all {
-        ensure_session(inner, account, session, &own, device_id, t, false).await?;
+        // No bundle is fetched for a device the user rejected; any other device without a
+        // session gets one, which records its identity and the trust the policy gives it
+        // (whether it is then used is decided below, with the trust as it is then).
+        if !distrusted(inner, account, t)? {
+            ensure_session(inner, account, session, &own, device_id, t, false).await?;
+        }
     }
     // Under the slot lock, as `send_message` and the outbox re-send are: the entry is
     // encrypted, stored as its stanza and sent on this session, or left for the next one.
@@ -666,15 +743,15 @@ async fn send_one(
             &extras,
             &all,
         ) {
-            Ok(Some((stanza, encryption))) => {
+            Ok(Sealed::Stanza(stanza, encryption)) => {
                 tx.outbox_replace(entry.id, "chat", &stanza)?;
                 tx.set_message_encryption(message_id, encryption)?;
                 if policy == EncryptionPolicy::Auto {
                     tx.set_encryption_policy(message.conversation, EncryptionPolicy::Omemo)?;
                 }
-                Ok(Some(stanza))
+                Ok(Ok(stanza))
             }
-            Ok(None) => Ok(None),
+            Ok(not) => Ok(Err(not)),
             Err(e) => {
                 failure = Some(e);
                 Err(StoreError::InvalidInput("OMEMO encryption failed"))
@@ -684,12 +761,20 @@ async fn send_one(
     let stanza = match (built, failure) {
         (_, Some(e)) => return Err(SendError::Never(e.to_string())),
         (Err(e), None) => return Err(e.into()),
-        (Ok(None), None) => {
+        (Ok(Err(Sealed::Untrusted)), None) => {
+            // Never in the clear instead: the contact uses OMEMO.
+            return Err(SendError::Never(
+                "none of the contact's OMEMO devices is trusted: verify or trust one, then \
+                 send again"
+                    .into(),
+            ));
+        }
+        (Ok(Err(_)), None) => {
             return Err(SendError::Never(
                 "no device of the contact could be reached".into(),
             ))
         }
-        (Ok(Some(s)), None) => s,
+        (Ok(Ok(s)), None) => s,
     };
     let _ = session.send_raw_tracked(&stanza, &origin);
     drop(guard);
@@ -796,10 +881,26 @@ async fn fetch_device_list(
         "device list fetched"
     );
     let own = session.own_jid().clone();
-    inner.store().transaction(|tx| {
-        device_list_seen(tx, account, &own, jid, version, payload.as_deref()).map(|_| ())
+    let conversation = inner.store().transaction(|tx| {
+        device_list_seen(tx, account, &own, jid, version, payload.as_deref())?;
+        tx.conversation(account, jid.as_str(), false)
     })?;
+    // The conversation shows the peer's devices.
+    if let Some(c) = conversation {
+        inner.conversation_snapshot_changed(c);
+    }
     Ok(())
+}
+
+/// Whether the user distrusted the device (its identity in the version it is reached by).
+fn distrusted(inner: &Inner, account: AccountId, t: &Target) -> Result<bool, SendError> {
+    use linnet_omemo::store::IdentityStore as _;
+    let address = DeviceAddress::new(t.jid.as_str(), t.device_id);
+    let record = inner
+        .store()
+        .omemo_transaction(account, |s| s.identity(t.version, &address))
+        .map_err(|e| SendError::Later(e.to_string()))?;
+    Ok(record.is_some_and(|r| r.trust == linnet_omemo::Trust::Distrusted))
 }
 
 /// Builds a session with the device from its bundle unless one exists (or, with `replace`,
@@ -858,8 +959,23 @@ async fn ensure_session(
         prekeys: bundle.prekeys,
     };
     let built = inner.store().omemo_transaction(account, |s| {
-        SessionManager::new(s, own.as_str(), device_id)?
-            .process_bundle(t.version, &address, &bundle)
+        use linnet_omemo::store::IdentityStore as _;
+        let first_sight = s.identity(t.version, &address)?.is_none();
+        let mut m = SessionManager::new(s, own.as_str(), device_id)?;
+        m.process_bundle(t.version, &address, &bundle)?;
+        if first_sight {
+            if let Some(r) = m.store().identity(t.version, &address)? {
+                on_first_sight(
+                    m.store().tx(),
+                    account,
+                    t.jid.as_str(),
+                    t.device_id,
+                    t.version,
+                    &r.key,
+                );
+            }
+        }
+        Ok(())
     });
     match built {
         Ok(()) => Ok(()),
@@ -872,8 +988,19 @@ async fn ensure_session(
     }
 }
 
-/// Encrypts `body` for every target with a session, by version, and builds the stanza.
-/// `None` when no device of `peer` could be included.
+/// What encrypting a message came to.
+enum Sealed {
+    /// The stanza to send, and how it reached the contact.
+    Stanza(String, Encryption),
+    /// The contact has devices with sessions, but the user trusts none of them.
+    Untrusted,
+    /// No device of the contact could be included.
+    Unreachable,
+}
+
+/// Encrypts `body` for every target with a session that the trust policy allows, by
+/// version, and builds the stanza. The trust is read in the transaction the ratchets move
+/// in, so a device distrusted a moment before gets nothing.
 #[allow(clippy::too_many_arguments)]
 fn encrypt_for(
     tx: &Tx<'_>,
@@ -885,14 +1012,30 @@ fn encrypt_for(
     body: &str,
     extras: &linnet_xmpp::rich::Extras,
     all: &[Target],
-) -> Result<Option<(String, Encryption)>, linnet_omemo::Error> {
+) -> Result<Sealed, linnet_omemo::Error> {
+    use linnet_omemo::store::IdentityStore as _;
     let body = &extras.wire_body(body);
     let mut manager = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)?;
+    let mut allowed: Vec<&Target> = Vec::with_capacity(all.len());
+    let (mut trusted_peer, mut untrusted_peer) = (0, 0);
+    for t in all {
+        let address = DeviceAddress::new(t.jid.as_str(), t.device_id);
+        let to_peer = &t.jid == peer;
+        match manager.store().identity(t.version, &address)? {
+            Some(r) if !usable(r.trust) => untrusted_peer += usize::from(to_peer),
+            Some(_) => {
+                trusted_peer += usize::from(to_peer);
+                allowed.push(t);
+            }
+            // Without an identity there is no session either: the manager leaves it out.
+            None => allowed.push(t),
+        }
+    }
     let mut elements = Vec::new();
     let mut reached_peer = false;
     let mut newest = Encryption::Omemo03;
     for version in [Version::Omemo2, Version::Omemo03] {
-        let recipients: Vec<DeviceAddress> = all
+        let recipients: Vec<DeviceAddress> = allowed
             .iter()
             .filter(|t| t.version == version)
             .map(|t| DeviceAddress::new(t.jid.as_str(), t.device_id))
@@ -926,7 +1069,15 @@ fn encrypt_for(
         elements.push(to_element(version, &out.message)?);
     }
     if !reached_peer {
-        return Ok(None);
+        if trusted_peer == 0 && untrusted_peer > 0 {
+            tracing::info!(
+                account = account.0,
+                untrusted = untrusted_peer,
+                "no trusted device of the contact"
+            );
+            return Ok(Sealed::Untrusted);
+        }
+        return Ok(Sealed::Unreachable);
     }
     let stanza = linnet_xmpp::omemo::chat_stanza(
         peer,
@@ -938,7 +1089,10 @@ fn encrypt_for(
     .map_err(|_| linnet_omemo::Error::Malformed {
         what: "our own message",
     })?;
-    Ok(Some((linnet_xmpp::stanza_to_string(&stanza), newest)))
+    Ok(Sealed::Stanza(
+        linnet_xmpp::stanza_to_string(&stanza),
+        newest,
+    ))
 }
 
 /// The `<encrypted>` element's data for one version's result.
@@ -1083,32 +1237,19 @@ pub(crate) async fn refresh_device_lists(
     }
 }
 
-/// One OMEMO device of a JID as the app shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OmemoDeviceInfo {
-    pub device_id: u32,
-    /// The version the device is reached by (OMEMO 2 when it is in both lists).
-    pub encryption: Encryption,
-    /// In the device's list as last seen; inactive devices get nothing.
-    pub active: bool,
-    /// The identity key in lowercase hex (32 bytes: Curve25519 for OMEMO 0.3, Ed25519 for
-    /// OMEMO 2), once known from a session.
-    pub fingerprint: Option<String>,
-    pub trust: Option<linnet_omemo::Trust>,
-}
-
-/// `jid`'s devices as last seen, with what we know of their identities.
+/// `jid`'s devices as last seen, with their fingerprints and trust. `current`: this
+/// client's device and fingerprint, when `jid` is our own account (we record no identity
+/// of our own).
 pub(crate) fn devices(
-    inner: &Inner,
+    store: &Store,
     account: AccountId,
-    jid: &BareJid,
+    jid: &str,
+    current: Option<(u32, &str)>,
 ) -> Result<Vec<OmemoDeviceInfo>, StoreError> {
-    use linnet_omemo::store::IdentityStore as _;
-    let mut store = inner.store();
     let mut out: Vec<OmemoDeviceInfo> = Vec::new();
     for version in [Version::Omemo2, Version::Omemo03] {
         for d in store
-            .omemo_device_list(account, jid.as_str(), version)?
+            .omemo_device_list(account, jid, version)?
             .unwrap_or_default()
         {
             if out.iter().any(|o| o.device_id == d.device_id && o.active) {
@@ -1121,26 +1262,32 @@ pub(crate) fn devices(
                 active: d.active,
                 fingerprint: None,
                 trust: None,
+                current: false,
             });
         }
     }
-    let found = store.omemo_transaction(account, |s| {
-        out.iter()
-            .map(|o| {
-                let version = match o.encryption {
-                    Encryption::Omemo03 => Version::Omemo03,
-                    _ => Version::Omemo2,
-                };
-                s.identity(version, &DeviceAddress::new(jid.as_str(), o.device_id))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    });
-    if let Ok(records) = found {
-        for (o, r) in out.iter_mut().zip(records) {
-            if let Some(r) = r {
-                o.fingerprint = Some(r.key.iter().map(|b| format!("{b:02x}")).collect());
-                o.trust = Some(r.trust);
-            }
+    let identities = store.omemo_identities(account, jid)?;
+    for o in &mut out {
+        if let Some((_, fingerprint)) = current.filter(|(id, _)| *id == o.device_id) {
+            o.current = true;
+            o.fingerprint = Some(fingerprint.to_owned());
+            o.trust = Some(DeviceTrust::Verified);
+            continue;
+        }
+        let reached_by = match o.encryption {
+            Encryption::Omemo03 => Version::Omemo03,
+            _ => Version::Omemo2,
+        };
+        // The identity of the version the device is reached by, else the other one's (one
+        // verified in advance is recorded as OMEMO 0.3).
+        let of_device = |v: Option<Version>| {
+            identities
+                .iter()
+                .find(|(rv, d, _)| *d == o.device_id && v.is_none_or(|v| v == *rv))
+        };
+        if let Some((v, _, r)) = of_device(Some(reached_by)).or_else(|| of_device(None)) {
+            o.fingerprint = curve_form(*v, &r.key).map(|k| hex(&k));
+            o.trust = Some(r.trust.into());
         }
     }
     Ok(out)

@@ -820,6 +820,7 @@ pub(crate) fn message_items(
             reactions: grouped,
             spans,
             attachment,
+            trust: None,
         });
     }
     Ok(out)

@@ -138,6 +138,53 @@ pub struct MessageItem {
     /// The file this message shares (XEP-0363/0066/0447). When the body was nothing but
     /// the file's URL, `body` is empty: the file is the message.
     pub attachment: Option<Attachment>,
+    /// For a message decrypted from OMEMO: the trust the user has now in the device it came
+    /// from (or, corrected, the device the correction came from). Anything but `Verified`
+    /// and `Blind` is worth a warning: the message is shown, but from a device the user
+    /// has not accepted (XEP-0384 §8). `None` for plaintext, undecryptable messages and
+    /// what this device sent.
+    pub trust: Option<DeviceTrust>,
+}
+
+/// How far the user trusts an OMEMO device (see `linnet_client::trust` for the policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceTrust {
+    /// New, and a device of the same JID is verified (or the policy is manual): nothing is
+    /// encrypted for it until the user verifies or trusts it.
+    Undecided,
+    /// Trusted without verification (blind trust before verification, or by the user).
+    Blind,
+    /// The user compared its fingerprint (or scanned its QR code).
+    Verified,
+    /// The user rejected it: never encrypted for.
+    Distrusted,
+}
+
+impl DeviceTrust {
+    /// Messages are encrypted for the device.
+    pub fn is_trusted(self) -> bool {
+        matches!(self, DeviceTrust::Blind | DeviceTrust::Verified)
+    }
+}
+
+/// One OMEMO device of a JID (a contact, or our own account) as the trust screens show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OmemoDeviceInfo {
+    pub device_id: u32,
+    /// The version the device is reached by (OMEMO 2 when it is in both lists).
+    pub encryption: linnet_store::Encryption,
+    /// In the device's list as last seen; inactive devices get nothing.
+    pub active: bool,
+    /// The identity key's fingerprint: its Curve25519 form (for OMEMO 2 converted from
+    /// Ed25519) in 64 lowercase hex digits, what other clients show for the device
+    /// (`format_fingerprint` groups it for display). `None` until the key is known (a
+    /// session was built, or its fingerprint verified in advance).
+    pub fingerprint: Option<String>,
+    /// `None` while the key is unknown.
+    pub trust: Option<DeviceTrust>,
+    /// This client's own device (in our own account's list).
+    pub current: bool,
 }
 
 /// A file shared in a message, and how its transfer stands.
@@ -272,6 +319,9 @@ pub struct ConversationSnapshot {
     pub peer_typing: bool,
     /// What a group chat has beyond a one-to-one conversation; `None` for those.
     pub group: Option<GroupState>,
+    /// The peer's OMEMO devices with fingerprints and trust (empty for groups): a device
+    /// `Undecided` is a new one waiting for the user's verification.
+    pub devices: Vec<OmemoDeviceInfo>,
 }
 
 /// Whether we are in a group right now.

@@ -419,7 +419,21 @@ ALTER TABLE messages ADD COLUMN private_with TEXT
     CHECK (private_with IS NULL OR private_with <> '');
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+/// v13: which OMEMO device each decrypted message came from, so that it is shown with the
+/// trust the user has in that device now (XEP-0384 §8: messages from untrusted devices are
+/// marked; a later verification or distrust changes how the earlier messages show). A
+/// correction writes the device of its text over that of the message it corrects. Rows go
+/// with their message; plaintext and undecryptable messages have none.
+const V13: &str = r#"
+CREATE TABLE omemo_message_senders (
+    message_id INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    jid        TEXT    NOT NULL,
+    version    INTEGER NOT NULL CHECK (version IN (0, 2)),
+    device_id  INTEGER NOT NULL CHECK (device_id BETWEEN 1 AND 4294967295)
+);
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -554,7 +568,7 @@ mod tests {
              VALUES (1, 1, 0, 'room@muc.x/bob', 'hi all', 5, 5, 2);",
         )
         .unwrap();
-        assert_eq!(migrate(&mut conn, MIGRATIONS).unwrap(), 12);
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..12]).unwrap(), 12);
         let with: Option<String> = conn
             .query_row("SELECT private_with FROM messages WHERE id = 1", [], |r| {
                 r.get(0)
@@ -568,6 +582,62 @@ mod tests {
                 .is_err(),
             "an empty nickname names no one"
         );
+    }
+
+    #[test]
+    fn v13_keeps_messages_and_forgets_senders_with_them() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..12]).unwrap(), 12);
+        conn.execute_batch(
+            "INSERT INTO accounts (id, jid, password, created_ms) VALUES (1, 'a@x', 'pw', 0);
+             INSERT INTO conversations (id, account_id, peer, created_ms, last_activity_ms)
+             VALUES (1, 1, 'b@x', 0, 0);
+             INSERT INTO messages (id, conversation_id, direction, sender, body, timestamp_ms,
+                                   received_ms, delivery_state, encryption)
+             VALUES (1, 1, 0, 'b@x', 'sealed', 5, 5, 2, 2);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..13]).unwrap(), 13);
+        let senders = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM omemo_message_senders", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        // Messages from before the migration have no recorded device.
+        assert_eq!(senders(&conn), 0);
+        // No version 1; no message 2 yet.
+        for bad in [
+            "INSERT INTO omemo_message_senders VALUES (1, 'b@x', 1, 5)",
+            "INSERT INTO omemo_message_senders VALUES (2, 'b@x', 2, 5)",
+        ] {
+            assert!(conn.execute(bad, []).is_err(), "{bad}");
+        }
+        conn.execute(
+            "INSERT INTO omemo_message_senders (message_id, jid, version, device_id)
+             VALUES (1, 'b@x', 2, 77)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, direction, sender, body, timestamp_ms,
+                                   received_ms, delivery_state)
+             VALUES (2, 1, 0, 'b@x', 'x', 6, 6, 2)",
+            [],
+        )
+        .unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO omemo_message_senders VALUES (2, 'b@x', 0, 0)",
+                []
+            )
+            .is_err(),
+            "device 0 is no device"
+        );
+        conn.execute("DELETE FROM messages WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(senders(&conn), 0);
     }
 
     #[test]

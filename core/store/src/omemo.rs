@@ -1,5 +1,7 @@
 //! `linnet_omemo`'s store traits on the encrypted database: one account's OMEMO identity,
-//! prekeys, sessions and peer identities (schema v4).
+//! prekeys, sessions and peer identities (schema v4); and what trust decisions need beside
+//! them: all identities of a JID, the trust of a device across both versions, and which
+//! device each decrypted message came from (schema v13).
 //!
 //! An [`OmemoStore`] works on a [`Tx`], so OMEMO writes join whatever else the caller
 //! commits with them (the decrypted message, the stream-management counter).
@@ -23,7 +25,7 @@ use zeroize::Zeroizing;
 use crate::error::{fk_not_found, StoreError};
 use crate::store::Store;
 use crate::tx::Tx;
-use crate::types::AccountId;
+use crate::types::{AccountId, MessageId};
 
 type OmemoResult<T> = linnet_omemo::Result<T>;
 
@@ -57,6 +59,12 @@ impl<'c> OmemoStore<'c> {
 
     pub fn account(&self) -> AccountId {
         self.account
+    }
+
+    /// The transaction it works in, for what the caller records beside the OMEMO state
+    /// (such as the trust its policy gives a device first seen).
+    pub fn tx(&self) -> &Tx<'c> {
+        &self.tx
     }
 }
 
@@ -511,6 +519,152 @@ impl linnet_omemo::Store for OmemoStore<'_> {
     }
 }
 
+/// A recorded peer identity: the version it was seen in, the device, its key and trust.
+pub type IdentityRow = (Version, u32, IdentityRecord);
+
+fn identity_row(r: &Row<'_>) -> rusqlite::Result<IdentityRow> {
+    let version = match r.get::<_, i64>(0)? {
+        0 => Version::Omemo03,
+        2 => Version::Omemo2,
+        _ => return Err(FromSqlError::InvalidType.into()),
+    };
+    let key = r.get_ref(2)?.as_blob()?;
+    let key: [u8; 32] = key.try_into().map_err(|_| FromSqlError::InvalidBlobSize {
+        expected_size: 32,
+        blob_size: key.len(),
+    })?;
+    let trust = trust_from_code(r.get_ref(3)?.as_str()?).ok_or(FromSqlError::InvalidType)?;
+    Ok((version, r.get(1)?, IdentityRecord { key, trust }))
+}
+
+impl Tx<'_> {
+    /// Every identity recorded for `jid`'s devices, in both versions, by device id.
+    pub fn omemo_identities(
+        &self,
+        account: AccountId,
+        jid: &str,
+    ) -> crate::Result<Vec<IdentityRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT version, device_id, key, trust FROM omemo_identities
+             WHERE account_id = ?1 AND version IN (0, 2) AND jid = ?2
+             ORDER BY device_id, version",
+        )?;
+        let rows = stmt.query_map(params![account, jid], identity_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Sets the trust of one identity (`version`) or, with `None`, of every identity
+    /// recorded for the device. Returns how many were recorded.
+    pub fn set_omemo_trust(
+        &self,
+        account: AccountId,
+        jid: &str,
+        device_id: u32,
+        version: Option<Version>,
+        trust: Trust,
+    ) -> crate::Result<usize> {
+        let n = match version {
+            Some(v) => self
+                .conn
+                .prepare_cached(
+                    "UPDATE omemo_identities SET trust = ?5
+                     WHERE account_id = ?1 AND version = ?2 AND jid = ?3 AND device_id = ?4",
+                )?
+                .execute(params![
+                    account,
+                    version_code(v),
+                    jid,
+                    device_id,
+                    trust_code(trust)
+                ])?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "UPDATE omemo_identities SET trust = ?4
+                     WHERE account_id = ?1 AND version IN (0, 2) AND jid = ?2 AND device_id = ?3",
+                )?
+                .execute(params![account, jid, device_id, trust_code(trust)])?,
+        };
+        Ok(n)
+    }
+
+    /// Records the identity of a device no session was built with yet (a fingerprint the
+    /// user verified before the device was met), unless one is recorded already for
+    /// `version`: a recorded key is never replaced. Returns whether it was recorded.
+    pub fn preset_omemo_identity(
+        &self,
+        account: AccountId,
+        version: Version,
+        jid: &str,
+        device_id: u32,
+        record: &IdentityRecord,
+    ) -> crate::Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO omemo_identities (account_id, version, jid, device_id, key, trust)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (account_id, version, jid, device_id) DO NOTHING",
+            )?
+            .execute(params![
+                account,
+                version_code(version),
+                jid,
+                device_id,
+                &record.key[..],
+                trust_code(record.trust)
+            ])
+            .map_err(fk_not_found("account"))?;
+        Ok(n == 1)
+    }
+
+    /// Records the device a decrypted message (or the correction shown in its place) came
+    /// from, replacing what was recorded for it.
+    pub fn set_omemo_sender(
+        &self,
+        message: MessageId,
+        jid: &str,
+        version: Version,
+        device_id: u32,
+    ) -> crate::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO omemo_message_senders (message_id, jid, version, device_id)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (message_id) DO UPDATE SET
+                     jid = excluded.jid, version = excluded.version, device_id = excluded.device_id",
+            )?
+            .execute(params![message, jid, version_code(version), device_id])
+            .map_err(fk_not_found("message"))?;
+        Ok(())
+    }
+
+    /// For those of `messages` that were decrypted, the trust now placed in the device
+    /// they came from (`None`: its identity is not recorded, which is no trust either).
+    pub fn omemo_sender_trust(
+        &self,
+        messages: &[MessageId],
+    ) -> crate::Result<Vec<(MessageId, Option<Trust>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.trust FROM omemo_message_senders s
+             JOIN messages m ON m.id = s.message_id
+             JOIN conversations c ON c.id = m.conversation_id
+             LEFT JOIN omemo_identities i
+                 ON i.account_id = c.account_id AND i.version = s.version
+                AND i.jid = s.jid AND i.device_id = s.device_id
+             WHERE s.message_id = ?1",
+        )?;
+        let mut out = Vec::new();
+        for id in messages {
+            let found: Option<Option<String>> = stmt.query_row([id], |r| r.get(0)).optional()?;
+            if let Some(code) = found {
+                out.push((*id, code.as_deref().and_then(trust_from_code)));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -646,6 +800,197 @@ mod tests {
             })
             .unwrap();
     }
+    #[test]
+    fn identities_of_a_jid_and_their_trust() {
+        let (mut store, account) = store();
+        let record = |key: u8, trust| IdentityRecord {
+            key: [key; 32],
+            trust,
+        };
+        store
+            .omemo_transaction(account, |mut s| {
+                let peer = |d| DeviceAddress::new("peer@example.org", d);
+                s.save_identity(Version::Omemo2, &peer(7), &record(1, Trust::BlindlyTrusted))?;
+                s.save_identity(
+                    Version::Omemo03,
+                    &peer(7),
+                    &record(2, Trust::BlindlyTrusted),
+                )?;
+                s.save_identity(Version::Omemo2, &peer(9), &record(3, Trust::Undecided))?;
+                let other = DeviceAddress::new("other@example.org", 7);
+                s.save_identity(Version::Omemo2, &other, &record(4, Trust::Verified))
+            })
+            .unwrap();
+        let rows = store.omemo_identities(account, "peer@example.org").unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (Version::Omemo03, 7, record(2, Trust::BlindlyTrusted)),
+                (Version::Omemo2, 7, record(1, Trust::BlindlyTrusted)),
+                (Version::Omemo2, 9, record(3, Trust::Undecided)),
+            ]
+        );
+        store
+            .transaction(|tx| {
+                // Both versions of device 7, not device 9 nor the other JID's device 7.
+                assert_eq!(
+                    tx.set_omemo_trust(account, "peer@example.org", 7, None, Trust::Verified)?,
+                    2
+                );
+                assert_eq!(
+                    tx.set_omemo_trust(
+                        account,
+                        "peer@example.org",
+                        7,
+                        Some(Version::Omemo03),
+                        Trust::Distrusted
+                    )?,
+                    1
+                );
+                assert_eq!(
+                    tx.set_omemo_trust(account, "peer@example.org", 8, None, Trust::Verified)?,
+                    0
+                );
+                Ok(())
+            })
+            .unwrap();
+        let trusts: Vec<_> = store
+            .omemo_identities(account, "peer@example.org")
+            .unwrap()
+            .into_iter()
+            .map(|(v, d, r)| (v, d, r.trust))
+            .collect();
+        assert_eq!(
+            trusts,
+            vec![
+                (Version::Omemo03, 7, Trust::Distrusted),
+                (Version::Omemo2, 7, Trust::Verified),
+                (Version::Omemo2, 9, Trust::Undecided),
+            ]
+        );
+        assert_eq!(
+            store
+                .omemo_identities(account, "other@example.org")
+                .unwrap()[0]
+                .2,
+            record(4, Trust::Verified)
+        );
+    }
+
+    #[test]
+    fn a_preset_identity_never_replaces_a_recorded_key() {
+        let (mut store, account) = store();
+        let first = IdentityRecord {
+            key: [5; 32],
+            trust: Trust::Verified,
+        };
+        let other = IdentityRecord {
+            key: [6; 32],
+            trust: Trust::Verified,
+        };
+        store
+            .transaction(|tx| {
+                assert!(tx.preset_omemo_identity(account, Version::Omemo03, "p@x", 3, &first)?);
+                assert!(!tx.preset_omemo_identity(account, Version::Omemo03, "p@x", 3, &other)?);
+                Ok(())
+            })
+            .unwrap();
+        store
+            .omemo_transaction(account, |s| {
+                let got = s.identity(Version::Omemo03, &DeviceAddress::new("p@x", 3))?;
+                assert_eq!(got, Some(first.clone()));
+                Ok(())
+            })
+            .unwrap();
+        store.remove_account(account).unwrap();
+        let err = store
+            .transaction(|tx| tx.preset_omemo_identity(account, Version::Omemo2, "p@x", 3, &other))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound("account")), "{err}");
+    }
+
+    #[test]
+    fn a_message_shows_the_trust_its_device_has_now() {
+        let (mut store, account) = store();
+        store
+            .connection()
+            .execute_batch(&format!(
+                "INSERT INTO conversations (id, account_id, peer, created_ms, last_activity_ms)
+                 VALUES (1, {a}, 'peer@example.org', 0, 0);
+                 INSERT INTO messages (id, conversation_id, direction, sender, body,
+                                       timestamp_ms, received_ms, delivery_state)
+                 VALUES (1, 1, 0, 'peer@example.org', 'one', 1, 1, 2),
+                        (2, 1, 0, 'peer@example.org', 'two', 2, 2, 2),
+                        (3, 1, 0, 'peer@example.org', 'plain', 3, 3, 2);",
+                a = account.0
+            ))
+            .unwrap();
+        store
+            .omemo_transaction(account, |mut s| {
+                s.save_identity(
+                    Version::Omemo2,
+                    &DeviceAddress::new("peer@example.org", 7),
+                    &IdentityRecord {
+                        key: [1; 32],
+                        trust: Trust::Undecided,
+                    },
+                )
+            })
+            .unwrap();
+        store
+            .transaction(|tx| {
+                tx.set_omemo_sender(MessageId(1), "peer@example.org", Version::Omemo2, 7)?;
+                // Device 8's identity is not recorded.
+                tx.set_omemo_sender(MessageId(2), "peer@example.org", Version::Omemo2, 8)?;
+                let missing = tx.set_omemo_sender(MessageId(9), "p@x", Version::Omemo2, 7);
+                assert!(matches!(missing, Err(StoreError::NotFound("message"))));
+                Ok(())
+            })
+            .unwrap();
+        let ids = [MessageId(1), MessageId(2), MessageId(3)];
+        assert_eq!(
+            store.omemo_sender_trust(&ids).unwrap(),
+            vec![(MessageId(1), Some(Trust::Undecided)), (MessageId(2), None)]
+        );
+        store
+            .transaction(|tx| {
+                tx.set_omemo_trust(account, "peer@example.org", 7, None, Trust::Verified)?;
+                // A correction from device 7 now shows in message 2's place.
+                tx.set_omemo_sender(MessageId(2), "peer@example.org", Version::Omemo2, 7)
+            })
+            .unwrap();
+        assert_eq!(
+            store.omemo_sender_trust(&ids).unwrap(),
+            vec![
+                (MessageId(1), Some(Trust::Verified)),
+                (MessageId(2), Some(Trust::Verified))
+            ]
+        );
+        // Another account's identity of the same address is not this one's.
+        let b = store.add_account("other@example.org", "pw").unwrap();
+        store
+            .omemo_transaction(b, |mut s| {
+                s.save_identity(
+                    Version::Omemo2,
+                    &DeviceAddress::new("peer@example.org", 8),
+                    &IdentityRecord {
+                        key: [2; 32],
+                        trust: Trust::Distrusted,
+                    },
+                )
+            })
+            .unwrap();
+        store
+            .transaction(|tx| {
+                tx.set_omemo_sender(MessageId(2), "peer@example.org", Version::Omemo2, 8)
+            })
+            .unwrap();
+        assert_eq!(
+            store.omemo_sender_trust(&[MessageId(2)]).unwrap(),
+            vec![(MessageId(2), None)]
+        );
+    }
+
     fn count(store: &Store, table: &str) -> i64 {
         store
             .connection()

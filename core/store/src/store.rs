@@ -263,6 +263,15 @@ delegate_to_tx! {
         jid: &str,
         version: linnet_omemo::Version,
     ) -> Result<Option<Vec<crate::OmemoDevice>>>;
+    fn omemo_identities(
+        &self,
+        account: AccountId,
+        jid: &str,
+    ) -> Result<Vec<crate::omemo::IdentityRow>>;
+    fn omemo_sender_trust(
+        &self,
+        messages: &[MessageId],
+    ) -> Result<Vec<(MessageId, Option<linnet_omemo::Trust>)>>;
     fn encryption_policy(&self, conversation: ConversationId) -> Result<crate::EncryptionPolicy>;
     fn outbox_replace(&self, id: OutboxId, kind: &str, payload: &str) -> Result<()>;
     fn set_encryption_policy(
