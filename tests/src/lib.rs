@@ -578,6 +578,23 @@ pub async fn contacts_pair(server: Server) -> (TestClient, TestClient) {
 }
 
 /// Polls a condition that has no snapshot of its own (e.g. the contact list).
+/// Waits until `who` has seen `device` in `jid`'s OMEMO 2 device list.
+pub async fn wait_device(who: &TestClient, jid: &str, device: u32, what: &str) {
+    wait_until(what, || {
+        who.client
+            .omemo_devices(who.account, jid)
+            .map(|ds| {
+                ds.iter().any(|d| {
+                    d.device_id == device
+                        && d.active
+                        && d.encryption == linnet_client::Encryption::Omemo2
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+}
+
 pub async fn wait_until<F: Fn() -> bool>(what: &str, cond: F) {
     for _ in 0..400 {
         if cond() {

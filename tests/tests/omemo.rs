@@ -116,21 +116,6 @@ async fn a_fresh_login_publishes_our_device(server: Server) {
     }
 }
 
-/// Waits until `who` has seen `device` in `jid`'s OMEMO 2 device list.
-async fn wait_device(who: &TestClient, jid: &str, device: u32, what: &str) {
-    wait_until(what, || {
-        who.client
-            .omemo_devices(who.account, jid)
-            .map(|ds| {
-                ds.iter().any(|d| {
-                    d.device_id == device && d.active && d.encryption == Encryption::Omemo2
-                })
-            })
-            .unwrap_or(false)
-    })
-    .await;
-}
-
 fn find<'a>(s: &'a ConversationSnapshot, body: &str) -> Option<&'a MessageItem> {
     s.messages.iter().find(|m| m.body == body)
 }

@@ -11,21 +11,6 @@ use linnet_client::{
 };
 use linnet_tests::*;
 
-/// Waits until `who` has seen `device` in `jid`'s OMEMO 2 device list.
-async fn wait_device(who: &TestClient, jid: &str, device: u32, what: &str) {
-    wait_until(what, || {
-        who.client
-            .omemo_devices(who.account, jid)
-            .map(|ds| {
-                ds.iter().any(|d| {
-                    d.device_id == device && d.active && d.encryption == Encryption::Omemo2
-                })
-            })
-            .unwrap_or(false)
-    })
-    .await;
-}
-
 /// The trust `who` has in `jid`'s device, as its device list shows it.
 fn trust_of(who: &TestClient, jid: &str, device: u32) -> Option<DeviceTrust> {
     who.client
