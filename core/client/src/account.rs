@@ -458,7 +458,9 @@ fn resend_outbox(inner: &Inner, account: AccountId, session: &Session, carried: 
         }
     };
     for entry in entries {
-        if entry.kind == crate::omemo::KIND_TO_ENCRYPT {
+        if entry.kind == crate::omemo::KIND_TO_ENCRYPT
+            || entry.kind == crate::omemo::KIND_GROUP_TO_ENCRYPT
+        {
             // Not a stanza yet: the encrypting sender takes it (see `omemo::send_queued`).
             continue;
         }
@@ -717,6 +719,7 @@ async fn pump(
                             session.own_jid(),
                             &mut ev,
                             &mut effects.rooms,
+                            &mut effects.omemo,
                             &mut effects.changed,
                         ) {
                             tracing::warn!(account = account.0, error = %e, "group event not applied");

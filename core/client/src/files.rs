@@ -426,7 +426,7 @@ impl Client {
 
         let own = lock(&self.inner.store).account(account)?.jid;
         let carriage = carriage(&self.inner, account, &peer)?;
-        let (group, encrypt) = (carriage == Carriage::Group, carriage == Carriage::Encrypted);
+        let (group, encrypt) = (carriage.group(), carriage.encrypted());
         if encrypt && size > aesgcm::MAX_PLAINTEXT {
             return Err(too_large_to_encrypt());
         }
@@ -920,10 +920,22 @@ fn end_upload(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Carriage {
     Plain,
-    /// To a group, in the clear (groups do not encrypt yet).
+    /// To a group, in the clear.
     Group,
     /// XEP-0454, its message with OMEMO.
     Encrypted,
+    /// XEP-0454 to a group, its message with OMEMO for every member (see `omemo::group`).
+    GroupEncrypted,
+}
+
+impl Carriage {
+    fn group(self) -> bool {
+        matches!(self, Carriage::Group | Carriage::GroupEncrypted)
+    }
+
+    fn encrypted(self) -> bool {
+        matches!(self, Carriage::Encrypted | Carriage::GroupEncrypted)
+    }
 }
 
 /// How a file to `peer` goes now, by the conversation's choice: encrypted where a text
@@ -936,7 +948,20 @@ fn carriage(inner: &Inner, account: AccountId, peer: &BareJid) -> Result<Carriag
             Some(c) => {
                 let policy = tx.encryption_policy(c)?;
                 if tx.conversation_info(c)?.kind == ConversationKind::GroupChat {
-                    return Ok((policy != EncryptionPolicy::Omemo).then_some(Carriage::Group));
+                    // With `Auto`, as its text goes: encrypted in a private group.
+                    let private = tx
+                        .room(c)?
+                        .is_some_and(|r| r.members_only && r.non_anonymous);
+                    let encrypt = match policy {
+                        EncryptionPolicy::Plain => false,
+                        EncryptionPolicy::Omemo => true,
+                        EncryptionPolicy::Auto => private,
+                    };
+                    return Ok(if encrypt {
+                        Carriage::GroupEncrypted
+                    } else {
+                        Carriage::Group
+                    });
                 }
                 policy
             }
@@ -947,15 +972,13 @@ fn carriage(inner: &Inner, account: AccountId, peer: &BareJid) -> Result<Carriag
             EncryptionPolicy::Omemo => true,
             EncryptionPolicy::Auto => crate::omemo::may_have_devices(tx, account, peer)?,
         };
-        Ok(Some(if encrypt {
+        Ok(if encrypt {
             Carriage::Encrypted
         } else {
             Carriage::Plain
-        }))
+        })
     })?;
-    // As for text (see `queue_outgoing`): a group set to encrypt gets nothing in clear.
-    carriage
-        .ok_or_else(|| ClientError::Policy("encrypted group messages are not supported yet".into()))
+    Ok(carriage)
 }
 
 fn too_large_to_encrypt() -> ClientError {
@@ -1089,8 +1112,8 @@ fn upload_job(inner: &Inner, message: MessageId) -> Result<UploadJob> {
     drop(store);
     // Chosen encrypted, it stays so; chosen in the clear, it is encrypted if the
     // conversation encrypts now.
-    let encrypt = m.encryption != Encryption::Plain
-        || carriage(inner, m.account, &peer)? == Carriage::Encrypted;
+    let encrypt =
+        m.encryption != Encryption::Plain || carriage(inner, m.account, &peer)?.encrypted();
     Ok(UploadJob {
         account: m.account,
         peer,
@@ -1558,10 +1581,15 @@ fn send_encrypted(
     inner.store().transaction(|tx| {
         tx.attachment_uploaded(job.message, &url, Some(sha256), dimensions)?;
         // XEP-0454 §5: nothing but the URL, no out-of-band element or metadata.
+        let kind = if job.group {
+            crate::omemo::KIND_GROUP_TO_ENCRYPT
+        } else {
+            crate::omemo::KIND_TO_ENCRYPT
+        };
         tx.outbox_push(
             job.account,
             Some(job.message),
-            crate::omemo::KIND_TO_ENCRYPT,
+            kind,
             &Extras::default().to_xml(),
         )?;
         unlist_upload(tx, job.message)

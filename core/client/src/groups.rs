@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use linnet_store::{
-    AccountId, ConversationId, DeliveryState, Direction, MessageKind, MessageRecord, NewMessage,
-    RoomFeatures, RoomInvitation, RoomMember, StoreError, Tx,
+    AccountId, ConversationId, DeliveryState, Direction, Encryption, MessageKind, MessageRecord,
+    NewMessage, RoomFeatures, RoomInvitation, RoomMember, StoreError, Tx,
 };
 use linnet_xmpp::muc::{
     self, Affiliation, Bookmark, BookmarkChange, JoinError, OccupantPresence, Removal, Role,
@@ -32,6 +32,7 @@ use linnet_xmpp::muc::{
 use linnet_xmpp::{BareJid, Event, Session};
 use tokio::sync::oneshot;
 
+use crate::omemo::Opened;
 use crate::snapshot::{GroupMember, GroupState, JoinState, Occupant};
 use crate::{lock, now_ms, Client, ClientError, Inner, Result};
 
@@ -71,12 +72,20 @@ pub(crate) struct RoomLive {
     /// for. The page's messages go before it even when their stamps say the same second
     /// (Prosody's archive stamps whole seconds).
     scrollback_floor: Option<i64>,
+    /// The room's information and members were read since this join: who an encrypted
+    /// message goes to is known (see `omemo::group`).
+    members_read: bool,
     waiters: Vec<JoinWaiter>,
 }
 
 #[derive(Clone)]
 struct OccupantInfo {
+    /// Their real JID, once the room is known to show it to everyone.
     jid: Option<String>,
+    /// The real JID the presence carried before that was known: the presences of those
+    /// already in a room come before our own, whose status 100 says the room is
+    /// non-anonymous.
+    offered_jid: Option<String>,
     affiliation: Option<Affiliation>,
     role: Option<Role>,
 }
@@ -95,6 +104,7 @@ impl RoomLive {
             first_read: false,
             last_heard: tokio::time::Instant::now(),
             scrollback_floor: None,
+            members_read: false,
             waiters: Vec::new(),
         }
     }
@@ -105,6 +115,7 @@ impl RoomLive {
         self.affiliation = None;
         self.role = None;
         self.catching_up = false;
+        self.members_read = false;
         for w in self.waiters.drain(..) {
             let _ = w.send(outcome.clone());
         }
@@ -168,6 +179,7 @@ fn join_error(e: &JoinError) -> ClientError {
 }
 
 /// Applies a room event inside the pump's transaction. Returns whether it was one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
     inner: &Inner,
     tx: &Tx<'_>,
@@ -175,6 +187,7 @@ pub(crate) fn apply(
     own: &BareJid,
     ev: &mut Option<Event>,
     fx: &mut GroupEffects,
+    omemo_fx: &mut crate::omemo::OmemoEffects,
     changed: &mut Vec<ConversationId>,
 ) -> std::result::Result<(), StoreError> {
     match ev.take() {
@@ -200,7 +213,9 @@ pub(crate) fn apply(
             changed.push(room.conversation);
             Ok(())
         }
-        Some(Event::RoomMessage(m)) => on_message(inner, tx, account, *m, fx, changed),
+        Some(Event::RoomMessage(m)) => {
+            on_message(inner, tx, account, own, *m, fx, omemo_fx, changed)
+        }
         Some(Event::PrivateMessage { nick, message }) => {
             on_private_message(inner, tx, account, own, &nick, *message, fx, changed)
         }
@@ -350,10 +365,24 @@ fn on_presence(
                 p.nick.clone(),
                 OccupantInfo {
                     jid: None,
+                    offered_jid: None,
                     affiliation: p.affiliation,
                     role: p.role,
                 },
             );
+            if non_anonymous {
+                // Now known to show everyone's address: those who were here first.
+                for (nick, o) in live.occupants.iter_mut() {
+                    if o.jid.is_none() {
+                        o.jid = o.offered_jid.clone();
+                        if let (Some(jid), Some(a)) = (&o.jid, o.affiliation) {
+                            if a.is_member() {
+                                tx.set_room_member(c, jid, Some(affiliation_str(a)), Some(nick))?;
+                            }
+                        }
+                    }
+                }
+            }
             if live.state != JoinState::Joined {
                 live.state = JoinState::Joined;
                 tracing::debug!(account = account.0, conversation = c.0, "group joined");
@@ -392,6 +421,7 @@ fn on_presence(
             p.nick.clone(),
             OccupantInfo {
                 jid: real_jid.clone(),
+                offered_jid: p.real_jid.as_ref().map(|j| j.as_str().to_owned()),
                 affiliation: p.affiliation,
                 role: p.role,
             },
@@ -443,6 +473,28 @@ fn is_ours(
     Ok(m.msg.nick.as_deref() == Some(nick))
 }
 
+/// Whether we hold this group message already (our own, reflected by the room; a live
+/// copy met again in the archive): it is not decrypted again, its keys are gone.
+fn held(
+    tx: &Tx<'_>,
+    account: AccountId,
+    c: ConversationId,
+    room: &BareJid,
+    m: &RoomMessage,
+) -> std::result::Result<bool, StoreError> {
+    if let Some(o) = m.msg.origin_id.as_ref().or(m.msg.id.as_ref()) {
+        if tx.message_by_origin_id(c, o)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(match &m.msg.stanza_id {
+        Some(id) => tx
+            .message_by_archive_id(account, room.as_str(), id)?
+            .is_some(),
+        None => false,
+    })
+}
+
 /// The author check of a change: same occupant id where the room stamps them, else same
 /// occupant JID; our own changes apply to our own messages only.
 fn same_author(target: &MessageRecord, ours: bool, occupant_ids: bool, m: &RoomMessage) -> bool {
@@ -460,8 +512,10 @@ fn on_message(
     inner: &Inner,
     tx: &Tx<'_>,
     account: AccountId,
+    own: &BareJid,
     m: RoomMessage,
     fx: &mut GroupEffects,
+    omemo_fx: &mut crate::omemo::OmemoEffects,
     changed: &mut Vec<ConversationId>,
 ) -> std::result::Result<(), StoreError> {
     let room = m.msg.room.clone();
@@ -497,14 +551,62 @@ fn on_message(
         let rooms = lock(&inner.rooms);
         is_ours(tx, c, rooms.get(&c), &rec, &m)?
     };
-    let body = crate::rich::reply_text(m.msg.body.as_deref().unwrap_or_default(), &m.rich);
-    let (mut body, mut error) = (body, None);
-    if !m.encrypted.is_empty() {
-        // Encrypted groups come with issue 5; until then say so rather than show the
-        // fallback text.
-        body = String::new();
-        error = Some("encrypted group messages cannot be read yet".to_owned());
+    let mut wire_body = m.msg.body.clone().unwrap_or_default();
+    let (mut encryption, mut error, mut from_device) = (Encryption::Plain, None, None);
+    if !m.encrypted.is_empty() && !held(tx, account, c, &room, &m)? {
+        let sender = {
+            let rooms = lock(&inner.rooms);
+            let occupant = rooms
+                .get(&c)
+                .zip(m.msg.nick.as_ref())
+                .and_then(|(l, n)| l.occupants.get(n))
+                .and_then(|o| o.jid.clone());
+            let member = match (&occupant, &m.msg.nick) {
+                (None, Some(nick)) => tx
+                    .room_members(c)?
+                    .into_iter()
+                    .find(|x| x.nick.as_deref() == Some(nick.as_str()))
+                    .map(|x| x.jid),
+                _ => None,
+            };
+            crate::omemo::group_sender(
+                ours,
+                own,
+                m.msg.real_jid.as_ref().filter(|_| m.archived),
+                occupant.as_deref(),
+                member.as_deref(),
+            )
+        };
+        match sender {
+            None => {
+                wire_body = String::new();
+                encryption = Encryption::Omemo03;
+                error = Some("the group hides who sent this, so it cannot be decrypted".into());
+            }
+            Some(sender) => match crate::omemo::open_encrypted(
+                tx,
+                account,
+                own,
+                &sender,
+                &m.encrypted,
+                Some(&room),
+                omemo_fx,
+            )? {
+                Opened::Body(b, e, d) => {
+                    wire_body = b;
+                    encryption = e;
+                    from_device = Some(d);
+                }
+                Opened::Nothing => return Ok(()),
+                Opened::Failed(reason, e) => {
+                    wire_body = String::new();
+                    encryption = e;
+                    error = Some(reason);
+                }
+            },
+        }
     }
+    let body = crate::rich::reply_text(&wire_body, &m.rich);
     let r = &m.rich;
     let target = |id: &str| tx.message_by_room_reference(c, room.as_str(), id);
     let change = if let Some(id) = &r.retract {
@@ -563,7 +665,7 @@ fn on_message(
         } else {
             DeliveryState::Delivered
         },
-        encryption: Default::default(),
+        encryption,
         error,
         kind: MessageKind::Message,
         target: None,
@@ -615,6 +717,10 @@ fn on_message(
                 MessageKind::Message => false,
             };
             if applied {
+                // The corrected text shows as coming from the correction's device.
+                if let (MessageKind::Correction, Some(d)) = (kind, &from_device) {
+                    crate::omemo::record_sender(tx, target, d)?;
+                }
                 changed.push(c);
             }
         }
@@ -624,7 +730,11 @@ fn on_message(
                 if let Some(o) = &m.msg.occupant_id {
                     tx.set_occupant_id(rec.id, o)?;
                 }
+                if let Some(d) = &from_device {
+                    crate::omemo::record_sender(tx, rec.id, d)?;
+                }
                 crate::files::store_received(tx, rec.id, !m.encrypted.is_empty(), &m.rich)?;
+                crate::files::store_received_encrypted(tx, rec.id, encryption, &body)?;
                 changed.push(c);
             }
             linnet_store::Inserted::Duplicate(id) => {
@@ -887,6 +997,8 @@ async fn after_join(inner: Arc<Inner>, account: AccountId, session: Session, c: 
         Ok(info) => info,
         Err(e) => {
             tracing::info!(error = %e, "group information not read");
+            // What the store knows from earlier joins decides (see `omemo::group`).
+            members_read(&inner, account, c);
             return;
         }
     };
@@ -925,6 +1037,7 @@ async fn after_join(inner: Arc<Inner>, account: AccountId, session: Session, c: 
             Err(e) => tracing::debug!(error = %e, "group members not read"),
         }
     }
+    members_read(&inner, account, c);
     if info.mam && !lock(&inner.rooms).get(&c).is_some_and(|l| l.catching_up) {
         let query = match inner
             .store()
@@ -943,6 +1056,20 @@ async fn after_join(inner: Arc<Inner>, account: AccountId, session: Session, c: 
     }
     inner.conversation_changed(c);
     inner.publish_chat_list();
+}
+
+/// Marks the room's members as read for this join and wakes the encrypting sender, whose
+/// group messages waited for them.
+fn members_read(inner: &Inner, account: AccountId, c: ConversationId) {
+    if let Some(live) = lock(&inner.rooms).get_mut(&c) {
+        live.members_read = true;
+    }
+    let wake = lock(&inner.runtimes)
+        .get(&account)
+        .map(|rt| rt.send_wake.clone());
+    if let Some(w) = wake {
+        w.notify_one();
+    }
 }
 
 /// Sends the group messages queued while we were not in the room.
@@ -1205,6 +1332,14 @@ impl Inner {
         lock(&self.rooms)
             .get(&c)
             .is_some_and(|l| l.state == JoinState::Joined)
+    }
+
+    /// Whether we are in the group and know its members since joining: its encrypted
+    /// messages can be prepared.
+    pub(crate) fn group_ready(&self, c: ConversationId) -> bool {
+        lock(&self.rooms)
+            .get(&c)
+            .is_some_and(|l| l.state == JoinState::Joined && l.members_read)
     }
 
     /// Our occupant JID in a group, for "mine" among reactions.

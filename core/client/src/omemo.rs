@@ -27,6 +27,10 @@ use zeroize::Zeroizing;
 use crate::trust::{curve_form, hex, on_first_sight, usable};
 use crate::{lock, DeviceTrust, Inner, MessageItem, OmemoDeviceInfo};
 
+mod group;
+
+pub(crate) use group::{group_sender, KIND_GROUP_TO_ENCRYPT};
+
 const KV_DEVICE_ID: &str = "omemo.device_id";
 
 const VERSIONS: [(Version, OmemoVersion); 2] = [
@@ -319,10 +323,30 @@ pub(crate) fn open_message(
     fx: &mut OmemoEffects,
 ) -> Result<Opened, StoreError> {
     let sender = if m.outgoing { own } else { &m.peer };
+    open_encrypted(tx, account, own, sender, &m.encrypted, None, fx)
+}
+
+/// The `<encrypted>` elements of one received message, as parsed.
+pub(crate) type EncryptedElements =
+    [Result<linnet_xmpp::omemo::Encrypted, linnet_xmpp::omemo::OmemoXmlError>];
+
+/// Decrypts what `sender` (a real bare JID) sent, as [`open_message`] does; `room`: the
+/// group it came through, which an OMEMO 2 envelope naming a recipient must name
+/// (XEP-0384 §6.5's `<to/>` affix keeps a server from turning a group message into a
+/// private one, or back).
+pub(crate) fn open_encrypted(
+    tx: &Tx<'_>,
+    account: AccountId,
+    own: &BareJid,
+    sender: &BareJid,
+    encrypted: &EncryptedElements,
+    room: Option<&BareJid>,
+    fx: &mut OmemoEffects,
+) -> Result<Opened, StoreError> {
     let device_id = device_id_in(tx, account)?;
     let mine = device_id.and_then(|id| {
         let ours = |e: &&linnet_xmpp::omemo::Encrypted| e.key_for(own, id).is_some();
-        let parsed = m.encrypted.iter().filter_map(|r| r.as_ref().ok());
+        let parsed = encrypted.iter().filter_map(|r| r.as_ref().ok());
         // OMEMO 2 first when a sender reached us by both.
         parsed
             .clone()
@@ -332,22 +356,22 @@ pub(crate) fn open_message(
             .map(|e| (id, e))
     });
     let Some((device_id, enc)) = mine else {
-        let first = m.encrypted.first();
+        let first = encrypted.first();
         let version = first
             .and_then(|r| r.as_ref().ok())
             .map_or(Version::Omemo03, |e| crypto_version(e.version));
         // Empty messages for other devices (our own heartbeats as sent carbons, say) are
         // not messages.
         // A malformed element is reported even beside empty ones: it may have been a message.
-        if m.encrypted
+        if encrypted
             .iter()
             .all(|r| r.as_ref().is_ok_and(|e| e.payload.is_none()))
         {
             return Ok(Opened::Nothing);
         }
         // The malformed element is the reason unless a well-formed one carried content.
-        let content = m.encrypted.iter().flatten().any(|e| e.payload.is_some());
-        let reason = match m.encrypted.iter().find_map(|r| r.as_ref().err()) {
+        let content = encrypted.iter().flatten().any(|e| e.payload.is_some());
+        let reason = match encrypted.iter().find_map(|r| r.as_ref().err()) {
             Some(e) if !content => format!("malformed OMEMO element: {e}"),
             _ => "not encrypted for this device".to_owned(),
         };
@@ -433,6 +457,18 @@ pub(crate) fn open_message(
                     {
                         return Ok(Opened::Failed(
                             "the envelope names another sender".into(),
+                            Encryption::Omemo2,
+                        ))
+                    }
+                    Ok(env)
+                        if room.is_some_and(|r| {
+                            env.to
+                                .as_deref()
+                                .is_some_and(|t| BareJid::parse(t).map_or(true, |t| &t != r))
+                        }) =>
+                    {
+                        return Ok(Opened::Failed(
+                            "the envelope names another recipient".into(),
                             Encryption::Omemo2,
                         ))
                     }
@@ -543,6 +579,9 @@ const IDLE_CHECK: Duration = Duration::from_secs(2);
 enum SendError {
     /// Try again with the next session (network, server).
     Later(String),
+    /// Not yet: the group is not joined and read (see `group`). The sender goes on with
+    /// other conversations and is woken when it is.
+    NotYet,
     /// The message cannot go: it is marked failed, with this reason.
     Never(String),
 }
@@ -583,7 +622,7 @@ pub(crate) async fn send_queued(
         let queued: Vec<OutboxEntry> = match inner.store().outbox(account) {
             Ok(entries) => entries
                 .into_iter()
-                .filter(|e| e.kind == KIND_TO_ENCRYPT)
+                .filter(|e| e.kind == KIND_TO_ENCRYPT || e.kind == KIND_GROUP_TO_ENCRYPT)
                 .collect(),
             Err(e) => {
                 tracing::error!(account = account.0, error = %e, "reading the outbox failed");
@@ -591,9 +630,21 @@ pub(crate) async fn send_queued(
             }
         };
         let mut waiting = false;
+        // Conversations with a message that waits: their later ones wait behind it.
+        let mut held_back: HashSet<linnet_store::ConversationId> = HashSet::new();
         for entry in queued {
+            let conversation = entry
+                .message
+                .and_then(|m| inner.store().message(m).ok())
+                .map(|m| m.conversation);
+            if conversation.is_some_and(|c| held_back.contains(&c)) {
+                continue;
+            }
             match send_one(&inner, account, &slot, &session, &entry, &mut fetched).await {
                 Ok(()) => retry = RETRY_MIN,
+                Err(SendError::NotYet) => {
+                    held_back.extend(conversation);
+                }
                 Err(SendError::Later(why)) => {
                     // In order: the later ones wait too. Tried again on this session after a
                     // while (a server slow to answer), else on the next one.
@@ -658,6 +709,10 @@ async fn send_one(
         inner.store().outbox_remove(entry.id)?;
         return Ok(());
     };
+    if entry.kind == KIND_GROUP_TO_ENCRYPT {
+        let message = inner.store().message(message_id)?;
+        return group::send_one(inner, account, slot, session, entry, message, fetched).await;
+    }
     let (message, peer, policy) = {
         let store = inner.store();
         let message = store.message(message_id)?;
@@ -673,13 +728,7 @@ async fn send_one(
         .ok_or_else(|| SendError::Never("message without id".into()))?;
     let extras = linnet_xmpp::rich::Extras::from_xml(&entry.payload)
         .ok_or_else(|| SendError::Never("unreadable queued message".into()))?;
-    let device_id = {
-        let inner = inner.clone();
-        tokio::task::spawn_blocking(move || own_device_id(&inner, account))
-            .await
-            .map_err(|_| SendError::Later("task".into()))?
-            .map_err(|e| SendError::Later(e.to_string()))?
-    };
+    let device_id = own_device(inner, account).await?;
     for jid in [&peer, &own] {
         // Once per session: ejabberd does not always notify of a changed list.
         for (_, xv) in VERSIONS {
@@ -737,7 +786,8 @@ async fn send_one(
             account,
             &own,
             device_id,
-            &peer,
+            Destination::Chat(&peer),
+            std::slice::from_ref(&peer),
             &origin,
             &message.body,
             &extras,
@@ -761,7 +811,7 @@ async fn send_one(
     let stanza = match (built, failure) {
         (_, Some(e)) => return Err(SendError::Never(e.to_string())),
         (Err(e), None) => return Err(e.into()),
-        (Ok(Err(Sealed::Untrusted)), None) => {
+        (Ok(Err(Sealed::Missing { untrusted, .. })), None) if !untrusted.is_empty() => {
             // Never in the clear instead: the contact uses OMEMO.
             return Err(SendError::Never(
                 "none of the contact's OMEMO devices is trusted: verify or trust one, then \
@@ -785,6 +835,15 @@ async fn send_one(
     );
     inner.conversation_changed(message.conversation);
     Ok(())
+}
+
+/// Our device id, off the runtime's threads (the first call generates the keys).
+async fn own_device(inner: &Arc<Inner>, account: AccountId) -> Result<u32, SendError> {
+    let inner = inner.clone();
+    tokio::task::spawn_blocking(move || own_device_id(&inner, account))
+        .await
+        .map_err(|_| SendError::Later("task".into()))?
+        .map_err(|e| SendError::Later(e.to_string()))
 }
 
 /// Whether the slot still holds `session`, open: what is sent now goes on it, or else is
@@ -990,24 +1049,38 @@ async fn ensure_session(
 
 /// What encrypting a message came to.
 enum Sealed {
-    /// The stanza to send, and how it reached the contact.
+    /// The stanza to send, and how it reached the recipients.
     Stanza(String, Encryption),
-    /// The contact has devices with sessions, but the user trusts none of them.
-    Untrusted,
-    /// No device of the contact could be included.
-    Unreachable,
+    /// Some recipients would get nothing: those with devices but none the user trusts, and
+    /// those none of whose devices could be reached. Nothing is sent.
+    Missing {
+        untrusted: Vec<BareJid>,
+        unreachable: Vec<BareJid>,
+    },
+}
+
+/// Where an encrypted message goes.
+#[derive(Clone, Copy)]
+enum Destination<'a> {
+    /// A 1:1 chat with this contact.
+    Chat(&'a BareJid),
+    /// A group chat, through this room.
+    Group(&'a BareJid),
 }
 
 /// Encrypts `body` for every target with a session that the trust policy allows, by
-/// version, and builds the stanza. The trust is read in the transaction the ratchets move
-/// in, so a device distrusted a moment before gets nothing.
+/// version, and builds the stanza; every one of `recipients` (the contact, or a group's
+/// members, less ourselves) must be reached by at least one device. The trust is read in
+/// the transaction the ratchets move in, so a device distrusted a moment before gets
+/// nothing.
 #[allow(clippy::too_many_arguments)]
 fn encrypt_for(
     tx: &Tx<'_>,
     account: AccountId,
     own: &BareJid,
     device_id: u32,
-    peer: &BareJid,
+    to: Destination<'_>,
+    recipients: &[BareJid],
     origin: &str,
     body: &str,
     extras: &linnet_xmpp::rich::Extras,
@@ -1017,75 +1090,96 @@ fn encrypt_for(
     let body = &extras.wire_body(body);
     let mut manager = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)?;
     let mut allowed: Vec<&Target> = Vec::with_capacity(all.len());
-    let (mut trusted_peer, mut untrusted_peer) = (0, 0);
+    // Recipients with a device the user does not trust.
+    let mut untrusted: Vec<&BareJid> = Vec::new();
     for t in all {
         let address = DeviceAddress::new(t.jid.as_str(), t.device_id);
-        let to_peer = &t.jid == peer;
         match manager.store().identity(t.version, &address)? {
-            Some(r) if !usable(r.trust) => untrusted_peer += usize::from(to_peer),
-            Some(_) => {
-                trusted_peer += usize::from(to_peer);
-                allowed.push(t);
+            Some(r) if !usable(r.trust) => {
+                if recipients.contains(&t.jid) && !untrusted.contains(&&t.jid) {
+                    untrusted.push(&t.jid);
+                }
             }
             // Without an identity there is no session either: the manager leaves it out.
-            None => allowed.push(t),
+            _ => allowed.push(t),
         }
     }
     let mut elements = Vec::new();
-    let mut reached_peer = false;
+    let mut reached: HashSet<&str> = HashSet::new();
     let mut newest = Encryption::Omemo03;
     for version in [Version::Omemo2, Version::Omemo03] {
-        let recipients: Vec<DeviceAddress> = allowed
+        let addresses: Vec<DeviceAddress> = allowed
             .iter()
             .filter(|t| t.version == version)
             .map(|t| DeviceAddress::new(t.jid.as_str(), t.device_id))
             .collect();
-        if recipients.is_empty() {
+        if addresses.is_empty() {
             continue;
         }
         let payload = match version {
             Version::Omemo03 => Zeroizing::new(body.as_bytes().to_vec()),
-            Version::Omemo2 => Zeroizing::new(
-                Envelope::with_body(body, own.as_str()).to_bytes(&mut rand::rngs::OsRng)?,
-            ),
+            Version::Omemo2 => {
+                let mut envelope = Envelope::with_body(body, own.as_str());
+                if let Destination::Group(room) = to {
+                    envelope.to = Some(room.as_str().to_owned());
+                }
+                Zeroizing::new(envelope.to_bytes(&mut rand::rngs::OsRng)?)
+            }
         };
-        let out = manager.encrypt(version, Some(&payload), &recipients)?;
+        let out = manager.encrypt(version, Some(&payload), &addresses)?;
         for (address, e) in &out.skipped {
             tracing::info!(account = account.0, device = address.device_id, error = %e, "device left out");
         }
         if out.message.keys.is_empty() {
             continue;
         }
-        let to_peer = out
-            .message
-            .keys
-            .iter()
-            .any(|k| k.recipient.jid == peer.as_str());
-        reached_peer |= to_peer;
-        // The message is recorded by how it reached the contact.
-        if to_peer && version == Version::Omemo2 {
+        let mut to_recipient = false;
+        for k in &out.message.keys {
+            if let Some(r) = recipients.iter().find(|r| r.as_str() == k.recipient.jid) {
+                reached.insert(r.as_str());
+                to_recipient = true;
+            }
+        }
+        // The message is recorded by how it reached the recipients.
+        if to_recipient && version == Version::Omemo2 {
             newest = Encryption::Omemo2;
         }
         elements.push(to_element(version, &out.message)?);
     }
-    if !reached_peer {
-        if trusted_peer == 0 && untrusted_peer > 0 {
-            tracing::info!(
-                account = account.0,
-                untrusted = untrusted_peer,
-                "no trusted device of the contact"
-            );
-            return Ok(Sealed::Untrusted);
-        }
-        return Ok(Sealed::Unreachable);
+    let missed: Vec<&BareJid> = recipients
+        .iter()
+        .filter(|r| !reached.contains(r.as_str()))
+        .collect();
+    if !missed.is_empty() || elements.is_empty() {
+        let (untrusted, unreachable): (Vec<&BareJid>, Vec<&BareJid>) =
+            missed.into_iter().partition(|r| untrusted.contains(r));
+        tracing::info!(
+            account = account.0,
+            untrusted = untrusted.len(),
+            unreachable = unreachable.len(),
+            "recipients without a device to encrypt for"
+        );
+        return Ok(Sealed::Missing {
+            untrusted: untrusted.into_iter().cloned().collect(),
+            unreachable: unreachable.into_iter().cloned().collect(),
+        });
     }
-    let stanza = linnet_xmpp::omemo::chat_stanza(
-        peer,
-        origin,
-        &elements,
-        Some(linnet_xmpp::omemo::FALLBACK_BODY),
-        extras,
-    )
+    let stanza = match to {
+        Destination::Chat(peer) => linnet_xmpp::omemo::chat_stanza(
+            peer,
+            origin,
+            &elements,
+            Some(linnet_xmpp::omemo::FALLBACK_BODY),
+            extras,
+        ),
+        Destination::Group(room) => linnet_xmpp::omemo::groupchat_stanza(
+            room,
+            origin,
+            &elements,
+            linnet_xmpp::omemo::FALLBACK_BODY,
+            extras,
+        ),
+    }
     .map_err(|_| linnet_omemo::Error::Malformed {
         what: "our own message",
     })?;

@@ -343,15 +343,6 @@ impl Client {
         let group = lock(&self.inner.store)
             .room_by_jid(account, peer.as_str())?
             .map(|r| r.conversation);
-        if let Some(c) = group {
-            if matches!(&out.wire, Wire::Chat(_))
-                && lock(&self.inner.store).encryption_policy(c)? == EncryptionPolicy::Omemo
-            {
-                return Err(ClientError::Policy(
-                    "encrypted group messages are not supported yet".into(),
-                ));
-            }
-        }
         let group_joined = group.is_some_and(|c| self.inner.group_joined(c));
         let session = slot.as_ref().map(|s| lock(s));
         let (message, conversation, stanza) = {
@@ -384,6 +375,13 @@ impl Client {
                         (crate::groups::KIND_GROUPCHAT, s.clone())
                     }
                     Wire::Stanza(s) => ("chat", s.clone()),
+                    // Encrypted or not is decided when it goes (see `omemo::group`).
+                    Wire::Chat(extras)
+                        if group.is_some()
+                            && tx.encryption_policy(conversation)? != EncryptionPolicy::Plain =>
+                    {
+                        (crate::omemo::KIND_GROUP_TO_ENCRYPT, extras.to_xml())
+                    }
                     Wire::Chat(extras) if group.is_some() => (
                         crate::groups::KIND_GROUPCHAT,
                         linnet_xmpp::stanza_to_string(&linnet_xmpp::muc::groupchat_message(
@@ -416,7 +414,7 @@ impl Client {
                     }
                 };
                 let stanza = match kind {
-                    crate::omemo::KIND_TO_ENCRYPT => None,
+                    crate::omemo::KIND_TO_ENCRYPT | crate::omemo::KIND_GROUP_TO_ENCRYPT => None,
                     crate::groups::KIND_GROUPCHAT if !group_joined => None,
                     _ => Some(payload.clone()),
                 };

@@ -803,6 +803,10 @@ pub struct GroupMessage {
     /// logging, 172/173 anonymity); those in occupants' messages are not the room's and
     /// are ignored.
     pub status: Vec<u16>,
+    /// The sender's real JID as a non-anonymous room's archive records it (`<x
+    /// xmlns='…muc#user'><item jid=…/>`). In a live message it could be the sender's own
+    /// invention (rooms need not strip it): believe it only in an archive result.
+    pub real_jid: Option<BareJid>,
 }
 
 /// A groupchat message from `room/nick` or from `room`; `None` for other types.
@@ -844,6 +848,13 @@ pub fn parse_groupchat(message: &Element) -> Option<GroupMessage> {
         (None, Ok(Some(x))) => status_codes(x),
         _ => Vec::new(),
     };
+    let real_jid = match (&nick, muc_user_x(message)) {
+        (Some(_), Ok(Some(x))) => x
+            .get_child("item", NS_MUC_USER)
+            .and_then(|i| i.attr("jid"))
+            .and_then(|j| BareJid::parse(j.split('/').next().unwrap_or(j)).ok()),
+        _ => None,
+    };
     Some(GroupMessage {
         room,
         nick,
@@ -855,6 +866,7 @@ pub fn parse_groupchat(message: &Element) -> Option<GroupMessage> {
         body,
         subject,
         status,
+        real_jid,
     })
 }
 
@@ -2439,6 +2451,30 @@ mod tests {
     // -- messages and subjects --
 
     const ROOM: &str = "x1@conference.prosody.localhost";
+
+    #[test]
+    fn an_archived_message_names_its_sender() {
+        let m = parse_groupchat(&xml(
+            r#"<message type="groupchat" id="m1" from="x1@conference.prosody.localhost/Alice"><body>hi</body><x xmlns="http://jabber.org/protocol/muc#user"><item jid="alice@prosody.localhost/phone"/></x></message>"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            m.real_jid.as_ref().map(BareJid::as_str),
+            Some("alice@prosody.localhost")
+        );
+        // The room's own messages have no sender to name.
+        let m = parse_groupchat(&xml(
+            r#"<message type="groupchat" from="x1@conference.prosody.localhost"><body>x</body><x xmlns="http://jabber.org/protocol/muc#user"><item jid="alice@prosody.localhost"/></x></message>"#,
+        ))
+        .unwrap();
+        assert_eq!(m.real_jid, None);
+        // Two payloads: neither is believed.
+        let m = parse_groupchat(&xml(
+            r#"<message type="groupchat" from="x1@conference.prosody.localhost/A"><body>x</body><x xmlns="http://jabber.org/protocol/muc#user"><item jid="a@prosody.localhost"/></x><x xmlns="http://jabber.org/protocol/muc#user"><item jid="b@prosody.localhost"/></x></message>"#,
+        ))
+        .unwrap();
+        assert_eq!(m.real_jid, None);
+    }
 
     #[test]
     fn groupchat_messages_from_both_servers() {

@@ -323,6 +323,29 @@ pub fn chat_stanza(
     fallback: Option<&str>,
     extras: &crate::rich::Extras,
 ) -> Result<Element> {
+    message_stanza(to, "chat", id, encrypted, fallback, extras)
+}
+
+/// A group message carrying OMEMO (XEP-0384 §6.5), to the room: as [`chat_stanza`], but of
+/// type groupchat and asking for no receipt (a room's receipts would come from everyone).
+pub fn groupchat_stanza(
+    room: &BareJid,
+    id: &str,
+    encrypted: &[Encrypted],
+    fallback: &str,
+    extras: &crate::rich::Extras,
+) -> Result<Element> {
+    message_stanza(room, "groupchat", id, encrypted, Some(fallback), extras)
+}
+
+fn message_stanza(
+    to: &BareJid,
+    kind: &str,
+    id: &str,
+    encrypted: &[Encrypted],
+    fallback: Option<&str>,
+    extras: &crate::rich::Extras,
+) -> Result<Element> {
     if encrypted.is_empty() {
         return Err(OmemoXmlError::MissingChild {
             parent: "message",
@@ -331,7 +354,7 @@ pub fn chat_stanza(
     }
     let mut m = el("message", "jabber:client")
         .attr("to", to.as_str())
-        .attr("type", "chat")
+        .attr("type", kind)
         .attr("id", id);
     for e in encrypted {
         m = m.child(encrypted_element(e)?);
@@ -348,11 +371,13 @@ pub fn chat_stanza(
         );
     }
     if let Some(text) = fallback {
-        m = m
-            .child(el("body", "jabber:client").text(text.to_owned()))
-            .child(el("request", crate::inbound::NS_RECEIPTS))
-            .child(el("markable", "urn:xmpp:chat-markers:0"))
-            .child(el("active", crate::rich::NS_CHAT_STATES));
+        m = m.child(el("body", "jabber:client").text(text.to_owned()));
+        if kind == "chat" {
+            m = m
+                .child(el("request", crate::inbound::NS_RECEIPTS))
+                .child(el("markable", "urn:xmpp:chat-markers:0"))
+                .child(el("active", crate::rich::NS_CHAT_STATES));
+        }
     }
     let m = m
         .child(el("store", crate::inbound::NS_HINTS))
@@ -1240,6 +1265,41 @@ mod tests {
             iv: (version == OmemoVersion::V03).then(|| vec![3; 12]),
             payload: Some(vec![4; 37]),
         }
+    }
+
+    #[test]
+    fn a_group_message_goes_to_the_room_and_asks_for_no_receipt() {
+        let room = jid("secret-room@conference.capulet.lit");
+        let m = groupchat_stanza(
+            &room,
+            "g1",
+            &[message(OmemoVersion::V2)],
+            FALLBACK_BODY,
+            &crate::rich::Extras::default(),
+        )
+        .unwrap();
+        assert_eq!(m.attr("type"), Some("groupchat"));
+        assert_eq!(m.attr("to"), Some(room.as_str()));
+        assert!(m
+            .get_child("encrypted", OmemoVersion::V2.namespace())
+            .is_some());
+        assert!(m.get_child("store", crate::inbound::NS_HINTS).is_some());
+        assert!(m
+            .get_child("request", crate::inbound::NS_RECEIPTS)
+            .is_none());
+        assert!(m.get_child("markable", "urn:xmpp:chat-markers:0").is_none());
+        let chat = chat_stanza(
+            &room,
+            "c1",
+            &[message(OmemoVersion::V2)],
+            Some(FALLBACK_BODY),
+            &crate::rich::Extras::default(),
+        )
+        .unwrap();
+        assert_eq!(chat.attr("type"), Some("chat"));
+        assert!(chat
+            .get_child("request", crate::inbound::NS_RECEIPTS)
+            .is_some());
     }
 
     fn ids(list: &DeviceListItem) -> Vec<u32> {
