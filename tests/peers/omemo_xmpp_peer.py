@@ -17,8 +17,17 @@ Out (stdout, flushed per line; logs go to stderr):
                                                   SCEFromMismatch or UnsupportedVersion
   PLAIN <from> <b64 body>                         chat message with a body and no OMEMO
   SENT <stanza_id> | DEVICES <jid> <ns>=<id>,...  | ERROR <text>
+  JOINED <room>                                   in the room (XEP-0045), its occupants known
+  GRECV <room> <sender> <ns> <device_id> <b64>    decrypted group message; <sender> is the
+                                                  real bare JID the room showed for its nick
+  GUNDECRYPTABLE <room> <sender> <ns> <reason>    as UNDECRYPTABLE (SCEToMismatch: the
+                                                  envelope names another recipient)
 In (stdin):
   SEND <bare_jid> <03|2|auto> <b64 body>   DEVICES <bare_jid>   QUIT
+  JOIN <room> <nick>
+  GSEND <room> <03|2|auto> <b64 body> <member,member,...> [<to>]
+        (members: real bare JIDs; <to>: a JID for OMEMO 2's <to/> affix other than the
+        room, as a server turning a private message into a group one would leave it)
 
 <from> is a bare JID (for carbons: the inner message's sender), <ns> the namespace of the
 <encrypted> element. Every device is trusted blindly. OMEMO 2 payloads are XEP-0420 SCE
@@ -118,16 +127,18 @@ class SceError(Exception):
     pass
 
 
-def sce_wrap(text, own_jid):
-    """The XEP-0420 envelope that OMEMO 2 encrypts: body, random padding, sender."""
+def sce_wrap(text, own_jid, to=None):
+    """The XEP-0420 envelope that OMEMO 2 encrypts: body, random padding, sender, and for
+    a group chat the room (XEP-0384 requires the <to/> affix there)."""
     pad = secrets.token_urlsafe(150)[: secrets.randbelow(201)]
+    affix_to = "" if to is None else f"<to jid={quoteattr(to)}/>"
     return (
         f"<envelope xmlns='{NS_SCE}'><content><body xmlns='{NS_CLIENT}'>{escape(text)}</body>"
-        f"</content><rpad>{pad}</rpad><from jid={quoteattr(own_jid)}/></envelope>"
+        f"</content><rpad>{pad}</rpad><from jid={quoteattr(own_jid)}/>{affix_to}</envelope>"
     ).encode("utf-8")
 
 
-def sce_unwrap(data, sender):
+def sce_unwrap(data, sender, room=None):
     """Body of a decrypted SCE envelope (None if it has no body)."""
     try:
         envelope = ET.fromstring(data)
@@ -146,6 +157,12 @@ def sce_unwrap(data, sender):
             raise SceError("SCEMalformed") from e
         if claimed != sender:
             raise SceError("SCEFromMismatch")
+    if room is not None:
+        # A group message must name its room, so that a server cannot pass a private
+        # message off as a group one (or the reverse).
+        affix = envelope.find(f"{{{NS_SCE}}}to")
+        if affix is None or affix.get("jid") != room:
+            raise SceError("SCEToMismatch")
     body = content.find(f"{{{NS_CLIENT}}}body")
     return None if body is None else (body.text or "")
 
@@ -172,7 +189,7 @@ class Peer(slixmpp.ClientXMPP):
         self.roster.auto_authorize = True  # accept subscription requests...
         self.roster.auto_subscribe = True  # ...and subscribe back, so we can be a contact
         # xep_0334: python-omemo's own empty messages (session completion) carry <store/>.
-        for plugin in ("xep_0030", "xep_0060", "xep_0280", "xep_0334"):
+        for plugin in ("xep_0030", "xep_0045", "xep_0060", "xep_0280", "xep_0334"):
             self.register_plugin(plugin)
         if args.register:
             self.register_plugin("xep_0077")
@@ -272,7 +289,10 @@ class Peer(slixmpp.ClientXMPP):
     def on_message(self, msg):
         # Carbon wrappers come back here through the carbon_* events with the inner message.
         wrapped = [msg.xml.find(f"{{{NS_CARBONS}}}{k}") for k in ("received", "sent")]
-        if wrapped != [None, None] or msg["type"] in ("error", "groupchat"):
+        if wrapped != [None, None] or msg["type"] == "error":
+            return
+        if msg["type"] == "groupchat":
+            self.spawn(self.handle_group_message(msg))
             return
         self.spawn(self.handle_message(msg))
 
@@ -320,6 +340,44 @@ class Peer(slixmpp.ClientXMPP):
         else:
             emit("RECV", sender, ns, device.device_id, b64(body))
 
+    async def handle_group_message(self, msg):
+        room = msg["from"].bare
+        nick = msg["from"].resource
+        found = [ns for ns in (NS_2, NS_03) if msg.xml.find(f"{{{ns}}}encrypted") is not None]
+        usable = [ns for ns in self.namespaces if ns in found]
+        if not usable or nick == self.plugin["xep_0045"].get_our_jid_in_room(JID(room)).split("/")[-1]:
+            # Not OMEMO, or our own message reflected: nothing in it is for this device.
+            return
+        ns = usable[0]
+        real = self.plugin["xep_0045"].get_jid_property(JID(room), nick, "jid")
+        if not real:
+            emit("GUNDECRYPTABLE", room, "?", ns, "SenderNotFound")
+            return
+        sender = JID(real).bare
+        element = msg.xml.find(f"{{{ns}}}encrypted")
+        await self.ready.wait()
+        async with self.lock:
+            try:
+                if ns == NS_2:
+                    message = twomemo.etree.parse_message(element, sender)
+                else:
+                    message = await oldmemo.etree.parse_message(
+                        element, sender, self.boundjid.bare, self.sm)
+                plaintext, device, _ = await self.sm.decrypt(message)
+                if plaintext is None:
+                    return
+                body = sce_unwrap(plaintext, sender, room) if ns == NS_2 \
+                    else plaintext.decode("utf-8")
+            except SceError as e:
+                emit("GUNDECRYPTABLE", room, sender, ns, str(e))
+                return
+            except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal
+                log.warning("cannot decrypt group message from %s (%s)", sender, ns, exc_info=True)
+                emit("GUNDECRYPTABLE", room, sender, ns, type(e).__name__)
+                return
+        if body is not None:
+            emit("GRECV", room, sender, ns, device.device_id, b64(body))
+
     # --- commands ------------------------------------------------------------------------
 
     async def read_commands(self):
@@ -338,6 +396,10 @@ class Peer(slixmpp.ClientXMPP):
                     await self.cmd_send(words[1], words[2], words[3] if len(words) == 4 else "")
                 elif words[0] == "DEVICES" and len(words) == 2:
                     await self.cmd_devices(words[1])
+                elif words[0] == "JOIN" and len(words) == 3:
+                    await self.cmd_join(words[1], words[2])
+                elif words[0] == "GSEND" and len(words) in (5, 6):
+                    await self.cmd_group_send(*words[1:])
                 else:
                     emit("ERROR", f"bad command: {line.strip()}")
             except Exception as e:  # noqa: BLE001 - report and keep serving commands
@@ -387,6 +449,39 @@ class Peer(slixmpp.ClientXMPP):
         # EME names the version a client without it should mention; OMEMO 2 if present.
         eme = NS_2 if NS_2 in used else NS_03
         msg.append(ET.Element("{urn:xmpp:eme:0}encryption", namespace=eme, name="OMEMO"))
+        msg.send()
+        emit("SENT", msg["id"])
+
+    async def cmd_join(self, room, nick):
+        # No history: what the test sends after joining is what it looks for.
+        await self.plugin["xep_0045"].join_muc_wait(JID(room), nick, maxchars=0, timeout=30)
+        emit("JOINED", room)
+
+    async def cmd_group_send(self, room, version, body_b64, members, to=None):
+        """XEP-0384 §6.5: one message to the room, encrypted for every member's devices."""
+        text = base64.b64decode(body_b64, validate=True).decode("utf-8")
+        recipients = frozenset(JID(m).bare for m in members.split(",") if m)
+        order = None if version == "auto" else VERSIONS[version]
+        plaintexts = {}
+        if NS_2 in self.namespaces:
+            plaintexts[NS_2] = sce_wrap(text, self.boundjid.bare, to or room)
+        if NS_03 in self.namespaces:
+            plaintexts[NS_03] = text.encode("utf-8")
+        async with self.lock:
+            for jid in recipients | {self.boundjid.bare}:
+                await self.refresh(jid)
+            messages, errors = await self.sm.encrypt(recipients, plaintexts, order)
+        for error in errors:
+            log.warning("not encrypted for %s/%s (%s): %r", error.bare_jid, error.device_id,
+                        error.namespace, error.exception)
+        if not messages:
+            raise RuntimeError("no device to encrypt for")
+        msg = self.make_message(mto=JID(room), mtype="groupchat", mbody=FALLBACK)
+        for message in messages:
+            serialize = twomemo.etree.serialize_message if message.namespace == NS_2 \
+                else oldmemo.etree.serialize_message
+            msg.append(serialize(message))
+        msg.enable("store")
         msg.send()
         emit("SENT", msg["id"])
 

@@ -113,7 +113,9 @@ impl PyPeer {
                     .await
                     .unwrap_or_else(|| panic!("peer exited while waiting for {what}"));
                 assert!(
-                    !line.starts_with("ERROR") && !line.starts_with("UNDECRYPTABLE"),
+                    !line.starts_with("ERROR")
+                        && !line.starts_with("UNDECRYPTABLE")
+                        && !line.starts_with("GUNDECRYPTABLE"),
                     "peer: {line} (waiting for {what})"
                 );
                 if pred(&line) {
@@ -155,6 +157,49 @@ impl PyPeer {
             .await;
         let b64 = line.rsplit(' ').next().unwrap_or_default();
         String::from_utf8(B64.decode(b64).expect("base64 body")).expect("UTF-8 body")
+    }
+
+    /// Joins the group `room` as `nick`.
+    pub async fn join(&mut self, room: &str, nick: &str) {
+        self.command(&format!("JOIN {room} {nick}"));
+        self.expect("JOINED", |l| l == format!("JOINED {room}"))
+            .await;
+    }
+
+    /// Sends `body` to the group `room`, encrypted with OMEMO `version` for `members`.
+    pub async fn group_send(&mut self, room: &str, version: &str, body: &str, members: &[&str]) {
+        self.group_send_naming(room, version, body, members, room)
+            .await
+    }
+
+    /// As [`Self::group_send`], with `to` in OMEMO 2's `<to/>` affix instead of the room.
+    pub async fn group_send_naming(
+        &mut self,
+        room: &str,
+        version: &str,
+        body: &str,
+        members: &[&str],
+        to: &str,
+    ) {
+        self.command(&format!(
+            "GSEND {room} {version} {} {} {to}",
+            B64.encode(body),
+            members.join(",")
+        ));
+        self.expect("SENT", |l| l.starts_with("SENT ")).await;
+    }
+
+    /// Waits for `body` in the group `room` from the member `from` (a real bare JID), and
+    /// returns the namespace it came in.
+    pub async fn group_received(&mut self, room: &str, from: &str, body: &str) -> String {
+        let b64 = B64.encode(body);
+        let line = self
+            .expect(body, |l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() == 6 && f[0] == "GRECV" && f[1] == room && f[2] == from && f[5] == b64
+            })
+            .await;
+        line.split(' ').nth(3).unwrap_or_default().to_owned()
     }
 
     /// Waits until the peer sees `device` in `jid`'s device list of namespace `ns`.

@@ -1,13 +1,15 @@
 //! OMEMO in group chats (XEP-0384 §6.5) between Linnet clients against the real servers:
 //! a private group's messages are encrypted for every member's devices and our own other
 //! devices, read live and from the room's archive, with only ciphertext on the wire; a
-//! member without OMEMO, and encrypted files in a group.
+//! member without OMEMO, and encrypted files in a group; and interop in a group with an
+//! independent client (slixmpp + python-omemo) speaking OMEMO 0.3, OMEMO 2 or both.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use linnet_client::{
     ConversationSnapshot, DeliveryState, DeviceTrust, Direction, Encryption, EncryptionPolicy,
     MessageItem, TransferState,
 };
+use linnet_tests::omemo_peer::{PyPeer, NS_03, NS_2};
 use linnet_tests::*;
 use linnet_xmpp::{BareJid, Event, Session};
 
@@ -271,7 +273,95 @@ async fn an_encrypted_file_in_a_group(server: Server) {
     assert_eq!(std::fs::read(saved).unwrap(), content);
 }
 
+/// Alice (two devices) and a python-omemo client in a private group: the peer's messages,
+/// its first a key exchange, are decrypted on both of Alice's devices, and Alice's reach
+/// the peer, in the version it speaks; each side checks the room named in OMEMO 2's
+/// envelope.
+async fn python_in_a_group(server: Server, versions: &str) {
+    let (peer_ns, ours) = match versions {
+        "03" => (NS_03, Encryption::Omemo03),
+        _ => (NS_2, Encryption::Omemo2),
+    };
+    let storage = tempfile::tempdir().unwrap();
+    let a = TestClient::register(server, "alice").await;
+    let a2 = a.another_device(server).await;
+    let peer_jid = fresh_jid(server, &format!("py{versions}"));
+    let mut peer = PyPeer::start(
+        server,
+        &peer_jid,
+        versions,
+        &storage.path().join("peer.json"),
+    )
+    .await;
+    let group = a
+        .client
+        .create_group(a.account, "Mixed company")
+        .await
+        .unwrap();
+    let room = room_of(&a, group);
+    a.client
+        .invite_to_group(group, &peer_jid, None)
+        .await
+        .unwrap();
+    peer.join(&room, "py").await;
+    a.wait_conversation(&room, "the peer in the group", |s| {
+        s.group
+            .as_ref()
+            .is_some_and(|g| g.occupants.iter().any(|o| o.nick == "py"))
+    })
+    .await;
+    a2.wait_conversation(&room, "in the group", group_joined)
+        .await;
+
+    for (i, text) in ["hallo from python 🐍", "and again"].iter().enumerate() {
+        peer.group_send(&room, "auto", text, &[&a.jid]).await;
+        for who in [&a, &a2] {
+            let s = who
+                .wait_conversation(&room, text, |s| find(s, text).is_some())
+                .await;
+            let m = find(&s, text).unwrap();
+            assert_eq!((m.encryption, m.error.as_deref()), (ours, None), "{m:?}");
+            assert_eq!(m.sender_nick.as_deref(), Some("py"));
+        }
+        let mine = format!("reply {i} from linnet, ü");
+        a.client.send_message(a.account, &room, &mine).unwrap();
+        assert_eq!(peer.group_received(&room, &a.jid, &mine).await, peer_ns);
+    }
+    if versions != "03" {
+        // An envelope naming someone other than the room: a private message passed off as
+        // the group's. Shown as undecryptable, with the reason, not as the group's words.
+        peer.group_send_naming(&room, "2", "misrouted", &[&a.jid], &a.jid)
+            .await;
+        let s = a
+            .wait_conversation(&room, "the misrouted message", |s| {
+                s.messages.iter().any(|m| {
+                    m.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("names another recipient"))
+                })
+            })
+            .await;
+        assert!(find(&s, "misrouted").is_none());
+    }
+    peer.quit().await;
+}
+
+async fn python_omemo_03_in_a_group(server: Server) {
+    python_in_a_group(server, "03").await
+}
+
+async fn python_omemo_2_in_a_group(server: Server) {
+    python_in_a_group(server, "2").await
+}
+
+async fn python_with_both_versions_in_a_group(server: Server) {
+    python_in_a_group(server, "both").await
+}
+
 both_servers!(
+    python_omemo_03_in_a_group,
+    python_omemo_2_in_a_group,
+    python_with_both_versions_in_a_group,
     a_private_group_is_encrypted_for_every_member,
     a_member_without_omemo,
     an_encrypted_file_in_a_group,
