@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use linnet_tests::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn linnet(dir: &Path, key: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
@@ -168,8 +168,7 @@ async fn kill_and_restart(server: Server) {
         let mut stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         for i in 0..20 {
-            let cmd =
-                serde_json::json!({"cmd": "send", "to": b.jid, "body": format!("r{round} m{i}")});
+            let cmd = json!({"cmd": "send", "to": b.jid, "body": format!("r{round} m{i}")});
             writeln!(stdin, "{cmd}").unwrap();
         }
         // Read results until about half are confirmed, then kill -9 mid-stream.
@@ -365,4 +364,91 @@ fn files_from_the_cli_prosody() {
 #[test]
 fn files_from_the_cli_ejabberd() {
     files_from_the_cli(Server::Ejabberd)
+}
+
+/// OMEMO trust through the CLI: our fingerprint and verification URI, a contact's device
+/// blindly trusted after a first message, verified by their URI, then distrusted, after
+/// which nothing goes to them; the trust policy; and each bad argument is exit code 2.
+#[test]
+fn trust_from_the_cli() {
+    let server = Server::Prosody;
+    let host = format!("{}:{}", var("PROSODY_HOST"), var("PROSODY_PORT"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (a_key, b_key) = (keyfile(tmp.path(), "akey"), keyfile(tmp.path(), "bkey"));
+    let (a, b) = (fresh_jid(server, "clita"), fresh_jid(server, "clitb"));
+    for (dir, key, jid) in [(&a_dir, &a_key, &a), (&b_dir, &b_key, &b)] {
+        let out = linnet(
+            dir,
+            key,
+            &["register", jid, "--server", &host],
+            Some("pass word\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = linnet(&a_dir, &a_key, &["roster", "add", &b], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = linnet(&b_dir, &b_key, &["roster", "approve", &a], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = linnet(&a_dir, &a_key, &["send", &b, "first"], None);
+    assert!(out.status.success(), "{out:?}");
+
+    let out = linnet(&b_dir, &b_key, &["fingerprint"], None);
+    assert!(out.status.success(), "{out:?}");
+    let own = &json_lines(&out)[0];
+    let b_device = own["device"].as_u64().unwrap();
+    let b_uri = own["uri"].as_str().unwrap().to_owned();
+    assert!(b_uri.starts_with(&format!("xmpp:{b}?omemo")), "{b_uri}");
+    // Eight groups of eight hex digits.
+    let shown = own["fingerprint"].as_str().unwrap();
+    assert_eq!(shown.split(' ').count(), 8, "{shown}");
+
+    let device_of = |dir: &Path, key: &Path| {
+        let out = linnet(dir, key, &["devices", &b], None);
+        assert!(out.status.success(), "{out:?}");
+        json_lines(&out)
+            .into_iter()
+            .find(|d| d["device"].as_u64() == Some(b_device))
+            .unwrap_or_else(|| panic!("{out:?}"))
+    };
+    let d = device_of(&a_dir, &a_key);
+    assert_eq!(
+        (&d["trust"], &d["fingerprint"]),
+        (&json!("blind"), &own["fingerprint"])
+    );
+
+    let out = linnet(&a_dir, &a_key, &["verify", &b_uri], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(device_of(&a_dir, &a_key)["trust"], "verified");
+
+    let device = b_device.to_string();
+    let out = linnet(&a_dir, &a_key, &["trust", &b, &device, "distrust"], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(device_of(&a_dir, &a_key)["trust"], "distrusted");
+    // No trusted device of Bob's is left: nothing goes, in the clear least of all.
+    let out = linnet(&a_dir, &a_key, &["send", &b, "not for you"], None);
+    assert!(!out.status.success(), "{out:?}");
+    let out = linnet(&a_dir, &a_key, &["history", &b], None);
+    let failed = json_lines(&out)
+        .into_iter()
+        .find(|m| m["body"] == "not for you")
+        .unwrap();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("trusted"),
+        "{failed}"
+    );
+
+    let out = linnet(&a_dir, &a_key, &["trust-policy", "manual"], None);
+    assert_eq!(json_lines(&out)[0]["policy"], "manual", "{out:?}");
+    for bad in [
+        vec!["trust", &b, "x", "verify"],
+        vec!["trust", &b, &device, "maybe"],
+        vec!["trust", "not a jid@@", &device, "verify"],
+        vec!["trust-policy", "sometimes"],
+        vec!["verify", "xmpp:nobody"],
+    ] {
+        let out = linnet(&a_dir, &a_key, &bad, None);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+    }
 }
