@@ -235,6 +235,35 @@ async fn a_member_without_omemo(server: Server) {
     }
 }
 
+/// Membership changes of people not in the room reach those in it (the room says so):
+/// Carol's list of whom to encrypt for gains Bob when Alice makes him a member, and loses
+/// him when she takes it back.
+async fn members_followed_while_they_are_away(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let b = TestClient::register(server, "bob").await;
+    let c = TestClient::register(server, "carol").await;
+    let group = a.client.create_group(a.account, "Club").await.unwrap();
+    let room = room_of(&a, group);
+    a.client.invite_to_group(group, &c.jid, None).await.unwrap();
+    accept_group_invitation(&c, &room).await;
+    let has_bob = |s: &ConversationSnapshot| {
+        s.group
+            .as_ref()
+            .is_some_and(|g| g.members.iter().any(|m| m.jid == b.jid))
+    };
+    a.client
+        .set_group_affiliation(group, &b.jid, "member")
+        .await
+        .unwrap();
+    c.wait_conversation(&room, "bob a member", has_bob).await;
+    a.client
+        .set_group_affiliation(group, &b.jid, "none")
+        .await
+        .unwrap();
+    c.wait_conversation(&room, "bob no longer a member", |s| !has_bob(s))
+        .await;
+}
+
 /// A file in a private group goes encrypted (XEP-0454): Bob's copy shows it as an encrypted
 /// file, and downloading it gives Alice's bytes.
 async fn an_encrypted_file_in_a_group(server: Server) {
@@ -364,5 +393,6 @@ both_servers!(
     python_with_both_versions_in_a_group,
     a_private_group_is_encrypted_for_every_member,
     a_member_without_omemo,
+    members_followed_while_they_are_away,
     an_encrypted_file_in_a_group,
 );

@@ -541,6 +541,14 @@ fn on_message(
         return Ok(());
     }
     if m.msg.nick.is_none() {
+        if !m.archived {
+            for (jid, a) in &m.msg.affiliations {
+                let stored = a.is_member().then(|| affiliation_str(*a));
+                if tx.set_room_member(c, jid.as_str(), stored, None)? {
+                    fx.snapshots.push(c);
+                }
+            }
+        }
         // The room's own word: 104 says its configuration changed.
         if m.msg.status.contains(&104) {
             fx.refresh.push(c);

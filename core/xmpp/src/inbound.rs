@@ -392,6 +392,15 @@ fn classify_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
             None => Vec::new(),
         };
     }
+    if let Some(m) = crate::muc::parse_affiliation_notice(el) {
+        return if cx.rooms.contains(&m.room) {
+            vec![Event::RoomMessage(Box::new(crate::muc::RoomMessage::live(
+                el, m,
+            )))]
+        } else {
+            Vec::new()
+        };
+    }
     if let Some(invitation) = crate::muc::parse_invitation(el) {
         return vec![Event::Invitation(invitation)];
     }

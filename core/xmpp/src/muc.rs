@@ -807,6 +807,9 @@ pub struct GroupMessage {
     /// xmlns='…muc#user'><item jid=…/>`). In a live message it could be the sender's own
     /// invention (rooms need not strip it): believe it only in an archive result.
     pub real_jid: Option<BareJid>,
+    /// From the room itself: affiliations changed of people not in it (XEP-0045 §9.3-§10.7
+    /// let a room tell its occupants so). Who may decrypt the group's messages follows them.
+    pub affiliations: Vec<(BareJid, Affiliation)>,
 }
 
 /// A groupchat message from `room/nick` or from `room`; `None` for other types.
@@ -848,6 +851,10 @@ pub fn parse_groupchat(message: &Element) -> Option<GroupMessage> {
         (None, Ok(Some(x))) => status_codes(x),
         _ => Vec::new(),
     };
+    let affiliations = match (&nick, muc_user_x(message)) {
+        (None, Ok(Some(x))) => affiliation_items(x),
+        _ => Vec::new(),
+    };
     let real_jid = match (&nick, muc_user_x(message)) {
         (Some(_), Ok(Some(x))) => x
             .get_child("item", NS_MUC_USER)
@@ -867,7 +874,57 @@ pub fn parse_groupchat(message: &Element) -> Option<GroupMessage> {
         subject,
         status,
         real_jid,
+        affiliations,
     })
+}
+
+/// A room's notice to its occupants that someone not in it changed affiliation (XEP-0045
+/// §9.3-§10.7: a message of no type from the room's bare JID, with `<item jid
+/// affiliation/>`s and nothing else to say), as a [`GroupMessage`] of the room's own with
+/// only `affiliations` set. `None` for anything else (an invitation, a message of a type).
+pub fn parse_affiliation_notice(message: &Element) -> Option<GroupMessage> {
+    if !message.is("message", ns::JABBER_CLIENT)
+        || !matches!(message.attr("type"), None | Some("normal"))
+        || message.get_child("body", ns::JABBER_CLIENT).is_some()
+    {
+        return None;
+    }
+    let room = bare_sender(message)?;
+    let x = muc_user_x(message).ok()??;
+    if x.children()
+        .any(|c| !c.is("item", NS_MUC_USER) && !c.is("status", NS_MUC_USER))
+    {
+        return None;
+    }
+    let affiliations = affiliation_items(x);
+    if affiliations.is_empty() {
+        return None;
+    }
+    Some(GroupMessage {
+        room,
+        nick: None,
+        id: id_attr(message),
+        origin_id: None,
+        stanza_id: None,
+        occupant_id: None,
+        timestamp_ms: None,
+        body: None,
+        subject: None,
+        status: Vec::new(),
+        real_jid: None,
+        affiliations,
+    })
+}
+
+fn affiliation_items(x: &Element) -> Vec<(BareJid, Affiliation)> {
+    x.children()
+        .filter(|i| i.is("item", NS_MUC_USER))
+        .filter_map(|i| {
+            let jid = i.attr("jid")?;
+            let jid = BareJid::parse(jid.split('/').next().unwrap_or(jid)).ok()?;
+            Some((jid, Affiliation::parse(i.attr("affiliation")?)?))
+        })
+        .collect()
 }
 
 /// XEP-0045 §8.1: a message with a subject and a body or thread is a message that has a
@@ -2451,6 +2508,49 @@ mod tests {
     // -- messages and subjects --
 
     const ROOM: &str = "x1@conference.prosody.localhost";
+
+    #[test]
+    fn the_room_tells_of_affiliations_changed_while_away() {
+        let m = parse_groupchat(&xml(
+            r#"<message type="groupchat" from="x1@conference.prosody.localhost"><x xmlns="http://jabber.org/protocol/muc#user"><item jid="bob@prosody.localhost" affiliation="member"/><item jid="eve@prosody.localhost/x" affiliation="none"/><item jid="bad jid@@" affiliation="member"/><item jid="c@prosody.localhost" affiliation="king"/></x></message>"#,
+        ))
+        .unwrap();
+        let got: Vec<(&str, Affiliation)> = m
+            .affiliations
+            .iter()
+            .map(|(j, a)| (j.as_str(), *a))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("bob@prosody.localhost", Affiliation::Member),
+                ("eve@prosody.localhost", Affiliation::None)
+            ]
+        );
+        // As XEP-0045 shows it: a message of no type.
+        let m = parse_affiliation_notice(&xml(
+            r#"<message from="x1@conference.prosody.localhost" id="n1" to="c@prosody.localhost/r"><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" jid="hecate@prosody.localhost" role="none"/></x></message>"#,
+        ))
+        .unwrap();
+        assert_eq!(m.room.as_str(), ROOM);
+        assert_eq!(m.nick, None);
+        assert_eq!(m.affiliations.len(), 1);
+        // An invitation is not one, nor is anything from an occupant or with a body.
+        for not in [
+            r#"<message from="x1@conference.prosody.localhost"><x xmlns="http://jabber.org/protocol/muc#user"><invite from="a@prosody.localhost"/><item affiliation="member" jid="h@prosody.localhost"/></x></message>"#,
+            r#"<message from="x1@conference.prosody.localhost/eve"><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" jid="h@prosody.localhost"/></x></message>"#,
+            r#"<message from="x1@conference.prosody.localhost"><body>hi</body><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" jid="h@prosody.localhost"/></x></message>"#,
+            r#"<message type="chat" from="x1@conference.prosody.localhost"><x xmlns="http://jabber.org/protocol/muc#user"><item affiliation="member" jid="h@prosody.localhost"/></x></message>"#,
+        ] {
+            assert_eq!(parse_affiliation_notice(&xml(not)), None, "{not}");
+        }
+        // From an occupant, it is theirs to say nothing about.
+        let m = parse_groupchat(&xml(
+            r#"<message type="groupchat" from="x1@conference.prosody.localhost/mallory"><body>x</body><x xmlns="http://jabber.org/protocol/muc#user"><item jid="eve@prosody.localhost" affiliation="owner"/></x></message>"#,
+        ))
+        .unwrap();
+        assert!(m.affiliations.is_empty());
+    }
 
     #[test]
     fn an_archived_message_names_its_sender() {
