@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-const FLAGS: &[&str] = &["direct-tls", "only-ca", "help"];
+const FLAGS: &[&str] = &["direct-tls", "only-ca", "help", "none"];
 
 pub struct Args {
     pub command: String,

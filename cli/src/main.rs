@@ -44,7 +44,10 @@ commands:
                                   show or set a conversation's encryption (files need plain)
   devices [<jid>]                 OMEMO devices of a contact (default: our own account) as last
                                   seen, with fingerprints and trust (undecided, blind, verified,
-                                  distrusted)
+                                  distrusted), their labels once signature-checked, and whether
+                                  they are stale (not answering: nothing is encrypted for them)
+  device-label [<label>|--none]   show or set this device's OMEMO 2 label (logs in to publish
+                                  it; --none: no label)
   fingerprint                     this device's OMEMO id and fingerprint, and the xmpp: URI
                                   for our QR code (the form Conversations scans)
   verify <xmpp-uri>               verify a contact's devices by the URI of their QR code
@@ -372,6 +375,23 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             Ok(())
         }
         "devices" | "fingerprint" | "verify" | "trust" | "trust-policy" => trust_command(args),
+        "device-label" => {
+            let client = open(args)?;
+            let acc = account(&client, args)?;
+            let label = if args.flag("none") {
+                Some(None)
+            } else {
+                args.positional.first().map(|l| Some(l.as_str()))
+            };
+            if let Some(label) = label {
+                login_once(&client, acc).await?;
+                let set = client.set_omemo_device_label(acc, label).await;
+                client.shutdown().await;
+                set?;
+            }
+            print(&json!({"ok": true, "label": client.omemo_device_label(acc)?}));
+            Ok(())
+        }
         "show" => {
             let peer = pos(args, 0, "peer JID")?;
             let client = open(args)?;
@@ -437,6 +457,8 @@ fn trust_command(args: &Args) -> Result<(), ClientError> {
                     "fingerprint": d.fingerprint.as_deref().map(format_fingerprint),
                     "trust": d.trust,
                     "current": d.current,
+                    "label": d.label,
+                    "stale": d.stale,
                 }));
             }
         }

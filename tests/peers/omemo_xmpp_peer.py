@@ -6,6 +6,7 @@ over stdin/stdout, one line per event or command:
 
   omemo_xmpp_peer.py --jid J --password P --ca CAFILE --host H --port N
                      --versions {03,2,both} --storage PATH [--register] [--debug]
+                     [--label LABEL]
 
 Out (stdout, flushed per line; logs go to stderr):
   READY <device_id>                               roster fetched, presence sent, own device
@@ -22,12 +23,16 @@ Out (stdout, flushed per line; logs go to stderr):
                                                   real bare JID the room showed for its nick
   GUNDECRYPTABLE <room> <sender> <ns> <reason>    as UNDECRYPTABLE (SCEToMismatch: the
                                                   envelope names another recipient)
+  LABELS <jid> <id>=<b64 label or ->,...          device labels as python-omemo accepted
+                                                  them (signature checked; - for none)
 In (stdin):
-  SEND <bare_jid> <03|2|auto> <b64 body>   DEVICES <bare_jid>   QUIT
+  SEND <bare_jid> <03|2|auto> <b64 body>   DEVICES <bare_jid>   LABELS <bare_jid>   QUIT
   JOIN <room> <nick>
   GSEND <room> <03|2|auto> <b64 body> <member,member,...> [<to>]
         (members: real bare JIDs; <to>: a JID for OMEMO 2's <to/> affix other than the
         room, as a server turning a private message into a group one would leave it)
+
+--label gives a new device an OMEMO 2 label (python-omemo signs it).
 
 <from> is a bare JID (for carbons: the inner message's sender), <ns> the namespace of the
 <encrypted> element. Every device is trusted blindly. OMEMO 2 payloads are XEP-0420 SCE
@@ -267,7 +272,7 @@ class Peer(slixmpp.ClientXMPP):
             # ensure_data_consistency() repairs them if the server lost them meanwhile.
             self.sm = await SessionManager.create(
                 [backends[ns]() for ns in self.namespaces], self.storage, own,
-                initial_own_label=None, undecided_trust_level_name="BLIND")
+                initial_own_label=self.args.label, undecided_trust_level_name="BLIND")
             await self.sm.ensure_data_consistency()
             # No MAM catch-up here: leave history-sync mode so key exchanges get answered.
             await self.sm.after_history_sync()
@@ -400,6 +405,8 @@ class Peer(slixmpp.ClientXMPP):
                     await self.cmd_join(words[1], words[2])
                 elif words[0] == "GSEND" and len(words) in (5, 6):
                     await self.cmd_group_send(*words[1:])
+                elif words[0] == "LABELS" and len(words) == 2:
+                    await self.cmd_labels(words[1])
                 else:
                     emit("ERROR", f"bad command: {line.strip()}")
             except Exception as e:  # noqa: BLE001 - report and keep serving commands
@@ -495,6 +502,19 @@ class Peer(slixmpp.ClientXMPP):
         groups = [f"{ns}={','.join(str(d) for d in sorted(lists[ns]))}" for ns in self.namespaces]
         emit("DEVICES", bare_jid, *groups)
 
+    async def cmd_labels(self, bare_jid):
+        bare_jid = JID(bare_jid).bare
+        async with self.lock:
+            await self.refresh(bare_jid)
+            # Downloads the bundles of devices whose identity it does not know yet; labels
+            # are checked against those keys as the lists are processed.
+            await self.sm.get_device_information(bare_jid)
+            await self.refresh(bare_jid)
+            info = await self.sm.get_device_information(bare_jid)
+        entries = [f"{d.device_id}={'-' if d.label is None else b64(d.label)}"
+                   for d in sorted(info, key=lambda d: d.device_id)]
+        emit("LABELS", bare_jid, ",".join(entries))
+
     async def quit(self):
         self.quitting = True
         if self.sm is not None:
@@ -520,6 +540,7 @@ def main():
     ap.add_argument("--storage", required=True, help="JSON file with the OMEMO device state")
     ap.add_argument("--register", action="store_true", help="create the account in-band first")
     ap.add_argument("--debug", action="store_true", help="debug logs (with stanzas) on stderr")
+    ap.add_argument("--label", help="OMEMO 2 label of a new device")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

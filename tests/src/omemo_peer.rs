@@ -43,6 +43,17 @@ impl PyPeer {
         versions: &str,
         storage: &std::path::Path,
     ) -> Self {
+        Self::start_labelled(server, jid, versions, storage, None).await
+    }
+
+    /// [`PyPeer::start`], a new device taking `label` as its OMEMO 2 label.
+    pub async fn start_labelled(
+        server: Server,
+        jid: &str,
+        versions: &str,
+        storage: &std::path::Path,
+        label: Option<&str>,
+    ) -> Self {
         let python = python();
         let script = repo_root().join("tests/peers/omemo_xmpp_peer.py");
         let addr = socket_addr(server);
@@ -65,6 +76,7 @@ impl PyPeer {
             .args(["--versions", versions, "--register", "--storage"])
             .arg(storage)
             .args(std::env::var_os("LINNET_PEER_DEBUG").map(|_| "--debug"))
+            .args(label.map(|l| ["--label", l]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -219,6 +231,25 @@ impl PyPeer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the peer never saw device {device} in {ns}; last: {line}");
+    }
+
+    /// `jid`'s devices with the labels the peer accepted (their signatures checked).
+    pub async fn labels(&mut self, jid: &str) -> Vec<(u32, Option<String>)> {
+        self.command(&format!("LABELS {jid}"));
+        let line = self.expect("LABELS", |l| l.starts_with("LABELS ")).await;
+        line.split(' ')
+            .nth(2)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (id, label) = e.split_once('=').expect("<id>=<label>");
+                let label = (label != "-").then(|| {
+                    String::from_utf8(B64.decode(label).expect("base64 label")).expect("UTF-8")
+                });
+                (id.parse().expect("device id"), label)
+            })
+            .collect()
     }
 
     pub async fn quit(mut self) {

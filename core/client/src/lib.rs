@@ -3,6 +3,7 @@
 
 mod account;
 mod blocking;
+mod devices;
 mod error;
 mod files;
 mod groups;

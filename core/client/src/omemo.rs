@@ -16,9 +16,7 @@ use linnet_store::{
     AccountId, DeliveryState, Encryption, EncryptionPolicy, MessageId, OmemoStore, OutboxEntry,
     Store, StoreError, Tx,
 };
-use linnet_xmpp::omemo::{
-    BundleItem, Device, DeviceListItem, KeyEntry, OmemoVersion, DEVICE_LIST_ITEM_ID,
-};
+use linnet_xmpp::omemo::{BundleItem, DeviceListItem, KeyEntry, OmemoVersion, DEVICE_LIST_ITEM_ID};
 use linnet_xmpp::{BareJid, ChatMessage, NodeConfig, RequestError, Session};
 use rand::Rng;
 use tokio::sync::Notify;
@@ -192,10 +190,10 @@ async fn publish(
             }
             Err(e) => return Err(e.into()),
         };
-        if list.devices.iter().any(|d| d.id == device_id) {
+        if !crate::devices::own_list(inner, account, session.own_jid(), *xv, device_id, &mut list)?
+        {
             continue;
         }
-        list.devices.push(Device::new(device_id));
         session
             .pep_publish(
                 node,
@@ -418,6 +416,7 @@ pub(crate) fn open_encrypted(
     };
     match result {
         Ok((first, d)) => {
+            crate::devices::heard(tx, account, sender, enc.sid)?;
             if first {
                 on_first_sight(
                     tx,
@@ -555,7 +554,7 @@ pub(crate) fn device_list_seen(
         }
     };
     let ids: Vec<u32> = list.devices.iter().map(|d| d.id).collect();
-    tx.set_omemo_device_list(account, jid.as_str(), crypto_version(version), &ids)?;
+    crate::devices::record_list(tx, account, jid, crypto_version(version), &list)?;
     if jid != own {
         return Ok(false);
     }
@@ -743,6 +742,9 @@ async fn send_one(
     let peer_targets = targets(inner, account, &peer, None)?;
     let own_targets = targets(inner, account, &own, Some(device_id))?;
     if peer_targets.is_empty() {
+        if let Some(why) = crate::devices::all_stale(&inner.store(), account, &peer)? {
+            return Err(SendError::Never(why));
+        }
         return match policy {
             EncryptionPolicy::Omemo => Err(SendError::Never(
                 "the contact has no OMEMO device to encrypt for".into(),
@@ -881,13 +883,14 @@ fn targets(
     except: Option<u32>,
 ) -> Result<Vec<Target>, SendError> {
     let store = inner.store();
+    let stale = crate::devices::stale_ids(&store, account, jid.as_str(), crate::devices::now_ms())?;
     let mut out: Vec<Target> = Vec::new();
     for version in [Version::Omemo2, Version::Omemo03] {
         for d in store
             .omemo_device_list(account, jid.as_str(), version)?
             .unwrap_or_default()
         {
-            if !d.active || Some(d.device_id) == except {
+            if !d.active || Some(d.device_id) == except || stale.contains(&d.device_id) {
                 continue;
             }
             if out.iter().any(|t| t.device_id == d.device_id) {
@@ -1127,6 +1130,8 @@ fn encrypt_for(
             }
         };
         let out = manager.encrypt(version, Some(&payload), &addresses)?;
+        crate::devices::encrypted_for(tx, account, version, &out.message.keys)
+            .map_err(|e| linnet_omemo::Error::Store(e.to_string()))?;
         for (address, e) in &out.skipped {
             tracing::info!(account = account.0, device = address.device_id, error = %e, "device left out");
         }
@@ -1357,6 +1362,8 @@ pub(crate) fn devices(
                 fingerprint: None,
                 trust: None,
                 current: false,
+                label: None,
+                stale: false,
             });
         }
     }
@@ -1384,5 +1391,6 @@ pub(crate) fn devices(
             o.trust = Some(r.trust.into());
         }
     }
+    crate::devices::annotate(store, account, jid, &mut out)?;
     Ok(out)
 }

@@ -185,6 +185,13 @@ pub struct OmemoDeviceInfo {
     pub trust: Option<DeviceTrust>,
     /// This client's own device (in our own account's list).
     pub current: bool,
+    /// The name the device gave itself (OMEMO 2 only), shown only once its signature
+    /// checked out against the device's identity key: `None` until that key is known, and
+    /// for good when the signature is wrong.
+    pub label: Option<String>,
+    /// The device has not answered our messages for long (see `devices`): nothing is
+    /// encrypted for it until something comes from it again.
+    pub stale: bool,
 }
 
 /// A file shared in a message, and how its transfer stands.

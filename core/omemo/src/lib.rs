@@ -12,6 +12,7 @@
 mod error;
 mod kdf;
 mod keys;
+mod label;
 mod manager;
 mod payload;
 mod proto;
@@ -24,6 +25,7 @@ pub mod xeddsa;
 
 pub use error::{Error, Result};
 pub use keys::{ed25519_to_curve25519, IdentityKeyPair, KeyPair};
+pub use label::{sign_label, verify_label};
 pub use manager::{
     Decrypted, Encrypted, EncryptedMessage, MessageKey, SessionManager, PREKEY_COUNT,
 };

@@ -128,6 +128,12 @@ impl<S: Store> SessionManager<S> {
         }
     }
 
+    /// The `labelsig` of our device's OMEMO 2 device list entry for `label` (see
+    /// [`crate::sign_label`]).
+    pub fn sign_label(&self, label: &str) -> [u8; 64] {
+        crate::label::sign_label(&self.identity, label)
+    }
+
     /// Replaces the signed prekey. The previous one is kept so that key exchanges already
     /// on their way still succeed; older ones are deleted.
     pub fn rotate_signed_prekey(&mut self, version: Version) -> Result<()> {

@@ -31,7 +31,7 @@ mod store;
 mod tx;
 mod types;
 
-pub use devices::OmemoDevice;
+pub use devices::{DeviceActivity, DeviceLabel, ListedDevice, OmemoDevice};
 pub use error::{Result, StoreError};
 pub use files::{AttachmentRecord, AttachmentState};
 pub use history::HistoryGap;

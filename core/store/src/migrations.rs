@@ -433,7 +433,25 @@ CREATE TABLE omemo_message_senders (
 );
 "#;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
+/// v14: what an OMEMO device list says of a device beyond its id, and what tells whether
+/// a device is still there. `label` and `labelsig` (XEP-0384 §5.3.1, OMEMO 2 only) are kept
+/// as listed, unchecked: the identity key they are checked against may become known only
+/// later, so the check is made each time the label would be shown. `heard_ms` is when
+/// something from the device was last decrypted; `unanswered` counts our messages
+/// encrypted for it since, the first of them at `unanswered_since_ms`.
+const V14: &str = r#"
+ALTER TABLE omemo_devices ADD COLUMN label TEXT;
+ALTER TABLE omemo_devices ADD COLUMN labelsig BLOB
+    CHECK ((label IS NULL) = (labelsig IS NULL) AND (labelsig IS NULL OR length(labelsig) = 64));
+ALTER TABLE omemo_devices ADD COLUMN heard_ms INTEGER;
+ALTER TABLE omemo_devices ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0
+    CHECK (unanswered >= 0);
+ALTER TABLE omemo_devices ADD COLUMN unanswered_since_ms INTEGER
+    CHECK ((unanswered = 0) = (unanswered_since_ms IS NULL));
+"#;
+
+pub(crate) const MIGRATIONS: &[&str] =
+    &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14];
 
 /// The schema version this build creates and understands.
 pub const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -638,6 +656,52 @@ mod tests {
         conn.execute("DELETE FROM messages WHERE id = 1", [])
             .unwrap();
         assert_eq!(senders(&conn), 0);
+    }
+
+    #[test]
+    fn v14_keeps_devices_unlabelled_and_unheard() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..13]).unwrap(), 13);
+        conn.execute_batch(
+            "INSERT INTO accounts (id, jid, password, created_ms) VALUES (1, 'a@x', 'pw', 0);
+             INSERT INTO omemo_device_lists (account_id, jid, version, updated_ms)
+             VALUES (1, 'b@x', 2, 5);
+             INSERT INTO omemo_devices (account_id, jid, version, device_id, active, first_seen_ms)
+             VALUES (1, 'b@x', 2, 77, 1, 5);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, &MIGRATIONS[..14]).unwrap(), 14);
+        let untouched: bool = conn
+            .query_row(
+                "SELECT active AND label IS NULL AND labelsig IS NULL AND heard_ms IS NULL
+                        AND unanswered = 0 AND unanswered_since_ms IS NULL
+                 FROM omemo_devices",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            untouched,
+            "a device from before v14 has no label and no record yet"
+        );
+        let set = |sql: &str| conn.execute(sql, []);
+        for bad in [
+            // A label without its signature, a signature without label, a short signature.
+            "UPDATE omemo_devices SET label = 'Phone'",
+            "UPDATE omemo_devices SET labelsig = zeroblob(64)",
+            "UPDATE omemo_devices SET label = 'Phone', labelsig = zeroblob(63)",
+            // Unanswered messages without the time of the first, and the other way round.
+            "UPDATE omemo_devices SET unanswered = 3",
+            "UPDATE omemo_devices SET unanswered_since_ms = 9",
+            "UPDATE omemo_devices SET unanswered = -1, unanswered_since_ms = 9",
+        ] {
+            assert!(set(bad).is_err(), "{bad}");
+        }
+        set("UPDATE omemo_devices SET label = 'Phone', labelsig = zeroblob(64)").unwrap();
+        set("UPDATE omemo_devices SET unanswered = 3, unanswered_since_ms = 9").unwrap();
+        set("UPDATE omemo_devices SET heard_ms = 10, unanswered = 0, unanswered_since_ms = NULL")
+            .unwrap();
     }
 
     #[test]

@@ -263,6 +263,36 @@ delegate_to_tx! {
         jid: &str,
         version: linnet_omemo::Version,
     ) -> Result<Option<Vec<crate::OmemoDevice>>>;
+    fn set_omemo_device_entries(
+        &self,
+        account: AccountId,
+        jid: &str,
+        version: linnet_omemo::Version,
+        devices: &[crate::ListedDevice],
+    ) -> Result<()>;
+    fn omemo_device_heard(
+        &self,
+        account: AccountId,
+        jid: &str,
+        device_id: u32,
+        at_ms: i64,
+    ) -> Result<()>;
+    fn omemo_devices_encrypted_for(
+        &self,
+        account: AccountId,
+        jid: &str,
+        version: linnet_omemo::Version,
+        devices: &[u32],
+        at_ms: i64,
+    ) -> Result<()>;
+    fn set_omemo_device_activity(
+        &self,
+        account: AccountId,
+        jid: &str,
+        version: linnet_omemo::Version,
+        device_id: u32,
+        activity: crate::DeviceActivity,
+    ) -> Result<bool>;
     fn omemo_identities(
         &self,
         account: AccountId,

@@ -107,6 +107,20 @@ pub(super) async fn send_one(
         all.extend(found);
     }
     if !without.is_empty() {
+        // Members whose every device stopped answering: never a reason for the clear.
+        let mut stale = Vec::new();
+        for j in &without {
+            if crate::devices::all_stale(&inner.store(), account, j)?.is_some() {
+                stale.push(j.clone());
+            }
+        }
+        if !stale.is_empty() {
+            return Err(SendError::Never(format!(
+                "the OMEMO devices of {} are stale (none has answered our messages for long): \
+                 one must write first",
+                named(&stale)
+            )));
+        }
         let known_none = {
             let mut store = inner.store();
             store.transaction(|tx| {
