@@ -75,6 +75,12 @@ pub(crate) struct RoomLive {
     /// The room's information and members were read since this join: who an encrypted
     /// message goes to is known (see `omemo::group`).
     members_read: bool,
+    /// The room showed it gives everyone's address to everyone (status 100 on our join),
+    /// before its configuration is read and stored.
+    non_anonymous: bool,
+    /// Counts changes to the stored members (presences, the room's notices, our own
+    /// requests), so that a member list read meanwhile does not overwrite them.
+    member_changes: u64,
     waiters: Vec<JoinWaiter>,
 }
 
@@ -105,6 +111,8 @@ impl RoomLive {
             last_heard: tokio::time::Instant::now(),
             scrollback_floor: None,
             members_read: false,
+            non_anonymous: false,
+            member_changes: 0,
             waiters: Vec::new(),
         }
     }
@@ -116,6 +124,7 @@ impl RoomLive {
         self.role = None;
         self.catching_up = false;
         self.members_read = false;
+        self.non_anonymous = false;
         for w in self.waiters.drain(..) {
             let _ = w.send(outcome.clone());
         }
@@ -348,7 +357,10 @@ fn on_presence(
         .entry(c)
         .or_insert_with(|| RoomLive::new(account, &rec.nick));
     live.last_heard = tokio::time::Instant::now();
-    let non_anonymous = rec.non_anonymous || p.non_anonymous;
+    if p.is_self && p.non_anonymous {
+        live.non_anonymous = true;
+    }
+    let non_anonymous = rec.non_anonymous || p.non_anonymous || live.non_anonymous;
     let real_jid = p
         .identified_jid(non_anonymous)
         .map(|j| j.as_str().to_owned());
@@ -378,6 +390,7 @@ fn on_presence(
                         if let (Some(jid), Some(a)) = (&o.jid, o.affiliation) {
                             if a.is_member() {
                                 tx.set_room_member(c, jid, Some(affiliation_str(a)), Some(nick))?;
+                                live.member_changes += 1;
                             }
                         }
                     }
@@ -429,6 +442,7 @@ fn on_presence(
         if let (Some(jid), Some(a)) = (&real_jid, p.affiliation) {
             if a.is_member() {
                 tx.set_room_member(c, jid, Some(affiliation_str(a)), Some(&p.nick))?;
+                live.member_changes += 1;
             }
         }
     } else {
@@ -436,6 +450,7 @@ fn on_presence(
         if let (Some(jid), Some(a)) = (&real_jid, p.affiliation) {
             if !a.is_member() {
                 tx.set_room_member(c, jid, None, None)?;
+                live.member_changes += 1;
             }
         }
     }
@@ -544,6 +559,7 @@ fn on_message(
         if !m.archived {
             for (jid, a) in &m.msg.affiliations {
                 let stored = a.is_member().then(|| affiliation_str(*a));
+                member_changed(inner, c);
                 if tx.set_room_member(c, jid.as_str(), stored, None)? {
                     fx.snapshots.push(c);
                 }
@@ -1028,21 +1044,36 @@ async fn after_join(inner: Arc<Inner>, account: AccountId, session: Session, c: 
         }
     }
     if info.members_only {
-        match session.muc_members(&room).await {
-            Ok(items) => {
-                let members: Vec<RoomMember> = items
-                    .into_iter()
-                    .map(|i| RoomMember {
-                        jid: i.jid.as_str().to_owned(),
-                        affiliation: i.affiliation.as_str().to_owned(),
-                        nick: i.nick,
-                    })
-                    .collect();
-                if let Err(e) = inner.store().replace_room_members(c, &members) {
-                    tracing::warn!(error = %e, "storing group members failed");
+        // Read again if the members changed while the list was on its way: it may predate
+        // the change, and would undo it.
+        for _ in 0..3 {
+            let before = member_changes(&inner, c);
+            match session.muc_members(&room).await {
+                Ok(items) => {
+                    let members: Vec<RoomMember> = items
+                        .into_iter()
+                        .map(|i| RoomMember {
+                            jid: i.jid.as_str().to_owned(),
+                            affiliation: i.affiliation.as_str().to_owned(),
+                            nick: i.nick,
+                        })
+                        .collect();
+                    // Under the store's lock, which the session's events take first: no
+                    // change can come between the look and the write.
+                    let store = inner.store();
+                    if member_changes(&inner, c) != before {
+                        continue;
+                    }
+                    if let Err(e) = store.replace_room_members(c, &members) {
+                        tracing::warn!(error = %e, "storing group members failed");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "group members not read");
+                    break;
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "group members not read"),
         }
     }
     members_read(&inner, account, c);
@@ -1064,6 +1095,16 @@ async fn after_join(inner: Arc<Inner>, account: AccountId, session: Session, c: 
     }
     inner.conversation_changed(c);
     inner.publish_chat_list();
+}
+
+fn member_changes(inner: &Inner, c: ConversationId) -> u64 {
+    lock(&inner.rooms).get(&c).map_or(0, |l| l.member_changes)
+}
+
+fn member_changed(inner: &Inner, c: ConversationId) {
+    if let Some(live) = lock(&inner.rooms).get_mut(&c) {
+        live.member_changes += 1;
+    }
 }
 
 /// Marks the room's members as read for this join and wakes the encrypting sender, whose
@@ -1615,6 +1656,7 @@ impl Client {
             return Err(ClientError::BadInput("cannot invite yourself".into()));
         }
         session.muc_invite(&room, &invitee, reason).await?;
+        member_changed(&self.inner, conversation);
         let _ = self.inner.store().set_room_member(
             conversation,
             invitee.as_str(),
@@ -1715,6 +1757,7 @@ impl Client {
         } else {
             None
         };
+        member_changed(&self.inner, conversation);
         self.inner
             .store()
             .set_room_member(conversation, who.as_str(), stored, None)?;
