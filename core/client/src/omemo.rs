@@ -781,39 +781,24 @@ async fn send_one(
     if !live(&guard, session) {
         return Err(SendError::Later("session ended".into()));
     }
-    let mut failure = None;
-    let built = inner.store().transaction(|tx| {
-        match encrypt_for(
-            tx,
+    let sealed = seal_entry(
+        inner,
+        &Sealing {
             account,
-            &own,
+            own: &own,
             device_id,
-            Destination::Chat(&peer),
-            std::slice::from_ref(&peer),
-            &origin,
-            &message.body,
-            &extras,
-            &all,
-        ) {
-            Ok(Sealed::Stanza(stanza, encryption)) => {
-                tx.outbox_replace(entry.id, "chat", &stanza)?;
-                tx.set_message_encryption(message_id, encryption)?;
-                if policy == EncryptionPolicy::Auto {
-                    tx.set_encryption_policy(message.conversation, EncryptionPolicy::Omemo)?;
-                }
-                Ok(Ok(stanza))
-            }
-            Ok(not) => Ok(Err(not)),
-            Err(e) => {
-                failure = Some(e);
-                Err(StoreError::InvalidInput("OMEMO encryption failed"))
-            }
-        }
-    });
-    let stanza = match (built, failure) {
-        (_, Some(e)) => return Err(SendError::Never(e.to_string())),
-        (Err(e), None) => return Err(e.into()),
-        (Ok(Err(Sealed::Missing { untrusted, .. })), None) if !untrusted.is_empty() => {
+            to: Destination::Chat(&peer),
+            recipients: std::slice::from_ref(&peer),
+            entry,
+            message: &message,
+            extras: &extras,
+            targets: &all,
+            kind: "chat",
+            policy,
+        },
+    )?;
+    let stanza = match sealed {
+        Err(Sealed::Missing { untrusted, .. }) if !untrusted.is_empty() => {
             // Never in the clear instead: the contact uses OMEMO.
             return Err(SendError::Never(
                 "none of the contact's OMEMO devices is trusted: verify or trust one, then \
@@ -821,12 +806,12 @@ async fn send_one(
                     .into(),
             ));
         }
-        (Ok(Err(_)), None) => {
+        Err(_) => {
             return Err(SendError::Never(
                 "no device of the contact could be reached".into(),
             ))
         }
-        (Ok(Ok(s)), None) => s,
+        Ok(s) => s,
     };
     let _ = session.send_raw_tracked(&stanza, &origin);
     drop(guard);
@@ -1047,6 +1032,63 @@ async fn ensure_session(
             tracing::info!(account = account.0, error = %e, "bundle refused");
             Ok(())
         }
+    }
+}
+
+/// One queued message to encrypt, and where it goes (see [`seal_entry`]).
+struct Sealing<'a> {
+    account: AccountId,
+    own: &'a BareJid,
+    device_id: u32,
+    to: Destination<'a>,
+    recipients: &'a [BareJid],
+    entry: &'a OutboxEntry,
+    message: &'a linnet_store::MessageRecord,
+    extras: &'a linnet_xmpp::rich::Extras,
+    targets: &'a [Target],
+    /// The outbox kind the entry becomes, holding the stanza.
+    kind: &'a str,
+    policy: EncryptionPolicy,
+}
+
+/// Encrypts a queued message in one transaction with what follows from it: its outbox
+/// entry becomes the stanza, the message records how it was encrypted, and an `Auto`
+/// conversation becomes `Omemo` for good. `Ok(Err(_))`: someone would get nothing (nothing
+/// changed); `Err`: try later (store) or never (the cryptography refused).
+fn seal_entry(inner: &Inner, s: &Sealing<'_>) -> Result<Result<String, Sealed>, SendError> {
+    let mut failure = None;
+    let built = inner.store().transaction(|tx| {
+        match encrypt_for(
+            tx,
+            s.account,
+            s.own,
+            s.device_id,
+            s.to,
+            s.recipients,
+            s.message.origin_id.as_deref().unwrap_or_default(),
+            &s.message.body,
+            s.extras,
+            s.targets,
+        ) {
+            Ok(Sealed::Stanza(stanza, encryption)) => {
+                tx.outbox_replace(s.entry.id, s.kind, &stanza)?;
+                tx.set_message_encryption(s.message.id, encryption)?;
+                if s.policy == EncryptionPolicy::Auto {
+                    tx.set_encryption_policy(s.message.conversation, EncryptionPolicy::Omemo)?;
+                }
+                Ok(Ok(stanza))
+            }
+            Ok(missing) => Ok(Err(missing)),
+            Err(e) => {
+                failure = Some(e);
+                Err(StoreError::InvalidInput("OMEMO encryption failed"))
+            }
+        }
+    });
+    match (built, failure) {
+        (_, Some(e)) => Err(SendError::Never(e.to_string())),
+        (Err(e), None) => Err(e.into()),
+        (Ok(r), None) => Ok(r),
     }
 }
 

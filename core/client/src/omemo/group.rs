@@ -155,45 +155,27 @@ pub(super) async fn send_one(
     if !live(&guard, session) || !inner.group_joined(c) {
         return Err(SendError::Later("session ended".into()));
     }
-    let mut failure = None;
-    let built = inner.store().transaction(|tx| {
-        match encrypt_for(
-            tx,
+    let sealed = seal_entry(
+        inner,
+        &Sealing {
             account,
-            &own,
+            own: &own,
             device_id,
-            Destination::Group(&room_jid),
-            &recipients,
-            &origin,
-            &message.body,
-            &extras,
-            &all,
-        ) {
-            Ok(Sealed::Stanza(stanza, encryption)) => {
-                tx.outbox_replace(entry.id, crate::groups::KIND_GROUPCHAT, &stanza)?;
-                tx.set_message_encryption(message.id, encryption)?;
-                if auto {
-                    tx.set_encryption_policy(c, EncryptionPolicy::Omemo)?;
-                }
-                Ok(Ok(stanza))
-            }
-            Ok(missing) => Ok(Err(missing)),
-            Err(e) => {
-                failure = Some(e);
-                Err(StoreError::InvalidInput("OMEMO encryption failed"))
-            }
-        }
-    });
-    let stanza = match (built, failure) {
-        (_, Some(e)) => return Err(SendError::Never(e.to_string())),
-        (Err(e), None) => return Err(e.into()),
-        (
-            Ok(Err(Sealed::Missing {
-                untrusted,
-                unreachable,
-            })),
-            None,
-        ) => {
+            to: Destination::Group(&room_jid),
+            recipients: &recipients,
+            entry,
+            message: &message,
+            extras: &extras,
+            targets: &all,
+            kind: crate::groups::KIND_GROUPCHAT,
+            policy,
+        },
+    )?;
+    let stanza = match sealed {
+        Err(Sealed::Missing {
+            untrusted,
+            unreachable,
+        }) => {
             let mut why = Vec::new();
             if !untrusted.is_empty() {
                 why.push(format!(
@@ -209,10 +191,8 @@ pub(super) async fn send_one(
             }
             return Err(SendError::Never(why.join("; ")));
         }
-        (Ok(Err(Sealed::Stanza(..))), None) => {
-            return Err(SendError::Never("OMEMO encryption failed".into()))
-        }
-        (Ok(Ok(s)), None) => s,
+        Err(Sealed::Stanza(..)) => return Err(SendError::Never("OMEMO encryption failed".into())),
+        Ok(s) => s,
     };
     let _ = session.send_raw_tracked(&stanza, &origin);
     drop(guard);
