@@ -29,6 +29,31 @@ typealias Encryption = im.linnet.ffi.Encryption
 typealias LinnetException = im.linnet.ffi.LinnetException
 typealias Message = im.linnet.ffi.Message
 typealias Server = im.linnet.ffi.Server
+typealias Preview = im.linnet.ffi.Preview
+typealias Group = im.linnet.ffi.Group
+typealias JoinState = im.linnet.ffi.JoinState
+typealias Invitation = im.linnet.ffi.Invitation
+typealias FileInfo = im.linnet.ffi.FileInfo
+typealias TransferState = im.linnet.ffi.TransferState
+typealias Reply = im.linnet.ffi.Reply
+typealias Reaction = im.linnet.ffi.Reaction
+typealias StyleSpan = im.linnet.ffi.StyleSpan
+typealias TextStyle = im.linnet.ffi.TextStyle
+
+// Kotlin resolves no nested class through a typealias (`Connection.Online` is not found
+// through the alias above), so the variants the app tells apart have aliases of their own.
+typealias ConnectionOffline = im.linnet.ffi.Connection.Offline
+typealias ConnectionConnecting = im.linnet.ffi.Connection.Connecting
+typealias ConnectionOnline = im.linnet.ffi.Connection.Online
+typealias ConnectionWaiting = im.linnet.ffi.Connection.Waiting
+typealias NetworkException = im.linnet.ffi.LinnetException.Network
+typealias AuthException = im.linnet.ffi.LinnetException.Auth
+typealias TlsException = im.linnet.ffi.LinnetException.Tls
+typealias NotFoundException = im.linnet.ffi.LinnetException.NotFound
+typealias PolicyException = im.linnet.ffi.LinnetException.Policy
+typealias BadInputException = im.linnet.ffi.LinnetException.BadInput
+typealias WrongKeyException = im.linnet.ffi.LinnetException.WrongKey
+typealias InternalException = im.linnet.ffi.LinnetException.Internal
 
 /** Where the platform keeps the database key (Android Keystore, iOS Keychain). */
 interface DatabaseKeyStore {
