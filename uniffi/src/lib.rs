@@ -206,14 +206,10 @@ impl LinnetClient {
         keys: Arc<dyn KeyStorage>,
         config: ClientConfig,
     ) -> Result<Arc<Self>> {
-        let key = match keys.load_database_key()? {
-            Some(hex) => DbKey::from_hex(hex.trim())?,
-            None => {
-                let key = DbKey::generate()?;
-                keys.save_database_key(key.to_hex().to_string())?;
-                key
-            }
-        };
+        let saved = keys.load_database_key()?;
+        let key = DbKey::saved_or_new(saved.as_deref(), |hex| {
+            keys.save_database_key(hex.to_owned())
+        })?;
         let mut options = ClientOptions::default();
         options.tls.extra_ca_pem = config.extra_ca_pem.map(String::into_bytes);
         options.tls.only_extra_ca = config.only_extra_ca;

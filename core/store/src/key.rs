@@ -48,6 +48,23 @@ impl DbKey {
         Ok(key)
     }
 
+    /// The key a platform keystore holds (`saved`, 64 hex digits), or on the first start a
+    /// fresh one, handed to `save` before it is returned: a database is never created with
+    /// a key that was not kept.
+    pub fn saved_or_new<E: From<StoreError>>(
+        saved: Option<&str>,
+        save: impl FnOnce(&str) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Self, E> {
+        match saved {
+            Some(hex) => Ok(Self::from_hex(hex)?),
+            None => {
+                let key = Self::generate()?;
+                save(&key.to_hex())?;
+                Ok(key)
+            }
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8; Self::LEN] {
         &self.0
     }
@@ -78,6 +95,26 @@ impl fmt::Debug for DbKey {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn a_new_key_is_saved_before_use_and_a_saved_one_read() {
+        let mut kept = String::new();
+        let key = DbKey::saved_or_new::<StoreError>(None, |hex| {
+            kept = hex.to_owned();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kept, *key.to_hex());
+        let again =
+            DbKey::saved_or_new::<StoreError>(Some(&kept), |_| panic!("saved twice")).unwrap();
+        assert_eq!(again.as_bytes(), key.as_bytes());
+        // Not saved: not used.
+        let refused: std::result::Result<DbKey, StoreError> =
+            DbKey::saved_or_new(None, |_| Err(StoreError::InvalidInput("keystore full")));
+        assert!(refused.is_err());
+        assert!(DbKey::saved_or_new::<StoreError>(Some("zz"), |_| Ok(())).is_err());
+    }
+
     use super::*;
 
     #[test]
