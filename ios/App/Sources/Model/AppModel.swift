@@ -29,17 +29,16 @@ final class AppModel: ShowsErrors {
         if case .ready(let linnet) = phase { linnet } else { nil }
     }
 
-    /// Opens the client in `dataDir`, logs every account in, and follows the chat list for
-    /// as long as the calling task runs (the app's lifetime).
-    func run(dataDir: URL, keys: any DatabaseKeyStore) async {
+    /// Opens the client in the directory `dataDir` makes, logs every account in, and follows
+    /// the chat list for as long as the calling task runs (the app's lifetime).
+    func run(dataDir: @escaping @Sendable () throws -> URL, keys: any DatabaseKeyStore) async {
         guard !started else { return }
         started = true
         let opened: (Linnet, [AccountRef])
         do {
             // Opening reads the Keychain and the database: not on the main thread.
             opened = try await Task.detached(priority: .userInitiated) {
-                try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
-                let linnet = try Linnet(dataDir: dataDir.path, keys: keys)
+                let linnet = try Linnet(dataDir: try dataDir().path, keys: keys)
                 return (linnet, try linnet.accounts())
             }.value
         } catch {

@@ -21,11 +21,12 @@ func connectionText(_ connection: Connection, nowMs: Int64) -> String {
 }
 
 /// True while a retry is being counted down, when the clock on screen must tick every second.
+func isCountingDown(_ connection: Connection) -> Bool {
+    if case .waiting = connection { true } else { false }
+}
+
 func isCountingDown(_ accounts: [Account]) -> Bool {
-    accounts.contains {
-        if case .waiting = $0.connection { return true }
-        return false
-    }
+    accounts.contains { isCountingDown($0.connection) }
 }
 
 func milliseconds(_ date: Date) -> Int64 {
