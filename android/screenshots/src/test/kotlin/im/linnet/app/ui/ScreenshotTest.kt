@@ -47,11 +47,12 @@ class ScreenshotTest {
             "Dad: Dinner at seven on Sunday?",
             "3",
             "You: On my way",
+            "holiday-2024.jpg",
             "4:18 PM",
             "12",
             "Dec 1, 2024",
         ),
-        descriptions = listOf("Add a contact", "Settings"),
+        descriptions = listOf("Add a contact", "Settings", "File"),
     ) {
         ChatListContent(
             Snapshots.chatList,
@@ -71,26 +72,38 @@ class ScreenshotTest {
     fun conversation() = shoot(
         "conversation",
         texts = listOf("Bob Martin", "typing…", "Yes! Meet at the station at 9:30", "harz-route.gpx", "edited", "Bob's server did not answer", "On my way", "Message"),
-        descriptions = listOf("Encrypted", "Read", "Delivered", "Sent", "Not sent", "Sending", "Encryption keys"),
+        descriptions = listOf("Encrypted", "Read", "Delivered", "Sent", "Not sent", "Sending", "File", "Encryption keys"),
     ) {
-        ConversationContent(
-            Snapshots.conversation,
-            draft = "",
-            nowMs = Snapshots.NOW,
-            error = null,
-            onDraftChange = {},
-            onSend = {},
-            onLoadOlder = {},
-            onBack = {},
-            onDevices = {},
-            onDismissError = {},
-        )
+        Conversation()
     }
+
+    @Test
+    fun conversationDark() = shoot(
+        "conversation-dark",
+        texts = listOf("Bob Martin", "Perfect. Should I bring the map?", "❤ 2"),
+        dark = true,
+    ) {
+        Conversation()
+    }
+
+    @Composable
+    private fun Conversation() = ConversationContent(
+        Snapshots.conversation,
+        draft = "",
+        nowMs = Snapshots.NOW,
+        error = null,
+        onDraftChange = {},
+        onSend = {},
+        onLoadOlder = {},
+        onBack = {},
+        onDevices = {},
+        onDismissError = {},
+    )
 
     @Test
     fun addContact() = shoot(
         "add-contact",
-        texts = listOf("Add a contact", "alice@work.example", "grandma@jabber.de", "Grandma", "They will be asked"),
+        texts = listOf("Add a contact", "Add to", "alice@work.example", "grandma@jabber.de", "Grandma", "They will be asked"),
     ) {
         AddContactContent(Snapshots.addContact, onChange = {}, onAdd = {}, onBack = {}, onDismissError = {})
     }
@@ -115,12 +128,13 @@ class ScreenshotTest {
         name: String,
         texts: List<String>,
         descriptions: List<String> = emptyList(),
+        dark: Boolean = false,
         content: @Composable () -> Unit,
     ) = runSkikoComposeUiTest(
         size = Size(WIDTH_DP * DENSITY, HEIGHT_DP * DENSITY),
         density = Density(DENSITY),
     ) {
-        setContent { LinnetTheme(dark = false, content = content) }
+        setContent { LinnetTheme(dark = dark, content = content) }
         waitForIdle()
         val missing = texts.filterNot { exists(hasText(it, substring = true)) } +
             descriptions.filterNot { exists(hasContentDescription(it)) }.map { "icon \"$it\"" }

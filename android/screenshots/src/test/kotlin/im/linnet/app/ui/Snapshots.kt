@@ -144,7 +144,7 @@ object Snapshots {
             message(
                 3, Direction.INCOMING, "Perfect. Should I bring the map?", 40,
                 replyTo = Reply(2, "Alice", "Yes! Meet at the station at 9:30"),
-                reactions = listOf(Reaction("+1", 1u, true)),
+                reactions = listOf(Reaction("❤", 2u, true)),
             ),
             message(
                 4, Direction.OUTGOING, "Here is the route", 30,
