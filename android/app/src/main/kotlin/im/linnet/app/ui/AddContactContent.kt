@@ -69,6 +69,7 @@ fun AddContactContent(
             modifier = Modifier.fillMaxSize().padding(padding).imePadding().padding(16.dp),
         ) {
             if (state.accounts.size > 1) {
+                Text("Add to", style = MaterialTheme.typography.labelLarge)
                 AccountChooser(state.accounts, state.account) { onChange(state.copy(account = it)) }
             }
             OutlinedTextField(

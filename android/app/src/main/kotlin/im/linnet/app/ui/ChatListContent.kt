@@ -15,6 +15,7 @@ import androidx.compose.foundation.lazy.items
 import androidx.compose.foundation.shape.CircleShape
 import androidx.compose.material.icons.Icons
 import androidx.compose.material.icons.filled.Add
+import androidx.compose.material.icons.filled.AttachFile
 import androidx.compose.material.icons.filled.PersonAdd
 import androidx.compose.material.icons.filled.Settings
 import androidx.compose.material3.Badge
@@ -169,7 +170,14 @@ private fun ChatRow(chat: ChatItem, nowMs: Long, onClick: () -> Unit) {
     ListItem(
         headlineContent = { Text(title, maxLines = 1, overflow = TextOverflow.Ellipsis) },
         supportingContent = if (last != null) {
-            { Text(previewText(last), maxLines = 1, overflow = TextOverflow.Ellipsis) }
+            {
+                Row(verticalAlignment = Alignment.CenterVertically, horizontalArrangement = Arrangement.spacedBy(2.dp)) {
+                    if (last.file != null) {
+                        Icon(Icons.Filled.AttachFile, contentDescription = "File", modifier = Modifier.size(16.dp))
+                    }
+                    Text(previewText(last), maxLines = 1, overflow = TextOverflow.Ellipsis)
+                }
+            }
         } else {
             null
         },

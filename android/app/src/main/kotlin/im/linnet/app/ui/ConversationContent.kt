@@ -1,15 +1,20 @@
 package im.linnet.app.ui
 
+import androidx.compose.foundation.background
 import androidx.compose.foundation.layout.Arrangement
 import androidx.compose.foundation.layout.Box
 import androidx.compose.foundation.layout.Column
 import androidx.compose.foundation.layout.Row
+import androidx.compose.foundation.layout.IntrinsicSize
+import androidx.compose.foundation.layout.fillMaxHeight
 import androidx.compose.foundation.layout.fillMaxSize
 import androidx.compose.foundation.layout.fillMaxWidth
 import androidx.compose.foundation.layout.imePadding
 import androidx.compose.foundation.layout.navigationBarsPadding
 import androidx.compose.foundation.layout.padding
+import androidx.compose.foundation.layout.height
 import androidx.compose.foundation.layout.size
+import androidx.compose.foundation.layout.width
 import androidx.compose.foundation.layout.widthIn
 import androidx.compose.foundation.lazy.LazyColumn
 import androidx.compose.foundation.lazy.LazyListState
@@ -20,6 +25,7 @@ import androidx.compose.foundation.text.KeyboardOptions
 import androidx.compose.material.icons.Icons
 import androidx.compose.material.icons.automirrored.filled.ArrowBack
 import androidx.compose.material.icons.automirrored.filled.Send
+import androidx.compose.material.icons.filled.AttachFile
 import androidx.compose.material.icons.filled.Done
 import androidx.compose.material.icons.filled.DoneAll
 import androidx.compose.material.icons.filled.Error
@@ -209,14 +215,18 @@ private fun MessageBubble(message: Message, inGroup: Boolean, nowMs: Long) {
                     Text("Private message", style = MaterialTheme.typography.labelSmall, color = colors.tertiary)
                 }
                 message.replyTo?.let { reply ->
-                    Text(
-                        "${reply.sender}: ${reply.excerpt}",
-                        style = MaterialTheme.typography.bodySmall,
-                        color = colors.onSurfaceVariant,
-                        maxLines = 2,
-                        overflow = TextOverflow.Ellipsis,
-                        modifier = Modifier.padding(bottom = 4.dp),
-                    )
+                    // The quoted message, set off by a bar as people know it from mail.
+                    Row(Modifier.height(IntrinsicSize.Min).padding(bottom = 4.dp)) {
+                        Box(Modifier.width(3.dp).fillMaxHeight().background(colors.primary, RoundedCornerShape(2.dp)))
+                        Text(
+                            "${reply.sender}: ${reply.excerpt}",
+                            style = MaterialTheme.typography.bodySmall,
+                            color = colors.onSurfaceVariant,
+                            maxLines = 2,
+                            overflow = TextOverflow.Ellipsis,
+                            modifier = Modifier.padding(start = 8.dp),
+                        )
+                    }
                 }
                 MessageBody(message)
                 if (message.reactions.isNotEmpty()) {
@@ -246,7 +256,10 @@ private fun MessageBody(message: Message) {
         )
         // With a file, the body is its address: the name says more.
         file != null -> {
-            Text("📎 ${file.name}")
+            Row(verticalAlignment = Alignment.CenterVertically, horizontalArrangement = Arrangement.spacedBy(4.dp)) {
+                Icon(Icons.Filled.AttachFile, contentDescription = "File", modifier = Modifier.size(18.dp))
+                Text(file.name)
+            }
             transferText(file)?.let { Text(it, style = MaterialTheme.typography.bodySmall) }
         }
         else -> Text(styledBody(message.body, message.spans, MaterialTheme.colorScheme.onSurfaceVariant))

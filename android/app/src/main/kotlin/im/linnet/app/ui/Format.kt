@@ -58,9 +58,9 @@ fun formatTime(timestampMs: Long, nowMs: Long, zone: ZoneId = ZoneId.systemDefau
     return format.format(at)
 }
 
-/** A chat's last message in one line. */
+/** A chat's last message in one line (for a file, its name: the list shows an icon). */
 fun previewText(preview: Preview): String {
-    val text = preview.file?.let { "📎 $it" } ?: preview.body
+    val text = preview.file ?: preview.body
     return if (preview.direction == Direction.OUTGOING) "You: $text" else text
 }
 

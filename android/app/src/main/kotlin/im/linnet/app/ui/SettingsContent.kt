@@ -20,7 +20,6 @@ import androidx.compose.material3.ExperimentalMaterial3Api
 import androidx.compose.material3.HorizontalDivider
 import androidx.compose.material3.Icon
 import androidx.compose.material3.IconButton
-import androidx.compose.material3.ListItem
 import androidx.compose.material3.MaterialTheme
 import androidx.compose.material3.OutlinedTextField
 import androidx.compose.material3.Scaffold
@@ -34,6 +33,7 @@ import androidx.compose.ui.text.input.KeyboardType
 import androidx.compose.ui.unit.dp
 import im.linnet.bindings.AccountRef
 import im.linnet.bindings.Device
+import im.linnet.bindings.DeviceTrust
 
 /** What an account shows of itself: null where the core had nothing yet (never logged in). */
 data class AccountSecurity(
@@ -109,20 +109,16 @@ fun SettingsContent(
                             Text("Show")
                         }
                     }
-                }
-            }
-            val devices = state.devices
-            if (devices != null) {
-                if (devices.isEmpty()) {
-                    item {
-                        Text(
-                            "No devices known for ${state.devicesOf.orEmpty()}.",
-                            style = MaterialTheme.typography.bodyMedium,
-                            modifier = Modifier.padding(horizontal = 16.dp),
-                        )
+                    // A contact has a handful of devices: they stay in the card, not rows of their own.
+                    val devices = state.devices
+                    if (devices != null && devices.isEmpty()) {
+                        Text("No devices known for ${state.devicesOf.orEmpty()}.", style = MaterialTheme.typography.bodyMedium)
+                    }
+                    devices?.forEach { device ->
+                        HorizontalDivider()
+                        DeviceRow(device)
                     }
                 }
-                items(devices, key = { "${it.encryption} ${it.deviceId}" }) { DeviceRow(it) }
             }
             item {
                 Section("Verify a contact") {
@@ -184,20 +180,23 @@ private fun DeviceRow(device: Device) {
         "inactive".takeIf { !device.active },
         "stale".takeIf { device.stale },
     )
-    Column {
-        ListItem(
-            overlineContent = { Text(tags.joinToString(" · ")) },
-            headlineContent = {
-                Text((device.label ?: "Device ${device.deviceId}") + if (device.current) " (this device)" else "")
-            },
-            supportingContent = {
-                Text(
-                    device.fingerprint?.let(::formatFingerprint) ?: "No key published",
-                    fontFamily = FontFamily.Monospace,
-                )
-            },
+    Column(verticalArrangement = Arrangement.spacedBy(2.dp)) {
+        Text(
+            (device.label ?: "Device ${device.deviceId}") + if (device.current) " (this device)" else "",
+            style = MaterialTheme.typography.bodyLarge,
         )
-        HorizontalDivider()
+        Text(
+            tags.joinToString(" · "),
+            style = MaterialTheme.typography.labelMedium,
+            color = if (device.trust == DeviceTrust.VERIFIED) MaterialTheme.colorScheme.primary else MaterialTheme.colorScheme.onSurfaceVariant,
+        )
+        SelectionContainer {
+            Text(
+                device.fingerprint?.let(::formatFingerprint) ?: "No key published",
+                fontFamily = FontFamily.Monospace,
+                style = MaterialTheme.typography.bodySmall,
+            )
+        }
     }
 }
 
