@@ -6,10 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use linnet_call::sdp::*;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCSessionDescription,
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCSessionDescription, Registry,
 };
 use xmpp_parsers::jingle::{Action, Content, Creator, Jingle, Senders, SessionId, Transport};
 use xmpp_parsers::jingle_dtls_srtp::Setup;
@@ -31,8 +35,11 @@ impl PeerConnectionEventHandler for NoEvents {}
 async fn new_pc() -> impl PeerConnection {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().unwrap();
+    // The default interceptors add header extensions (transport-cc) and their rtcp-fb.
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
     PeerConnectionBuilder::new()
         .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
         .with_handler(std::sync::Arc::new(NoEvents))
         .with_udp_addrs(vec!["127.0.0.1:0"])
         .build()
@@ -174,14 +181,35 @@ fn assert_same_semantics(original: &str, mapped: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_offer_and_answer_round_trip_through_jingle() {
     let alice = new_pc().await;
-    alice
-        .add_transceiver_from_kind(RtpCodecKind::Audio, None)
-        .await
-        .unwrap();
-    alice
-        .add_transceiver_from_kind(RtpCodecKind::Video, None)
-        .await
-        .unwrap();
+    for (kind, mime, clock_rate, channels, ssrc) in [
+        (RtpCodecKind::Audio, "audio/opus", 48000, 2, 1111),
+        (RtpCodecKind::Video, "video/VP8", 90000, 0, 2222),
+    ] {
+        let track = MediaStreamTrack::new(
+            "alice-stream".to_owned(),
+            format!("alice-{kind}"),
+            format!("alice {kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: mime.to_owned(),
+                    clock_rate,
+                    channels,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                },
+                ..Default::default()
+            }],
+        );
+        alice
+            .add_track(std::sync::Arc::new(TrackLocalStaticRTP::new(track)))
+            .await
+            .unwrap();
+    }
     let offer = alice.create_offer(None).await.unwrap();
     alice.set_local_description(offer).await.unwrap();
     let offer_sdp = local_sdp_with_candidates(&alice).await;
@@ -197,8 +225,7 @@ async fn webrtc_offer_and_answer_round_trip_through_jingle() {
     let group = initiate.group.as_ref().expect("BUNDLE group");
     assert_eq!(group.contents.len(), 2);
     for content in &initiate.contents {
-        // Transceivers without a track are recvonly: the initiator only receives.
-        assert_eq!(content.senders, Senders::Responder);
+        assert_eq!(content.senders, Senders::Both);
         let Some(Transport::IceUdp(_)) = &content.transport else {
             panic!("no ICE-UDP transport")
         };
