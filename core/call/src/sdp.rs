@@ -173,6 +173,8 @@ pub enum MappingError {
     UnknownGroupMember(String),
     #[error("no media in the description")]
     NoContents,
+    #[error("content {0:?} has no usable payload type")]
+    NoPayloadTypes(String),
 }
 
 type Result<T> = std::result::Result<T, MappingError>;
@@ -1421,7 +1423,7 @@ fn write_media(
         }
     }
     if formats.is_empty() {
-        return Err(MappingError::MissingCodecName(0));
+        return Err(MappingError::NoPayloadTypes(name.into()));
     }
     let _ = write!(
         out,
