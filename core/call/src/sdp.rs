@@ -458,29 +458,9 @@ fn algo_str(algo: &Algo) -> Result<String> {
     Ok(s)
 }
 
-/// xmpp-parsers 0.23 decodes `<fingerprint/>` text with assertions: whitespace around the hex
-/// (as in XEP-0320's own examples) or an odd length makes `Jingle::try_from` panic. Call this
-/// on a received `<jingle/>` element before parsing it: it trims fingerprint texts in place and
-/// rejects any that is not colon-separated hex.
-pub fn sanitize_jingle_element(jingle: &mut Element) -> Result<()> {
-    fn walk(e: &mut Element, depth: usize) -> Result<()> {
-        if depth > 8 {
-            return Ok(());
-        }
-        if e.is("fingerprint", ns::JINGLE_DTLS) {
-            let trimmed = e.text().trim().to_owned();
-            parse_hex_fingerprint(&trimmed)?;
-            e.take_nodes();
-            e.append_text(trimmed);
-            return Ok(());
-        }
-        for child in e.children_mut() {
-            walk(child, depth + 1)?;
-        }
-        Ok(())
-    }
-    walk(jingle, 0)
-}
+/// Run on a received `<jingle/>` before parsing it (xmpp-parsers panics on some malformed
+/// fingerprints); the XMPP layer does for every Jingle request.
+pub use linnet_xmpp::jingle::sanitize_jingle_element;
 
 // ---------------------------------------------------------------------------------------------
 // ICE-UDP transport: xmpp-parsers 0.23 keeps ufrag/pwd/candidates/fingerprint private, so we

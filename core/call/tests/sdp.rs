@@ -352,10 +352,7 @@ fn xmpp_parsers_panics_on_xep_0320_fingerprint_whitespace_unless_sanitized() {
         .replace("02:1A:CC:54", "02:1A:C")
         .parse()
         .unwrap();
-    assert_eq!(
-        sanitize_jingle_element(&mut bad).unwrap_err(),
-        MappingError::BadFingerprint
-    );
+    assert!(sanitize_jingle_element(&mut bad).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,7 +50,16 @@ const IDENTITY: (&str, &str, &str) = ("client", "phone", "Linnet");
 /// The XEP-0115 §5.1 verification string of our identity and features, hashed with SHA-1:
 /// servers use it to learn our `+notify` features once per version rather than per login.
 pub fn caps_ver() -> String {
-    caps_hash(IDENTITY, FEATURES)
+    caps_hash(IDENTITY, &all_features())
+}
+
+/// Everything disco#info names: ours and the calls' (XEP-0353/0166/0167 and friends).
+fn all_features() -> Vec<&'static str> {
+    FEATURES
+        .iter()
+        .chain(crate::jingle::FEATURES)
+        .copied()
+        .collect()
 }
 
 /// XEP-0115 §5.1 for one identity without a language and no extended forms.
@@ -254,6 +263,10 @@ pub enum Event {
     Dropped {
         reason: crate::DropReason,
     },
+    /// A XEP-0353 call message from a contact's device, or one of ours (carbon).
+    Call(Box<crate::jingle::CallSignal>),
+    /// A Jingle IQ set (XEP-0166), well-formed; the client must answer it.
+    Jingle(Box<crate::jingle::JingleRequest>),
     /// The session ended; reason given.
     Closed(crate::ConnectError),
 }
@@ -508,6 +521,24 @@ fn direct_message(el: &Element, cx: &Context<'_>, carbon: bool, outgoing: bool) 
         // that the sender is one.
         tracing::debug!("dropping a private message through a room we are not in");
         return Vec::new();
+    }
+    if let Some(jmi) = crate::jingle::parse_jmi(el) {
+        let Some((sid, action)) = jmi else {
+            tracing::debug!("dropping a malformed call message");
+            return Vec::new();
+        };
+        let delayed_ms = el
+            .get_child("delay", NS_DELAY)
+            .and_then(|d| d.attr("stamp"))
+            .and_then(parse_stamp);
+        return vec![Event::Call(Box::new(crate::jingle::CallSignal {
+            sid,
+            action,
+            peer,
+            from_full: el.attr("from").map(str::to_owned),
+            outgoing,
+            delayed_ms,
+        }))];
     }
 
     let mut events = Vec::new();
@@ -869,6 +900,16 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
                 reply: Some(iq_result(st).build()),
             }
         }
+        ("set", "jingle", crate::jingle::NS_JINGLE) => match crate::jingle::parse_jingle_iq(st, payload) {
+            Ok(req) => Outcome {
+                events: vec![Event::Jingle(Box::new(req))],
+                reply: None,
+            },
+            Err(reply) => Outcome {
+                events: Vec::new(),
+                reply: Some(reply),
+            },
+        },
         ("get", "ping", NS_PING) => Outcome {
             events: Vec::new(),
             reply: Some(iq_result(st).build()),
@@ -881,8 +922,8 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
                     .attr("type", type_)
                     .attr("name", name),
             );
-            for f in FEATURES {
-                q = q.child(el("feature", NS_DISCO_INFO).attr("var", *f));
+            for f in all_features() {
+                q = q.child(el("feature", NS_DISCO_INFO).attr("var", f));
             }
             if let Some(node) = payload.attr("node") {
                 q = q.attr("node", node);

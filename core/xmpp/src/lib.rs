@@ -8,6 +8,7 @@ mod fast;
 pub mod files;
 pub mod inbound;
 pub mod jid;
+pub mod jingle;
 mod limits;
 mod mam;
 pub mod muc;

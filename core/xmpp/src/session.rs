@@ -477,7 +477,7 @@ impl Session {
         self.tx.same_channel(&other.tx)
     }
 
-    fn send(&self, stanza: Element, track: Option<String>) -> Result<(), RequestError> {
+    pub(crate) fn send(&self, stanza: Element, track: Option<String>) -> Result<(), RequestError> {
         self.tx
             .send(Cmd::Send { stanza, track })
             .map_err(|_| RequestError::Closed)
@@ -532,6 +532,17 @@ impl Session {
         to: Option<&str>,
         payload: Element,
     ) -> Result<Element, RequestError> {
+        self.iq_queued(type_, to, payload)?.await
+    }
+
+    /// Queues an IQ now; the returned future waits for its response.
+    pub(crate) fn iq_queued(
+        &self,
+        type_: &'static str,
+        to: Option<&str>,
+        payload: Element,
+    ) -> Result<impl std::future::Future<Output = Result<Element, RequestError>> + Send + 'static, RequestError>
+    {
         let id = crate::new_id();
         let stanza = el("iq", ns::JABBER_CLIENT)
             .attr("type", type_)
@@ -546,11 +557,14 @@ impl Session {
                 reply: reply_tx,
             })
             .map_err(|_| RequestError::Closed)?;
-        match tokio::time::timeout(self.request_timeout, reply_rx).await {
-            Err(_) => Err(RequestError::Timeout),
-            Ok(Err(_)) => Err(RequestError::Closed),
-            Ok(Ok(r)) => r,
-        }
+        let timeout = self.request_timeout;
+        Ok(async move {
+            match tokio::time::timeout(timeout, reply_rx).await {
+                Err(_) => Err(RequestError::Timeout),
+                Ok(Err(_)) => Err(RequestError::Closed),
+                Ok(Ok(r)) => r,
+            }
+        })
     }
 
     /// A 1:1 chat message with a receipt request; `id` doubles as the XEP-0359 origin-id so
