@@ -126,8 +126,8 @@ pub struct WavSource {
 
 impl WavSource {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AudioError> {
-        let reader =
-            hound::WavReader::open(path.as_ref()).map_err(|e| AudioError::WavOpen(e.to_string()))?;
+        let reader = hound::WavReader::open(path.as_ref())
+            .map_err(|e| AudioError::WavOpen(e.to_string()))?;
         let spec = reader.spec();
         if spec.channels == 0 {
             return Err(AudioError::WavUnsupported("zero channels".into()));
@@ -245,7 +245,9 @@ impl WavRecorder {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         match writer {
-            Some(w) => w.finalize().map_err(|e| AudioError::WavWrite(e.to_string())),
+            Some(w) => w
+                .finalize()
+                .map_err(|e| AudioError::WavWrite(e.to_string())),
             None => Ok(()),
         }
     }
@@ -494,7 +496,10 @@ mod tests {
         assert_eq!(dec.conceal(None).unwrap().len(), FRAME_SAMPLES);
         assert!(dec.decode(&[]).is_err());
         let _ = dec.decode(&[0xff, 0xff, 0xff, 0xff, 0x00, 0x13]);
-        assert!(matches!(enc.encode(&[0; 10]), Err(AudioError::FrameSize(10))));
+        assert!(matches!(
+            enc.encode(&[0; 10]),
+            Err(AudioError::FrameSize(10))
+        ));
     }
 
     #[test]

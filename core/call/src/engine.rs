@@ -48,6 +48,9 @@ const AUDIO_REORDER_DEPTH: usize = 3;
 /// VP8 packets that may queue behind a missing one; video has room to wait for a NACKed
 /// retransmission.
 const VIDEO_REORDER_DEPTH: usize = 48;
+/// How long the video sender waits for proof that the peer can decrypt (its media reaching
+/// us) before sending anyway, for peers that send nothing.
+const PEER_READY_FALLBACK: Duration = Duration::from_secs(1);
 /// Concealing longer gaps than this just plays minutes of mush after a network outage.
 const MAX_CONCEALED_FRAMES: u64 = 5;
 /// Keyframe requests after a broken frame, at most this often.
@@ -96,7 +99,9 @@ pub enum EngineEvent {
     LocalCandidate(Candidate),
     GatheringDone,
     /// ICE and DTLS are up. `relayed`: the selected pair uses a relay candidate on either side.
-    Connected { relayed: bool },
+    Connected {
+        relayed: bool,
+    },
     /// The first audio frame was received and decoded.
     FirstAudio,
     /// ICE or DTLS failed. The text carries no addresses or secrets.
@@ -151,6 +156,8 @@ struct LinkState {
     closed: bool,
     audio_pt: Option<u8>,
     video_pt: Option<u8>,
+    /// Media from the peer arrived, so its SRTP is up and it can decrypt ours.
+    remote_media: bool,
 }
 
 /// State shared by the session, the event handler (which runs on the peer connection's
@@ -175,6 +182,11 @@ struct Shared {
 }
 
 impl Shared {
+    fn remote_media_seen(&self) {
+        self.link
+            .send_if_modified(|l| !std::mem::replace(&mut l.remote_media, true));
+    }
+
     fn emit(&self, e: EngineEvent) {
         // The receiver gone means nobody cares about this call any more; not an error.
         let _ = self.events.send(e);
@@ -285,7 +297,11 @@ async fn selected_pair_relayed(pc: &dyn PeerConnection) -> bool {
         let Ok(Some(transport)) = transport else {
             continue;
         };
-        if let Ok(Some(pair)) = transport.ice_transport().get_selected_candidate_pair().await {
+        if let Ok(Some(pair)) = transport
+            .ice_transport()
+            .get_selected_candidate_pair()
+            .await
+        {
             return pair.local().typ == RTCIceCandidateType::Relay
                 || pair.remote().typ == RTCIceCandidateType::Relay;
         }
@@ -309,6 +325,7 @@ async fn receive_audio(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
+        shared.remote_media_seen();
         let lost_before = reorder.lost;
         for (gap, payload) in reorder.push(packet.header.sequence_number, packet.payload) {
             let mut frames = Vec::new();
@@ -361,6 +378,7 @@ async fn receive_video(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
+        shared.remote_media_seen();
         let media_ssrc = packet.header.ssrc;
         let dropped_before = assembler.dropped;
         let ready = reorder.push(packet.header.sequence_number, packet);
@@ -387,10 +405,11 @@ async fn receive_video(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             // for a keyframe.
             if last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
                 last_pli = Some(Instant::now());
-                let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                };
+                let pli =
+                    rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc,
+                    };
                 if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
                     tracing::debug!("call video: cannot request a keyframe: {e}");
                 }
@@ -487,6 +506,17 @@ async fn send_audio(shared: Arc<Shared>, track: Arc<TrackLocalStaticSample>, ssr
 async fn send_video(shared: Arc<Shared>, track: Arc<TrackLocalStaticSample>, ssrc: u32) {
     let mut rx = shared.link.subscribe();
     while wait_ready(&mut rx, |l| l.video_pt).await.is_some() {
+        // Our side being connected does not mean the peer is: the DTLS side that finishes
+        // first would otherwise send a keyframe the other side cannot decrypt yet and drops
+        // (seen on loopback with webrtc 0.21), and a stream starting without its keyframe
+        // shows nothing until the next one. The peer's own media arriving proves it is
+        // ready; a peer that sends none gets our video after a short grace period.
+        let mut ready = rx.clone();
+        let _ = tokio::time::timeout(
+            PEER_READY_FALLBACK,
+            ready.wait_for(|l| l.remote_media || l.closed),
+        )
+        .await;
         let mut due = tokio::time::Instant::now();
         loop {
             let l = *rx.borrow();
@@ -558,7 +588,6 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
                 rtcp_feedback: vec![],
             },
             payload_type: VP8_PT,
-            ..Default::default()
         },
         _ => RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -569,7 +598,6 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
                 rtcp_feedback: vec![],
             },
             payload_type: OPUS_PT,
-            ..Default::default()
         },
     }
 }
@@ -619,7 +647,10 @@ fn offers_video(sdp: &str) -> bool {
 /// `(algorithm, value)` of the first `a=fingerprint:` in a description.
 fn sdp_fingerprint(sdp: &str) -> Option<(String, String)> {
     sdp.lines().find_map(|l| {
-        let (alg, value) = l.trim_end().strip_prefix("a=fingerprint:")?.split_once(' ')?;
+        let (alg, value) = l
+            .trim_end()
+            .strip_prefix("a=fingerprint:")?
+            .split_once(' ')?;
         Some((alg.to_ascii_lowercase(), value.trim().to_ascii_uppercase()))
     })
 }
@@ -629,7 +660,8 @@ impl MediaSession {
         cfg: MediaConfig,
         events: UnboundedSender<EngineEvent>,
     ) -> Result<Self, CallError> {
-        let setup = |what: &str, e: &dyn std::fmt::Display| CallError::Setup(format!("{what}: {e}"));
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| CallError::Setup(format!("{what}: {e}"));
 
         let mut media = MediaEngine::default();
         media

@@ -107,7 +107,9 @@ impl<R: Read> IvfReader<R> {
         }
         let fourcc = &h[8..12];
         if fourcc != b"VP80" {
-            return Err(VideoError::Codec(String::from_utf8_lossy(fourcc).into_owned()));
+            return Err(VideoError::Codec(
+                String::from_utf8_lossy(fourcc).into_owned(),
+            ));
         }
         let header = IvfHeader {
             width: u16::from_le_bytes([h[12], h[13]]),
@@ -172,9 +174,7 @@ impl<R: Read> IvfReader<R> {
             )));
         }
         let size = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]) as usize;
-        let pts = u64::from_le_bytes([
-            fh[4], fh[5], fh[6], fh[7], fh[8], fh[9], fh[10], fh[11],
-        ]);
+        let pts = u64::from_le_bytes([fh[4], fh[5], fh[6], fh[7], fh[8], fh[9], fh[10], fh[11]]);
         if size == 0 || size > MAX_FRAME_BYTES {
             self.done = true;
             return Err(VideoError::Corrupt(format!(
@@ -326,8 +326,12 @@ pub(crate) fn vp8_payload(p: &[u8]) -> Option<(bool, &[u8])> {
     if x {
         let ext = *p.get(i)?;
         i += 1;
-        let (has_i, has_l, has_t, has_k) =
-            (ext & 0x80 != 0, ext & 0x40 != 0, ext & 0x20 != 0, ext & 0x10 != 0);
+        let (has_i, has_l, has_t, has_k) = (
+            ext & 0x80 != 0,
+            ext & 0x40 != 0,
+            ext & 0x20 != 0,
+            ext & 0x10 != 0,
+        );
         if has_i {
             let m = *p.get(i)? & 0x80 != 0;
             i += if m { 2 } else { 1 };
@@ -466,7 +470,10 @@ mod tests {
             .unwrap()
             .read_frame()
             .unwrap_err();
-        assert!(err.to_string().contains("header has 5 of 12 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("header has 5 of 12 bytes"),
+            "{err}"
+        );
         // Short file header, wrong magic, wrong codec, absurd size.
         assert!(matches!(
             IvfReader::new(&bytes[..10]).err().unwrap(),
@@ -474,7 +481,10 @@ mod tests {
         ));
         let mut bad = bytes.clone();
         bad[0] = b'X';
-        assert!(matches!(IvfReader::new(&bad[..]).err().unwrap(), VideoError::NotIvf(_)));
+        assert!(matches!(
+            IvfReader::new(&bad[..]).err().unwrap(),
+            VideoError::NotIvf(_)
+        ));
         let mut vp9 = bytes.clone();
         vp9[8..12].copy_from_slice(b"VP90");
         let err = IvfReader::new(&vp9[..]).err().unwrap();
@@ -495,7 +505,13 @@ mod tests {
             vp8_payload(&[0x90, 0x80, 0x81, 0x02, 0xBB]),
             Some((true, &[0xBB][..]))
         );
-        for bad in [&[][..], &[0x90], &[0x90, 0x80], &[0x90, 0x80, 0x81, 0x02], &[0x10]] {
+        for bad in [
+            &[][..],
+            &[0x90],
+            &[0x90, 0x80],
+            &[0x90, 0x80, 0x81, 0x02],
+            &[0x10],
+        ] {
             assert_eq!(vp8_payload(bad), None, "{bad:?}");
         }
     }

@@ -149,7 +149,8 @@ async fn two_way_tone(mut a: Side, mut b: Side, relayed: bool) {
     eprintln!("stats b: {:?}", b.session.stats());
     a.session.close().await;
     b.session.close().await;
-    a.wait_for("Closed", |e| matches!(e, EngineEvent::Closed)).await;
+    a.wait_for("Closed", |e| matches!(e, EngineEvent::Closed))
+        .await;
     a_rec.finish().unwrap();
     b_rec.finish().unwrap();
 
@@ -174,8 +175,15 @@ async fn fingerprints_are_exchanged_in_sdp() {
     assert_eq!(alg, "sha-256");
     assert_eq!(fp.len(), 32 * 3 - 1);
     negotiate(&mut a, &mut b, false).await;
-    assert_eq!(b.session.remote_fingerprint().await, Some((alg.clone(), fp.clone())));
-    assert!(b.session.remote_fingerprint_ok(&alg, &fp.to_lowercase()).await);
+    assert_eq!(
+        b.session.remote_fingerprint().await,
+        Some((alg.clone(), fp.clone()))
+    );
+    assert!(
+        b.session
+            .remote_fingerprint_ok(&alg, &fp.to_lowercase())
+            .await
+    );
     assert!(!b.session.remote_fingerprint_ok(&alg, "AB:CD").await);
     a.session.close().await;
     b.session.close().await;
@@ -229,7 +237,11 @@ fn turn_config(env: &std::collections::HashMap<String, String>) -> MediaConfig {
             .clone()
     };
     let (host, port, secret) = (get("TURN_HOST"), get("TURN_PORT"), get("TURN_SECRET"));
-    let expiry = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
     let username = format!("{expiry}:linnet-call-test");
     let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(username.as_bytes());
@@ -251,10 +263,20 @@ async fn relay_only_audio_through_coturn() {
     let env = servers_env();
     let cfg = turn_config(&env);
     let (host, port) = (&env["TURN_HOST"], &env["TURN_PORT"]);
+    // A STUN Binding request first, so a stopped coturn is reported as such rather than as
+    // an ICE timeout.
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    req.extend_from_slice(&[7; 12]);
+    probe.send_to(&req, format!("{host}:{port}")).unwrap();
+    let mut buf = [0u8; 512];
     assert!(
-        probe.connect(format!("{host}:{port}")).is_ok(),
-        "TURN server address {host}:{port} unusable"
+        probe.recv_from(&mut buf).is_ok(),
+        "no STUN answer from the TURN server at {host}:{port}: is coturn running? \
+         Start it in /work/main with `scripts/servers start turn`"
     );
     let (a, b) = pair(cfg.clone(), cfg).await;
     two_way_tone(a, b, true).await;
@@ -281,7 +303,11 @@ fn make_ivf(dir: &Path) -> PathBuf {
 
 fn sent_frames(path: &Path) -> (FrameList, Vec<String>) {
     let frames = IvfReader::read_all(path).expect("our own IVF parses");
-    assert!(frames.len() >= 20, "ffmpeg made only {} frames", frames.len());
+    assert!(
+        frames.len() >= 20,
+        "ffmpeg made only {} frames",
+        frames.len()
+    );
     let hashes = frames
         .iter()
         .map(|f| linnet_call::video::frame_sha256(&f.data))
@@ -302,9 +328,10 @@ async fn expect_frames(side: &Side, collector: &FrameCollector, want: &[String])
     })
     .await;
     let got = collector.hashes();
+    let missing: Vec<usize> = (0..n).filter(|&i| !got.contains(&want[i])).collect();
     assert!(
         result.is_ok(),
-        "received {} of {n} frames; stats {:?}",
+        "received {} of {n} frames, missing indexes {missing:?}; stats {:?}",
         got.len(),
         side.session.stats()
     );
@@ -340,7 +367,10 @@ async fn audio_call_upgraded_to_video() {
 
     a.session.set_video_source(Box::new(source));
     let offer = a.session.add_video().await.expect("content-add offer");
-    assert!(offer.contains("m=video"), "no video section in the new offer");
+    assert!(
+        offer.contains("m=video"),
+        "no video section in the new offer"
+    );
     let answer = b.session.accept_offer(&offer).await.expect("answer");
     a.session.set_answer(&answer).await.expect("set answer");
     expect_frames(&b, &collector, &hashes).await;
