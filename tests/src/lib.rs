@@ -174,6 +174,8 @@ pub fn options() -> ClientOptions {
         max_backoff: Duration::from_secs(2),
         // `LINNET_TEST_RESUME=0`: every reconnection is a fresh login.
         stream_resumption: std::env::var("LINNET_TEST_RESUME").map_or(true, |v| v != "0"),
+        // Call media on loopback: a CI machine may have no other interface.
+        call_bind: vec!["127.0.0.1:0".into()],
         ..ClientOptions::default()
     }
 }
@@ -545,8 +547,13 @@ pub fn request_jids(account: &linnet_client::AccountItem) -> Vec<&str> {
 
 /// Makes two fresh accounts on `server` mutual contacts and returns them logged in.
 pub async fn contacts_pair(server: Server) -> (TestClient, TestClient) {
-    let a = TestClient::register(server, "alice").await;
-    let b = TestClient::register(server, "bob").await;
+    contacts_pair_with(server, options()).await
+}
+
+/// [`contacts_pair`] with other client options for both.
+pub async fn contacts_pair_with(server: Server, opts: ClientOptions) -> (TestClient, TestClient) {
+    let a = TestClient::register_with(server, "alice", opts.clone()).await;
+    let b = TestClient::register_with(server, "bob", opts).await;
     a.client
         .add_contact(a.account, &b.jid, Some("Bob"))
         .await

@@ -726,6 +726,7 @@ async fn pump(
                         }
                         effects.receipts.append(&mut effects.rooms.receipts);
                     }
+                    ev @ (Event::Call(_) | Event::Jingle(_)) => effects.calls.push(ev),
                     ev if inner.stale_request(account, &ev) => {
                         tracing::debug!(account = account.0, "re-sent request to a denial dropped");
                     }
@@ -859,6 +860,13 @@ async fn pump(
                 std::mem::take(&mut effects.profiles),
             );
         }
+        for ev in std::mem::take(&mut effects.calls) {
+            match ev {
+                Event::Call(sig) => crate::calls::on_signal(inner, account, session, *sig),
+                Event::Jingle(req) => crate::calls::on_jingle(inner, account, session, *req),
+                _ => {}
+            }
+        }
         if effects.presence_again {
             // ejabberd notifies (avatar, nickname, device lists) only the contacts whose
             // capabilities the publishing session took from a presence received while they
@@ -938,6 +946,8 @@ struct Effects {
     profiles: crate::profiles::ProfileEffects,
     /// A contact approved our request: our presence goes out again (see below).
     presence_again: bool,
+    /// Call messages and Jingle requests, for `calls` after the commit.
+    calls: Vec<Event>,
 }
 
 fn apply(
@@ -1117,7 +1127,9 @@ fn apply(
         | Event::RoomHistoryPage { .. }
         | Event::RoomHistoryFailed { .. }
         | Event::Invitation(_)
-        | Event::Bookmarks(_) => {}
+        | Event::Bookmarks(_)
+        | Event::Call(_)
+        | Event::Jingle(_) => {}
     }
     Ok(())
 }

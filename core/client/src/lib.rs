@@ -3,6 +3,7 @@
 
 mod account;
 mod blocking;
+pub mod calls;
 mod devices;
 mod error;
 mod files;
@@ -59,6 +60,14 @@ pub struct ClientOptions {
     pub foreground_keepalive: Duration,
     /// A joined group silent this long is asked whether we are still in it (XEP-0410).
     pub room_ping_interval: Duration,
+    /// Calls go only through the server's TURN relay, so the other party never learns our
+    /// IP address (at some cost in latency).
+    pub relay_calls: bool,
+    /// How long a call rings before it counts as unanswered.
+    pub call_ring_timeout: Duration,
+    /// Local addresses ("ip:port", port 0 for any) call media may use; empty: every
+    /// interface but loopback.
+    pub call_bind: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -73,6 +82,9 @@ impl Default for ClientOptions {
             keepalive: Duration::from_secs(180),
             foreground_keepalive: Duration::from_secs(30),
             room_ping_interval: Duration::from_secs(300),
+            relay_calls: false,
+            call_ring_timeout: Duration::from_secs(45),
+            call_bind: Vec::new(),
         }
     }
 }
@@ -199,6 +211,8 @@ pub(crate) struct Inner {
     pub(crate) files: files::Files,
     /// Avatar pictures being fetched (see `profiles`).
     pub(crate) avatars_wanted: Mutex<profiles::Wanted>,
+    /// Calls under way and the last few that ended (see `calls`).
+    pub(crate) calls: Mutex<calls::Calls>,
 }
 
 type OmemoRepairs = HashMap<(AccountId, BareJid, u32, linnet_omemo::Version), tokio::time::Instant>;
@@ -245,6 +259,7 @@ impl Client {
             version: 0,
             accounts: Vec::new(),
             conversations: Vec::new(),
+            calls: Vec::new(),
         }));
         let inner = Arc::new(Inner {
             store: Mutex::new(store),
@@ -262,6 +277,7 @@ impl Client {
             bookmarks_read: Default::default(),
             files: Default::default(),
             avatars_wanted: Default::default(),
+            calls: Default::default(),
             conv_subs: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
             list_publishing: Mutex::new(()),
@@ -978,6 +994,10 @@ impl Inner {
             version: self.clock.next(),
             accounts: model.accounts.clone(),
             conversations: model.conversations.clone(),
+            calls: {
+                drop(model);
+                self.call_items()
+            },
         }
     }
 

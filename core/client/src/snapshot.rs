@@ -104,6 +104,8 @@ pub struct ChatListSnapshot {
     /// Most recent activity first. Items are shared between snapshots (an unchanged
     /// conversation costs a reference count, not a copy, per update).
     pub conversations: Vec<Arc<ConversationItem>>,
+    /// Calls ringing or under way, newest first, then the last few that ended.
+    pub calls: Vec<crate::calls::CallItem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -900,16 +900,18 @@ fn classify_iq(st: &Element, cx: &Context<'_>) -> Outcome {
                 reply: Some(iq_result(st).build()),
             }
         }
-        ("set", "jingle", crate::jingle::NS_JINGLE) => match crate::jingle::parse_jingle_iq(st, payload) {
-            Ok(req) => Outcome {
-                events: vec![Event::Jingle(Box::new(req))],
-                reply: None,
-            },
-            Err(reply) => Outcome {
-                events: Vec::new(),
-                reply: Some(reply),
-            },
-        },
+        ("set", "jingle", crate::jingle::NS_JINGLE) => {
+            match crate::jingle::parse_jingle_iq(st, payload) {
+                Ok(req) => Outcome {
+                    events: vec![Event::Jingle(Box::new(req))],
+                    reply: None,
+                },
+                Err(reply) => Outcome {
+                    events: Vec::new(),
+                    reply: Some(reply),
+                },
+            }
+        }
         ("get", "ping", NS_PING) => Outcome {
             events: Vec::new(),
             reply: Some(iq_result(st).build()),

@@ -133,7 +133,9 @@ impl CallReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JmiAction {
     /// A call is proposed, with these media ("audio", "video").
-    Propose { media: Vec<String> },
+    Propose {
+        media: Vec<String>,
+    },
     /// One of the callee's devices rings.
     Ringing,
     /// The callee took the call on the device that sent this.
@@ -171,6 +173,13 @@ pub struct JingleRequest {
 
 // Jingle's elements compare structurally; nothing in them is a float.
 impl Eq for JingleRequest {}
+
+impl JingleRequest {
+    /// The `<jingle/>` element as XML (for tools and tests).
+    pub fn jingle_xml(&self) -> String {
+        String::from(&Element::from(self.jingle.clone()))
+    }
+}
 
 /// The XEP-0353 element of a chat message, if it has one. `None` also for malformed ones
 /// (no id, an absurd one, a proposal without RTP media): they are dropped.
@@ -230,7 +239,8 @@ pub(crate) fn parse_jingle_iq(st: &Element, payload: &Element) -> Result<JingleR
     }
     // xmpp-parsers asserts on some malformed input instead of failing (fingerprints were
     // one such case): whatever it still asserts on must not take the session down.
-    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Jingle::try_from(payload)));
+    let parsed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Jingle::try_from(payload)));
     let jingle = match parsed {
         Ok(Ok(j)) => j,
         Ok(Err(e)) => {
@@ -405,8 +415,7 @@ pub(crate) fn parse_services(reply: &Element) -> Vec<ExternalService> {
 fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
-        && h
-            .chars()
+        && h.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
@@ -422,13 +431,20 @@ impl Session {
     }
 
     /// Sends a XEP-0353 message to `to`'s devices (and, by carbons, ours).
-    pub fn send_jmi(&self, to: &BareJid, sid: &str, action: &JmiAction) -> Result<(), RequestError> {
+    pub fn send_jmi(
+        &self,
+        to: &BareJid,
+        sid: &str,
+        action: &JmiAction,
+    ) -> Result<(), RequestError> {
         self.send(jmi_stanza(to, sid, action), None)
     }
 
     /// Sends a Jingle IQ to the device `to` and waits for its acknowledgement.
     pub async fn jingle(&self, to: &str, jingle: Jingle) -> Result<(), RequestError> {
-        self.iq("set", Some(to), Element::from(jingle)).await.map(drop)
+        self.iq("set", Some(to), Element::from(jingle))
+            .await
+            .map(drop)
     }
 
     /// Sends a Jingle IQ to the device `to` at once (actions of one session must reach the
@@ -437,8 +453,10 @@ impl Session {
         &self,
         to: &str,
         jingle: Jingle,
-    ) -> Result<impl std::future::Future<Output = Result<(), RequestError>> + Send + 'static, RequestError>
-    {
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), RequestError>> + Send + 'static,
+        RequestError,
+    > {
         let reply = self.iq_queued("set", Some(to), Element::from(jingle))?;
         Ok(async move { reply.await.map(drop) })
     }
@@ -508,11 +526,17 @@ mod tests {
             "<message xmlns='jabber:client'><reject xmlns='urn:xmpp:jingle-message:0' id='x'>\
              <reason xmlns='urn:xmpp:jingle:1'><decline/><text>no</text></reason></reject></message>",
         );
-        assert_eq!(r, Some(("x".into(), JmiAction::Reject(CallReason::Decline))));
+        assert_eq!(
+            r,
+            Some(("x".into(), JmiAction::Reject(CallReason::Decline)))
+        );
         let f = parse(
             "<message xmlns='jabber:client'><finish xmlns='urn:xmpp:jingle-message:0' id='x'/></message>",
         );
-        assert_eq!(f, Some(("x".into(), JmiAction::Finish(CallReason::Success))));
+        assert_eq!(
+            f,
+            Some(("x".into(), JmiAction::Finish(CallReason::Success)))
+        );
     }
 
     #[test]

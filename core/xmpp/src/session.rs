@@ -541,8 +541,10 @@ impl Session {
         type_: &'static str,
         to: Option<&str>,
         payload: Element,
-    ) -> Result<impl std::future::Future<Output = Result<Element, RequestError>> + Send + 'static, RequestError>
-    {
+    ) -> Result<
+        impl std::future::Future<Output = Result<Element, RequestError>> + Send + 'static,
+        RequestError,
+    > {
         let id = crate::new_id();
         let stanza = el("iq", ns::JABBER_CLIENT)
             .attr("type", type_)

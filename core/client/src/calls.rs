@@ -1,0 +1,1112 @@
+//! Audio and video calls (DESIGN.md §6). Every device of the callee rings through Jingle
+//! Message Initiation (XEP-0353); the device that answers gets the Jingle session
+//! (XEP-0166/0167, ICE-UDP with trickle, DTLS-SRTP) and the media runs through linnet-call.
+//!
+//! Each call is a task that owns its media session and takes, in order, what concerns it:
+//! the user's intents, the peer's XEP-0353 messages and Jingle requests (checked here to
+//! come from the device the call is with), and the media engine's events. Nothing that
+//! reveals an address (ICE candidates) leaves before the callee has accepted: the caller
+//! gathers while it rings and sends what it gathered only after `proceed`, the callee
+//! makes its answer only after the user took the call.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use linnet_call::engine::{Candidate, EngineEvent, IceServer, MediaConfig, MediaSession};
+use linnet_call::sdp::{self, JingleDescription, Role, SdpType};
+use linnet_xmpp::jingle::jingle::{Action, Creator, Jingle, SessionId};
+use linnet_xmpp::jingle::{CallReason, CallSignal, JingleRequest, JmiAction};
+use linnet_xmpp::{BareJid, Session};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{lock, AccountId, Client, ClientError, Inner, Result};
+
+pub use linnet_call::audio::{AudioSink, AudioSource};
+pub use linnet_call::video::{VideoSink, VideoSource};
+
+/// A proposal that waited longer than this (offline storage) is a missed call, not one to
+/// ring for: the caller has given up by then.
+const STALE_PROPOSAL_MS: i64 = 30_000;
+/// Ended calls kept in the snapshot, newest first, so the shells can show how each ended.
+const ENDED_KEPT: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct CallId(pub u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallDirection {
+    Incoming,
+    Outgoing,
+}
+
+/// Why a call ended, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEnd {
+    /// One side hung up after it was connected.
+    HungUp {
+        by_peer: bool,
+    },
+    /// The callee declined (or, for our side, we did).
+    Declined {
+        by_peer: bool,
+    },
+    /// The callee is in another call.
+    Busy,
+    /// The caller gave up before anyone answered (for the callee: a missed call).
+    Cancelled {
+        by_peer: bool,
+    },
+    /// Nobody answered in time.
+    NoAnswer,
+    /// Another device of ours answered or declined it.
+    AnsweredElsewhere,
+    DeclinedElsewhere,
+    /// The connection could not be made or broke (network, no common media, DTLS).
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CallState {
+    /// Outgoing: waiting for the callee (`peer_ringing` once one of their devices rings).
+    /// Incoming: ringing here, waiting for `accept_call` or `reject_call`.
+    Ringing {
+        peer_ringing: bool,
+    },
+    /// Answered; the connection is being made.
+    Connecting,
+    Connected {
+        since_ms: i64,
+        /// The media goes through a TURN relay (the direct path failed or was refused).
+        relayed: bool,
+    },
+    Ended {
+        reason: CallEnd,
+        at_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallItem {
+    pub id: CallId,
+    pub account: AccountId,
+    /// The other party's bare JID.
+    pub peer: String,
+    pub direction: CallDirection,
+    pub video: bool,
+    pub state: CallState,
+    pub started_ms: i64,
+}
+
+/// Options of a call we place.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    pub video: bool,
+}
+
+/// Where the call's media comes from and goes to: the platform's microphone, speaker,
+/// camera and renderer, or files and tones (CLI, tests). Missing parts send silence and
+/// discard what arrives.
+#[derive(Default)]
+pub struct CallMedia {
+    pub audio_source: Option<Box<dyn AudioSource>>,
+    pub audio_sink: Option<Box<dyn AudioSink>>,
+    pub video_source: Option<Box<dyn VideoSource>>,
+    pub video_sink: Option<Box<dyn VideoSink>>,
+}
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia").finish_non_exhaustive()
+    }
+}
+
+enum Input {
+    Signal(CallSignal),
+    Jingle(JingleRequest),
+    Accept(CallMedia),
+    Reject,
+    Hangup,
+    Mute { audio: bool, muted: bool },
+    RingTimeout,
+}
+
+struct Entry {
+    account: AccountId,
+    sid: String,
+    peer: BareJid,
+    /// The peer's device the call is with, once known: the proposer (incoming) or the
+    /// device that proceeded (outgoing). Jingle from any other is refused.
+    remote: Option<String>,
+    tx: mpsc::UnboundedSender<Input>,
+    item: CallItem,
+}
+
+#[derive(Default)]
+pub(crate) struct Calls {
+    active: HashMap<CallId, Entry>,
+    ended: VecDeque<CallItem>,
+}
+
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_sid() -> String {
+    // XEP-0353 recommends a UUIDv4.
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl Inner {
+    /// The calls for the snapshot: the live ones, then the last few that ended.
+    pub(crate) fn call_items(&self) -> Vec<CallItem> {
+        let calls = lock(&self.calls);
+        let mut items: Vec<CallItem> = calls.active.values().map(|e| e.item.clone()).collect();
+        items.sort_by_key(|i| std::cmp::Reverse(i.id));
+        items.extend(calls.ended.iter().cloned());
+        items
+    }
+
+    fn set_call_state(&self, id: CallId, state: CallState) {
+        {
+            let mut calls = lock(&self.calls);
+            let Some(e) = calls.active.get_mut(&id) else {
+                return;
+            };
+            e.item.state = state.clone();
+            if matches!(state, CallState::Ended { .. }) {
+                if let Some(e) = calls.active.remove(&id) {
+                    calls.ended.push_front(e.item);
+                    calls.ended.truncate(ENDED_KEPT);
+                }
+            }
+        }
+        self.publish_chat_list();
+    }
+
+    fn set_call_remote(&self, id: CallId, remote: &str) {
+        if let Some(e) = lock(&self.calls).active.get_mut(&id) {
+            e.remote = Some(remote.to_owned());
+        }
+    }
+
+    fn call_busy(&self) -> bool {
+        lock(&self.calls).active.values().any(|e| {
+            !matches!(e.item.state, CallState::Ringing { .. })
+                || e.item.direction == CallDirection::Outgoing
+        })
+    }
+}
+
+/// A XEP-0353 message from the session of `account`.
+pub(crate) fn on_signal(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+    sig: CallSignal,
+) {
+    let found = {
+        let calls = lock(&inner.calls);
+        calls
+            .active
+            .iter()
+            .find(|(_, e)| e.account == account && e.sid == sig.sid && e.peer == sig.peer)
+            .map(|(id, e)| (*id, e.tx.clone()))
+    };
+    if let Some((_, tx)) = found {
+        let _ = tx.send(Input::Signal(sig));
+        return;
+    }
+    let JmiAction::Propose { media } = &sig.action else {
+        // About a call we do not know (over, or another device's): nothing to do.
+        return;
+    };
+    if sig.outgoing {
+        // Another device of ours is calling: it is that device's call.
+        return;
+    }
+    let Some(from_full) = sig.from_full.clone().filter(|f| f.contains('/')) else {
+        return;
+    };
+    if sig
+        .delayed_ms
+        .is_some_and(|at| now_ms().saturating_sub(at) > STALE_PROPOSAL_MS)
+    {
+        tracing::debug!(
+            account = account.0,
+            "a call proposal that waited too long: not ringing"
+        );
+        return;
+    }
+    if crate::blocking::stored(&inner.store(), account).contains(&sig.peer.as_str().to_owned()) {
+        return;
+    }
+    let video = media.iter().any(|m| m == "video");
+    if inner.call_busy() {
+        tracing::info!(account = account.0, "a call while in another: busy");
+        let _ = session.send_jmi(&sig.peer, &sig.sid, &JmiAction::Reject(CallReason::Busy));
+        return;
+    }
+    let id = CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let item = CallItem {
+        id,
+        account,
+        peer: sig.peer.as_str().to_owned(),
+        direction: CallDirection::Incoming,
+        video,
+        state: CallState::Ringing {
+            peer_ringing: false,
+        },
+        started_ms: now_ms(),
+    };
+    lock(&inner.calls).active.insert(
+        id,
+        Entry {
+            account,
+            sid: sig.sid.clone(),
+            peer: sig.peer.clone(),
+            remote: Some(from_full.clone()),
+            tx: tx.clone(),
+            item,
+        },
+    );
+    // XEP-0353 §Security: telling a stranger that we are here and ringing leaks presence;
+    // only contacts who share presence with us learn it.
+    let known = inner
+        .store()
+        .contact(account, sig.peer.as_str())
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.subscription != linnet_store::Subscription::None);
+    if known {
+        let _ = session.send_jmi(&sig.peer, &sig.sid, &JmiAction::Ringing);
+    }
+    inner.publish_chat_list();
+    let call = CallTask::new(
+        inner,
+        id,
+        account,
+        sig.peer,
+        sig.sid,
+        CallDirection::Incoming,
+        video,
+    );
+    let mut call = call;
+    call.remote = Some(from_full);
+    tokio::spawn(call.run(rx, tx));
+}
+
+/// A Jingle request from the session of `account`: handed to its call when it comes from
+/// the device that call is with, refused otherwise.
+pub(crate) fn on_jingle(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+    req: JingleRequest,
+) {
+    let tx = {
+        let calls = lock(&inner.calls);
+        calls
+            .active
+            .values()
+            .find(|e| {
+                e.account == account
+                    && e.sid == req.jingle.sid.0
+                    && e.remote.as_deref() == Some(req.from.as_str())
+            })
+            .map(|e| e.tx.clone())
+    };
+    match tx {
+        Some(tx) => {
+            if let Err(mpsc::error::SendError(Input::Jingle(req))) = tx.send(Input::Jingle(req)) {
+                let _ =
+                    session.jingle_error(&req, "item-not-found", "cancel", Some("unknown-session"));
+            }
+        }
+        None => {
+            tracing::info!(account = account.0, "jingle for no call of ours: refused");
+            let _ = session.jingle_error(&req, "item-not-found", "cancel", Some("unknown-session"));
+        }
+    }
+}
+
+impl Client {
+    /// Calls `peer`: every device of theirs rings (XEP-0353). Returns at once; the call's
+    /// progress is in the chat-list snapshot (`calls`).
+    pub async fn start_call(
+        &self,
+        account: AccountId,
+        peer: &str,
+        opts: CallOptions,
+        media: CallMedia,
+    ) -> Result<CallId> {
+        let peer = BareJid::parse(peer)?;
+        let session = self.session(account)?;
+        if peer == *session.own_jid() {
+            return Err(ClientError::BadInput("cannot call yourself".into()));
+        }
+        if self.inner.call_busy() {
+            return Err(ClientError::Policy("already in a call".into()));
+        }
+        let id = CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed));
+        let sid = new_sid();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let item = CallItem {
+            id,
+            account,
+            peer: peer.as_str().to_owned(),
+            direction: CallDirection::Outgoing,
+            video: opts.video,
+            state: CallState::Ringing {
+                peer_ringing: false,
+            },
+            started_ms: now_ms(),
+        };
+        lock(&self.inner.calls).active.insert(
+            id,
+            Entry {
+                account,
+                sid: sid.clone(),
+                peer: peer.clone(),
+                remote: None,
+                tx: tx.clone(),
+                item,
+            },
+        );
+        self.inner.publish_chat_list();
+        let mut call = CallTask::new(
+            &self.inner,
+            id,
+            account,
+            peer,
+            sid,
+            CallDirection::Outgoing,
+            opts.video,
+        );
+        call.media = Some(media);
+        tokio::spawn(call.run(rx, tx));
+        Ok(id)
+    }
+
+    /// Takes an incoming call on this device; the others stop ringing.
+    pub fn accept_call(&self, call: CallId, media: CallMedia) -> Result<()> {
+        self.call_input(call, Input::Accept(media))
+    }
+
+    /// Declines an incoming call, on every device of ours.
+    pub fn reject_call(&self, call: CallId) -> Result<()> {
+        self.call_input(call, Input::Reject)
+    }
+
+    /// Hangs up, or cancels a call that is still ringing.
+    pub fn end_call(&self, call: CallId) -> Result<()> {
+        self.call_input(call, Input::Hangup)
+    }
+
+    /// Mutes or unmutes our audio (`audio`) or video.
+    pub fn set_call_muted(&self, call: CallId, audio: bool, muted: bool) -> Result<()> {
+        self.call_input(call, Input::Mute { audio, muted })
+    }
+
+    /// The live calls and the last few that ended (as in the chat-list snapshot).
+    pub fn calls(&self) -> Vec<CallItem> {
+        self.inner.call_items()
+    }
+
+    fn call_input(&self, call: CallId, input: Input) -> Result<()> {
+        let tx = lock(&self.inner.calls)
+            .active
+            .get(&call)
+            .map(|e| e.tx.clone())
+            .ok_or_else(|| ClientError::NotFound("no such call".into()))?;
+        tx.send(input)
+            .map_err(|_| ClientError::NotFound("the call has ended".into()))
+    }
+}
+
+/// The STUN/TURN servers for a call: the account's server's (XEP-0215).
+async fn ice_servers(session: &Session) -> Vec<IceServer> {
+    let services =
+        match tokio::time::timeout(Duration::from_secs(5), session.external_services()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "no STUN/TURN servers from the server");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+    services
+        .into_iter()
+        .map(|s| {
+            let host = if s.host.contains(':') && !s.host.starts_with('[') {
+                format!("[{}]", s.host)
+            } else {
+                s.host.clone()
+            };
+            let url = match s.kind.as_str() {
+                "stun" => format!("stun:{host}:{}", s.port),
+                kind => format!("{kind}:{host}:{}?transport={}", s.port, s.transport),
+            };
+            IceServer {
+                urls: vec![url],
+                username: s.username,
+                credential: s.password,
+            }
+        })
+        .collect()
+}
+
+struct CallTask {
+    inner: Arc<Inner>,
+    id: CallId,
+    account: AccountId,
+    peer: BareJid,
+    sid: String,
+    direction: CallDirection,
+    video: bool,
+    /// The peer's device the Jingle session is with.
+    remote: Option<String>,
+    media: Option<CallMedia>,
+    engine: Option<Arc<MediaSession>>,
+    engine_rx: Option<mpsc::UnboundedReceiver<EngineEvent>>,
+    /// Our offer (caller), made while ringing.
+    offer: Option<String>,
+    /// Candidates gathered before they may go out (before `proceed` / our session-accept).
+    held: Vec<Candidate>,
+    /// Whether our candidates may be sent now.
+    may_send_candidates: bool,
+    /// Remote candidates that came before the remote description was set.
+    early_remote: Vec<Candidate>,
+    remote_set: bool,
+    /// Our offer or answer as set, for the ICE credentials of transport-info.
+    local_sdp: Option<String>,
+    connected: bool,
+    answered: bool,
+}
+
+enum Step {
+    Continue,
+    End(CallEnd),
+}
+
+impl CallTask {
+    fn new(
+        inner: &Arc<Inner>,
+        id: CallId,
+        account: AccountId,
+        peer: BareJid,
+        sid: String,
+        direction: CallDirection,
+        video: bool,
+    ) -> CallTask {
+        CallTask {
+            inner: inner.clone(),
+            id,
+            account,
+            peer,
+            sid,
+            direction,
+            video,
+            remote: None,
+            media: None,
+            engine: None,
+            engine_rx: None,
+            offer: None,
+            held: Vec::new(),
+            may_send_candidates: false,
+            early_remote: Vec::new(),
+            remote_set: false,
+            local_sdp: None,
+            connected: false,
+            answered: false,
+        }
+    }
+
+    fn session(&self) -> Option<Session> {
+        self.inner.live_session(self.account)
+    }
+
+    fn send_jmi(&self, action: JmiAction) {
+        match self.session() {
+            Some(s) => {
+                if let Err(e) = s.send_jmi(&self.peer, &self.sid, &action) {
+                    tracing::info!(call = self.id.0, error = %e, "call message not sent");
+                }
+            }
+            None => tracing::info!(call = self.id.0, "offline: call message not sent"),
+        }
+    }
+
+    /// Sends a Jingle action to the peer's device without waiting for its answer: actions
+    /// go out in order, and an error answer ends the call through `Input`.
+    fn send_jingle(&self, jingle: Jingle, tx: &mpsc::UnboundedSender<Input>) {
+        let (Some(session), Some(remote)) = (self.session(), self.remote.clone()) else {
+            return;
+        };
+        let action = jingle.action.clone();
+        match session.jingle_queued(&remote, jingle) {
+            Ok(reply) => {
+                let id = self.id;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = reply.await {
+                        tracing::info!(call = id.0, error = %e, ?action, "jingle action refused");
+                        if matches!(action, Action::SessionInitiate | Action::SessionAccept) {
+                            let _ = tx.send(Input::Hangup);
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::info!(call = self.id.0, error = %e, "jingle action not sent"),
+        }
+    }
+
+    async fn make_engine(&mut self) -> std::result::Result<(), String> {
+        let servers = match self.session() {
+            Some(s) => ice_servers(&s).await,
+            None => Vec::new(),
+        };
+        let cfg = MediaConfig {
+            ice_servers: servers,
+            relay_only: self.inner.opts.relay_calls,
+            video: self.video,
+            bind_addrs: self.inner.opts.call_bind.clone(),
+        };
+        let (etx, erx) = mpsc::unbounded_channel();
+        let engine = MediaSession::new(cfg, etx)
+            .await
+            .map_err(|e| format!("media: {e}"))?;
+        if let Some(media) = self.media.take() {
+            if let Some(s) = media.audio_source {
+                engine.set_audio_source(s);
+            }
+            if let Some(s) = media.audio_sink {
+                engine.set_audio_sink(s);
+            }
+            if let Some(s) = media.video_source {
+                engine.set_video_source(s);
+            }
+            if let Some(s) = media.video_sink {
+                engine.set_video_sink(s);
+            }
+        }
+        self.engine = Some(Arc::new(engine));
+        self.engine_rx = Some(erx);
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        tx: mpsc::UnboundedSender<Input>,
+    ) {
+        let end = self.drive(&mut rx, &tx).await;
+        if let Some(engine) = self.engine.take() {
+            engine.close().await;
+        }
+        tracing::info!(call = self.id.0, "call ended");
+        self.inner.set_call_state(
+            self.id,
+            CallState::Ended {
+                reason: end,
+                at_ms: now_ms(),
+            },
+        );
+        // Whatever still arrives for it is answered as for an unknown session.
+        rx.close();
+        while let Some(input) = rx.recv().await {
+            if let (Input::Jingle(req), Some(s)) = (input, self.session()) {
+                let _ = s.jingle_error(&req, "item-not-found", "cancel", Some("unknown-session"));
+            }
+        }
+    }
+
+    async fn drive(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Input>,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) -> CallEnd {
+        if self.direction == CallDirection::Outgoing {
+            if let Err(reason) = self.make_engine().await {
+                return CallEnd::Failed { reason };
+            }
+            let Some(engine) = self.engine.clone() else {
+                return CallEnd::Failed {
+                    reason: "no media session".into(),
+                };
+            };
+            let offer = match engine.create_offer().await {
+                Ok(o) => o,
+                Err(e) => {
+                    return CallEnd::Failed {
+                        reason: format!("media: {e}"),
+                    }
+                }
+            };
+            self.offer = Some(offer);
+            let mut media = vec!["audio".to_owned()];
+            if self.video {
+                media.push("video".to_owned());
+            }
+            self.send_jmi(JmiAction::Propose { media });
+        }
+        let ring_timer = {
+            let tx = tx.clone();
+            let ring = self.inner.opts.call_ring_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(ring).await;
+                let _ = tx.send(Input::RingTimeout);
+            })
+        };
+        let end = loop {
+            let step = tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.on_input(input, tx).await,
+                    None => Step::End(CallEnd::Failed { reason: "the client shut down".into() }),
+                },
+                Some(ev) = recv_opt(&mut self.engine_rx) => self.on_engine(ev, tx),
+            };
+            if let Step::End(end) = step {
+                break end;
+            }
+        };
+        ring_timer.abort();
+        end
+    }
+
+    async fn on_input(&mut self, input: Input, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        match input {
+            Input::Signal(sig) => self.on_signal(sig, tx).await,
+            Input::Jingle(req) => self.on_jingle(req, tx).await,
+            Input::Accept(media) => {
+                if self.direction != CallDirection::Incoming || self.answered {
+                    return Step::Continue;
+                }
+                self.answered = true;
+                self.media = Some(media);
+                // `proceed` goes to the caller's devices and, by carbons, to ours, which
+                // stop ringing; the caller's device then sends us the session.
+                self.send_jmi(JmiAction::Proceed);
+                self.inner.set_call_state(self.id, CallState::Connecting);
+                if let Err(reason) = self.make_engine().await {
+                    self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
+                    return Step::End(CallEnd::Failed { reason });
+                }
+                Step::Continue
+            }
+            Input::Reject => {
+                if self.direction != CallDirection::Incoming || self.answered {
+                    return Step::Continue;
+                }
+                self.send_jmi(JmiAction::Reject(CallReason::Decline));
+                Step::End(CallEnd::Declined { by_peer: false })
+            }
+            Input::Hangup => self.hang_up(CallReason::Success, tx),
+            Input::Mute { audio, muted } => {
+                if let Some(e) = &self.engine {
+                    e.set_muted(audio, muted);
+                }
+                Step::Continue
+            }
+            Input::RingTimeout => {
+                if self.connected
+                    || self.remote_set
+                    || (self.direction == CallDirection::Incoming && self.answered)
+                {
+                    return Step::Continue;
+                }
+                match self.direction {
+                    CallDirection::Outgoing if self.remote.is_none() => {
+                        self.send_jmi(JmiAction::Retract(CallReason::Timeout));
+                        Step::End(CallEnd::NoAnswer)
+                    }
+                    CallDirection::Outgoing => Step::Continue,
+                    // The caller retracts; if that never comes, stop ringing anyway.
+                    CallDirection::Incoming => Step::End(CallEnd::Cancelled { by_peer: true }),
+                }
+            }
+        }
+    }
+
+    /// Ends the call from our side: a cancel before the session exists, a terminate after.
+    fn hang_up(&mut self, reason: CallReason, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        let session_exists = match self.direction {
+            CallDirection::Outgoing => self.remote.is_some(),
+            CallDirection::Incoming => self.remote_set,
+        };
+        if session_exists {
+            let mut j = Jingle::new(Action::SessionTerminate, SessionId(self.sid.clone()));
+            j.reason = Some(reason.to_jingle());
+            self.send_jingle(j, tx);
+            self.send_jmi(JmiAction::Finish(reason.clone()));
+        } else if self.direction == CallDirection::Outgoing {
+            self.send_jmi(JmiAction::Retract(CallReason::Cancel));
+            return Step::End(CallEnd::Cancelled { by_peer: false });
+        } else if self.answered {
+            self.send_jmi(JmiAction::Finish(reason.clone()));
+        } else {
+            self.send_jmi(JmiAction::Reject(CallReason::Decline));
+            return Step::End(CallEnd::Declined { by_peer: false });
+        }
+        match reason {
+            CallReason::Success => Step::End(CallEnd::HungUp { by_peer: false }),
+            other => Step::End(CallEnd::Failed {
+                reason: other.name().to_owned(),
+            }),
+        }
+    }
+
+    async fn on_signal(&mut self, sig: CallSignal, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        let from_peer = !sig.outgoing;
+        match (self.direction, sig.action) {
+            (CallDirection::Outgoing, JmiAction::Ringing) if from_peer => {
+                if self.remote.is_none() {
+                    self.inner
+                        .set_call_state(self.id, CallState::Ringing { peer_ringing: true });
+                }
+                Step::Continue
+            }
+            (CallDirection::Outgoing, JmiAction::Proceed) if from_peer => {
+                let Some(from) = sig.from_full.filter(|f| f.contains('/')) else {
+                    return Step::Continue;
+                };
+                if self.remote.is_some() {
+                    // Answered on two devices at once: the first one has the call.
+                    return Step::Continue;
+                }
+                self.remote = Some(from.clone());
+                self.inner.set_call_remote(self.id, &from);
+                self.inner.set_call_state(self.id, CallState::Connecting);
+                self.initiate(tx)
+            }
+            (CallDirection::Outgoing, JmiAction::Reject(reason)) if from_peer => {
+                if self.remote.is_some() {
+                    return Step::Continue;
+                }
+                Step::End(match reason {
+                    CallReason::Busy => CallEnd::Busy,
+                    _ => CallEnd::Declined { by_peer: true },
+                })
+            }
+            (CallDirection::Incoming, JmiAction::Retract(_)) if from_peer => {
+                if self.remote_set {
+                    return Step::Continue;
+                }
+                Step::End(CallEnd::Cancelled { by_peer: true })
+            }
+            (CallDirection::Incoming, JmiAction::Proceed | JmiAction::Accept) if !from_peer => {
+                if self.answered {
+                    return Step::Continue;
+                }
+                Step::End(CallEnd::AnsweredElsewhere)
+            }
+            (CallDirection::Incoming, JmiAction::Reject(_)) if !from_peer => {
+                if self.answered {
+                    return Step::Continue;
+                }
+                Step::End(CallEnd::DeclinedElsewhere)
+            }
+            (_, JmiAction::Finish(reason)) if from_peer => {
+                let established = self.remote_set
+                    || (self.direction == CallDirection::Outgoing && self.remote.is_some());
+                if !established && self.direction == CallDirection::Incoming && !self.answered {
+                    return Step::End(CallEnd::Cancelled { by_peer: true });
+                }
+                Step::End(peer_end(&reason))
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    /// The caller's session-initiate, to the device that proceeded, with the offer made
+    /// while ringing and then every candidate gathered so far.
+    fn initiate(&mut self, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        let Some(offer) = self.offer.clone() else {
+            return Step::End(CallEnd::Failed {
+                reason: "no offer".into(),
+            });
+        };
+        let desc = match sdp::sdp_to_jingle(&offer, Creator::Initiator, Role::Initiator, false) {
+            Ok(d) => d,
+            Err(e) => {
+                return Step::End(CallEnd::Failed {
+                    reason: format!("our offer: {e}"),
+                })
+            }
+        };
+        self.local_sdp = Some(offer);
+        let mut j = Jingle::new(Action::SessionInitiate, SessionId(self.sid.clone()));
+        j.initiator = self
+            .session()
+            .and_then(|s| s.negotiated.bound_jid.parse().ok());
+        j.contents = desc.contents;
+        j.group = desc.group;
+        self.send_jingle(j, tx);
+        self.may_send_candidates = true;
+        for c in std::mem::take(&mut self.held) {
+            self.send_candidate(c, tx);
+        }
+        Step::Continue
+    }
+
+    fn send_candidate(&mut self, c: Candidate, tx: &mpsc::UnboundedSender<Input>) {
+        if !self.may_send_candidates {
+            self.held.push(c);
+            return;
+        }
+        let Some(local) = &self.local_sdp else {
+            return;
+        };
+        // Contents are the initiator's, whoever trickles into them.
+        let content = sdp::ice_credentials(local, &c.mid).and_then(|creds| {
+            sdp::transport_info_content(&c.mid, Creator::Initiator, &creds, &c.candidate)
+        });
+        let content = match content {
+            Ok(content) => content,
+            Err(e) => {
+                // TCP and mDNS candidates have no Jingle form (XEP-0176 is UDP).
+                tracing::debug!(call = self.id.0, error = %e, "a local candidate left out");
+                return;
+            }
+        };
+        let mut j = Jingle::new(Action::TransportInfo, SessionId(self.sid.clone()));
+        j.contents = vec![content];
+        self.send_jingle(j, tx);
+    }
+
+    fn on_engine(&mut self, ev: EngineEvent, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        match ev {
+            EngineEvent::LocalCandidate(c) => {
+                self.send_candidate(c, tx);
+                Step::Continue
+            }
+            EngineEvent::GatheringDone | EngineEvent::FirstAudio => Step::Continue,
+            EngineEvent::Connected { relayed } => {
+                self.connected = true;
+                self.inner.set_call_state(
+                    self.id,
+                    CallState::Connected {
+                        since_ms: now_ms(),
+                        relayed,
+                    },
+                );
+                Step::Continue
+            }
+            EngineEvent::Failed(reason) => {
+                let _ = self.hang_up(CallReason::ConnectivityError, tx);
+                Step::End(CallEnd::Failed { reason })
+            }
+            EngineEvent::Closed => Step::End(CallEnd::Failed {
+                reason: "the media connection closed".into(),
+            }),
+        }
+    }
+
+    async fn on_jingle(&mut self, req: JingleRequest, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        let Some(session) = self.session() else {
+            return Step::Continue;
+        };
+        let refuse = |cond: &'static str, jingle: Option<&'static str>| {
+            let _ = session.jingle_error(&req, cond, "cancel", jingle);
+        };
+        match req.jingle.action {
+            Action::SessionInitiate => {
+                if self.direction != CallDirection::Incoming || !self.answered || self.remote_set {
+                    refuse("unexpected-request", Some("out-of-order"));
+                    return Step::Continue;
+                }
+                let desc = JingleDescription {
+                    contents: req.jingle.contents.clone(),
+                    group: req.jingle.group.clone(),
+                };
+                let offer = match sdp::jingle_to_sdp(&desc, SdpType::Offer, Role::Responder) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::info!(call = self.id.0, error = %e, "an offer we cannot take");
+                        refuse("bad-request", None);
+                        self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
+                        return Step::End(CallEnd::Failed {
+                            reason: format!("the caller's offer: {e}"),
+                        });
+                    }
+                };
+                let _ = session.jingle_ack(&req);
+                let Some(engine) = self.engine.clone() else {
+                    return self.fail_after_terminate("no media session".into(), tx);
+                };
+                let answer = match engine.accept_offer(&offer).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let mut j =
+                            Jingle::new(Action::SessionTerminate, SessionId(self.sid.clone()));
+                        j.reason = Some(CallReason::FailedApplication.to_jingle());
+                        self.send_jingle(j, tx);
+                        self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
+                        return Step::End(CallEnd::Failed {
+                            reason: format!("media: {e}"),
+                        });
+                    }
+                };
+                self.remote_set = true;
+                self.add_remote_candidates(&desc).await;
+                let local =
+                    match sdp::sdp_to_jingle(&answer, Creator::Initiator, Role::Responder, false) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            return Step::End(CallEnd::Failed {
+                                reason: format!("our answer: {e}"),
+                            })
+                        }
+                    };
+                self.local_sdp = Some(answer);
+                let mut j = Jingle::new(Action::SessionAccept, SessionId(self.sid.clone()));
+                j.responder = session.negotiated.bound_jid.parse().ok();
+                j.contents = local.contents;
+                j.group = local.group;
+                self.send_jingle(j, tx);
+                self.may_send_candidates = true;
+                for c in std::mem::take(&mut self.held) {
+                    self.send_candidate(c, tx);
+                }
+                Step::Continue
+            }
+            Action::SessionAccept => {
+                if self.direction != CallDirection::Outgoing || self.remote_set {
+                    refuse("unexpected-request", Some("out-of-order"));
+                    return Step::Continue;
+                }
+                let desc = JingleDescription {
+                    contents: req.jingle.contents.clone(),
+                    group: req.jingle.group.clone(),
+                };
+                let answer = match sdp::jingle_to_sdp(&desc, SdpType::Answer, Role::Initiator) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        refuse("bad-request", None);
+                        return self.fail_after_terminate(format!("the callee's answer: {e}"), tx);
+                    }
+                };
+                let _ = session.jingle_ack(&req);
+                let Some(engine) = self.engine.clone() else {
+                    return self.fail_after_terminate("no media session".into(), tx);
+                };
+                if let Err(e) = engine.set_answer(&answer).await {
+                    return self.fail_after_terminate(format!("media: {e}"), tx);
+                }
+                self.remote_set = true;
+                self.add_remote_candidates(&desc).await;
+                Step::Continue
+            }
+            Action::TransportInfo => {
+                let desc = JingleDescription {
+                    contents: req.jingle.contents.clone(),
+                    group: None,
+                };
+                let _ = session.jingle_ack(&req);
+                if self.remote_set {
+                    self.add_remote_candidates(&desc).await;
+                } else {
+                    self.early_remote.extend(candidates_of(&desc));
+                }
+                Step::Continue
+            }
+            Action::SessionTerminate => {
+                let _ = session.jingle_ack(&req);
+                let reason = CallReason::from_jingle(req.jingle.reason.as_ref());
+                self.send_jmi(JmiAction::Finish(reason.clone()));
+                Step::End(peer_end(&reason))
+            }
+            Action::SessionInfo => {
+                // Ringing, mute and hold notices (XEP-0167 §7): informational.
+                let _ = session.jingle_ack(&req);
+                Step::Continue
+            }
+            _ => {
+                refuse("feature-not-implemented", Some("unsupported-info"));
+                Step::Continue
+            }
+        }
+    }
+
+    fn fail_after_terminate(&mut self, reason: String, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        let mut j = Jingle::new(Action::SessionTerminate, SessionId(self.sid.clone()));
+        j.reason = Some(CallReason::FailedApplication.to_jingle());
+        self.send_jingle(j, tx);
+        self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
+        Step::End(CallEnd::Failed { reason })
+    }
+
+    async fn add_remote_candidates(&mut self, desc: &JingleDescription) {
+        let mut all = std::mem::take(&mut self.early_remote);
+        all.extend(candidates_of(desc));
+        let Some(engine) = self.engine.clone() else {
+            return;
+        };
+        for c in all {
+            if let Err(e) = engine.add_remote_candidate(c).await {
+                tracing::debug!(call = self.id.0, error = %e, "a remote candidate refused");
+            }
+        }
+    }
+}
+
+/// The candidates of a session-initiate, session-accept or transport-info; ones we cannot
+/// use (not UDP, malformed) are left out.
+fn candidates_of(desc: &JingleDescription) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for content in &desc.contents {
+        match sdp::transport_info_candidates(content) {
+            Ok(cands) => out.extend(cands.into_iter().map(|c| Candidate {
+                mid: c.mid,
+                candidate: c.candidate,
+            })),
+            Err(e) => tracing::debug!(error = %e, "remote candidates left out"),
+        }
+    }
+    out
+}
+
+fn peer_end(reason: &CallReason) -> CallEnd {
+    match reason {
+        CallReason::Success | CallReason::Expired => CallEnd::HungUp { by_peer: true },
+        CallReason::Busy => CallEnd::Busy,
+        CallReason::Decline => CallEnd::Declined { by_peer: true },
+        CallReason::Cancel => CallEnd::Cancelled { by_peer: true },
+        other => CallEnd::Failed {
+            reason: format!("the other side ended it: {}", other.name()),
+        },
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
