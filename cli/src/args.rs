@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-const FLAGS: &[&str] = &["direct-tls", "only-ca", "help", "none"];
+const FLAGS: &[&str] = &["direct-tls", "only-ca", "help", "none", "relay"];
 
 pub struct Args {
     pub command: String,

@@ -5,6 +5,7 @@
 //! 5 network, 6 not found, 7 refused by policy, 8 wrong database key.
 
 mod args;
+mod call;
 mod demo;
 
 use std::io::BufRead;
@@ -59,6 +60,12 @@ commands:
   trust-policy [blind_trust|manual]
                                   show or set how new devices are trusted (default
                                   blind_trust: until a device of the contact is verified)
+  call <jid> [--tone HZ|--play F.wav] [--record F.wav] [--video F.ivf] [--seconds N]
+                                  call (audio; video with --video, VP8 frames): rings every
+                                  device of theirs, talks N seconds (default 10) once connected,
+                                  hangs up; each state as a JSON line
+  answer [--from JID] [--wait S] [--tone HZ|--play F.wav] [--record F.wav] [--seconds N]
+                                  wait up to S seconds (default 60) for a call, take it, talk
   sync [--seconds N]              log in, fetch what is waiting, log out
   chats                           print the chat-list snapshot
   show <jid> [--limit N]          print one conversation's snapshot
@@ -98,6 +105,7 @@ options:
   --password-file F    password (env LINNET_PASSWORD; else first line of stdin)
   --server HOST:PORT   connect here instead of DNS SRV   --direct-tls   TLS from the first byte
   --ca FILE            extra trusted CA (PEM; env LINNET_CA)   --only-ca   trust only that CA
+  --relay              calls only through the server's TURN relay (hides our IP address)
 "#;
 
 fn exit_code(e: &ClientError) -> i32 {
@@ -170,6 +178,8 @@ fn options(args: &Args) -> Result<ClientOptions, ClientError> {
         .opt("ca")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("LINNET_CA").map(PathBuf::from));
+    // "Relay calls": media only through the server's TURN, never revealing our address.
+    opts.relay_calls = args.flag("relay");
     if let Some(ca) = ca {
         let pem = std::fs::read(&ca).map_err(|e| bad(format!("--ca {}: {e}", ca.display())))?;
         opts.tls = TlsOptions {
@@ -314,6 +324,8 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             Ok(())
         }
         "roster" => roster(args).await,
+        "call" => call::call(args).await,
+        "answer" => call::answer(args).await,
         "send" => {
             let to = pos(args, 0, "recipient JID")?;
             let body = pos(args, 1, "message body")?;

@@ -452,3 +452,119 @@ fn trust_from_the_cli() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
     }
 }
+
+/// `linnet call` and `linnet answer`: a tone each way (through the TURN relay, as
+/// `--relay` asks), recorded to WAV files whose dominant frequency is the other's tone.
+#[test]
+fn a_call_from_the_cli() {
+    use linnet_call::audio::{dominant_frequency, AudioSource, WavSource, SAMPLE_RATE};
+    let server = Server::Prosody;
+    let host = format!("{}:{}", var("PROSODY_HOST"), var("PROSODY_PORT"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (a_key, b_key) = (keyfile(tmp.path(), "akey"), keyfile(tmp.path(), "bkey"));
+    let (a, b) = (fresh_jid(server, "clica"), fresh_jid(server, "clicb"));
+    for (dir, key, jid) in [(&a_dir, &a_key, &a), (&b_dir, &b_key, &b)] {
+        let out = linnet(
+            dir,
+            key,
+            &["register", jid, "--server", &host],
+            Some("pass word\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = linnet(&a_dir, &a_key, &["roster", "add", &b], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = linnet(&b_dir, &b_key, &["roster", "approve", &a], None);
+    assert!(out.status.success(), "{out:?}");
+
+    let (a_wav, b_wav) = (tmp.path().join("a.wav"), tmp.path().join("b.wav"));
+    let mut answerer = Command::new(env!("CARGO_BIN_EXE_linnet"))
+        .arg("--data-dir")
+        .arg(&b_dir)
+        .arg("--key-file")
+        .arg(&b_key)
+        .args([
+            "--ca",
+            &var("LINNET_CA"),
+            "--only-ca",
+            "answer",
+            "--from",
+            &a,
+        ])
+        .args([
+            "--wait",
+            "60",
+            "--tone",
+            "1200",
+            "--seconds",
+            "4",
+            "--relay",
+        ])
+        .arg("--record")
+        .arg(&b_wav)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Call once the answering side says it is online.
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(answerer.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&first).unwrap(),
+        json!({"waiting": true})
+    );
+    let out = linnet(
+        &a_dir,
+        &a_key,
+        &[
+            "call",
+            &b,
+            "--tone",
+            "700",
+            "--record",
+            a_wav.to_str().unwrap(),
+            "--seconds",
+            "2",
+            "--relay",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let states: Vec<Value> = json_lines(&out);
+    assert!(
+        states
+            .iter()
+            .any(|s| s["state"]["state"] == "connected" && s["state"]["relayed"] == true),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().unwrap()["state"]["reason"],
+        json!({"hung_up": {"by_peer": false}})
+    );
+    let states: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let answered = answerer.wait_with_output().unwrap();
+    assert!(answered.status.success(), "{answered:?}");
+    assert_eq!(
+        states.last().unwrap()["state"]["reason"],
+        json!({"hung_up": {"by_peer": true}})
+    );
+    for (wav, hz) in [(&a_wav, 1200.0), (&b_wav, 700.0)] {
+        let mut src = WavSource::open(wav).unwrap();
+        let mut pcm = Vec::new();
+        while let Some(frame) = src.next_frame() {
+            pcm.extend(frame);
+        }
+        assert!(
+            pcm.len() > SAMPLE_RATE as usize,
+            "{}: too short",
+            wav.display()
+        );
+        let tail = &pcm[pcm.len() - SAMPLE_RATE as usize / 2..];
+        let f = dominant_frequency(tail, SAMPLE_RATE);
+        assert!((f - hz).abs() < 5.0, "{}: {f} Hz, not {hz}", wav.display());
+    }
+}
