@@ -340,6 +340,80 @@ async fn video_frames_arrive_intact(server: Server) {
     assert_eq!(seen.hashes(), sent);
 }
 
+/// An audio call becomes a video call (content-add from the caller); muting the
+/// microphone silences what the other side hears, unmuting brings the tone back.
+async fn upgrade_to_video_and_mute(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let a_heard = PcmCollector::new();
+    let b_heard = PcmCollector::new();
+    let id = a
+        .client
+        .start_call(
+            a.account,
+            &b.jid,
+            CallOptions::default(),
+            tone_media(440.0, &a_heard),
+        )
+        .await
+        .unwrap();
+    let incoming = wait_call(&b, "ringing", ringing).await;
+    let seen = FrameCollector::new();
+    b.client
+        .accept_call(
+            incoming.id,
+            CallMedia {
+                video_sink: Some(Box::new(seen.clone())),
+                ..tone_media(880.0, &b_heard)
+            },
+        )
+        .unwrap();
+    wait_call(&a, "connected", |i| connected(i).is_some()).await;
+    assert_heard(&b_heard, 440.0, "B hears A before the video").await;
+
+    let ivf = make_ivf(a.dir.path());
+    let frames = IvfReader::read_all(&ivf).unwrap();
+    let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
+    a.client
+        .add_call_video(
+            id,
+            CallMedia {
+                video_source: Some(Box::new(FrameList::new(
+                    frames.into_iter().map(|f| (f.data, f.duration)),
+                ))),
+                ..CallMedia::default()
+            },
+        )
+        .unwrap();
+    wait_call(&b, "now a video call", |i| i.id == incoming.id && i.video).await;
+    wait_until("every frame", || seen.len() >= sent.len()).await;
+    assert_eq!(seen.hashes(), sent);
+
+    // Muted: B's microphone sends silence.
+    b.client.set_call_muted(incoming.id, true, true).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = a_heard.samples().len();
+    wait_until("more audio", || {
+        a_heard.samples().len() > before + SAMPLE_RATE as usize / 2
+    })
+    .await;
+    let pcm = a_heard.samples();
+    let tail = &pcm[pcm.len() - SAMPLE_RATE as usize / 4..];
+    let loud = tail.iter().map(|s| i32::from(*s).abs()).max().unwrap();
+    assert!(loud < 300, "muted, yet A hears {loud}");
+    b.client.set_call_muted(incoming.id, true, false).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = a_heard.samples().len();
+    wait_until("audio again", || {
+        a_heard.samples().len() > before + SAMPLE_RATE as usize
+    })
+    .await;
+    let pcm = a_heard.samples();
+    let tail = &pcm[pcm.len() - SAMPLE_RATE as usize / 2..];
+    assert!((dominant_frequency(tail, SAMPLE_RATE) - 880.0).abs() < 5.0);
+    a.client.end_call(id).unwrap();
+    wait_call(&b, "over", |i| ended(i).is_some()).await;
+}
+
 /// A raw session of a fresh account, with the call messages and Jingle requests it gets.
 async fn raw_caller(
     server: Server,
@@ -500,5 +574,6 @@ both_servers!(
     busy,
     every_device_rings,
     video_frames_arrive_intact,
+    upgrade_to_video_and_mute,
     jingle_nobody_asked_for,
 );

@@ -135,6 +135,7 @@ enum Input {
     Reject,
     Hangup,
     Mute { audio: bool, muted: bool },
+    AddVideo(CallMedia),
     RingTimeout,
 }
 
@@ -205,6 +206,13 @@ impl Inner {
                     calls.ended.truncate(ENDED_KEPT);
                 }
             }
+        }
+        self.publish_chat_list();
+    }
+
+    fn set_call_video(&self, id: CallId) {
+        if let Some(e) = lock(&self.calls).active.get_mut(&id) {
+            e.item.video = true;
         }
         self.publish_chat_list();
     }
@@ -429,9 +437,18 @@ impl Client {
         self.call_input(call, Input::Hangup)
     }
 
-    /// Mutes or unmutes our audio (`audio`) or video.
+    /// Mutes or unmutes our audio (`audio`) or video; the peer is told (XEP-0167 §7).
     pub fn set_call_muted(&self, call: CallId, audio: bool, muted: bool) -> Result<()> {
         self.call_input(call, Input::Mute { audio, muted })
+    }
+
+    /// Turns a connected audio call into a video call (Jingle content-add): `media` gives
+    /// the camera (`video_source`) and where the peer's video goes (`video_sink`).
+    pub fn add_call_video(&self, call: CallId, media: CallMedia) -> Result<()> {
+        if media.video_source.is_none() && media.video_sink.is_none() {
+            return Err(ClientError::BadInput("no camera and no video sink".into()));
+        }
+        self.call_input(call, Input::AddVideo(media))
     }
 
     /// The live calls and the last few that ended (as in the chat-list snapshot).
@@ -506,6 +523,11 @@ struct CallTask {
     remote_set: bool,
     /// Our offer or answer as set, for the ICE credentials of transport-info.
     local_sdp: Option<String>,
+    /// The peer's side of the session as it stands (all contents), to build the whole
+    /// description again when a content-add changes it.
+    remote_desc: Option<JingleDescription>,
+    /// Our content-add waits for its content-accept.
+    adding: bool,
     connected: bool,
     answered: bool,
 }
@@ -543,6 +565,8 @@ impl CallTask {
             early_remote: Vec::new(),
             remote_set: false,
             local_sdp: None,
+            remote_desc: None,
+            adding: false,
             connected: false,
             answered: false,
         }
@@ -732,8 +756,24 @@ impl CallTask {
                 if let Some(e) = &self.engine {
                     e.set_muted(audio, muted);
                 }
+                let media = if audio { "audio" } else { "video" };
+                let content = self
+                    .remote_desc
+                    .as_ref()
+                    .and_then(|d| d.contents.iter().find(|c| content_media(c) == Some(media)));
+                if let Some(c) = content {
+                    let creator = creator_name(&c.creator);
+                    let mut j = Jingle::new(Action::SessionInfo, SessionId(self.sid.clone()));
+                    let info = if muted { "mute" } else { "unmute" };
+                    j.other = vec![linnet_xmpp::jingle::rtp_info(
+                        info,
+                        Some((creator, &c.name.0)),
+                    )];
+                    self.send_jingle(j, tx);
+                }
                 Step::Continue
             }
+            Input::AddVideo(media) => self.add_video(media, tx).await,
             Input::RingTimeout => {
                 if self.connected
                     || self.remote_set
@@ -975,6 +1015,7 @@ impl CallTask {
                 };
                 self.remote_set = true;
                 self.add_remote_candidates(&desc).await;
+                self.remote_desc = Some(desc.clone());
                 let local =
                     match sdp::sdp_to_jingle(&answer, Creator::Initiator, Role::Responder, false) {
                         Ok(d) => d,
@@ -1021,6 +1062,14 @@ impl CallTask {
                 }
                 self.remote_set = true;
                 self.add_remote_candidates(&desc).await;
+                self.remote_desc = Some(desc);
+                Step::Continue
+            }
+            Action::ContentAdd => self.on_content_add(&req, &session, tx).await,
+            Action::ContentAccept => self.on_content_accept(&req, &session).await,
+            Action::ContentReject => {
+                let _ = session.jingle_ack(&req);
+                self.adding = false;
                 Step::Continue
             }
             Action::TransportInfo => {
@@ -1052,6 +1101,179 @@ impl CallTask {
                 Step::Continue
             }
         }
+    }
+
+    fn our_role(&self) -> (Role, Creator) {
+        match self.direction {
+            CallDirection::Outgoing => (Role::Initiator, Creator::Initiator),
+            CallDirection::Incoming => (Role::Responder, Creator::Responder),
+        }
+    }
+
+    /// content-add of a video content to a session that has audio only.
+    async fn add_video(&mut self, media: CallMedia, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        let (Some(engine), Some(remote)) = (self.engine.clone(), self.remote_desc.clone()) else {
+            tracing::info!(
+                call = self.id.0,
+                "video asked for before the call is set up"
+            );
+            return Step::Continue;
+        };
+        if self.adding || self.video {
+            return Step::Continue;
+        }
+        if let Some(src) = media.video_source {
+            engine.set_video_source(src);
+        }
+        if let Some(sink) = media.video_sink {
+            engine.set_video_sink(sink);
+        }
+        let offer = match engine.add_video().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::info!(call = self.id.0, error = %e, "no video");
+                return Step::Continue;
+            }
+        };
+        let (role, creator) = self.our_role();
+        let desc = match sdp::sdp_to_jingle(&offer, creator, role, false) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!(call = self.id.0, error = %e, "our video offer");
+                return Step::Continue;
+            }
+        };
+        let known: Vec<&str> = remote.contents.iter().map(|c| c.name.0.as_str()).collect();
+        let added: Vec<_> = desc
+            .contents
+            .into_iter()
+            .filter(|c| !known.contains(&c.name.0.as_str()))
+            .collect();
+        if added.is_empty() {
+            return Step::Continue;
+        }
+        self.local_sdp = Some(offer);
+        self.adding = true;
+        let mut j = Jingle::new(Action::ContentAdd, SessionId(self.sid.clone()));
+        j.contents = added;
+        self.send_jingle(j, tx);
+        Step::Continue
+    }
+
+    /// The peer adds a content (video): the whole session described again as an offer,
+    /// answered with a content-accept of what it added.
+    async fn on_content_add(
+        &mut self,
+        req: &JingleRequest,
+        session: &Session,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) -> Step {
+        let (Some(engine), Some(mut remote)) = (self.engine.clone(), self.remote_desc.clone())
+        else {
+            let _ = session.jingle_error(req, "unexpected-request", "cancel", Some("out-of-order"));
+            return Step::Continue;
+        };
+        if self.adding {
+            // Both sides adding at once: XEP-0166 §7.2.16 tie-break, the initiator's wins.
+            if self.direction == CallDirection::Outgoing {
+                let _ = session.jingle_error(req, "conflict", "cancel", Some("tie-break"));
+                return Step::Continue;
+            }
+            self.adding = false;
+        }
+        let Some(added_creator) = req.jingle.contents.first().map(|c| c.creator.clone()) else {
+            let _ = session.jingle_error(req, "bad-request", "modify", None);
+            return Step::Continue;
+        };
+        let names: Vec<String> = req
+            .jingle
+            .contents
+            .iter()
+            .map(|c| c.name.0.clone())
+            .collect();
+        remote.contents.extend(req.jingle.contents.iter().cloned());
+        if let Some(group) = &mut remote.group {
+            for n in &names {
+                group
+                    .contents
+                    .push(linnet_xmpp::jingle::jingle_grouping::Content::new(n));
+            }
+        }
+        let (role, _) = self.our_role();
+        let offer = match sdp::jingle_to_sdp(&remote, SdpType::Offer, role) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::info!(call = self.id.0, error = %e, "a content-add we cannot take");
+                let _ = session.jingle_error(req, "bad-request", "modify", None);
+                return Step::Continue;
+            }
+        };
+        let _ = session.jingle_ack(req);
+        let answer = match engine.accept_offer(&offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(call = self.id.0, error = %e, "the added content failed");
+                let mut j = Jingle::new(Action::ContentReject, SessionId(self.sid.clone()));
+                j.contents = req.jingle.contents.clone();
+                self.send_jingle(j, tx);
+                return Step::Continue;
+            }
+        };
+        let accepted = match sdp::sdp_to_jingle(&answer, added_creator, role, false) {
+            Ok(d) => d
+                .contents
+                .into_iter()
+                .filter(|c| names.contains(&c.name.0))
+                .collect::<Vec<_>>(),
+            Err(e) => return self.fail_after_terminate(format!("our answer: {e}"), tx),
+        };
+        self.local_sdp = Some(answer);
+        self.remote_desc = Some(remote);
+        self.video = true;
+        self.inner.set_call_video(self.id);
+        let mut j = Jingle::new(Action::ContentAccept, SessionId(self.sid.clone()));
+        j.contents = accepted;
+        self.send_jingle(j, tx);
+        Step::Continue
+    }
+
+    /// Our content-add was accepted: the whole answer described again.
+    async fn on_content_accept(&mut self, req: &JingleRequest, session: &Session) -> Step {
+        let (Some(engine), Some(mut remote), true) =
+            (self.engine.clone(), self.remote_desc.clone(), self.adding)
+        else {
+            let _ = session.jingle_error(req, "unexpected-request", "cancel", Some("out-of-order"));
+            return Step::Continue;
+        };
+        remote.contents.extend(req.jingle.contents.iter().cloned());
+        if let Some(group) = &mut remote.group {
+            for c in &req.jingle.contents {
+                group
+                    .contents
+                    .push(linnet_xmpp::jingle::jingle_grouping::Content::new(
+                        &c.name.0,
+                    ));
+            }
+        }
+        let (role, _) = self.our_role();
+        let answer = match sdp::jingle_to_sdp(&remote, SdpType::Answer, role) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(call = self.id.0, error = %e, "a content-accept we cannot take");
+                let _ = session.jingle_error(req, "bad-request", "modify", None);
+                return Step::Continue;
+            }
+        };
+        let _ = session.jingle_ack(req);
+        self.adding = false;
+        if let Err(e) = engine.set_answer(&answer).await {
+            tracing::info!(call = self.id.0, error = %e, "the added content failed");
+            return Step::Continue;
+        }
+        self.remote_desc = Some(remote);
+        self.video = true;
+        self.inner.set_call_video(self.id);
+        Step::Continue
     }
 
     fn fail_after_terminate(&mut self, reason: String, tx: &mpsc::UnboundedSender<Input>) -> Step {
@@ -1090,6 +1312,21 @@ fn candidates_of(desc: &JingleDescription) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// The media of a content's RTP description ("audio", "video").
+fn content_media(c: &linnet_xmpp::jingle::jingle::Content) -> Option<&str> {
+    match &c.description {
+        Some(linnet_xmpp::jingle::jingle::Description::Rtp(d)) => Some(d.media.as_str()),
+        _ => None,
+    }
+}
+
+fn creator_name(c: &Creator) -> &'static str {
+    match c {
+        Creator::Initiator => "initiator",
+        Creator::Responder => "responder",
+    }
 }
 
 fn peer_end(reason: &CallReason) -> CallEnd {

@@ -11,7 +11,7 @@ use crate::elem::el;
 use crate::jid::BareJid;
 use crate::{RequestError, Session};
 
-pub use xmpp_parsers::jingle;
+pub use xmpp_parsers::{jingle, jingle_grouping};
 
 pub const NS_JMI: &str = "urn:xmpp:jingle-message:0";
 pub const NS_JINGLE: &str = "urn:xmpp:jingle:1";
@@ -339,6 +339,18 @@ pub fn jmi_stanza(to: &BareJid, sid: &str, action: &JmiAction) -> Element {
         .child(body)
         .child(el("store", crate::inbound::NS_HINTS))
         .build()
+}
+
+pub const NS_JINGLE_RTP_INFO: &str = "urn:xmpp:jingle:apps:rtp:info:1";
+
+/// A XEP-0167 §7 informational payload for a session-info: "mute" or "unmute" of the
+/// content `name`, or "active"/"ringing" (no content).
+pub fn rtp_info(info: &'static str, content: Option<(&str, &str)>) -> Element {
+    let mut e = el(info, NS_JINGLE_RTP_INFO);
+    if let Some((creator, name)) = content {
+        e = e.attr("creator", creator).attr("name", name);
+    }
+    e.build()
 }
 
 /// A STUN or TURN server the account's server names (XEP-0215), with the short-lived
