@@ -12,7 +12,8 @@
 //!   never crosses: uniffi turns one in a call into an internal error, and one in a task
 //!   the core spawned for an async call is reported as [`LinnetError::Internal`].
 //! - What only the operating system can do comes in through foreign traits: the database key
-//!   from the platform's key store ([`KeyStorage`]). Reachability and foreground state are
+//!   from the platform's key store ([`KeyStorage`]), and a call's microphone, speaker,
+//!   camera (with its VP8 encoder) and renderer ([`CallDevices`]). Reachability and foreground state are
 //!   told to the client as they change ([`LinnetClient::network_changed`],
 //!   [`LinnetClient::set_foreground`]).
 
@@ -137,6 +138,94 @@ pub trait KeyStorage: Send + Sync {
     fn save_database_key(&self, key_hex: String) -> Result<()>;
 }
 
+/// The microphone: 20 ms of 48 kHz mono PCM (960 samples) per call, on a media thread,
+/// paced by the core. `None` ends the source (silence follows).
+#[uniffi::export(with_foreign)]
+pub trait Microphone: Send + Sync {
+    fn read_frame(&self) -> Result<Option<Vec<i16>>>;
+}
+
+/// The speaker: each decoded 20 ms frame of the peer's audio (48 kHz mono), in order.
+#[uniffi::export(with_foreign)]
+pub trait Speaker: Send + Sync {
+    fn play_frame(&self, pcm: Vec<i16>) -> Result<()>;
+}
+
+/// The camera with the platform's VP8 encoder: the next encoded frame and how long it lasts.
+#[uniffi::export(with_foreign)]
+pub trait Camera: Send + Sync {
+    fn next_frame(&self) -> Result<Option<VideoFrame>>;
+}
+
+/// Where the peer's video goes: each complete VP8 frame, for the platform's decoder.
+#[uniffi::export(with_foreign)]
+pub trait VideoRenderer: Send + Sync {
+    fn render_frame(&self, vp8: Vec<u8>) -> Result<()>;
+}
+
+/// One encoded VP8 frame.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct VideoFrame {
+    pub data: Vec<u8>,
+    pub duration_ms: u32,
+}
+
+/// The platform's devices for a call; what is missing sends silence (or no video) and
+/// drops what arrives.
+#[derive(Default, uniffi::Record)]
+pub struct CallDevices {
+    #[uniffi(default)]
+    pub microphone: Option<Arc<dyn Microphone>>,
+    #[uniffi(default)]
+    pub speaker: Option<Arc<dyn Speaker>>,
+    #[uniffi(default)]
+    pub camera: Option<Arc<dyn Camera>>,
+    #[uniffi(default)]
+    pub renderer: Option<Arc<dyn VideoRenderer>>,
+}
+
+// The shims: the core pulls and pushes media through its own traits; a failing device
+// ends its stream rather than the call.
+struct MicShim(Arc<dyn Microphone>);
+impl linnet_client::calls::AudioSource for MicShim {
+    fn next_frame(&mut self) -> Option<Vec<i16>> {
+        self.0.read_frame().ok().flatten()
+    }
+}
+struct SpeakerShim(Arc<dyn Speaker>);
+impl linnet_client::calls::AudioSink for SpeakerShim {
+    fn frame(&mut self, pcm: &[i16]) {
+        let _ = self.0.play_frame(pcm.to_vec());
+    }
+}
+struct CameraShim(Arc<dyn Camera>);
+impl linnet_client::calls::VideoSource for CameraShim {
+    fn next_frame(&mut self) -> Option<(Vec<u8>, std::time::Duration)> {
+        let f = self.0.next_frame().ok().flatten()?;
+        Some((
+            f.data,
+            std::time::Duration::from_millis(u64::from(f.duration_ms)),
+        ))
+    }
+}
+struct RendererShim(Arc<dyn VideoRenderer>);
+impl linnet_client::calls::VideoSink for RendererShim {
+    fn frame(&mut self, vp8: &[u8]) {
+        let _ = self.0.render_frame(vp8.to_vec());
+    }
+}
+
+impl From<CallDevices> for linnet_client::calls::CallMedia {
+    fn from(d: CallDevices) -> Self {
+        linnet_client::calls::CallMedia {
+            audio_source: d.microphone.map(|m| Box::new(MicShim(m)) as _),
+            audio_sink: d.speaker.map(|s| Box::new(SpeakerShim(s)) as _),
+            video_source: d.camera.map(|c| Box::new(CameraShim(c)) as _),
+            video_sink: d.renderer.map(|r| Box::new(RendererShim(r)) as _),
+        }
+    }
+}
+
 /// Receives chat-list snapshots: the current one at once, then each newer one. Called on a
 /// core thread; keep it short (hand the snapshot to the UI thread).
 #[uniffi::export(with_foreign)]
@@ -181,6 +270,10 @@ pub struct ClientConfig {
     pub extra_ca_pem: Option<String>,
     /// Trust only `extra_ca_pem` (tests against a local server).
     pub only_extra_ca: bool,
+    /// Calls only through the server's TURN relay: the other party never learns our IP
+    /// address.
+    #[uniffi(default = false)]
+    pub relay_calls: bool,
 }
 
 /// An account, by id and address.
@@ -213,6 +306,7 @@ impl LinnetClient {
         let mut options = ClientOptions::default();
         options.tls.extra_ca_pem = config.extra_ca_pem.map(String::into_bytes);
         options.tls.only_extra_ca = config.only_extra_ca;
+        options.relay_calls = config.relay_calls;
         let _core = runtime()?.enter();
         let client = Client::open(Path::new(&data_dir), &key, options)?;
         Ok(Arc::new(LinnetClient { client }))
@@ -415,6 +509,64 @@ impl LinnetClient {
     }
 
     /// Logs every account out; the client stays usable.
+    /// Calls `peer` (every device of theirs rings); the call's progress is in the chat
+    /// list's `calls`. Returns the call's id.
+    pub async fn start_call(
+        &self,
+        account: i64,
+        peer: String,
+        video: bool,
+        devices: CallDevices,
+    ) -> Result<u64> {
+        let client = self.client.clone();
+        let media = devices.into();
+        on_core(async move {
+            client
+                .start_call(
+                    AccountId(account),
+                    &peer,
+                    linnet_client::calls::CallOptions { video },
+                    media,
+                )
+                .await
+        })
+        .await
+        .map(|id| id.0)
+    }
+
+    /// Takes an incoming call here; the user's other devices stop ringing.
+    pub fn accept_call(&self, call: u64, devices: CallDevices) -> Result<()> {
+        Ok(self
+            .client
+            .accept_call(linnet_client::calls::CallId(call), devices.into())?)
+    }
+
+    /// Declines an incoming call on every device of the user's.
+    pub fn reject_call(&self, call: u64) -> Result<()> {
+        Ok(self
+            .client
+            .reject_call(linnet_client::calls::CallId(call))?)
+    }
+
+    /// Hangs up, or cancels a call still ringing.
+    pub fn end_call(&self, call: u64) -> Result<()> {
+        Ok(self.client.end_call(linnet_client::calls::CallId(call))?)
+    }
+
+    /// `audio`: the microphone, else the camera.
+    pub fn set_call_muted(&self, call: u64, audio: bool, muted: bool) -> Result<()> {
+        Ok(self
+            .client
+            .set_call_muted(linnet_client::calls::CallId(call), audio, muted)?)
+    }
+
+    /// Turns an audio call into a video call (the camera and renderer in `devices`).
+    pub fn add_call_video(&self, call: u64, devices: CallDevices) -> Result<()> {
+        Ok(self
+            .client
+            .add_call_video(linnet_client::calls::CallId(call), devices.into())?)
+    }
+
     pub async fn shutdown(&self) -> Result<()> {
         let client = self.client.clone();
         on_core(async move {

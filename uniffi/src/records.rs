@@ -127,6 +127,109 @@ pub struct ChatList {
     pub version: u64,
     pub accounts: Vec<Account>,
     pub conversations: Vec<ChatItem>,
+    /// Calls ringing or under way, newest first, then the last few that ended: an incoming
+    /// one in `Ringing` is what the app shows as "X is calling".
+    #[uniffi(default)]
+    pub calls: Vec<Call>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum CallDirection {
+    Incoming,
+    Outgoing,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum CallEnd {
+    HungUp {
+        by_peer: bool,
+    },
+    Declined {
+        by_peer: bool,
+    },
+    Busy,
+    /// The caller gave up before it was answered: for the callee, a missed call.
+    Cancelled {
+        by_peer: bool,
+    },
+    NoAnswer,
+    AnsweredElsewhere,
+    DeclinedElsewhere,
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum CallState {
+    /// Outgoing: calling (`peer_ringing` once a device of theirs rings). Incoming: ringing.
+    Ringing {
+        peer_ringing: bool,
+    },
+    Connecting,
+    Connected {
+        since_ms: i64,
+        relayed: bool,
+    },
+    Ended {
+        reason: CallEnd,
+        at_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Call {
+    pub id: u64,
+    pub account: i64,
+    pub peer: String,
+    pub direction: CallDirection,
+    pub video: bool,
+    pub state: CallState,
+    pub started_ms: i64,
+}
+
+impl From<&core::calls::CallItem> for Call {
+    fn from(c: &core::calls::CallItem) -> Self {
+        use core::calls::{CallEnd as E, CallState as S};
+        let end = |e: &E| match e {
+            E::HungUp { by_peer } => CallEnd::HungUp { by_peer: *by_peer },
+            E::Declined { by_peer } => CallEnd::Declined { by_peer: *by_peer },
+            E::Busy => CallEnd::Busy,
+            E::Cancelled { by_peer } => CallEnd::Cancelled { by_peer: *by_peer },
+            E::NoAnswer => CallEnd::NoAnswer,
+            E::AnsweredElsewhere => CallEnd::AnsweredElsewhere,
+            E::DeclinedElsewhere => CallEnd::DeclinedElsewhere,
+            E::Failed { reason } => CallEnd::Failed {
+                reason: reason.clone(),
+            },
+        };
+        Call {
+            id: c.id.0,
+            account: c.account.0,
+            peer: c.peer.clone(),
+            direction: match c.direction {
+                core::calls::CallDirection::Incoming => CallDirection::Incoming,
+                core::calls::CallDirection::Outgoing => CallDirection::Outgoing,
+            },
+            video: c.video,
+            state: match &c.state {
+                S::Ringing { peer_ringing } => CallState::Ringing {
+                    peer_ringing: *peer_ringing,
+                },
+                S::Connecting => CallState::Connecting,
+                S::Connected { since_ms, relayed } => CallState::Connected {
+                    since_ms: *since_ms,
+                    relayed: *relayed,
+                },
+                S::Ended { reason, at_ms } => CallState::Ended {
+                    reason: end(reason),
+                    at_ms: *at_ms,
+                },
+            },
+            started_ms: c.started_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -409,6 +512,7 @@ impl From<&core::ChatListSnapshot> for ChatList {
                     group: c.group,
                 })
                 .collect(),
+            calls: s.calls.iter().map(Call::from).collect(),
         }
     }
 }

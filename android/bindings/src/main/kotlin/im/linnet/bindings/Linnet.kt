@@ -39,6 +39,16 @@ typealias Reply = im.linnet.ffi.Reply
 typealias Reaction = im.linnet.ffi.Reaction
 typealias StyleSpan = im.linnet.ffi.StyleSpan
 typealias TextStyle = im.linnet.ffi.TextStyle
+typealias Call = im.linnet.ffi.Call
+typealias CallState = im.linnet.ffi.CallState
+typealias CallEnd = im.linnet.ffi.CallEnd
+typealias CallDirection = im.linnet.ffi.CallDirection
+typealias CallDevices = im.linnet.ffi.CallDevices
+typealias Microphone = im.linnet.ffi.Microphone
+typealias Speaker = im.linnet.ffi.Speaker
+typealias Camera = im.linnet.ffi.Camera
+typealias VideoRenderer = im.linnet.ffi.VideoRenderer
+typealias VideoFrame = im.linnet.ffi.VideoFrame
 
 // Kotlin resolves no nested class through a typealias (`Connection.Online` is not found
 // through the alias above), so the variants the app tells apart have aliases of their own.
@@ -46,6 +56,14 @@ typealias ConnectionOffline = im.linnet.ffi.Connection.Offline
 typealias ConnectionConnecting = im.linnet.ffi.Connection.Connecting
 typealias ConnectionOnline = im.linnet.ffi.Connection.Online
 typealias ConnectionWaiting = im.linnet.ffi.Connection.Waiting
+typealias CallRinging = im.linnet.ffi.CallState.Ringing
+typealias CallConnecting = im.linnet.ffi.CallState.Connecting
+typealias CallConnected = im.linnet.ffi.CallState.Connected
+typealias CallEnded = im.linnet.ffi.CallState.Ended
+typealias CallHungUp = im.linnet.ffi.CallEnd.HungUp
+typealias CallDeclined = im.linnet.ffi.CallEnd.Declined
+typealias CallCancelled = im.linnet.ffi.CallEnd.Cancelled
+typealias CallFailed = im.linnet.ffi.CallEnd.Failed
 typealias NetworkException = im.linnet.ffi.LinnetException.Network
 typealias AuthException = im.linnet.ffi.LinnetException.Auth
 typealias TlsException = im.linnet.ffi.LinnetException.Tls
@@ -75,13 +93,14 @@ class Linnet private constructor(private val client: LinnetClient) : AutoCloseab
             keys: DatabaseKeyStore,
             extraCaPem: String? = null,
             onlyExtraCa: Boolean = false,
+            relayCalls: Boolean = false,
         ): Linnet {
             val storage = object : KeyStorage {
                 override fun loadDatabaseKey(): String? = keys.load()
 
                 override fun saveDatabaseKey(keyHex: String) = keys.save(keyHex)
             }
-            return Linnet(LinnetClient.open(dataDir, storage, ClientConfig(extraCaPem, onlyExtraCa)))
+            return Linnet(LinnetClient.open(dataDir, storage, ClientConfig(extraCaPem, onlyExtraCa, relayCalls)))
         }
     }
 
@@ -159,6 +178,22 @@ class Linnet private constructor(private val client: LinnetClient) : AutoCloseab
         client.messages(conversation, before, limit)
 
     /** Logs every account out. */
+    /** Calls [peer] on every device of theirs; the call shows in [chatList]'s `calls`. */
+    suspend fun startCall(account: Long, peer: String, video: Boolean, devices: CallDevices): ULong =
+        client.startCall(account, peer, video, devices)
+
+    /** Takes an incoming call here; the user's other devices stop ringing. */
+    fun acceptCall(call: ULong, devices: CallDevices) = client.acceptCall(call, devices)
+
+    fun rejectCall(call: ULong) = client.rejectCall(call)
+
+    /** Hangs up, or cancels a call that still rings. */
+    fun endCall(call: ULong) = client.endCall(call)
+
+    fun setCallMuted(call: ULong, audio: Boolean, muted: Boolean) = client.setCallMuted(call, audio, muted)
+
+    fun addCallVideo(call: ULong, devices: CallDevices) = client.addCallVideo(call, devices)
+
     suspend fun shutdown() = client.shutdown()
 
     override fun close() = client.close()

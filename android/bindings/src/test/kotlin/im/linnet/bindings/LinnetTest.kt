@@ -40,6 +40,32 @@ class LinnetTest {
     private fun open(keys: DatabaseKeyStore = MemoryKeys(), dir: String = tempDir()) =
         Linnet.open(dir, keys, ca, onlyExtraCa = true)
 
+    /** A sine tone as the microphone: 20 ms of 48 kHz mono per frame. */
+    private class ToneMicrophone(private val hz: Double) : Microphone {
+        private var n = 0L
+
+        override fun readFrame(): List<Short> = List(960) {
+            val v = kotlin.math.sin(2 * Math.PI * hz * (n++) / 48_000.0) * 9_000
+            v.toInt().toShort()
+        }
+    }
+
+    /** Keeps what it plays. */
+    private class RecordingSpeaker : Speaker {
+        val pcm = java.util.Collections.synchronizedList(mutableListOf<Short>())
+
+        override fun playFrame(pcm: List<Short>) {
+            this.pcm.addAll(pcm)
+        }
+
+        /** The frequency of the last half second, by counting upward zero crossings. */
+        fun frequency(): Double {
+            val tail = synchronized(pcm) { pcm.takeLast(24_000) }
+            val ups = tail.zipWithNext().count { (a, b) -> a < 0 && b >= 0 }
+            return ups / 0.5
+        }
+    }
+
     private fun tempDir() = Files.createTempDirectory("linnet-kt").toString()
 
     @Test
@@ -86,6 +112,46 @@ class LinnetTest {
                     }
                     assertEquals(64, a.ownFingerprint(accA).length)
                     assertTrue(a.omemoDevices(accA, jb).any { it.fingerprint == b.ownFingerprint(accB) })
+                    a.shutdown()
+                    b.shutdown()
+                }
+            }
+        }
+    }
+
+    @Test
+    fun aCallRingsInTheChatListAndCarriesAudio() = runBlocking {
+        withTimeout(90_000) {
+            // Through the TURN relay: the machine may have no interface but loopback.
+            val openRelay = { Linnet.open(tempDir(), MemoryKeys(), ca, onlyExtraCa = true, relayCalls = true) }
+            openRelay().use { a ->
+                openRelay().use { b ->
+                    val (ja, jb) = fresh("kca") to fresh("kcb")
+                    val accA = a.registerAccount(ja, "pass word", server)
+                    val accB = b.registerAccount(jb, "pass word", server)
+                    a.login(accA)
+                    b.login(accB)
+                    val aHears = RecordingSpeaker()
+                    val bHears = RecordingSpeaker()
+                    a.startCall(accA, jb, false, CallDevices(ToneMicrophone(600.0), aHears, null, null))
+                    val ringing = b.chatList.first { s ->
+                        s.calls.any { it.direction == CallDirection.INCOMING && it.state is CallRinging }
+                    }.calls.first()
+                    assertEquals(ja, ringing.peer)
+                    b.acceptCall(ringing.id, CallDevices(ToneMicrophone(900.0), bHears, null, null))
+                    val connected = a.chatList.first { s -> s.calls.any { it.state is CallConnected } }
+                    assertTrue((connected.calls.first().state as CallConnected).relayed)
+                    while (aHears.pcm.size < 72_000 || bHears.pcm.size < 72_000) {
+                        kotlinx.coroutines.delay(100)
+                    }
+                    assertEquals(900.0, aHears.frequency(), 10.0)
+                    assertEquals(600.0, bHears.frequency(), 10.0)
+                    b.endCall(ringing.id)
+                    val ended = a.chatList.first { s -> s.calls.any { it.state is CallEnded } }
+                    assertEquals(
+                        CallHungUp(byPeer = true),
+                        (ended.calls.first().state as CallEnded).reason,
+                    )
                     a.shutdown()
                     b.shutdown()
                 }
