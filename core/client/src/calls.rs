@@ -280,29 +280,14 @@ pub(crate) fn on_signal(
         let _ = session.send_jmi(&sig.peer, &sig.sid, &JmiAction::Reject(CallReason::Busy));
         return;
     }
-    let id = CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let item = CallItem {
-        id,
+    let (call, rx, tx) = CallTask::register(
+        inner,
         account,
-        peer: sig.peer.as_str().to_owned(),
-        direction: CallDirection::Incoming,
+        sig.peer.clone(),
+        sig.sid.clone(),
+        CallDirection::Incoming,
         video,
-        state: CallState::Ringing {
-            peer_ringing: false,
-        },
-        started_ms: now_ms(),
-    };
-    lock(&inner.calls).active.insert(
-        id,
-        Entry {
-            account,
-            sid: sig.sid.clone(),
-            peer: sig.peer.clone(),
-            remote: Some(from_full.clone()),
-            tx: tx.clone(),
-            item,
-        },
+        Some(from_full),
     );
     // XEP-0353 §Security: telling a stranger that we are here and ringing leaks presence;
     // only contacts who share presence with us learn it.
@@ -316,17 +301,6 @@ pub(crate) fn on_signal(
         let _ = session.send_jmi(&sig.peer, &sig.sid, &JmiAction::Ringing);
     }
     inner.publish_chat_list();
-    let call = CallTask::new(
-        inner,
-        id,
-        account,
-        sig.peer,
-        sig.sid,
-        CallDirection::Incoming,
-        video,
-    );
-    let mut call = call;
-    call.remote = Some(from_full);
     tokio::spawn(call.run(rx, tx));
 }
 
@@ -382,41 +356,17 @@ impl Client {
         if self.inner.call_busy() {
             return Err(ClientError::Policy("already in a call".into()));
         }
-        let id = CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed));
-        let sid = new_sid();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let item = CallItem {
-            id,
-            account,
-            peer: peer.as_str().to_owned(),
-            direction: CallDirection::Outgoing,
-            video: opts.video,
-            state: CallState::Ringing {
-                peer_ringing: false,
-            },
-            started_ms: now_ms(),
-        };
-        lock(&self.inner.calls).active.insert(
-            id,
-            Entry {
-                account,
-                sid: sid.clone(),
-                peer: peer.clone(),
-                remote: None,
-                tx: tx.clone(),
-                item,
-            },
-        );
-        self.inner.publish_chat_list();
-        let mut call = CallTask::new(
+        let (mut call, rx, tx) = CallTask::register(
             &self.inner,
-            id,
             account,
             peer,
-            sid,
+            new_sid(),
             CallDirection::Outgoing,
             opts.video,
+            None,
         );
+        let id = call.id;
+        self.inner.publish_chat_list();
         call.media = Some(media);
         tokio::spawn(call.run(rx, tx));
         Ok(id)
@@ -538,16 +488,45 @@ enum Step {
 }
 
 impl CallTask {
-    fn new(
+    /// A new call in the registry (ringing), and its task's state and channel.
+    fn register(
         inner: &Arc<Inner>,
-        id: CallId,
         account: AccountId,
         peer: BareJid,
         sid: String,
         direction: CallDirection,
         video: bool,
-    ) -> CallTask {
-        CallTask {
+        remote: Option<String>,
+    ) -> (
+        CallTask,
+        mpsc::UnboundedReceiver<Input>,
+        mpsc::UnboundedSender<Input>,
+    ) {
+        let id = CallId(NEXT_CALL.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let item = CallItem {
+            id,
+            account,
+            peer: peer.as_str().to_owned(),
+            direction,
+            video,
+            state: CallState::Ringing {
+                peer_ringing: false,
+            },
+            started_ms: now_ms(),
+        };
+        lock(&inner.calls).active.insert(
+            id,
+            Entry {
+                account,
+                sid: sid.clone(),
+                peer: peer.clone(),
+                remote: remote.clone(),
+                tx: tx.clone(),
+                item,
+            },
+        );
+        let task = CallTask {
             inner: inner.clone(),
             id,
             account,
@@ -555,7 +534,7 @@ impl CallTask {
             sid,
             direction,
             video,
-            remote: None,
+            remote,
             media: None,
             engine: None,
             engine_rx: None,
@@ -569,7 +548,8 @@ impl CallTask {
             adding: false,
             connected: false,
             answered: false,
-        }
+        };
+        (task, rx, tx)
     }
 
     fn session(&self) -> Option<Session> {
@@ -801,10 +781,7 @@ impl CallTask {
             CallDirection::Incoming => self.remote_set,
         };
         if session_exists {
-            let mut j = Jingle::new(Action::SessionTerminate, SessionId(self.sid.clone()));
-            j.reason = Some(reason.to_jingle());
-            self.send_jingle(j, tx);
-            self.send_jmi(JmiAction::Finish(reason.clone()));
+            self.terminate(&reason, tx);
         } else if self.direction == CallDirection::Outgoing {
             self.send_jmi(JmiAction::Retract(CallReason::Cancel));
             return Step::End(CallEnd::Cancelled { by_peer: false });
@@ -1002,16 +979,7 @@ impl CallTask {
                 };
                 let answer = match engine.accept_offer(&offer).await {
                     Ok(a) => a,
-                    Err(e) => {
-                        let mut j =
-                            Jingle::new(Action::SessionTerminate, SessionId(self.sid.clone()));
-                        j.reason = Some(CallReason::FailedApplication.to_jingle());
-                        self.send_jingle(j, tx);
-                        self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
-                        return Step::End(CallEnd::Failed {
-                            reason: format!("media: {e}"),
-                        });
-                    }
+                    Err(e) => return self.fail_after_terminate(format!("media: {e}"), tx),
                 };
                 self.remote_set = true;
                 self.add_remote_candidates(&desc).await;
@@ -1276,11 +1244,16 @@ impl CallTask {
         Step::Continue
     }
 
-    fn fail_after_terminate(&mut self, reason: String, tx: &mpsc::UnboundedSender<Input>) -> Step {
+    /// session-terminate to the peer's device, and `finish` for every device of both.
+    fn terminate(&self, reason: &CallReason, tx: &mpsc::UnboundedSender<Input>) {
         let mut j = Jingle::new(Action::SessionTerminate, SessionId(self.sid.clone()));
-        j.reason = Some(CallReason::FailedApplication.to_jingle());
+        j.reason = Some(reason.to_jingle());
         self.send_jingle(j, tx);
-        self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
+        self.send_jmi(JmiAction::Finish(reason.clone()));
+    }
+
+    fn fail_after_terminate(&mut self, reason: String, tx: &mpsc::UnboundedSender<Input>) -> Step {
+        self.terminate(&CallReason::FailedApplication, tx);
         Step::End(CallEnd::Failed { reason })
     }
 
