@@ -602,6 +602,31 @@ pub async fn wait_device(who: &TestClient, jid: &str, device: u32, what: &str) {
     .await;
 }
 
+/// A VP8 IVF file made by ffmpeg (Debian's, with libvpx) in `dir`: `seconds` of its test
+/// pattern at 320x240, 15 frames a second: a camera's frames for call tests.
+pub fn make_vp8_ivf(dir: &Path, seconds: u32) -> PathBuf {
+    let ffmpeg = Path::new("/usr/bin/ffmpeg");
+    assert!(ffmpeg.exists(), "ffmpeg is needed (scripts/install-deps)");
+    let out = dir.join("camera.ivf");
+    let status = std::process::Command::new(ffmpeg)
+        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=15")
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "300k",
+            "-y",
+        ])
+        .arg(&out)
+        .status()
+        .expect("running ffmpeg");
+    assert!(status.success(), "ffmpeg could not make the VP8 file");
+    out
+}
+
 pub async fn wait_until<F: Fn() -> bool>(what: &str, cond: F) {
     for _ in 0..400 {
         if cond() {

@@ -4,7 +4,6 @@
 //! through TURN, the ways a call ends, and Jingle nobody asked for.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use linnet_call::audio::{dominant_frequency, PcmCollector, Tone, SAMPLE_RATE};
@@ -38,6 +37,22 @@ fn ended(i: &CallItem) -> Option<&CallEnd> {
     }
 }
 
+/// A calls B with `media`; returns the call's id on A and the call ringing at B.
+async fn ring(
+    a: &TestClient,
+    b: &TestClient,
+    opts: CallOptions,
+    media: CallMedia,
+) -> (linnet_client::calls::CallId, CallItem) {
+    let id = a
+        .client
+        .start_call(a.account, &b.jid, opts, media)
+        .await
+        .unwrap();
+    let incoming = wait_call(b, "ringing", |i| i.peer == a.jid && ringing(i)).await;
+    (id, incoming)
+}
+
 fn tone_media(hz: f32, heard: &PcmCollector) -> CallMedia {
     CallMedia {
         audio_source: Some(Box::new(Tone::new(hz, 0.3))),
@@ -62,17 +77,7 @@ async fn call_with_audio_both_ways(server: Server) {
     let (a, b) = contacts_pair(server).await;
     let a_heard = PcmCollector::new();
     let b_heard = PcmCollector::new();
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            tone_media(440.0, &a_heard),
-        )
-        .await
-        .unwrap();
-    let incoming = wait_call(&b, "ringing", ringing).await;
+    let (id, incoming) = ring(&a, &b, CallOptions::default(), tone_media(440.0, &a_heard)).await;
     assert_eq!(incoming.peer, a.jid);
     assert!(!incoming.video);
     // B shares presence with A, so B tells A that it rings.
@@ -155,17 +160,7 @@ async fn declined(server: Server) {
 
 async fn cancelled_before_answer(server: Server) {
     let (a, b) = contacts_pair(server).await;
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
-    wait_call(&b, "ringing", ringing).await;
+    let (id, _) = ring(&a, &b, CallOptions::default(), CallMedia::default()).await;
     a.client.end_call(id).unwrap();
     let on_a = wait_call(&a, "cancelled here", |i| ended(i).is_some()).await;
     assert_eq!(ended(&on_a), Some(&CallEnd::Cancelled { by_peer: false }));
@@ -288,26 +283,10 @@ async fn every_device_rings(server: Server) {
     .await;
 }
 
-/// A VP8 IVF made by ffmpeg: 2 s of the test pattern at 15 frames a second.
-fn make_ivf(dir: &Path) -> PathBuf {
-    let ffmpeg = Path::new("/usr/bin/ffmpeg");
-    assert!(ffmpeg.exists(), "ffmpeg is needed (scripts/install-deps)");
-    let out = dir.join("call.ivf");
-    let status = std::process::Command::new(ffmpeg)
-        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("testsrc=size=320x240:rate=15")
-        .args(["-t", "2", "-c:v", "libvpx", "-b:v", "300k", "-y"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg could not make the VP8 file");
-    out
-}
-
 /// A video call: every VP8 frame A sends arrives at B whole, in order.
 async fn video_frames_arrive_intact(server: Server) {
     let (a, b) = contacts_pair(server).await;
-    let ivf = make_ivf(a.dir.path());
+    let ivf = make_vp8_ivf(a.dir.path(), 2);
     let frames = IvfReader::read_all(&ivf).unwrap();
     let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
     let seen = FrameCollector::new();
@@ -346,17 +325,7 @@ async fn upgrade_to_video_and_mute(server: Server) {
     let (a, b) = contacts_pair(server).await;
     let a_heard = PcmCollector::new();
     let b_heard = PcmCollector::new();
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            tone_media(440.0, &a_heard),
-        )
-        .await
-        .unwrap();
-    let incoming = wait_call(&b, "ringing", ringing).await;
+    let (id, incoming) = ring(&a, &b, CallOptions::default(), tone_media(440.0, &a_heard)).await;
     let seen = FrameCollector::new();
     b.client
         .accept_call(
@@ -370,7 +339,7 @@ async fn upgrade_to_video_and_mute(server: Server) {
     wait_call(&a, "connected", |i| connected(i).is_some()).await;
     assert_heard(&b_heard, 440.0, "B hears A before the video").await;
 
-    let ivf = make_ivf(a.dir.path());
+    let ivf = make_vp8_ivf(a.dir.path(), 2);
     let frames = IvfReader::read_all(&ivf).unwrap();
     let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
     a.client

@@ -427,32 +427,13 @@ async fn aiortc_calls_us_audio_both_ways() {
     connect_and_hear(ours, peer, &wav, (1200.0, 660.0), false, 0).await;
 }
 
-/// A VP8 IVF made by ffmpeg: 3 s of the test pattern at 15 fps.
-fn make_ivf(dir: &Path) -> PathBuf {
-    let ffmpeg = Path::new("/usr/bin/ffmpeg");
-    assert!(
-        ffmpeg.exists(),
-        "ffmpeg is needed to make the test video (apt-get install ffmpeg)"
-    );
-    let out = dir.join("ours.ivf");
-    let status = std::process::Command::new(ffmpeg)
-        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg("testsrc=size=320x240:rate=15")
-        .args(["-t", "3", "-c:v", "libvpx", "-b:v", "300k", "-y"])
-        .arg(&out)
-        .status()
-        .expect("running ffmpeg");
-    assert!(status.success(), "ffmpeg failed to make the VP8 file");
-    out
-}
-
 /// Video both ways, aiortc calling: its own VP8 encoder's frames reach our FrameCollector
 /// (counted: aiortc encodes, so hashes cannot be compared), ffmpeg's VP8 frames sent by us
 /// are decoded by aiortc.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_both_ways_with_aiortc() {
     let dir = tempfile::tempdir().unwrap();
-    let frames = IvfReader::read_all(make_ivf(dir.path())).unwrap();
+    let frames = IvfReader::read_all(linnet_tests::make_vp8_ivf(dir.path(), 3)).unwrap();
     assert!(
         frames.len() >= 30,
         "ffmpeg made only {} frames",
