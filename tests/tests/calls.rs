@@ -201,6 +201,32 @@ async fn callee_offline(server: Server) {
     );
 }
 
+/// The callee was offline when the call began and comes online while it still rings: the
+/// proposal reaches it (from offline storage or the archive) and rings, and it can answer.
+async fn callee_coming_online(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    b.client.logout(b.account).await.unwrap();
+    let id = a
+        .client
+        .start_call(
+            a.account,
+            &b.jid,
+            CallOptions::default(),
+            CallMedia::default(),
+        )
+        .await
+        .unwrap();
+    a.client.sync(a.account).await.unwrap();
+    b.client.login(b.account).await.unwrap();
+    let incoming = wait_call(&b, "rings once online", ringing).await;
+    b.client
+        .accept_call(incoming.id, CallMedia::default())
+        .unwrap();
+    wait_call(&a, "connected", |i| i.id == id && connected(i).is_some()).await;
+    a.client.end_call(id).unwrap();
+    wait_call(&b, "over", |i| ended(i).is_some()).await;
+}
+
 /// B is in a call with C; A's call to B is refused as busy, and B's call goes on.
 async fn busy(server: Server) {
     let (a, b) = contacts_pair(server).await;
@@ -540,6 +566,7 @@ both_servers!(
     declined,
     cancelled_before_answer,
     callee_offline,
+    callee_coming_online,
     busy,
     every_device_rings,
     video_frames_arrive_intact,

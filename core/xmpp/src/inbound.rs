@@ -739,6 +739,13 @@ pub(crate) fn archived_message(el: &Element, cx: &Context<'_>) -> Vec<Event> {
         let m = match ev {
             Event::Message(m) => m,
             Event::PrivateMessage { message, .. } => message.as_mut(),
+            Event::Call(sig) => {
+                // XEP-0353 §Business rules: a proposal found in the archive still rings
+                // if it is recent and nothing after it ended it. Its age is the archive's
+                // stamp; without one it counts as old (epoch), so it never rings.
+                sig.delayed_ms = sig.delayed_ms.or(stamp).or(Some(0));
+                continue;
+            }
             _ => continue,
         };
         m.archived = true;
@@ -1167,6 +1174,32 @@ mod tests {
             .map(|f| format!(" from='{f}'"))
             .unwrap_or_default();
         parse(&format!("<message xmlns='jabber:client'{from} to='me@example.org/phone'><result xmlns='urn:xmpp:mam:2' queryid='q1' id='arch-7'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2024-05-01T10:00:00Z'/>{inner}</forwarded></result></message>"))
+    }
+
+    #[test]
+    fn archived_call_messages_carry_the_archive_stamp() {
+        let own = BareJid::parse("me@example.org").unwrap();
+        let el: Element = "<message xmlns='jabber:client'><result xmlns='urn:xmpp:mam:2' id='a1'>\
+            <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2010-01-01T00:00:00Z'/>\
+            <message xmlns='jabber:client' type='chat' from='romeo@example.org/orchard' to='me@example.org'>\
+            <propose xmlns='urn:xmpp:jingle-message:0' id='s1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>\
+            </message></forwarded></result></message>"
+            .parse()
+            .unwrap();
+        let events = archived_message(&el, &cx(&own));
+        let [Event::Call(sig)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(sig.delayed_ms, Some(1_262_304_000_000));
+        let undated = String::from(&el).replace(
+            "<delay xmlns='urn:xmpp:delay' stamp='2010-01-01T00:00:00Z'/>",
+            "",
+        );
+        let events = archived_message(&undated.parse().unwrap(), &cx(&own));
+        let [Event::Call(sig)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(sig.delayed_ms, Some(0));
     }
 
     #[test]
