@@ -13,7 +13,9 @@
 //!
 //! In the delayed namespace every packet crosses loopback once, so this is also the media
 //! round trip between the two clients (direct) and between a client and coturn; a stanza
-//! from one client to the other through the server takes one RTT (two 0.5-RTT legs).
+//! from one client to the other through the server takes one RTT (two 0.5-RTT legs), and
+//! relayed media from one client to the other 1 RTT (client → coturn → client; coturn's
+//! own relay-to-relay hop is not delayed), so the relayed media round trip is 2 RTT.
 //! At 0 ms the RTT is a fraction of a millisecond and figures in RTTs mean nothing: they are
 //! printed as "-".
 //!
@@ -36,7 +38,8 @@
 //! Options: `--runs N` calls per case (5), `--path direct|relayed` (both), `--ring-ms MS`
 //! (1000), `--bursts N` (10; 0: no round-trip figure), `--rtt-label MS` (the nominal RTT for
 //! the table titles; 0). Servers: `LINNET_SERVERS_ENV` (else `.run/servers.env`), Prosody
-//! and coturn. `LINNET_TEST_LOG=<tracing filter>` prints the clients' logs with timestamps.
+//! and coturn. `LINNET_TEST_LOG=<tracing filter>` prints the clients' logs with timestamps
+//! (add `linnet_bench_call=info` for this program's marks: the accept, each side's first tone).
 #![allow(clippy::unwrap_used)] // a benchmark: a panic is the failure report
 
 use std::collections::{HashMap, VecDeque};
@@ -68,16 +71,26 @@ fn peak(pcm: &[i16]) -> i16 {
     pcm.iter().map(|s| s.saturating_abs()).max().unwrap_or(0)
 }
 
-/// A sink that notes when decoded audio first arrived at all, and first carried signal.
-#[derive(Clone, Default)]
-struct FirstSignal(Arc<Mutex<(Option<Instant>, Option<Instant>)>>);
+/// A sink that notes when decoded audio first arrived at all, and first carried signal
+/// (and logs the latter, for lining it up with the clients' logs).
+#[derive(Clone)]
+struct FirstSignal {
+    at: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+    who: &'static str,
+}
 
 impl FirstSignal {
+    fn new(who: &'static str) -> Self {
+        Self {
+            at: Arc::default(),
+            who,
+        }
+    }
     fn first_frame(&self) -> Option<Instant> {
-        lock(&self.0).0
+        lock(&self.at).0
     }
     fn first_signal(&self) -> Option<Instant> {
-        lock(&self.0).1
+        lock(&self.at).1
     }
 }
 
@@ -85,10 +98,11 @@ impl AudioSink for FirstSignal {
     fn frame(&mut self, pcm: &[i16]) {
         let now = Instant::now();
         let loud = peak(pcm) > SIGNAL_PEAK;
-        let mut g = lock(&self.0);
+        let mut g = lock(&self.at);
         g.0.get_or_insert(now);
-        if loud {
-            g.1.get_or_insert(now);
+        if loud && g.1.is_none() {
+            g.1 = Some(now);
+            tracing::info!("bench: {} hears the tone", self.who);
         }
     }
 }
@@ -105,7 +119,8 @@ impl AudioSource for Blips {
     fn next_frame(&mut self) -> Option<Vec<i16>> {
         let n = self.frame;
         self.frame += 1;
-        if n >= BURST_WARMUP_FRAMES && (n - BURST_WARMUP_FRAMES) % BURST_PERIOD_FRAMES == 0 {
+        if n >= BURST_WARMUP_FRAMES && (n - BURST_WARMUP_FRAMES).is_multiple_of(BURST_PERIOD_FRAMES)
+        {
             lock(&self.sent).push(Instant::now());
             self.tone.next_frame()
         } else {
@@ -272,6 +287,7 @@ async fn place_call(
         .await?;
     tokio::time::sleep(ring).await;
     let t0 = Instant::now();
+    tracing::info!("bench: the callee accepts");
     b.c.client
         .accept_call(incoming.id, b_media)
         .map_err(|e| format!("accept_call: {e}"))?;
@@ -319,8 +335,8 @@ async fn wait_media<F: Fn() -> bool>(
 }
 
 async fn first_audio(a: &Side, b: &Side, ring: Duration) -> Result<CallTimes, String> {
-    let a_heard = FirstSignal::default();
-    let b_heard = FirstSignal::default();
+    let a_heard = FirstSignal::new("the caller");
+    let b_heard = FirstSignal::new("the callee");
     let media = |hz: f32, sink: &FirstSignal| CallMedia {
         audio_source: Some(Box::new(Tone::new(hz, 0.3))),
         audio_sink: Some(Box::new(sink.clone())),
