@@ -56,6 +56,44 @@ fn keyfile(dir: &Path, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Two accounts registered on Prosody through the CLI, each with a data directory and key
+/// of its own, made mutual contacts.
+struct Pair {
+    a: String,
+    b: String,
+    a_dir: std::path::PathBuf,
+    b_dir: std::path::PathBuf,
+    a_key: std::path::PathBuf,
+    b_key: std::path::PathBuf,
+}
+
+fn contacts_on_prosody(tmp: &Path, tag: &str) -> Pair {
+    let server = Server::Prosody;
+    let host = format!("{}:{}", var("PROSODY_HOST"), var("PROSODY_PORT"));
+    let p = Pair {
+        a: fresh_jid(server, &format!("{tag}a")),
+        b: fresh_jid(server, &format!("{tag}b")),
+        a_dir: tmp.join("a"),
+        b_dir: tmp.join("b"),
+        a_key: keyfile(tmp, "akey"),
+        b_key: keyfile(tmp, "bkey"),
+    };
+    for (dir, key, jid) in [(&p.a_dir, &p.a_key, &p.a), (&p.b_dir, &p.b_key, &p.b)] {
+        let out = linnet(
+            dir,
+            key,
+            &["register", jid, "--server", &host],
+            Some("pass word\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = linnet(&p.a_dir, &p.a_key, &["roster", "add", &p.b], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = linnet(&p.b_dir, &p.b_key, &["roster", "approve", &p.a], None);
+    assert!(out.status.success(), "{out:?}");
+    p
+}
+
 #[test]
 fn register_roster_send_history_and_exit_codes() {
     let server = Server::Prosody;
@@ -371,25 +409,15 @@ fn files_from_the_cli_ejabberd() {
 /// which nothing goes to them; the trust policy; and each bad argument is exit code 2.
 #[test]
 fn trust_from_the_cli() {
-    let server = Server::Prosody;
-    let host = format!("{}:{}", var("PROSODY_HOST"), var("PROSODY_PORT"));
     let tmp = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let (a_key, b_key) = (keyfile(tmp.path(), "akey"), keyfile(tmp.path(), "bkey"));
-    let (a, b) = (fresh_jid(server, "clita"), fresh_jid(server, "clitb"));
-    for (dir, key, jid) in [(&a_dir, &a_key, &a), (&b_dir, &b_key, &b)] {
-        let out = linnet(
-            dir,
-            key,
-            &["register", jid, "--server", &host],
-            Some("pass word\n"),
-        );
-        assert!(out.status.success(), "{out:?}");
-    }
-    let out = linnet(&a_dir, &a_key, &["roster", "add", &b], None);
-    assert!(out.status.success(), "{out:?}");
-    let out = linnet(&b_dir, &b_key, &["roster", "approve", &a], None);
-    assert!(out.status.success(), "{out:?}");
+    let Pair {
+        b,
+        a_dir,
+        b_dir,
+        a_key,
+        b_key,
+        ..
+    } = contacts_on_prosody(tmp.path(), "clit");
     let out = linnet(&a_dir, &a_key, &["send", &b, "first"], None);
     assert!(out.status.success(), "{out:?}");
 
@@ -458,25 +486,15 @@ fn trust_from_the_cli() {
 #[test]
 fn a_call_from_the_cli() {
     use linnet_call::audio::{dominant_frequency, AudioSource, WavSource, SAMPLE_RATE};
-    let server = Server::Prosody;
-    let host = format!("{}:{}", var("PROSODY_HOST"), var("PROSODY_PORT"));
     let tmp = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let (a_key, b_key) = (keyfile(tmp.path(), "akey"), keyfile(tmp.path(), "bkey"));
-    let (a, b) = (fresh_jid(server, "clica"), fresh_jid(server, "clicb"));
-    for (dir, key, jid) in [(&a_dir, &a_key, &a), (&b_dir, &b_key, &b)] {
-        let out = linnet(
-            dir,
-            key,
-            &["register", jid, "--server", &host],
-            Some("pass word\n"),
-        );
-        assert!(out.status.success(), "{out:?}");
-    }
-    let out = linnet(&a_dir, &a_key, &["roster", "add", &b], None);
-    assert!(out.status.success(), "{out:?}");
-    let out = linnet(&b_dir, &b_key, &["roster", "approve", &a], None);
-    assert!(out.status.success(), "{out:?}");
+    let Pair {
+        a,
+        b,
+        a_dir,
+        b_dir,
+        a_key,
+        b_key,
+    } = contacts_on_prosody(tmp.path(), "clic");
 
     let (a_wav, b_wav) = (tmp.path().join("a.wav"), tmp.path().join("b.wav"));
     let mut answerer = Command::new(env!("CARGO_BIN_EXE_linnet"))
