@@ -37,6 +37,19 @@ fn ended(i: &CallItem) -> Option<&CallEnd> {
     }
 }
 
+/// `from` calls `to`, audio only, with no media devices; returns the call's id on `from`.
+async fn place(from: &TestClient, to: &TestClient) -> linnet_client::calls::CallId {
+    from.client
+        .start_call(
+            from.account,
+            &to.jid,
+            CallOptions::default(),
+            CallMedia::default(),
+        )
+        .await
+        .unwrap()
+}
+
 /// A calls B with `media`; returns the call's id on A and the call ringing at B.
 async fn ring(
     a: &TestClient,
@@ -141,15 +154,7 @@ async fn relay_only_call(server: Server) {
 
 async fn declined(server: Server) {
     let (a, b) = contacts_pair(server).await;
-    a.client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    place(&a, &b).await;
     let incoming = wait_call(&b, "ringing", ringing).await;
     b.client.reject_call(incoming.id).unwrap();
     let on_b = wait_call(&b, "declined here", |i| ended(i).is_some()).await;
@@ -177,16 +182,7 @@ async fn callee_offline(server: Server) {
     };
     let (a, b) = contacts_pair_with(server, opts).await;
     b.client.logout(b.account).await.unwrap();
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    let id = place(&a, &b).await;
     let on_a = wait_call(&a, "no answer", |i| i.id == id && ended(i).is_some()).await;
     assert_eq!(ended(&on_a), Some(&CallEnd::NoAnswer));
     b.client.login(b.account).await.unwrap();
@@ -206,16 +202,7 @@ async fn callee_offline(server: Server) {
 async fn callee_coming_online(server: Server) {
     let (a, b) = contacts_pair(server).await;
     b.client.logout(b.account).await.unwrap();
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    let id = place(&a, &b).await;
     a.client.sync(a.account).await.unwrap();
     b.client.login(b.account).await.unwrap();
     let incoming = wait_call(&b, "rings once online", ringing).await;
@@ -231,30 +218,13 @@ async fn callee_coming_online(server: Server) {
 async fn busy(server: Server) {
     let (a, b) = contacts_pair(server).await;
     let c = TestClient::register(server, "carol").await;
-    c.client
-        .start_call(
-            c.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    place(&c, &b).await;
     let from_c = wait_call(&b, "C rings B", ringing).await;
     b.client
         .accept_call(from_c.id, CallMedia::default())
         .unwrap();
     wait_call(&b, "B talks to C", |i| connected(i).is_some()).await;
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    let id = place(&a, &b).await;
     let on_a = wait_call(&a, "busy", |i| i.id == id && ended(i).is_some()).await;
     assert_eq!(ended(&on_a), Some(&CallEnd::Busy));
     let calls = b.client.calls();
@@ -267,15 +237,7 @@ async fn busy(server: Server) {
 async fn every_device_rings(server: Server) {
     let (a, b) = contacts_pair(server).await;
     let b2 = b.another_device(server).await;
-    a.client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    place(&a, &b).await;
     let on_b = wait_call(&b, "rings on B's phone", ringing).await;
     wait_call(&b2, "rings on B's tablet", ringing).await;
     b.client.accept_call(on_b.id, CallMedia::default()).unwrap();
@@ -286,15 +248,7 @@ async fn every_device_rings(server: Server) {
     b.client.end_call(on_b.id).unwrap();
     wait_call(&a, "over", |i| ended(i).is_some()).await;
 
-    a.client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
+    place(&a, &b).await;
     let again = wait_call(&b2, "rings on the tablet again", ringing).await;
     wait_call(&b, "rings on the phone again", ringing).await;
     b2.client.reject_call(again.id).unwrap();
