@@ -1,17 +1,20 @@
 //! Calls through the client against the real servers and coturn: ringing every device
 //! (XEP-0353), the Jingle session with real media (an Opus tone each way, whose frequency is
 //! checked in what the other side recorded; VP8 frames compared by hash), relay-only
-//! through TURN, the ways a call ends, and Jingle nobody asked for.
+//! through TURN, the ways a call ends, DTLS fingerprints vouched for by OMEMO, and Jingle
+//! nobody asked for.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::time::Duration;
 
 use linnet_call::audio::{dominant_frequency, PcmCollector, Tone, SAMPLE_RATE};
 use linnet_call::video::{frame_sha256, FrameCollector, FrameList, IvfReader};
-use linnet_client::calls::{CallEnd, CallItem, CallMedia, CallOptions, CallState};
-use linnet_client::ClientOptions;
+use linnet_client::calls::{
+    CallEnd, CallItem, CallMedia, CallOptions, CallState, CallVerification,
+};
+use linnet_client::{ClientOptions, DeviceTrust};
 use linnet_tests::*;
-use linnet_xmpp::jingle::{JmiAction, NS_JINGLE};
+use linnet_xmpp::jingle::{JmiAction, NS_DTLS_VERIFY, NS_JINGLE};
 use linnet_xmpp::{BareJid, Event};
 
 async fn wait_call<F: Fn(&CallItem) -> bool>(c: &TestClient, what: &str, pred: F) -> CallItem {
@@ -39,15 +42,7 @@ fn ended(i: &CallItem) -> Option<&CallEnd> {
 
 /// `from` calls `to`, audio only, with no media devices; returns the call's id on `from`.
 async fn place(from: &TestClient, to: &TestClient) -> linnet_client::calls::CallId {
-    from.client
-        .start_call(
-            from.account,
-            &to.jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap()
+    place_to(from, &to.jid).await
 }
 
 /// A calls B with `media`; returns the call's id on A and the call ringing at B.
@@ -464,20 +459,8 @@ async fn jingle_nobody_asked_for(server: Server) {
     // The other way: we call the raw account; nothing with an address goes out before it
     // proceeds, then the session and the candidates come.
     let a = TestClient::register(server, "alice").await;
-    let id = a
-        .client
-        .start_call(
-            a.account,
-            &raw_jid,
-            CallOptions::default(),
-            CallMedia::default(),
-        )
-        .await
-        .unwrap();
-    let propose = tokio::time::timeout(Duration::from_secs(20), raw_events.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let id = place_to(&a, &raw_jid).await;
+    let propose = next_event(&mut raw_events).await;
     let Event::Call(sig) = propose else {
         panic!("expected the proposal, got {propose:?}");
     };
@@ -490,16 +473,12 @@ async fn jingle_nobody_asked_for(server: Server) {
         "something came before proceed"
     );
     let a_bare = BareJid::parse(&a.jid).unwrap();
-    raw.send_jmi(&a_bare, &sig.sid, &JmiAction::Proceed)
+    raw.send_jmi(&a_bare, &sig.sid, &JmiAction::Proceed { device: None })
         .unwrap();
     let mut candidates = 0;
     let mut initiated = false;
     while candidates == 0 {
-        let ev = tokio::time::timeout(Duration::from_secs(20), raw_events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Jingle(req) = ev {
+        if let Event::Jingle(req) = next_event(&mut raw_events).await {
             raw.jingle_ack(&req).unwrap();
             let xml = req.jingle_xml();
             initiated |= xml.contains("session-initiate");
@@ -514,6 +493,159 @@ async fn jingle_nobody_asked_for(server: Server) {
     a.client.end_call(id).unwrap();
 }
 
+/// Waits until the client's own OMEMO device is published (in both its lists): only then
+/// does it offer to vouch for its DTLS fingerprint.
+async fn own_device_published(c: &TestClient) -> u32 {
+    let device = c.client.own_omemo_device(c.account).unwrap();
+    wait_device(c, &c.jid, device, "our device published").await;
+    device
+}
+
+/// With OMEMO on both sides, each DTLS fingerprint goes as an OMEMO message for the other's
+/// device (the callee names its device in `proceed`): both sides show the device that
+/// vouched for the peer's fingerprint, and the media flows, so DTLS took the certificates
+/// those fingerprints name.
+async fn omemo_verified_call(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let a_dev = own_device_published(&a).await;
+    let b_dev = own_device_published(&b).await;
+    let a_heard = PcmCollector::new();
+    let b_heard = PcmCollector::new();
+    let (id, incoming) = ring(&a, &b, CallOptions::default(), tone_media(440.0, &a_heard)).await;
+    assert_eq!(
+        incoming.verified_by, None,
+        "nothing is verified while it rings"
+    );
+    b.client
+        .accept_call(incoming.id, tone_media(1000.0, &b_heard))
+        .unwrap();
+    let on_a = wait_call(&a, "connected (caller)", |i| connected(i).is_some()).await;
+    let on_b = wait_call(&b, "connected (callee)", |i| connected(i).is_some()).await;
+    // Blind trust before verification: first seen through this call, trusted blindly.
+    assert_eq!(
+        on_a.verified_by,
+        Some(CallVerification {
+            device_id: b_dev,
+            trust: DeviceTrust::Blind
+        })
+    );
+    assert_eq!(on_b.verified_by.map(|v| v.device_id), Some(a_dev));
+    assert_heard(&a_heard, 1000.0, "A hears B's tone").await;
+    assert_heard(&b_heard, 440.0, "B hears A's tone").await;
+    a.client.end_call(id).unwrap();
+    wait_call(&b, "ended (callee)", |i| ended(i).is_some()).await;
+}
+
+/// A session-accept whose fingerprint for content `content` comes sealed in `encrypted`.
+fn sealed_session_accept(to: &str, sid: &str, content: &str, encrypted: &str) -> String {
+    format!(
+        "<iq xmlns='jabber:client' type='set' to='{to}'>\
+         <jingle xmlns='{NS_JINGLE}' action='session-accept' sid='{sid}'>\
+         <content creator='initiator' name='{content}'>\
+         <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>\
+         <payload-type id='111' name='opus' clockrate='48000' channels='2'/></description>\
+         <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='abcd' pwd='0123456789abcdefghijkl'>\
+         <fingerprint xmlns='{NS_DTLS_VERIFY}' hash='sha-256' setup='active'>{encrypted}</fingerprint>\
+         </transport></content></jingle></iq>"
+    )
+}
+
+/// A peer that names an OMEMO device it has no bundle for gets our fingerprint in the
+/// clear (the call is not verified); a sealed fingerprint that is not OMEMO is refused as
+/// malformed, and one that does not decrypt (forged, replayed) is refused and ends the
+/// call with a security error.
+async fn forged_sealed_fingerprint(server: Server) {
+    let a = TestClient::register(server, "alice").await;
+    let a_dev = own_device_published(&a).await;
+    let a_full = a.client.bound_jid(a.account).unwrap();
+    let (raw, raw_jid, mut raw_events) = raw_caller(server).await;
+    let id = place_to(&a, &raw_jid).await;
+    let Event::Call(sig) = next_event(&mut raw_events).await else {
+        panic!("expected the proposal");
+    };
+    let a_bare = BareJid::parse(&a.jid).unwrap();
+    raw.send_jmi(
+        &a_bare,
+        &sig.sid,
+        &JmiAction::Proceed { device: Some(4242) },
+    )
+    .unwrap();
+    let req = loop {
+        if let Event::Jingle(req) = next_event(&mut raw_events).await {
+            raw.jingle_ack(&req).unwrap();
+            break req;
+        }
+    };
+    let xml = req.jingle_xml();
+    assert!(xml.contains("session-initiate"), "{xml}");
+    assert!(
+        xml.contains("urn:xmpp:jingle:apps:dtls:0") && !xml.contains(NS_DTLS_VERIFY),
+        "no session with device 4242: the fingerprint goes in the clear: {xml}"
+    );
+    let content = req.jingle.contents[0].name.0.clone();
+    let b64 = |n: usize| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(vec![7u8; n])
+    };
+    let not_omemo = sealed_session_accept(&a_full, &sig.sid, &content, "02:1A");
+    assert_eq!(condition(raw.iq_xml(&not_omemo).await), "bad-request");
+    assert!(matches!(
+        a.client
+            .calls()
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| &i.state),
+        Some(CallState::Connecting)
+    ));
+    let forged = format!(
+        "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='4242'>\
+         <key rid='{a_dev}'>{}</key><iv>{}</iv></header><payload>{}</payload></encrypted>",
+        b64(60),
+        b64(12),
+        b64(95)
+    );
+    let forged = sealed_session_accept(&a_full, &sig.sid, &content, &forged);
+    assert_eq!(condition(raw.iq_xml(&forged).await), "not-acceptable");
+    let end = wait_call(&a, "the call ends", |i| i.id == id && ended(i).is_some()).await;
+    match ended(&end) {
+        Some(CallEnd::Failed { reason }) => {
+            assert!(reason.contains("could not be verified"), "{reason}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(end.verified_by, None);
+    // The raw peer is told why: session-terminate with a security error.
+    loop {
+        if let Event::Jingle(req) = next_event(&mut raw_events).await {
+            raw.jingle_ack(&req).unwrap();
+            let xml = req.jingle_xml();
+            if xml.contains("session-terminate") {
+                assert!(xml.contains("security-error"), "{xml}");
+                break;
+            }
+        }
+    }
+}
+
+async fn place_to(from: &TestClient, jid: &str) -> linnet_client::calls::CallId {
+    from.client
+        .start_call(
+            from.account,
+            jid,
+            CallOptions::default(),
+            CallMedia::default(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 both_servers!(
     call_with_audio_both_ways,
     relay_only_call,
@@ -526,4 +658,6 @@ both_servers!(
     video_frames_arrive_intact,
     upgrade_to_video_and_mute,
     jingle_nobody_asked_for,
+    omemo_verified_call,
+    forged_sealed_fingerprint,
 );

@@ -187,6 +187,16 @@ pub struct Call {
     pub video: bool,
     pub state: CallState,
     pub started_ms: i64,
+    /// The peer's OMEMO device that vouched for the call's DTLS fingerprint; `None`: the
+    /// call is encrypted but not verified (see the core's `CallItem::verified_by`).
+    #[uniffi(default)]
+    pub verified_by: Option<CallVerification>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CallVerification {
+    pub device_id: u32,
+    pub trust: DeviceTrust,
 }
 
 impl From<&core::calls::CallItem> for Call {
@@ -228,6 +238,10 @@ impl From<&core::calls::CallItem> for Call {
                 },
             },
             started_ms: c.started_ms,
+            verified_by: c.verified_by.map(|v| CallVerification {
+                device_id: v.device_id,
+                trust: v.trust.into(),
+            }),
         }
     }
 }

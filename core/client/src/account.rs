@@ -815,28 +815,8 @@ async fn pump(
             tracing::error!(account = account.0, error = %e, "sync failed");
         }
         let omemo = std::mem::take(&mut effects.omemo);
-        if result.is_ok() && omemo.republish {
-            tokio::spawn(crate::omemo::publish_own_device(
-                inner.clone(),
-                account,
-                session.clone(),
-            ));
-        }
-        if result.is_ok() && !omemo.fetch_lists.is_empty() {
-            tokio::spawn(crate::omemo::refresh_device_lists(
-                inner.clone(),
-                account,
-                session.clone(),
-                omemo.fetch_lists,
-            ));
-        }
-        if result.is_ok() && !omemo.answers.is_empty() {
-            tokio::spawn(crate::omemo::answer(
-                inner.clone(),
-                account,
-                session.clone(),
-                omemo.answers,
-            ));
+        if result.is_ok() {
+            crate::omemo::after_open(inner, account, session, omemo);
         }
         if let Some(from) = next_page {
             placement.catch_up_from(start.as_ref().and_then(|(_, anchor)| *anchor));

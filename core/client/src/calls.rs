@@ -17,12 +17,12 @@ use std::time::Duration;
 use linnet_call::engine::{Candidate, EngineEvent, IceServer, MediaConfig, MediaSession};
 use linnet_call::sdp::{self, JingleDescription, Role, SdpType};
 use linnet_xmpp::jingle::jingle::{Action, Creator, Jingle, SessionId};
-use linnet_xmpp::jingle::{CallReason, CallSignal, JingleRequest, JmiAction};
+use linnet_xmpp::jingle::{CallReason, CallSignal, JingleRequest, JmiAction, OutgoingJingle};
 use linnet_xmpp::{BareJid, Session};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::{lock, AccountId, Client, ClientError, Inner, Result};
+use crate::{lock, AccountId, Client, ClientError, DeviceTrust, Inner, Result};
 
 pub use linnet_call::audio::{AudioSink, AudioSource};
 pub use linnet_call::video::{VideoSink, VideoSource};
@@ -103,6 +103,21 @@ pub struct CallItem {
     pub video: bool,
     pub state: CallState,
     pub started_ms: i64,
+    /// The peer's OMEMO device that vouched for the call's DTLS fingerprint: it reached us
+    /// as an OMEMO message from that device (as Conversations and Dino send it). DTLS then
+    /// accepts only the certificate with that fingerprint, so once connected the media is
+    /// encrypted end to end with that device, as far as `trust` goes. `None`: the
+    /// fingerprint came in the clear (no OMEMO on one side, or it was stripped on the way):
+    /// the media is encrypted, but whom with rests on the servers.
+    pub verified_by: Option<CallVerification>,
+}
+
+/// See [`CallItem::verified_by`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CallVerification {
+    pub device_id: u32,
+    /// The user's trust in that device, as it was when the fingerprint came.
+    pub trust: DeviceTrust,
 }
 
 /// Options of a call we place.
@@ -213,6 +228,13 @@ impl Inner {
     fn set_call_video(&self, id: CallId) {
         if let Some(e) = lock(&self.calls).active.get_mut(&id) {
             e.item.video = true;
+        }
+        self.publish_chat_list();
+    }
+
+    fn set_call_verified(&self, id: CallId, v: CallVerification) {
+        if let Some(e) = lock(&self.calls).active.get_mut(&id) {
+            e.item.verified_by = Some(v);
         }
         self.publish_chat_list();
     }
@@ -480,6 +502,11 @@ struct CallTask {
     adding: bool,
     connected: bool,
     answered: bool,
+    /// The peer's OMEMO device our DTLS fingerprint goes encrypted to: named in its
+    /// `proceed` (caller), or the one its session-initiate's fingerprint came from (callee).
+    peer_device: Option<u32>,
+    /// The device that vouched for the peer's fingerprint, once one did.
+    verified_by: Option<u32>,
 }
 
 enum Step {
@@ -514,6 +541,7 @@ impl CallTask {
                 peer_ringing: false,
             },
             started_ms: now_ms(),
+            verified_by: None,
         };
         lock(&inner.calls).active.insert(
             id,
@@ -548,6 +576,8 @@ impl CallTask {
             adding: false,
             connected: false,
             answered: false,
+            peer_device: None,
+            verified_by: None,
         };
         (task, rx, tx)
     }
@@ -570,10 +600,19 @@ impl CallTask {
     /// Sends a Jingle action to the peer's device without waiting for its answer: actions
     /// go out in order, and an error answer ends the call through `Input`.
     fn send_jingle(&self, jingle: Jingle, tx: &mpsc::UnboundedSender<Input>) {
+        let action = jingle.action.clone();
+        self.send_jingle_element(action, OutgoingJingle::new(jingle), tx);
+    }
+
+    fn send_jingle_element(
+        &self,
+        action: Action,
+        jingle: OutgoingJingle,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) {
         let (Some(session), Some(remote)) = (self.session(), self.remote.clone()) else {
             return;
         };
-        let action = jingle.action.clone();
         match session.jingle_queued(&remote, jingle) {
             Ok(reply) => {
                 let id = self.id;
@@ -589,6 +628,93 @@ impl CallTask {
             }
             Err(e) => tracing::info!(call = self.id.0, error = %e, "jingle action not sent"),
         }
+    }
+
+    /// Sends a Jingle action that carries our DTLS fingerprint: as an OMEMO message for the
+    /// peer's device when we know it, in the clear otherwise (the peer then shows the call
+    /// as not verified; it still goes on).
+    async fn send_jingle_sealed(&mut self, jingle: Jingle, tx: &mpsc::UnboundedSender<Input>) {
+        let (Some(session), Some(device)) = (self.session(), self.peer_device) else {
+            return self.send_jingle(jingle, tx);
+        };
+        let action = jingle.action.clone();
+        let mut element = OutgoingJingle::new(jingle);
+        for fp in element.plain_fingerprints() {
+            let sealed = crate::omemo::seal_for_device(
+                &self.inner,
+                self.account,
+                &session,
+                &self.peer,
+                device,
+                &fp.text,
+            )
+            .await
+            .and_then(|enc| {
+                element
+                    .seal_fingerprint(&fp.content, &enc)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = sealed {
+                tracing::info!(call = self.id.0, error = %e, "fingerprint sent in the clear");
+            }
+        }
+        self.send_jingle_element(action, element, tx);
+    }
+
+    /// Decrypts the DTLS fingerprints that came through OMEMO and puts them back into the
+    /// request. All must open, and from one device of the peer, the same for the whole
+    /// session: `Err` is a reason to end the call (a forged or replayed fingerprint).
+    fn unseal(
+        &mut self,
+        req: &mut JingleRequest,
+        session: &Session,
+    ) -> std::result::Result<(), String> {
+        let sealed = std::mem::take(&mut req.sealed);
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        let mut device = self.verified_by;
+        let mut trust = DeviceTrust::Undecided;
+        for s in &sealed {
+            let opened = crate::omemo::open_sealed(
+                &self.inner,
+                self.account,
+                session,
+                &self.peer,
+                &s.encrypted,
+            )?;
+            if device.is_some_and(|d| d != opened.device_id) {
+                return Err("fingerprints vouched for by two different devices".into());
+            }
+            device = Some(opened.device_id);
+            trust = opened.trust;
+            linnet_xmpp::jingle::open_fingerprint(&mut req.jingle, s, &opened.text)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(device_id) = device {
+            self.verified_by = Some(device_id);
+            // The callee learns here which device of the caller to encrypt its own for.
+            self.peer_device.get_or_insert(device_id);
+            self.inner
+                .set_call_verified(self.id, CallVerification { device_id, trust });
+        }
+        Ok(())
+    }
+
+    /// A fingerprint that did not open: refused, and the call ends (it may be an attack).
+    fn fail_unsealed(
+        &mut self,
+        req: &JingleRequest,
+        session: &Session,
+        why: String,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) -> Step {
+        tracing::info!(call = self.id.0, error = %why, "DTLS fingerprint not believed");
+        let _ = session.jingle_error(req, "not-acceptable", "cancel", None);
+        self.terminate(&CallReason::SecurityError, tx);
+        Step::End(CallEnd::Failed {
+            reason: format!("the peer's DTLS fingerprint could not be verified: {why}"),
+        })
     }
 
     async fn make_engine(&mut self) -> std::result::Result<(), String> {
@@ -716,7 +842,10 @@ impl CallTask {
                 self.media = Some(media);
                 // `proceed` goes to the caller's devices and, by carbons, to ours, which
                 // stop ringing; the caller's device then sends us the session.
-                self.send_jmi(JmiAction::Proceed);
+                let device = self.session().and_then(|s| {
+                    crate::omemo::call_device(&self.inner, self.account, s.own_jid())
+                });
+                self.send_jmi(JmiAction::Proceed { device });
                 self.inner.set_call_state(self.id, CallState::Connecting);
                 if let Err(reason) = self.make_engine().await {
                     self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
@@ -809,7 +938,7 @@ impl CallTask {
                 }
                 Step::Continue
             }
-            (CallDirection::Outgoing, JmiAction::Proceed) if from_peer => {
+            (CallDirection::Outgoing, JmiAction::Proceed { device }) if from_peer => {
                 let Some(from) = sig.from_full.filter(|f| f.contains('/')) else {
                     return Step::Continue;
                 };
@@ -820,7 +949,8 @@ impl CallTask {
                 self.remote = Some(from.clone());
                 self.inner.set_call_remote(self.id, &from);
                 self.inner.set_call_state(self.id, CallState::Connecting);
-                self.initiate(tx)
+                self.peer_device = device;
+                self.initiate(tx).await
             }
             (CallDirection::Outgoing, JmiAction::Reject(reason)) if from_peer => {
                 if self.remote.is_some() {
@@ -837,7 +967,9 @@ impl CallTask {
                 }
                 Step::End(CallEnd::Cancelled { by_peer: true })
             }
-            (CallDirection::Incoming, JmiAction::Proceed | JmiAction::Accept) if !from_peer => {
+            (CallDirection::Incoming, JmiAction::Proceed { .. } | JmiAction::Accept)
+                if !from_peer =>
+            {
                 if self.answered {
                     return Step::Continue;
                 }
@@ -863,7 +995,7 @@ impl CallTask {
 
     /// The caller's session-initiate, to the device that proceeded, with the offer made
     /// while ringing and then every candidate gathered so far.
-    fn initiate(&mut self, tx: &mpsc::UnboundedSender<Input>) -> Step {
+    async fn initiate(&mut self, tx: &mpsc::UnboundedSender<Input>) -> Step {
         let Some(offer) = self.offer.clone() else {
             return Step::End(CallEnd::Failed {
                 reason: "no offer".into(),
@@ -884,7 +1016,7 @@ impl CallTask {
             .and_then(|s| s.negotiated.bound_jid.parse().ok());
         j.contents = desc.contents;
         j.group = desc.group;
-        self.send_jingle(j, tx);
+        self.send_jingle_sealed(j, tx).await;
         self.may_send_candidates = true;
         for c in std::mem::take(&mut self.held) {
             self.send_candidate(c, tx);
@@ -945,18 +1077,25 @@ impl CallTask {
         }
     }
 
-    async fn on_jingle(&mut self, req: JingleRequest, tx: &mpsc::UnboundedSender<Input>) -> Step {
+    async fn on_jingle(
+        &mut self,
+        mut req: JingleRequest,
+        tx: &mpsc::UnboundedSender<Input>,
+    ) -> Step {
         let Some(session) = self.session() else {
             return Step::Continue;
         };
-        let refuse = |cond: &'static str, jingle: Option<&'static str>| {
-            let _ = session.jingle_error(&req, cond, "cancel", jingle);
+        let refuse = |req: &JingleRequest, cond: &'static str, jingle: Option<&'static str>| {
+            let _ = session.jingle_error(req, cond, "cancel", jingle);
         };
         match req.jingle.action {
             Action::SessionInitiate => {
                 if self.direction != CallDirection::Incoming || !self.answered || self.remote_set {
-                    refuse("unexpected-request", Some("out-of-order"));
+                    refuse(&req, "unexpected-request", Some("out-of-order"));
                     return Step::Continue;
+                }
+                if let Err(why) = self.unseal(&mut req, &session) {
+                    return self.fail_unsealed(&req, &session, why, tx);
                 }
                 let desc = JingleDescription {
                     contents: req.jingle.contents.clone(),
@@ -966,7 +1105,7 @@ impl CallTask {
                     Ok(o) => o,
                     Err(e) => {
                         tracing::info!(call = self.id.0, error = %e, "an offer we cannot take");
-                        refuse("bad-request", None);
+                        refuse(&req, "bad-request", None);
                         self.send_jmi(JmiAction::Finish(CallReason::FailedApplication));
                         return Step::End(CallEnd::Failed {
                             reason: format!("the caller's offer: {e}"),
@@ -998,7 +1137,7 @@ impl CallTask {
                 j.responder = session.negotiated.bound_jid.parse().ok();
                 j.contents = local.contents;
                 j.group = local.group;
-                self.send_jingle(j, tx);
+                self.send_jingle_sealed(j, tx).await;
                 self.may_send_candidates = true;
                 for c in std::mem::take(&mut self.held) {
                     self.send_candidate(c, tx);
@@ -1007,8 +1146,11 @@ impl CallTask {
             }
             Action::SessionAccept => {
                 if self.direction != CallDirection::Outgoing || self.remote_set {
-                    refuse("unexpected-request", Some("out-of-order"));
+                    refuse(&req, "unexpected-request", Some("out-of-order"));
                     return Step::Continue;
+                }
+                if let Err(why) = self.unseal(&mut req, &session) {
+                    return self.fail_unsealed(&req, &session, why, tx);
                 }
                 let desc = JingleDescription {
                     contents: req.jingle.contents.clone(),
@@ -1017,7 +1159,7 @@ impl CallTask {
                 let answer = match sdp::jingle_to_sdp(&desc, SdpType::Answer, Role::Initiator) {
                     Ok(a) => a,
                     Err(e) => {
-                        refuse("bad-request", None);
+                        refuse(&req, "bad-request", None);
                         return self.fail_after_terminate(format!("the callee's answer: {e}"), tx);
                     }
                 };
@@ -1033,8 +1175,20 @@ impl CallTask {
                 self.remote_desc = Some(desc);
                 Step::Continue
             }
-            Action::ContentAdd => self.on_content_add(&req, &session, tx).await,
-            Action::ContentAccept => self.on_content_accept(&req, &session).await,
+            Action::ContentAdd | Action::ContentAccept if self.remote_set => {
+                if let Err(why) = self.unseal(&mut req, &session) {
+                    return self.fail_unsealed(&req, &session, why, tx);
+                }
+                if req.jingle.action == Action::ContentAdd {
+                    self.on_content_add(&req, &session, tx).await
+                } else {
+                    self.on_content_accept(&req, &session).await
+                }
+            }
+            Action::ContentAdd | Action::ContentAccept => {
+                refuse(&req, "unexpected-request", Some("out-of-order"));
+                Step::Continue
+            }
             Action::ContentReject => {
                 let _ = session.jingle_ack(&req);
                 self.adding = false;
@@ -1065,7 +1219,7 @@ impl CallTask {
                 Step::Continue
             }
             _ => {
-                refuse("feature-not-implemented", Some("unsupported-info"));
+                refuse(&req, "feature-not-implemented", Some("unsupported-info"));
                 Step::Continue
             }
         }
@@ -1124,7 +1278,7 @@ impl CallTask {
         self.adding = true;
         let mut j = Jingle::new(Action::ContentAdd, SessionId(self.sid.clone()));
         j.contents = added;
-        self.send_jingle(j, tx);
+        self.send_jingle_sealed(j, tx).await;
         Step::Continue
     }
 
@@ -1201,7 +1355,7 @@ impl CallTask {
         self.inner.set_call_video(self.id);
         let mut j = Jingle::new(Action::ContentAccept, SessionId(self.sid.clone()));
         j.contents = accepted;
-        self.send_jingle(j, tx);
+        self.send_jingle_sealed(j, tx).await;
         Step::Continue
     }
 

@@ -518,6 +518,152 @@ pub(crate) fn open_encrypted(
     }
 }
 
+/// Starts what decrypting left to do once its transaction is committed.
+pub(crate) fn after_open(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+    fx: OmemoEffects,
+) {
+    if fx.republish {
+        tokio::spawn(publish_own_device(inner.clone(), account, session.clone()));
+    }
+    if !fx.fetch_lists.is_empty() {
+        tokio::spawn(refresh_device_lists(
+            inner.clone(),
+            account,
+            session.clone(),
+            fx.fetch_lists,
+        ));
+    }
+    if !fx.answers.is_empty() {
+        tokio::spawn(answer(inner.clone(), account, session.clone(), fx.answers));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls: DTLS fingerprints sent through OMEMO (`linnet_xmpp::jingle::NS_DTLS_VERIFY`)
+
+/// Our OMEMO device for calls to name in `proceed`: only one that is published (a device
+/// nobody can build a session with would make the caller fetch a bundle for nothing).
+pub(crate) fn call_device(inner: &Inner, account: AccountId, own: &BareJid) -> Option<u32> {
+    if !own_device_listed(inner, account, own) {
+        return None;
+    }
+    inner
+        .store()
+        .kv_get(Some(account), KV_DEVICE_ID)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u32>().ok())
+}
+
+/// An OMEMO 0.3 message carrying `text` (a DTLS fingerprint) for one device of `peer`:
+/// the one the call is with. Builds the session from the device's bundle if there is none.
+/// `Err`: no message can be made for that device (distrusted, no bundle, no identity);
+/// the fingerprint then goes in the clear and the call is not verified.
+pub(crate) async fn seal_for_device(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+    peer: &BareJid,
+    device: u32,
+    text: &str,
+) -> Result<linnet_xmpp::omemo::Encrypted, String> {
+    let own = session.own_jid().clone();
+    let device_id = call_device(inner, account, &own).ok_or("we have no published OMEMO device")?;
+    let target = Target {
+        jid: peer.clone(),
+        device_id: device,
+        version: Version::Omemo03,
+    };
+    if distrusted(inner, account, &target).map_err(|e| format!("{e:?}"))? {
+        return Err("the device is distrusted".into());
+    }
+    ensure_session(inner, account, session, &own, device_id, &target, false)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let payload = Zeroizing::new(text.as_bytes().to_vec());
+    let address = DeviceAddress::new(peer.as_str(), device);
+    let mut failure = None;
+    let built = inner.store().transaction(|tx| {
+        let sealed = SessionManager::new(OmemoStore::new(tx, account), own.as_str(), device_id)
+            .and_then(|mut m| m.encrypt(Version::Omemo03, Some(&payload), &[address]));
+        match sealed {
+            Ok(out) if !out.message.keys.is_empty() => {
+                crate::devices::encrypted_for(tx, account, Version::Omemo03, &out.message.keys)?;
+                Ok(Some(out.message))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                failure = Some(e.to_string());
+                Err(StoreError::InvalidInput("OMEMO encryption failed"))
+            }
+        }
+    });
+    match (built, failure) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(e.to_string()),
+        (Ok(None), None) => Err("no session with the device".into()),
+        (Ok(Some(message)), None) => {
+            to_element(Version::Omemo03, &message).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A fingerprint that came through OMEMO, decrypted, and the device that sent it.
+pub(crate) struct OpenedFingerprint {
+    pub text: String,
+    pub device_id: u32,
+    pub trust: DeviceTrust,
+}
+
+/// Decrypts a fingerprint `sender` sent encrypted, as a message from it would be (the
+/// ratchet moves on; a replay fails). `Err`: why it cannot be believed.
+pub(crate) fn open_sealed(
+    inner: &Arc<Inner>,
+    account: AccountId,
+    session: &Session,
+    sender: &BareJid,
+    encrypted: &linnet_xmpp::omemo::Encrypted,
+) -> Result<OpenedFingerprint, String> {
+    use linnet_omemo::store::IdentityStore as _;
+    let own = session.own_jid().clone();
+    let mut fx = OmemoEffects::default();
+    let opened = inner.store().transaction(|tx| {
+        let opened = open_encrypted(
+            tx,
+            account,
+            &own,
+            sender,
+            &[Ok(encrypted.clone())],
+            None,
+            &mut fx,
+        )?;
+        Ok(match opened {
+            Opened::Body(text, _, from) => {
+                let trust = OmemoStore::new(tx, account)
+                    .identity(
+                        from.version,
+                        &DeviceAddress::new(sender.as_str(), from.device_id),
+                    )
+                    .ok()
+                    .flatten()
+                    .map_or(DeviceTrust::Undecided, |r| r.trust.into());
+                Ok(OpenedFingerprint {
+                    text,
+                    device_id: from.device_id,
+                    trust,
+                })
+            }
+            Opened::Nothing => Err("an empty or replayed OMEMO message".to_owned()),
+            Opened::Failed(why, _) => Err(why),
+        })
+    });
+    after_open(inner, account, session, fx);
+    opened.map_err(|e| e.to_string())?
+}
+
 /// Whether `peer` may have OMEMO devices: yes unless both its lists are known and hold no
 /// active device.
 pub(crate) fn may_have_devices(

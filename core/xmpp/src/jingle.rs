@@ -19,6 +19,12 @@ pub const NS_JINGLE_ERRORS: &str = "urn:xmpp:jingle:errors:1";
 pub const NS_JINGLE_RTP: &str = "urn:xmpp:jingle:apps:rtp:1";
 pub const NS_EXTDISCO: &str = "urn:xmpp:extdisco:2";
 pub const NS_JINGLE_DTLS: &str = "urn:xmpp:jingle:apps:dtls:0";
+pub const NS_JINGLE_ICE_UDP: &str = "urn:xmpp:jingle:transports:ice-udp:1";
+/// DTLS fingerprints sent through OMEMO, as Conversations and Dino do (Daniel Gultsch's
+/// "OMEMO DTLS-SRTP verification" draft; the namespace's "dlts" is as deployed): the
+/// callee names its OMEMO device in `proceed`, and each side's `<fingerprint/>` travels as
+/// an OMEMO message for the other's device instead of in the clear.
+pub const NS_DTLS_VERIFY: &str = "http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification";
 
 /// What we announce (disco#info, and so our caps hash): Conversations and Dino offer calls
 /// only to contacts whose caps name Jingle RTP with ICE-UDP and DTLS.
@@ -138,8 +144,11 @@ pub enum JmiAction {
     },
     /// One of the callee's devices rings.
     Ringing,
-    /// The callee took the call on the device that sent this.
-    Proceed,
+    /// The callee took the call on the device that sent this; `device`: its OMEMO device,
+    /// for which the caller may encrypt its DTLS fingerprint ([`NS_DTLS_VERIFY`]).
+    Proceed {
+        device: Option<u32>,
+    },
     /// The old namespace's way for the callee to stop its other devices ringing; still
     /// sent by some clients beside `proceed`.
     Accept,
@@ -168,7 +177,29 @@ pub struct CallSignal {
 pub struct JingleRequest {
     pub from: String,
     pub id: String,
+    /// Without the fingerprints that came encrypted: see `sealed`.
     pub jingle: Jingle,
+    /// The DTLS fingerprints that came as OMEMO messages ([`NS_DTLS_VERIFY`]), taken out of
+    /// their transports; [`open_fingerprint`] puts one back once decrypted.
+    pub sealed: Vec<SealedFingerprint>,
+}
+
+/// One content's DTLS fingerprint as an OMEMO message (checked as an `<encrypted/>`
+/// element, not yet decrypted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedFingerprint {
+    pub content: String,
+    pub hash: String,
+    pub setup: String,
+    pub encrypted: crate::omemo::Encrypted,
+}
+
+/// A DTLS fingerprint of an outgoing `<jingle/>`, to be sent encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainFingerprint {
+    pub content: String,
+    /// Colon-separated hex, as in the element.
+    pub text: String,
 }
 
 // Jingle's elements compare structurally; nothing in them is a float.
@@ -211,7 +242,13 @@ fn parse_jmi_element(jmi: &Element) -> Option<(String, JmiAction)> {
             JmiAction::Propose { media }
         }
         "ringing" => JmiAction::Ringing,
-        "proceed" => JmiAction::Proceed,
+        "proceed" => JmiAction::Proceed {
+            // A malformed device id is as good as none: the call goes on unverified.
+            device: jmi
+                .get_child("device", NS_DTLS_VERIFY)
+                .and_then(|d| d.attr("id"))
+                .and_then(|id| crate::omemo::parse_device_id(id).ok()),
+        },
         "accept" => JmiAction::Accept,
         "reject" => JmiAction::Reject(reason().unwrap_or(CallReason::Busy)),
         "retract" => JmiAction::Retract(reason().unwrap_or(CallReason::Cancel)),
@@ -234,6 +271,9 @@ pub(crate) fn parse_jingle_iq(st: &Element, payload: &Element) -> Result<JingleR
     };
     let id = st.attr("id").unwrap_or_default().to_owned();
     let mut payload = payload.clone();
+    let Ok(sealed) = take_sealed_fingerprints(&mut payload) else {
+        return Err(bad());
+    };
     if sanitize_jingle_element(&mut payload).is_err() {
         return Err(bad());
     }
@@ -259,7 +299,185 @@ pub(crate) fn parse_jingle_iq(st: &Element, payload: &Element) -> Result<JingleR
         from: from.to_owned(),
         id,
         jingle,
+        sealed,
     })
+}
+
+/// The ICE-UDP transports of a `<jingle/>`'s contents, with their content's name.
+fn transports_mut(jingle: &mut Element) -> impl Iterator<Item = (Option<String>, &mut Element)> {
+    jingle
+        .children_mut()
+        .filter(|c| c.is("content", NS_JINGLE))
+        .flat_map(|c| {
+            let name = c.attr("name").map(str::to_owned);
+            c.children_mut()
+                .filter(|t| t.is("transport", NS_JINGLE_ICE_UDP))
+                .map(move |t| (name.clone(), t))
+        })
+}
+
+/// Takes the encrypted fingerprints out of a received `<jingle/>`. A content with two of
+/// them, or with one beside a plaintext one (which would say which to believe?), or one
+/// that is not a well-formed OMEMO element, makes the request malformed.
+fn take_sealed_fingerprints(jingle: &mut Element) -> Result<Vec<SealedFingerprint>, ()> {
+    let mut sealed = Vec::new();
+    for (name, transport) in transports_mut(jingle) {
+        let plain = transport.get_child("fingerprint", NS_JINGLE_DTLS).is_some();
+        let mut found = 0;
+        while let Some(fp) = transport.remove_child("fingerprint", NS_DTLS_VERIFY) {
+            found += 1;
+            if found > 1 || plain {
+                return Err(());
+            }
+            let (Some(content), Some(hash), Some(setup)) =
+                (name.clone(), fp.attr("hash"), fp.attr("setup"))
+            else {
+                return Err(());
+            };
+            let mut encrypted = fp.children().filter(|c| c.name() == "encrypted");
+            let (Some(e), None) = (encrypted.next(), encrypted.next()) else {
+                return Err(());
+            };
+            let encrypted = crate::omemo::parse_encrypted(e).map_err(|_| ())?;
+            if encrypted.payload.is_none() {
+                return Err(());
+            }
+            sealed.push(SealedFingerprint {
+                content,
+                hash: hash.to_owned(),
+                setup: setup.to_owned(),
+                encrypted,
+            });
+        }
+    }
+    Ok(sealed)
+}
+
+/// A Jingle action about to be sent, as XML: its fingerprints can be sealed
+/// ([`NS_DTLS_VERIFY`]) before [`Session::jingle_queued`] sends it.
+#[derive(Debug, Clone)]
+pub struct OutgoingJingle(Element);
+
+impl OutgoingJingle {
+    pub fn new(jingle: Jingle) -> Self {
+        OutgoingJingle(jingle.into())
+    }
+
+    /// The plaintext DTLS fingerprints, by content.
+    pub fn plain_fingerprints(&self) -> Vec<PlainFingerprint> {
+        plain_fingerprints(&self.0)
+    }
+
+    /// Replaces the plaintext fingerprint of `content` by `encrypted`, an OMEMO message
+    /// whose payload is that fingerprint's text.
+    pub fn seal_fingerprint(
+        &mut self,
+        content: &str,
+        encrypted: &crate::omemo::Encrypted,
+    ) -> Result<(), crate::omemo::OmemoXmlError> {
+        seal_fingerprint(&mut self.0, content, encrypted)
+    }
+}
+
+impl From<OutgoingJingle> for Element {
+    fn from(j: OutgoingJingle) -> Element {
+        j.0
+    }
+}
+
+impl From<Jingle> for OutgoingJingle {
+    fn from(j: Jingle) -> Self {
+        OutgoingJingle::new(j)
+    }
+}
+
+/// The plaintext DTLS fingerprints of an outgoing `<jingle/>`, by content.
+fn plain_fingerprints(jingle: &Element) -> Vec<PlainFingerprint> {
+    jingle
+        .children()
+        .filter(|c| c.is("content", NS_JINGLE))
+        .filter_map(|c| {
+            let fp = c
+                .get_child("transport", NS_JINGLE_ICE_UDP)?
+                .get_child("fingerprint", NS_JINGLE_DTLS)?;
+            Some(PlainFingerprint {
+                content: c.attr("name")?.to_owned(),
+                text: fp.text().trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Replaces the plaintext fingerprint of `content` in an outgoing `<jingle/>` by
+/// `encrypted` (an OMEMO message whose payload is that fingerprint's text).
+fn seal_fingerprint(
+    jingle: &mut Element,
+    content: &str,
+    encrypted: &crate::omemo::Encrypted,
+) -> Result<(), crate::omemo::OmemoXmlError> {
+    let element = crate::omemo::encrypted_element(encrypted)?;
+    for (name, transport) in transports_mut(jingle) {
+        if name.as_deref() != Some(content) {
+            continue;
+        }
+        let Some(plain) = transport.remove_child("fingerprint", NS_JINGLE_DTLS) else {
+            continue;
+        };
+        let mut sealed = el("fingerprint", NS_DTLS_VERIFY)
+            .attr("hash", plain.attr("hash").unwrap_or("sha-256"))
+            .child(element.clone());
+        if let Some(setup) = plain.attr("setup") {
+            sealed = sealed.attr("setup", setup);
+        }
+        transport.append_child(sealed.build());
+    }
+    Ok(())
+}
+
+/// Puts a fingerprint that came encrypted (`text`: the decrypted payload) back into its
+/// content's transport, as if it had come in the clear.
+pub fn open_fingerprint(
+    jingle: &mut Jingle,
+    sealed: &SealedFingerprint,
+    text: &str,
+) -> Result<(), BadFingerprint> {
+    use xmpp_parsers::jingle_dtls_srtp::{Fingerprint, Setup};
+    let text = text.trim();
+    if !strict_hex_pairs(text) {
+        return Err(BadFingerprint);
+    }
+    let setup = match sealed.setup.as_str() {
+        "actpass" => Setup::Actpass,
+        "active" => Setup::Active,
+        "passive" => Setup::Passive,
+        _ => return Err(BadFingerprint),
+    };
+    let fp = Fingerprint::from_colon_separated_hex(setup, &sealed.hash, text)
+        .map_err(|_| BadFingerprint)?;
+    let content = jingle
+        .contents
+        .iter_mut()
+        .find(|c| c.name.0 == sealed.content)
+        .ok_or(BadFingerprint)?;
+    match content.transport.take() {
+        Some(jingle::Transport::IceUdp(t)) => {
+            content.transport = Some(jingle::Transport::IceUdp(t.with_fingerprint(fp)));
+            Ok(())
+        }
+        other => {
+            content.transport = other;
+            Err(BadFingerprint)
+        }
+    }
+}
+
+/// Colon-separated pairs of hex digits, at most 64 of them (SHA-512's length).
+fn strict_hex_pairs(text: &str) -> bool {
+    let parts: Vec<&str> = text.split(':').collect();
+    parts.len() <= 64
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// A `<fingerprint/>` whose text is not colon-separated hex.
@@ -279,12 +497,7 @@ pub fn sanitize_jingle_element(jingle: &mut Element) -> Result<(), BadFingerprin
         }
         if e.is("fingerprint", NS_JINGLE_DTLS) {
             let trimmed = e.text().trim().to_owned();
-            let parts: Vec<&str> = trimmed.split(':').collect();
-            let hex_pairs = parts.len() <= 64
-                && parts
-                    .iter()
-                    .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
-            if !hex_pairs {
+            if !strict_hex_pairs(&trimmed) {
                 return Err(BadFingerprint);
             }
             e.take_nodes();
@@ -317,7 +530,13 @@ pub fn jmi_stanza(to: &BareJid, sid: &str, action: &JmiAction) -> Element {
             p.build()
         }
         JmiAction::Ringing => el("ringing", NS_JMI).attr("id", sid).build(),
-        JmiAction::Proceed => el("proceed", NS_JMI).attr("id", sid).build(),
+        JmiAction::Proceed { device } => {
+            let mut p = el("proceed", NS_JMI).attr("id", sid);
+            if let Some(d) = device {
+                p = p.child(el("device", NS_DTLS_VERIFY).attr("id", d.to_string()));
+            }
+            p.build()
+        }
         JmiAction::Accept => el("accept", NS_JMI).attr("id", sid).build(),
         JmiAction::Reject(r) => el("reject", NS_JMI)
             .attr("id", sid)
@@ -464,12 +683,12 @@ impl Session {
     pub fn jingle_queued(
         &self,
         to: &str,
-        jingle: Jingle,
+        jingle: impl Into<OutgoingJingle>,
     ) -> Result<
         impl std::future::Future<Output = Result<(), RequestError>> + Send + 'static,
         RequestError,
     > {
-        let reply = self.iq_queued("set", Some(to), Element::from(jingle))?;
+        let reply = self.iq_queued("set", Some(to), Element::from(jingle.into()))?;
         Ok(async move { reply.await.map(drop) })
     }
 
@@ -578,7 +797,10 @@ mod tests {
                 media: vec!["audio".into()],
             },
             JmiAction::Ringing,
-            JmiAction::Proceed,
+            JmiAction::Proceed { device: None },
+            JmiAction::Proceed {
+                device: Some(1_234_567),
+            },
             JmiAction::Reject(CallReason::Busy),
             JmiAction::Retract(CallReason::Cancel),
             JmiAction::Finish(CallReason::ConnectivityError),
@@ -621,6 +843,133 @@ mod tests {
             .unwrap();
         let payload = st.children().next().unwrap();
         assert!(parse_jingle_iq(&st, payload).is_err());
+    }
+
+    fn sealed_sample() -> crate::omemo::Encrypted {
+        crate::omemo::Encrypted {
+            version: crate::omemo::OmemoVersion::V03,
+            sid: 4242,
+            keys: vec![crate::omemo::KeyEntry {
+                jid: None,
+                rid: 77,
+                kex: false,
+                data: vec![1, 2, 3],
+            }],
+            iv: Some(vec![0; 12]),
+            payload: Some(vec![9; 95]),
+        }
+    }
+
+    fn initiate_iq(transport_children: &str) -> Element {
+        format!(
+            "<iq xmlns='jabber:client' type='set' id='j1' from='romeo@example.org/a'>\
+             <jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1'>\
+             <content creator='initiator' name='0'>\
+             <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='u' pwd='p'>\
+             {transport_children}</transport></content></jingle></iq>"
+        )
+        .parse()
+        .unwrap()
+    }
+
+    #[test]
+    fn fingerprints_travel_sealed_and_open_again() {
+        let plain =
+            "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>\
+                     02:1A:CC:54</fingerprint>";
+        let st = initiate_iq(plain);
+        let mut jingle = st.children().next().unwrap().clone();
+        let found = plain_fingerprints(&jingle);
+        assert_eq!(
+            found,
+            vec![PlainFingerprint {
+                content: "0".into(),
+                text: "02:1A:CC:54".into()
+            }]
+        );
+        seal_fingerprint(&mut jingle, "0", &sealed_sample()).unwrap();
+        let xml = String::from(&jingle);
+        assert!(
+            !xml.contains("02:1A"),
+            "the plaintext fingerprint is gone: {xml}"
+        );
+        assert!(xml.contains(NS_DTLS_VERIFY) && xml.contains("actpass"));
+
+        let mut iq = st.clone();
+        iq.remove_child("jingle", NS_JINGLE);
+        iq.append_child(jingle);
+        let mut req = parse_jingle_iq(&iq, iq.children().next().unwrap()).unwrap();
+        assert_eq!(req.sealed.len(), 1);
+        assert_eq!(req.sealed[0].encrypted, sealed_sample());
+        assert_eq!(req.sealed[0].setup, "actpass");
+        let sealed = req.sealed[0].clone();
+        assert!(!req.jingle_xml().contains("dtls:0"));
+        open_fingerprint(&mut req.jingle, &sealed, " 02:1A:CC:54\n").unwrap();
+        assert!(req.jingle_xml().contains("02:1A:CC:54"));
+        for bad in ["", "02:1", "zz:01", "hello"] {
+            assert_eq!(
+                open_fingerprint(&mut req.jingle, &sealed, bad),
+                Err(BadFingerprint),
+                "{bad}"
+            );
+        }
+        let mut other = sealed.clone();
+        other.content = "nope".into();
+        assert!(open_fingerprint(&mut req.jingle, &other, "02:1A").is_err());
+    }
+
+    #[test]
+    fn hostile_sealed_fingerprints_are_refused() {
+        let enc = String::from(&crate::omemo::encrypted_element(&sealed_sample()).unwrap());
+        let sealed = |attrs: &str, inner: &str| {
+            format!("<fingerprint xmlns='{NS_DTLS_VERIFY}' {attrs}>{inner}</fingerprint>")
+        };
+        let plain = "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>02:1A</fingerprint>";
+        let good = sealed("hash='sha-256' setup='active'", &enc);
+        assert!(parse_jingle_iq(
+            &initiate_iq(&good),
+            initiate_iq(&good).children().next().unwrap()
+        )
+        .is_ok());
+        for case in [
+            // Beside a plaintext one: which to believe?
+            format!("{plain}{good}"),
+            // Two of them.
+            format!("{good}{good}"),
+            // No setup, no hash.
+            sealed("hash='sha-256'", &enc),
+            sealed("setup='active'", &enc),
+            // Not OMEMO, or OMEMO without a payload, or two messages.
+            sealed("hash='sha-256' setup='active'", "<encrypted xmlns='urn:example'/>"),
+            sealed("hash='sha-256' setup='active'", "02:1A"),
+            sealed(
+                "hash='sha-256' setup='active'",
+                "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'><iv>AAAAAAAAAAAAAAAA</iv></header></encrypted>",
+            ),
+            sealed("hash='sha-256' setup='active'", &format!("{enc}{enc}")),
+        ] {
+            let st = initiate_iq(&case);
+            let err = parse_jingle_iq(&st, st.children().next().unwrap()).unwrap_err();
+            assert_eq!(err.attr("type"), Some("error"), "{case}");
+        }
+    }
+
+    #[test]
+    fn proceed_names_the_omemo_device() {
+        let p = parse(&format!(
+            "<message xmlns='jabber:client'><proceed xmlns='urn:xmpp:jingle-message:0' id='x'>\
+             <device xmlns='{NS_DTLS_VERIFY}' id='99'/></proceed></message>"
+        ));
+        assert_eq!(
+            p,
+            Some(("x".into(), JmiAction::Proceed { device: Some(99) }))
+        );
+        // A device id out of range is as good as none.
+        let p = parse(&format!(
+            "<message xmlns='jabber:client'><proceed xmlns='urn:xmpp:jingle-message:0' id='x'>\
+             <device xmlns='{NS_DTLS_VERIFY}' id='-3'/></proceed></message>"
+        ));
+        assert_eq!(p, Some(("x".into(), JmiAction::Proceed { device: None })));
     }
 
     #[test]
