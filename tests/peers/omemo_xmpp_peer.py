@@ -25,23 +25,74 @@ Out (stdout, flushed per line; logs go to stderr):
                                                   envelope names another recipient)
   LABELS <jid> <id>=<b64 label or ->,...          device labels as python-omemo accepted
                                                   them (signature checked; - for none)
+Calls (signalling only, no media): XEP-0353 Jingle Message Initiation, Jingle RTP over
+ICE-UDP, and the DTLS fingerprints verified through legacy OMEMO as Conversations and Dino
+do it ("OMEMO DTLS-SRTP verification", namespace NS_VERIFY below):
+  PROPOSE <from_full> <sid>                       JMI propose (our own sent carbons ignored)
+  PROCEEDED <from_full> <sid> <device_id|->       JMI proceed; the OMEMO device it announced
+                                                  in NS_VERIFY <device/> (- without one)
+  JMI <from_full> <sid> <action>                  any other JMI element (ringing, reject,
+                                                  retract, finish, accept)
+  JINGLE <action> <from_full> <sid>               a Jingle IQ set (answered with an empty
+                                                  result first); then, for session-initiate,
+                                                  session-accept, content-add and
+                                                  content-accept, one line per <content>:
+  FINGERPRINT <sid> <content> <device_id> <hash> <setup> <text>
+                                                  an OMEMO-encrypted fingerprint, decrypted;
+                                                  <device_id>: the OMEMO device vouching for it
+  PLAINFINGERPRINT <sid> <content> <hash> <setup> <text>   a plaintext DTLS fingerprint
+  BADFINGERPRINT <sid> <content> <reason>         an encrypted one that does not decrypt
+                                                  (exception class name, Empty, NoEncrypted,
+                                                  NotAFingerprint, UnsupportedVersion)
+  NOFINGERPRINT <sid> <content>                   a content without any fingerprint
+  INITIATED <sid> <text> | ACCEPTED <sid> <text|garbled>   the fingerprint we sent
+  ERROR jingle <action> <condition>               error reply to a Jingle IQ we sent
+                                                  (condition "timeout" without a reply)
+  (<hash>/<setup>: - when the attribute is absent, as are other missing attributes;
+  whitespace inside a word is dropped. A malformed stanza is reported, never fatal.)
 In (stdin):
   SEND <bare_jid> <03|2|auto> <b64 body>   DEVICES <bare_jid>   LABELS <bare_jid>   QUIT
   JOIN <room> <nick>
   GSEND <room> <03|2|auto> <b64 body> <member,member,...> [<to>]
         (members: real bare JIDs; <to>: a JID for OMEMO 2's <to/> affix other than the
         room, as a server turning a private message into a group one would leave it)
+  CALL <jid> <sid>                        JMI propose (audio); <jid> bare as clients do
+  PROCEED <jid> <sid> [<device_id>|-]     JMI proceed announcing our device (READY's id,
+                                          the default), another id, or none with -
+  JMI <jid> <sid> <action>                any other JMI element: ringing, reject, retract,
+                                          finish or accept (empty)
+  INITIATE <full_jid> <sid> <device_id|-> session-initiate, initiator our full JID: one
+        audio content '0' (opus/48000/2, rtcp-mux, BUNDLE group), ICE-UDP with random
+        ufrag/pwd and no candidates, a random sha-256 fingerprint, setup actpass, encrypted
+        with legacy OMEMO for that one device of <full_jid>'s account (plaintext with -)
+  ACCEPT <full_jid> <sid> <device_id|->   session-accept (responder our full JID) of the
+        session-initiate received with <sid>: its contents and BUNDLE group with their
+        descriptions as they came, a new transport (random ufrag/pwd, no candidates, a
+        random fingerprint, setup active) encrypted as for INITIATE
+  GARBLED <full_jid> <sid> [<device_id>]  ACCEPT whose <encrypted> has a random key and
+        payload (a hostile peer); <key rid>: the device, by default the one that vouched
+        for the session-initiate's fingerprint, else every legacy device of the account
+  TERMINATE <full_jid> <sid>              session-terminate, reason success
+  Jingle IQs are sent without waiting for their reply (an error one gives ERROR jingle).
 
 --label gives a new device an OMEMO 2 label (python-omemo signs it).
 
 <from> is a bare JID (for carbons: the inner message's sender), <ns> the namespace of the
 <encrypted> element. Every device is trusted blindly. OMEMO 2 payloads are XEP-0420 SCE
 envelopes, built and checked here because slixmpp-omemo 2.2.0 does not do SCE.
+
+An encrypted fingerprint is <fingerprint xmlns=NS_VERIFY hash= setup=> in place of the
+plaintext <fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0'>, holding a legacy OMEMO
+(eu.siacs.conversations.axolotl) <encrypted> whose payload is the fingerprint text, with a
+key for exactly the one device named (no other device, not even our own others). It needs
+legacy OMEMO (--versions 03 or both). Decrypting one that starts a session (a key exchange)
+makes python-omemo answer with an empty OMEMO chat message, an EMPTY on the other side.
 """
 
 import argparse
 import asyncio
 import base64
+import copy
 import json
 import logging
 import os
@@ -60,7 +111,7 @@ import twomemo.etree
 from omemo.session_manager import DeviceListDownloadFailed
 from omemo.storage import Just, Nothing, Storage
 from omemo.types import TrustLevel
-from slixmpp.exceptions import IqError
+from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -75,6 +126,19 @@ NS_2 = twomemo.twomemo.NAMESPACE  # urn:xmpp:omemo:2
 NS_SCE = "urn:xmpp:sce:1"
 NS_CLIENT = "jabber:client"
 NS_CARBONS = "urn:xmpp:carbons:2"
+# Calls: XEP-0353 (JMI), XEP-0166/0167/0176/0320/0338, and the OMEMO DTLS-SRTP verification
+# draft (its namespace really says "dlts").
+NS_VERIFY = "http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification"
+NS_JMI = "urn:xmpp:jingle-message:0"
+NS_JINGLE = "urn:xmpp:jingle:1"
+NS_RTP = "urn:xmpp:jingle:apps:rtp:1"
+NS_ICE_UDP = "urn:xmpp:jingle:transports:ice-udp:1"
+NS_DTLS = "urn:xmpp:jingle:apps:dtls:0"
+NS_GROUPING = "urn:xmpp:jingle:apps:grouping:0"
+# Jingle actions whose contents carry a transport with a DTLS fingerprint.
+FINGERPRINT_ACTIONS = ("session-initiate", "session-accept", "content-add", "content-accept")
+JMI_ACTIONS = ("ringing", "reject", "retract", "finish", "accept")
+ICE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # Priority order matters for SEND auto: python-omemo picks the first version a device has.
 VERSIONS = {"03": [NS_03], "2": [NS_2], "both": [NS_2, NS_03]}
 FALLBACK = "This message is OMEMO encrypted."
@@ -88,6 +152,27 @@ def emit(*words):
 
 def b64(text):
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def word(value):
+    """An attribute as one word of an event line: - when absent or empty, no whitespace."""
+    value = "".join(str(value or "").split())
+    return value or "-"
+
+
+def random_fingerprint():
+    """A sha-256 fingerprint as SDP and XEP-0320 write it: uppercase hex pairs, colons."""
+    return ":".join(f"{b:02X}" for b in secrets.token_bytes(32))
+
+
+def ice_string(length):
+    return "".join(secrets.choice(ICE_CHARS) for _ in range(length))
+
+
+def is_fingerprint(text):
+    pairs = text.split(":")
+    return len(pairs) >= 16 and all(
+        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in pairs)
 
 
 class JsonStorage(Storage):
@@ -130,6 +215,21 @@ class JsonStorage(Storage):
 
 class SceError(Exception):
     pass
+
+
+class FingerprintError(Exception):
+    """An encrypted fingerprint that is no fingerprint; the message is BADFINGERPRINT's reason."""
+
+
+def find_fingerprint(content):
+    """The fingerprint of a Jingle <content>'s transport: the OMEMO-verified one if any."""
+    transports = [c for c in content if isinstance(c.tag, str) and c.tag.endswith("}transport")]
+    for ns in (NS_VERIFY, NS_DTLS):
+        for transport in transports:
+            found = transport.find(f"{{{ns}}}fingerprint")
+            if found is not None:
+                return found
+    return None
 
 
 def sce_wrap(text, own_jid, to=None):
@@ -187,6 +287,13 @@ class Peer(slixmpp.ClientXMPP):
         self.quitting = False
         self.done = asyncio.get_running_loop().create_future()
         self.tasks = set()  # the loop keeps only weak references to tasks
+        # Set (under self.lock) for the duration of one encrypt() call: the only
+        # (bare JID, device id) pairs python-omemo may encrypt for. None: every device.
+        self.encrypt_only = None
+        # Per Jingle sid: the last session-initiate received (for ACCEPT), and the OMEMO
+        # device that vouched for its fingerprint (GARBLED's default recipient).
+        self.initiates = {}
+        self.vouchers = {}
 
         self.ssl_context = ssl.create_default_context(cafile=args.ca)
         # The test servers speak STARTTLS on the given port; no direct-TLS attempt first.
@@ -208,7 +315,12 @@ class Peer(slixmpp.ClientXMPP):
         every_message = MatchXPath(f"{{{self.default_ns}}}message")
         self.register_handler(Callback("omemo-peer messages", every_message, self.on_message))
         self.add_event_handler("carbon_received", lambda m: self.on_message(m["carbon_received"]))
-        self.add_event_handler("carbon_sent", lambda m: self.on_message(m["carbon_sent"]))
+        self.add_event_handler("carbon_sent",
+                               lambda m: self.on_message(m["carbon_sent"], own_carbon=True))
+        # Jingle requests; replies to our own IQs (an error one may echo our <jingle/>) are
+        # dropped in on_jingle, slixmpp hands them to the waiting send() anyway.
+        jingle = MatchXPath(f"{{{self.default_ns}}}iq/{{{NS_JINGLE}}}jingle")
+        self.register_handler(Callback("omemo-peer jingle", jingle, self.on_jingle))
         self.add_event_handler("failed_auth", lambda _: self.fail("authentication failed"))
         self.add_event_handler("connection_failed", lambda e: self.fail(f"connection failed: {e}"))
         self.add_event_handler("disconnected", self.on_disconnected)
@@ -253,11 +365,19 @@ class Peer(slixmpp.ClientXMPP):
     async def start_omemo(self):
         await self.get_roster()
         own = self.boundjid.bare
+        peer = self
 
         class SessionManager(_make_session_manager(self, None)):
             # Blind trust: every device of every JID is used. (The plugin object passed as
             # None above is only consulted by the trust hooks replaced here.)
             async def _evaluate_custom_trust_level(self, device):
+                # python-omemo encrypts for every trusted device of the recipients and of
+                # our own account; the one way to encrypt for a single device is to
+                # distrust the others while that encrypt() runs (decrypt() never runs
+                # meanwhile: both hold peer.lock).
+                only = peer.encrypt_only
+                if only is not None and (device.bare_jid, device.device_id) not in only:
+                    return TrustLevel.DISTRUSTED
                 return TrustLevel.TRUSTED
 
             async def _make_trust_decision(self, undecided, identifier):
@@ -291,10 +411,15 @@ class Peer(slixmpp.ClientXMPP):
 
     # --- receiving ---------------------------------------------------------------------
 
-    def on_message(self, msg):
+    def on_message(self, msg, own_carbon=False):
         # Carbon wrappers come back here through the carbon_* events with the inner message.
         wrapped = [msg.xml.find(f"{{{NS_CARBONS}}}{k}") for k in ("received", "sent")]
         if wrapped != [None, None] or msg["type"] == "error":
+            return
+        jmi = [c for c in msg.xml if isinstance(c.tag, str) and c.tag.startswith(f"{{{NS_JMI}}}")]
+        if jmi:
+            if not own_carbon:  # our own propose/proceed/... sent from here or elsewhere
+                self.on_jmi(msg, jmi[0])
             return
         if msg["type"] == "groupchat":
             self.spawn(self.handle_group_message(msg))
@@ -383,6 +508,95 @@ class Peer(slixmpp.ClientXMPP):
         if body is not None:
             emit("GRECV", room, sender, ns, device.device_id, b64(body))
 
+    # --- calls: receiving -----------------------------------------------------------------
+
+    def on_jmi(self, msg, element):
+        try:
+            sender = word(msg["from"].full)
+            sid = word(element.get("id"))
+            action = element.tag.split("}", 1)[1]
+            if action == "propose":
+                emit("PROPOSE", sender, sid)
+            elif action == "proceed":
+                device = element.find(f"{{{NS_VERIFY}}}device")
+                emit("PROCEEDED", sender, sid, word(None if device is None else device.get("id")))
+            else:
+                emit("JMI", sender, sid, word(action))
+        except Exception:  # noqa: BLE001 - a malformed stanza is never fatal
+            log.warning("malformed JMI message", exc_info=True)
+
+    def on_jingle(self, iq):
+        if iq["type"] not in ("get", "set"):
+            return  # a reply to one of ours: send() has it
+        try:
+            reply = iq.reply(clear=True)
+            if iq["type"] == "get":  # no Jingle request is a get
+                reply["error"]["condition"] = "bad-request"
+            reply.send()
+        except Exception:  # noqa: BLE001
+            log.warning("cannot answer a Jingle IQ", exc_info=True)
+        if iq["type"] == "set":
+            self.spawn(self.handle_jingle(iq))
+
+    async def handle_jingle(self, iq):
+        try:
+            await self.read_jingle(iq)
+        except Exception:  # noqa: BLE001 - a malformed stanza is never fatal
+            log.warning("malformed Jingle IQ", exc_info=True)
+
+    async def read_jingle(self, iq):
+        jingle = iq.xml.find(f"{{{NS_JINGLE}}}jingle")
+        action = word(jingle.get("action"))
+        sid = word(jingle.get("sid"))
+        sender = iq["from"]
+        emit("JINGLE", action, word(sender.full), sid)
+        if action not in FINGERPRINT_ACTIONS:
+            return
+        if action == "session-initiate":
+            self.initiates[sid] = copy.deepcopy(jingle)
+            self.vouchers.pop(sid, None)
+        await self.ready.wait()
+        for content in jingle.findall(f"{{{NS_JINGLE}}}content"):
+            name = word(content.get("name"))
+            fingerprint = find_fingerprint(content)
+            if fingerprint is None:
+                emit("NOFINGERPRINT", sid, name)
+                continue
+            hash_, setup = word(fingerprint.get("hash")), word(fingerprint.get("setup"))
+            if fingerprint.tag == f"{{{NS_DTLS}}}fingerprint":
+                emit("PLAINFINGERPRINT", sid, name, hash_, setup, word(fingerprint.text))
+                continue
+            try:
+                device_id, text = await self.decrypt_fingerprint(fingerprint, sender.bare)
+            except FingerprintError as e:
+                emit("BADFINGERPRINT", sid, name, str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal
+                log.warning("cannot decrypt the fingerprint of %s/%s", sid, name, exc_info=True)
+                emit("BADFINGERPRINT", sid, name, type(e).__name__)
+                continue
+            if action == "session-initiate":
+                self.vouchers.setdefault(sid, device_id)
+            emit("FINGERPRINT", sid, name, device_id, hash_, setup, text)
+
+    async def decrypt_fingerprint(self, fingerprint, sender):
+        """(OMEMO device that sent it, fingerprint text) of an NS_VERIFY <fingerprint>."""
+        if NS_03 not in self.namespaces:
+            raise FingerprintError("UnsupportedVersion")
+        encrypted = fingerprint.find(f"{{{NS_03}}}encrypted")
+        if encrypted is None:
+            raise FingerprintError("NoEncrypted")
+        async with self.lock:
+            message = await oldmemo.etree.parse_message(
+                encrypted, sender, self.boundjid.bare, self.sm)
+            plaintext, device, _ = await self.sm.decrypt(message)
+        if plaintext is None:
+            raise FingerprintError("Empty")
+        text = plaintext.decode("utf-8").strip()
+        if not is_fingerprint(text):
+            raise FingerprintError("NotAFingerprint")
+        return device.device_id, text
+
     # --- commands ------------------------------------------------------------------------
 
     async def read_commands(self):
@@ -407,6 +621,21 @@ class Peer(slixmpp.ClientXMPP):
                     await self.cmd_group_send(*words[1:])
                 elif words[0] == "LABELS" and len(words) == 2:
                     await self.cmd_labels(words[1])
+                elif words[0] == "CALL" and len(words) == 3:
+                    self.cmd_call(words[1], words[2])
+                elif words[0] == "PROCEED" and len(words) in (3, 4):
+                    self.cmd_proceed(*words[1:])
+                elif words[0] == "JMI" and len(words) == 4 and words[3] in JMI_ACTIONS:
+                    self.send_jmi(words[1], ET.Element(f"{{{NS_JMI}}}{words[3]}", id=words[2]))
+                elif words[0] == "INITIATE" and len(words) == 4:
+                    await self.cmd_initiate(*words[1:])
+                elif words[0] == "ACCEPT" and len(words) == 4:
+                    await self.cmd_accept(*words[1:])
+                elif words[0] == "GARBLED" and len(words) in (3, 4):
+                    await self.cmd_accept(*words[1:3], words[3] if len(words) == 4 else None,
+                                          garbled=True)
+                elif words[0] == "TERMINATE" and len(words) == 3:
+                    self.cmd_terminate(words[1], words[2])
                 else:
                     emit("ERROR", f"bad command: {line.strip()}")
             except Exception as e:  # noqa: BLE001 - report and keep serving commands
@@ -514,6 +743,152 @@ class Peer(slixmpp.ClientXMPP):
         entries = [f"{d.device_id}={'-' if d.label is None else b64(d.label)}"
                    for d in sorted(info, key=lambda d: d.device_id)]
         emit("LABELS", bare_jid, ",".join(entries))
+
+    # --- calls: sending -------------------------------------------------------------------
+
+    def send_jmi(self, to, element):
+        msg = self.make_message(mto=JID(to), mtype="chat")
+        msg.append(element)
+        msg.enable("store")
+        msg.send()
+
+    def cmd_call(self, to, sid):
+        propose = ET.Element(f"{{{NS_JMI}}}propose", id=sid)
+        ET.SubElement(propose, f"{{{NS_RTP}}}description", media="audio")
+        self.send_jmi(to, propose)
+
+    def cmd_proceed(self, to, sid, device=None):
+        proceed = ET.Element(f"{{{NS_JMI}}}proceed", id=sid)
+        if device is None:
+            device = str(self.device_id) if NS_03 in self.namespaces else "-"
+        if device != "-":
+            ET.SubElement(proceed, f"{{{NS_VERIFY}}}device", id=str(int(device)))
+        self.send_jmi(to, proceed)
+
+    def send_jingle(self, to, jingle):
+        async def send():
+            action = jingle.get("action")
+            try:
+                await self.make_iq_set(jingle, ito=to).send(timeout=30)
+            except IqError as e:
+                emit("ERROR", "jingle", action, word(e.condition))
+            except IqTimeout:
+                emit("ERROR", "jingle", action, "timeout")
+            except Exception as e:  # noqa: BLE001 - reported, never fatal
+                log.warning("cannot send Jingle %s", action, exc_info=True)
+                emit("ERROR", "jingle", action, type(e).__name__)
+        self.spawn(send())
+
+    async def encrypt_for_device(self, text, bare_jid, device_id):
+        """A legacy OMEMO <encrypted> of `text` with a key for that one device only."""
+        if NS_03 not in self.namespaces:
+            raise ValueError(f"legacy OMEMO not enabled (--versions {self.args.versions})")
+        async with self.lock:
+            await self.refresh(bare_jid)  # the device may be new (announced in a proceed)
+            self.encrypt_only = {(bare_jid, device_id)}
+            try:
+                plaintexts = {ns: text.encode("utf-8") for ns in self.namespaces}
+                messages, errors = await self.sm.encrypt(frozenset({bare_jid}), plaintexts, [NS_03])
+            finally:
+                self.encrypt_only = None
+        for error in errors:
+            log.warning("not encrypted for %s/%s (%s): %r", error.bare_jid, error.device_id,
+                        error.namespace, error.exception)
+        message = next((m for m in messages if m.namespace == NS_03), None)
+        if message is None:
+            raise RuntimeError(f"cannot encrypt for {bare_jid}/{device_id}")
+        return oldmemo.etree.serialize_message(message)
+
+    def garbled_encrypted(self, rids):
+        """A legacy OMEMO <encrypted> of the right shape with random key and payload."""
+        def rand(n):
+            return base64.b64encode(secrets.token_bytes(n)).decode("ascii")
+        encrypted = ET.Element(f"{{{NS_03}}}encrypted")
+        header = ET.SubElement(encrypted, f"{{{NS_03}}}header", sid=str(self.device_id))
+        for rid in rids:
+            ET.SubElement(header, f"{{{NS_03}}}key", rid=str(rid)).text = rand(64)
+        ET.SubElement(header, f"{{{NS_03}}}iv").text = rand(12)
+        ET.SubElement(encrypted, f"{{{NS_03}}}payload").text = rand(95)
+        return encrypted
+
+    @staticmethod
+    def ice_transport(ufrag, pwd, hash_, setup, text=None, encrypted=None):
+        """An ICE-UDP transport without candidates: a plaintext fingerprint (`text`) or an
+        OMEMO-verified one (`encrypted`)."""
+        transport = ET.Element(f"{{{NS_ICE_UDP}}}transport", ufrag=ufrag, pwd=pwd)
+        ns = NS_DTLS if encrypted is None else NS_VERIFY
+        fingerprint = ET.SubElement(transport, f"{{{ns}}}fingerprint", hash=hash_, setup=setup)
+        if encrypted is None:
+            fingerprint.text = text
+        else:
+            fingerprint.append(encrypted)
+        return transport
+
+    async def cmd_initiate(self, to, sid, device):
+        to = JID(to)
+        device_id = None if device == "-" else int(device)
+        text = random_fingerprint()
+        encrypted = None if device_id is None \
+            else await self.encrypt_for_device(text, to.bare, device_id)
+        jingle = ET.Element(f"{{{NS_JINGLE}}}jingle", action="session-initiate",
+                            initiator=self.boundjid.full, sid=sid)
+        group = ET.SubElement(jingle, f"{{{NS_GROUPING}}}group", semantics="BUNDLE")
+        ET.SubElement(group, f"{{{NS_GROUPING}}}content", name="0")
+        content = ET.SubElement(jingle, f"{{{NS_JINGLE}}}content", creator="initiator",
+                                name="0", senders="both")
+        description = ET.SubElement(content, f"{{{NS_RTP}}}description", media="audio")
+        ET.SubElement(description, f"{{{NS_RTP}}}payload-type",
+                      {"id": "111", "name": "opus", "clockrate": "48000", "channels": "2"})
+        ET.SubElement(description, f"{{{NS_RTP}}}rtcp-mux")
+        content.append(self.ice_transport(ice_string(8), ice_string(24), "sha-256", "actpass",
+                                          text, encrypted))
+        self.send_jingle(to, jingle)
+        emit("INITIATED", sid, text)
+
+    async def cmd_accept(self, to, sid, device, garbled=False):
+        """session-accept; with `garbled`, `device` is None or the <key rid> (see GARBLED)."""
+        initiate = self.initiates.get(sid)
+        if initiate is None:
+            raise ValueError(f"no session-initiate received with sid {sid}")
+        to = JID(to)
+        if garbled:
+            if device is not None:
+                rids = [int(device)]
+            elif sid in self.vouchers:
+                rids = [self.vouchers[sid]]
+            else:
+                async with self.lock:
+                    rids = sorted((await self.refresh(to.bare)).get(NS_03, {}))
+            device_id = None
+        else:
+            device_id = None if device == "-" else int(device)
+        text = random_fingerprint()
+        ufrag, pwd = ice_string(8), ice_string(24)  # one transport for the whole BUNDLE
+        jingle = ET.Element(f"{{{NS_JINGLE}}}jingle", action="session-accept",
+                            responder=self.boundjid.full, sid=sid)
+        for group in initiate.findall(f"{{{NS_GROUPING}}}group"):
+            jingle.append(copy.deepcopy(group))
+        for offered in initiate.findall(f"{{{NS_JINGLE}}}content"):
+            content = ET.SubElement(jingle, f"{{{NS_JINGLE}}}content", dict(offered.attrib))
+            for child in offered:
+                if isinstance(child.tag, str) and child.tag.endswith("}description"):
+                    content.append(copy.deepcopy(child))
+            if garbled:
+                encrypted = self.garbled_encrypted(rids)
+            elif device_id is not None:
+                # One OMEMO message per content: each one is a ratchet step of its own.
+                encrypted = await self.encrypt_for_device(text, to.bare, device_id)
+            else:
+                encrypted = None
+            content.append(self.ice_transport(ufrag, pwd, "sha-256", "active", text, encrypted))
+        self.send_jingle(to, jingle)
+        emit("ACCEPTED", sid, "garbled" if garbled else text)
+
+    def cmd_terminate(self, to, sid):
+        jingle = ET.Element(f"{{{NS_JINGLE}}}jingle", action="session-terminate", sid=sid)
+        reason = ET.SubElement(jingle, f"{{{NS_JINGLE}}}reason")
+        ET.SubElement(reason, f"{{{NS_JINGLE}}}success")
+        self.send_jingle(JID(to), jingle)
 
     async def quit(self):
         self.quitting = True

@@ -105,7 +105,8 @@ impl PyPeer {
         peer
     }
 
-    fn command(&mut self, line: &str) {
+    /// Sends one command line (see the peer's docstring).
+    pub fn command(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").expect("peer's stdin");
         self.stdin.flush().expect("peer's stdin");
     }

@@ -3,10 +3,12 @@
 //! speaking OMEMO 0.3, OMEMO 2, or both. Each test: the peer's first message (key exchange)
 //! and follow-ups both ways; a restart of the peer; a second device of ours that starts a
 //! session with the peer (our key exchange) and gets the peer's messages as well as the
-//! carbons of ours.
+//! carbons of ours. And calls whose DTLS fingerprints go through OMEMO, both ways, with the
+//! peer as a signalling-only Jingle endpoint.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use linnet_client::{Direction, Encryption};
+use linnet_client::calls::{CallMedia, CallOptions, CallState, CallVerification};
+use linnet_client::{DeviceTrust, Direction, Encryption};
 use linnet_tests::omemo_peer::{PyPeer, NS_03, NS_2};
 use linnet_tests::*;
 
@@ -122,8 +124,117 @@ async fn peer_speaks_both_versions(server: Server) {
     interop(server, "both").await;
 }
 
+/// The words of the first peer line starting with `prefix` and matching `pred`.
+async fn peer_line(
+    peer: &mut PyPeer,
+    prefix: &str,
+    pred: impl Fn(&[&str]) -> bool,
+) -> Vec<String> {
+    let line = peer
+        .expect(prefix, |l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            w[0] == prefix && pred(&w)
+        })
+        .await;
+    line.split(' ').map(str::to_owned).collect()
+}
+
+fn is_sha256_fingerprint(text: &str) -> bool {
+    let parts: Vec<&str> = text.split(':').collect();
+    parts.len() == 32
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Calls with an independent OMEMO 0.3 stack (python-omemo, as Conversations and Dino
+/// speak it for calls) as the far end of the signalling: whoever calls, each side's DTLS
+/// fingerprint reaches the other as an OMEMO message from the right device and decrypts
+/// there to the fingerprint that was sent.
+async fn calls_vouched_for_by_omemo(server: Server) {
+    let storage = tempfile::tempdir().unwrap();
+    let me = TestClient::register(server, "linnet").await;
+    let my_dev = me.client.own_omemo_device(me.account).unwrap();
+    let my_full = me.client.bound_jid(me.account).unwrap();
+    let peer_jid = fresh_jid(server, "pycall");
+    let mut peer = PyPeer::start(server, &peer_jid, "03", &storage.path().join("p.json")).await;
+    peer.wait_device(&me.jid, NS_03, my_dev).await;
+    wait_device(&me, &me.jid, my_dev, "our device published").await;
+
+    // We call: the peer proceeds naming its device, so our session-initiate carries our
+    // fingerprint for that device alone; its session-accept carries its own for ours.
+    let id = me
+        .client
+        .start_call(me.account, &peer_jid, CallOptions::default(), CallMedia::default())
+        .await
+        .unwrap();
+    let sid = peer_line(&mut peer, "PROPOSE", |_| true).await[2].clone();
+    peer.command(&format!("PROCEED {} {sid}", me.jid));
+    let fp = peer_line(&mut peer, "FINGERPRINT", |w| w[1] == sid).await;
+    assert_eq!(fp[3], my_dev.to_string(), "vouched for by our device");
+    assert!(is_sha256_fingerprint(&fp[6]), "{fp:?}");
+    peer.command(&format!("ACCEPT {my_full} {sid} {my_dev}"));
+    let accepted = peer_line(&mut peer, "ACCEPTED", |w| w[1] == sid).await;
+    assert!(is_sha256_fingerprint(&accepted[2]));
+    let call = me
+        .wait_list("the peer's fingerprint opened", |s| {
+            s.calls.iter().any(|c| c.id == id && c.verified_by.is_some())
+        })
+        .await
+        .calls
+        .iter()
+        .find(|c| c.id == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        call.verified_by,
+        Some(CallVerification {
+            device_id: peer.device_id,
+            trust: DeviceTrust::Blind
+        })
+    );
+    me.client.end_call(id).unwrap();
+
+    // The peer calls: our proceed names our device; the peer's session-initiate carries
+    // its fingerprint for it, and our session-accept ours for the peer's device.
+    let sid = "py-call-2";
+    peer.command(&format!("CALL {} {sid}", me.jid));
+    let ringing = me
+        .wait_list("the peer's call rings", |s| {
+            s.calls.iter().any(|c| {
+                c.peer == peer_jid && matches!(c.state, CallState::Ringing { .. })
+            })
+        })
+        .await;
+    let incoming = ringing.calls.iter().find(|c| c.peer == peer_jid).unwrap().id;
+    me.client.accept_call(incoming, CallMedia::default()).unwrap();
+    let proceeded = peer_line(&mut peer, "PROCEEDED", |w| w[2] == sid).await;
+    assert_eq!(proceeded[3], my_dev.to_string(), "our proceed names our device");
+    peer.command(&format!("INITIATE {my_full} {sid} {my_dev}"));
+    let initiated = peer_line(&mut peer, "INITIATED", |w| w[1] == sid).await;
+    let fp = peer_line(&mut peer, "FINGERPRINT", |w| w[1] == sid).await;
+    assert_eq!(fp[3], my_dev.to_string());
+    assert!(is_sha256_fingerprint(&fp[6]), "{fp:?}");
+    assert_ne!(fp[6], initiated[2], "our own fingerprint, not the peer's echoed");
+    me.wait_list("the peer's fingerprint opened (callee)", |s| {
+        s.calls.iter().any(|c| {
+            c.id == incoming && c.verified_by.map(|v| v.device_id) == Some(peer.device_id)
+        })
+    })
+    .await;
+    peer.command(&format!("TERMINATE {my_full} {sid}"));
+    me.wait_list("the call ended", |s| {
+        s.calls
+            .iter()
+            .any(|c| c.id == incoming && matches!(c.state, CallState::Ended { .. }))
+    })
+    .await;
+    peer.quit().await;
+}
+
 both_servers!(
     peer_speaks_omemo_03,
     peer_speaks_omemo_2,
-    peer_speaks_both_versions
+    peer_speaks_both_versions,
+    calls_vouched_for_by_omemo
 );
