@@ -358,6 +358,55 @@ async fn upgrade_to_video_and_mute(server: Server) {
     wait_call(&b, "over", |i| ended(i).is_some()).await;
 }
 
+/// The callee turns the call into a video call (its content-add goes to the initiator):
+/// every frame it sends reaches the caller intact, and the audio goes on.
+async fn callee_upgrades_to_video(server: Server) {
+    let (a, b) = contacts_pair(server).await;
+    let a_heard = PcmCollector::new();
+    let b_heard = PcmCollector::new();
+    let seen = FrameCollector::new();
+    let (id, incoming) = ring(
+        &a,
+        &b,
+        CallOptions::default(),
+        CallMedia {
+            video_sink: Some(Box::new(seen.clone())),
+            ..tone_media(440.0, &a_heard)
+        },
+    )
+    .await;
+    b.client
+        .accept_call(incoming.id, tone_media(880.0, &b_heard))
+        .unwrap();
+    wait_call(&b, "connected", |i| connected(i).is_some()).await;
+    assert_heard(&a_heard, 880.0, "A hears B before the video").await;
+
+    let ivf = make_vp8_ivf(b.dir.path(), 2);
+    let frames = IvfReader::read_all(&ivf).unwrap();
+    let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
+    b.client
+        .add_call_video(
+            incoming.id,
+            CallMedia {
+                video_source: Some(Box::new(FrameList::new(
+                    frames.into_iter().map(|f| (f.data, f.duration)),
+                ))),
+                ..CallMedia::default()
+            },
+        )
+        .unwrap();
+    wait_call(&a, "now a video call", |i| i.id == id && i.video).await;
+    wait_until("every frame", || seen.len() >= sent.len()).await;
+    assert_eq!(seen.hashes(), sent);
+    let before = b_heard.samples().len();
+    wait_until("audio still flows", || {
+        b_heard.samples().len() > before + SAMPLE_RATE as usize
+    })
+    .await;
+    b.client.end_call(incoming.id).unwrap();
+    wait_call(&a, "over", |i| ended(i).is_some()).await;
+}
+
 /// A raw session of a fresh account, with the call messages and Jingle requests it gets.
 async fn raw_caller(
     server: Server,
@@ -657,6 +706,7 @@ both_servers!(
     every_device_rings,
     video_frames_arrive_intact,
     upgrade_to_video_and_mute,
+    callee_upgrades_to_video,
     jingle_nobody_asked_for,
     omemo_verified_call,
     forged_sealed_fingerprint,

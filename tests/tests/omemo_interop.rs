@@ -125,11 +125,7 @@ async fn peer_speaks_both_versions(server: Server) {
 }
 
 /// The words of the first peer line starting with `prefix` and matching `pred`.
-async fn peer_line(
-    peer: &mut PyPeer,
-    prefix: &str,
-    pred: impl Fn(&[&str]) -> bool,
-) -> Vec<String> {
+async fn peer_line(peer: &mut PyPeer, prefix: &str, pred: impl Fn(&[&str]) -> bool) -> Vec<String> {
     let line = peer
         .expect(prefix, |l| {
             let w: Vec<&str> = l.split(' ').collect();
@@ -165,7 +161,12 @@ async fn calls_vouched_for_by_omemo(server: Server) {
     // fingerprint for that device alone; its session-accept carries its own for ours.
     let id = me
         .client
-        .start_call(me.account, &peer_jid, CallOptions::default(), CallMedia::default())
+        .start_call(
+            me.account,
+            &peer_jid,
+            CallOptions::default(),
+            CallMedia::default(),
+        )
         .await
         .unwrap();
     let sid = peer_line(&mut peer, "PROPOSE", |_| true).await[2].clone();
@@ -178,7 +179,9 @@ async fn calls_vouched_for_by_omemo(server: Server) {
     assert!(is_sha256_fingerprint(&accepted[2]));
     let call = me
         .wait_list("the peer's fingerprint opened", |s| {
-            s.calls.iter().any(|c| c.id == id && c.verified_by.is_some())
+            s.calls
+                .iter()
+                .any(|c| c.id == id && c.verified_by.is_some())
         })
         .await
         .calls
@@ -201,25 +204,39 @@ async fn calls_vouched_for_by_omemo(server: Server) {
     peer.command(&format!("CALL {} {sid}", me.jid));
     let ringing = me
         .wait_list("the peer's call rings", |s| {
-            s.calls.iter().any(|c| {
-                c.peer == peer_jid && matches!(c.state, CallState::Ringing { .. })
-            })
+            s.calls
+                .iter()
+                .any(|c| c.peer == peer_jid && matches!(c.state, CallState::Ringing { .. }))
         })
         .await;
-    let incoming = ringing.calls.iter().find(|c| c.peer == peer_jid).unwrap().id;
-    me.client.accept_call(incoming, CallMedia::default()).unwrap();
+    let incoming = ringing
+        .calls
+        .iter()
+        .find(|c| c.peer == peer_jid)
+        .unwrap()
+        .id;
+    me.client
+        .accept_call(incoming, CallMedia::default())
+        .unwrap();
     let proceeded = peer_line(&mut peer, "PROCEEDED", |w| w[2] == sid).await;
-    assert_eq!(proceeded[3], my_dev.to_string(), "our proceed names our device");
+    assert_eq!(
+        proceeded[3],
+        my_dev.to_string(),
+        "our proceed names our device"
+    );
     peer.command(&format!("INITIATE {my_full} {sid} {my_dev}"));
     let initiated = peer_line(&mut peer, "INITIATED", |w| w[1] == sid).await;
     let fp = peer_line(&mut peer, "FINGERPRINT", |w| w[1] == sid).await;
     assert_eq!(fp[3], my_dev.to_string());
     assert!(is_sha256_fingerprint(&fp[6]), "{fp:?}");
-    assert_ne!(fp[6], initiated[2], "our own fingerprint, not the peer's echoed");
+    assert_ne!(
+        fp[6], initiated[2],
+        "our own fingerprint, not the peer's echoed"
+    );
     me.wait_list("the peer's fingerprint opened (callee)", |s| {
-        s.calls.iter().any(|c| {
-            c.id == incoming && c.verified_by.map(|v| v.device_id) == Some(peer.device_id)
-        })
+        s.calls
+            .iter()
+            .any(|c| c.id == incoming && c.verified_by.map(|v| v.device_id) == Some(peer.device_id))
     })
     .await;
     peer.command(&format!("TERMINATE {my_full} {sid}"));

@@ -740,6 +740,49 @@ fn write_candidate(c: &Candidate) -> String {
 // ---------------------------------------------------------------------------------------------
 // Trickle ICE (transport-info).
 
+/// The DTLS role (`active` / `passive`) an SDP takes: the first `a=setup` that is not
+/// `actpass`. An answer always has one (RFC 5763 §5).
+pub fn dtls_role(sdp: &str) -> Option<&'static str> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=setup:"))
+        .find_map(|v| match v.trim() {
+            "active" => Some("active"),
+            "passive" => Some("passive"),
+            _ => None,
+        })
+}
+
+/// The DTLS role opposite to `role`.
+pub fn other_dtls_role(role: &str) -> &'static str {
+    if role == "active" {
+        "passive"
+    } else {
+        "active"
+    }
+}
+
+/// A description first sent as an offer (the peer's session-initiate) says `actpass`, which
+/// no answer may (RFC 5763 §5): before it is rebuilt as an answer (a content-add of ours
+/// accepted), each `actpass` becomes `role`, the DTLS role the peer took when the session
+/// began.
+pub fn settle_dtls_role(desc: &mut JingleDescription, role: &str) -> Result<()> {
+    for content in &mut desc.contents {
+        let Some(JingleTransport::IceUdp(t)) = &content.transport else {
+            continue;
+        };
+        let mut elem = Element::from(t.clone());
+        for fp in elem.children_mut() {
+            if fp.is("fingerprint", ns::JINGLE_DTLS) && fp.attr("setup") == Some("actpass") {
+                let name = NcName::try_from("setup").map_err(|_| MappingError::BadFingerprint)?;
+                fp.set_attr(Namespace::NONE, name, role);
+            }
+        }
+        let t = IceUdpTransport::try_from(elem).map_err(|_| MappingError::BadFingerprint)?;
+        content.transport = Some(JingleTransport::IceUdp(t));
+    }
+    Ok(())
+}
+
 /// The ICE credentials of the media section `mid` in an SDP (session-level as fallback), e.g.
 /// our local description, to put them on outgoing transport-info.
 pub fn ice_credentials(sdp: &str, mid: &str) -> Result<IceCredentials> {

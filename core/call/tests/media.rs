@@ -387,3 +387,34 @@ async fn audio_call_upgraded_to_video() {
     a.session.close().await;
     b.session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_call_upgraded_to_video_by_the_answerer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, hashes) = sent_frames(&make_ivf(dir.path()));
+    let (mut a, mut b) = pair(loopback(false), loopback(false)).await;
+    let collector = FrameCollector::new();
+    a.session.set_video_sink(Box::new(collector.clone()));
+    negotiate(&mut a, &mut b, false).await;
+    a.wait_for("FirstAudio", |e| matches!(e, EngineEvent::FirstAudio))
+        .await;
+
+    b.session.set_video_source(Box::new(source));
+    let offer = b.session.add_video().await.expect("content-add offer");
+    assert!(
+        offer.contains("m=video"),
+        "no video section in the new offer"
+    );
+    let answer = a.session.accept_offer(&offer).await.expect("answer");
+    b.session.set_answer(&answer).await.expect("set answer");
+    expect_frames(&a, &collector, &hashes).await;
+    // Audio carried on across the renegotiation.
+    let before = a.session.stats().audio_frames_decoded;
+    let s = Arc::clone(&a.session);
+    wait_until("audio after the upgrade", || {
+        s.stats().audio_frames_decoded > before + 10
+    })
+    .await;
+    a.session.close().await;
+    b.session.close().await;
+}

@@ -863,3 +863,17 @@ fn setup_roles_map_both_ways() {
     let _ = Setup::Passive;
     let _: Option<Candidate> = None;
 }
+
+/// Conversations' session-initiate says `actpass`: as it stands it cannot be an answer, and
+/// once settled to the role its sender took it maps to one, with that role.
+#[test]
+fn an_offer_settled_to_its_role_maps_as_an_answer() {
+    let mut desc = conversations();
+    assert!(jingle_to_sdp(&desc, SdpType::Answer, Role::Responder).is_err());
+    settle_dtls_role(&mut desc, "passive").unwrap();
+    let answer = jingle_to_sdp(&desc, SdpType::Answer, Role::Responder).unwrap();
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+    assert!(!answer.contains("actpass"));
+    assert_eq!(dtls_role(&answer), Some("passive"));
+    assert_eq!(other_dtls_role("passive"), "active");
+}

@@ -507,6 +507,9 @@ struct CallTask {
     peer_device: Option<u32>,
     /// The device that vouched for the peer's fingerprint, once one did.
     verified_by: Option<u32>,
+    /// The DTLS role the peer took when the session began (`active` / `passive`): a
+    /// description of its rebuilt as an answer must say it again.
+    peer_dtls_role: Option<&'static str>,
 }
 
 enum Step {
@@ -578,6 +581,7 @@ impl CallTask {
             answered: false,
             peer_device: None,
             verified_by: None,
+            peer_dtls_role: None,
         };
         (task, rx, tx)
     }
@@ -1121,6 +1125,7 @@ impl CallTask {
                     Err(e) => return self.fail_after_terminate(format!("media: {e}"), tx),
                 };
                 self.remote_set = true;
+                self.peer_dtls_role = sdp::dtls_role(&answer).map(sdp::other_dtls_role);
                 self.add_remote_candidates(&desc).await;
                 self.remote_desc = Some(desc.clone());
                 let local =
@@ -1170,6 +1175,7 @@ impl CallTask {
                 if let Err(e) = engine.set_answer(&answer).await {
                     return self.fail_after_terminate(format!("media: {e}"), tx);
                 }
+                self.peer_dtls_role = sdp::dtls_role(&answer);
                 self.remote_set = true;
                 self.add_remote_candidates(&desc).await;
                 self.remote_desc = Some(desc);
@@ -1378,7 +1384,12 @@ impl CallTask {
             }
         }
         let (role, _) = self.our_role();
-        let answer = match sdp::jingle_to_sdp(&remote, SdpType::Answer, role) {
+        let settled = match self.peer_dtls_role {
+            Some(peer) => sdp::settle_dtls_role(&mut remote, peer),
+            None => Ok(()),
+        };
+        let answer = match settled.and_then(|()| sdp::jingle_to_sdp(&remote, SdpType::Answer, role))
+        {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!(call = self.id.0, error = %e, "a content-accept we cannot take");
