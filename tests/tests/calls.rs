@@ -12,7 +12,7 @@ use linnet_call::video::{frame_sha256, FrameCollector, FrameList, IvfReader};
 use linnet_client::calls::{
     CallEnd, CallItem, CallMedia, CallOptions, CallState, CallVerification,
 };
-use linnet_client::{ClientOptions, DeviceTrust};
+use linnet_client::{ClientOptions, DeviceTrust, TrustDecision};
 use linnet_tests::*;
 use linnet_xmpp::jingle::{JmiAction, NS_DTLS_VERIFY, NS_JINGLE};
 use linnet_xmpp::{BareJid, Event};
@@ -583,6 +583,57 @@ async fn omemo_verified_call(server: Server) {
     assert_heard(&b_heard, 440.0, "B hears A's tone").await;
     a.client.end_call(id).unwrap();
     wait_call(&b, "ended (callee)", |i| ended(i).is_some()).await;
+
+    // A device the user distrusted does not get the call: A distrusts B's device, and
+    // when B answers there, A hangs up before anything with an address goes out.
+    a.client
+        .set_device_trust(a.account, &b.jid, b_dev, TrustDecision::Distrust)
+        .unwrap();
+    let (id, incoming) = ring(&a, &b, CallOptions::default(), CallMedia::default()).await;
+    b.client
+        .accept_call(incoming.id, CallMedia::default())
+        .unwrap();
+    let on_a = wait_call(&a, "refused (caller)", |i| i.id == id && ended(i).is_some()).await;
+    assert_eq!(
+        ended(&on_a),
+        Some(&CallEnd::Failed {
+            reason: "answered on a device you distrusted".into()
+        })
+    );
+    let on_b = wait_call(&b, "ended (callee)", |i| {
+        i.id == incoming.id && ended(i).is_some()
+    })
+    .await;
+    assert!(connected(&on_b).is_none());
+
+    // The callee's side: A trusts B's device again, B distrusts A's; A's session-initiate,
+    // vouched for by that device, is refused, and the call ends on both sides.
+    a.client
+        .set_device_trust(a.account, &b.jid, b_dev, TrustDecision::Trust)
+        .unwrap();
+    b.client
+        .set_device_trust(b.account, &a.jid, a_dev, TrustDecision::Distrust)
+        .unwrap();
+    let (id, incoming) = ring(&a, &b, CallOptions::default(), CallMedia::default()).await;
+    b.client
+        .accept_call(incoming.id, CallMedia::default())
+        .unwrap();
+    let on_b = wait_call(&b, "refused (callee)", |i| {
+        i.id == incoming.id && ended(i).is_some()
+    })
+    .await;
+    match ended(&on_b) {
+        Some(CallEnd::Failed { reason }) => {
+            assert!(
+                reason.contains("vouched for by a device you distrusted"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(on_b.verified_by, None);
+    let on_a = wait_call(&a, "refused (caller)", |i| i.id == id && ended(i).is_some()).await;
+    assert!(connected(&on_a).is_none());
 }
 
 /// A session-accept whose fingerprint for content `content` comes sealed in `encrypted`.

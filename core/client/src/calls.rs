@@ -690,6 +690,9 @@ impl CallTask {
             if device.is_some_and(|d| d != opened.device_id) {
                 return Err("fingerprints vouched for by two different devices".into());
             }
+            if opened.trust == DeviceTrust::Distrusted {
+                return Err("vouched for by a device you distrusted".into());
+            }
             device = Some(opened.device_id);
             trust = opened.trust;
             linnet_xmpp::jingle::open_fingerprint(&mut req.jingle, s, &opened.text)
@@ -953,6 +956,15 @@ impl CallTask {
                 self.remote = Some(from.clone());
                 self.inner.set_call_remote(self.id, &from);
                 self.inner.set_call_state(self.id, CallState::Connecting);
+                // A device the user distrusted (a lost phone, say) does not get the call.
+                if device.is_some_and(|d| {
+                    crate::omemo::call_device_distrusted(&self.inner, self.account, &self.peer, d)
+                }) {
+                    self.send_jmi(JmiAction::Finish(CallReason::SecurityError));
+                    return Step::End(CallEnd::Failed {
+                        reason: "answered on a device you distrusted".into(),
+                    });
+                }
                 self.peer_device = device;
                 self.initiate(tx).await
             }

@@ -558,6 +558,22 @@ pub(crate) fn call_device(inner: &Inner, account: AccountId, own: &BareJid) -> O
         .and_then(|v| v.parse::<u32>().ok())
 }
 
+/// Whether the user distrusted this device of `peer` (as its OMEMO 0.3 identity, which
+/// calls use; trust decisions apply to both versions).
+pub(crate) fn call_device_distrusted(
+    inner: &Inner,
+    account: AccountId,
+    peer: &BareJid,
+    device: u32,
+) -> bool {
+    let target = Target {
+        jid: peer.clone(),
+        device_id: device,
+        version: Version::Omemo03,
+    };
+    distrusted(inner, account, &target).unwrap_or(false)
+}
+
 /// An OMEMO 0.3 message carrying `text` (a DTLS fingerprint) for one device of `peer`:
 /// the one the call is with. Builds the session from the device's bundle if there is none.
 /// `Err`: no message can be made for that device (distrusted, no bundle, no identity);
