@@ -69,6 +69,20 @@ fn tone_media(hz: f32, heard: &PcmCollector) -> CallMedia {
     }
 }
 
+/// A camera for `who`'s calls: the frames of a fresh VP8 file, and their hashes in order.
+fn camera(who: &TestClient) -> (CallMedia, Vec<String>) {
+    let ivf = make_vp8_ivf(who.dir.path(), 2);
+    let frames = IvfReader::read_all(&ivf).unwrap();
+    let sent = frames.iter().map(|f| frame_sha256(&f.data)).collect();
+    let media = CallMedia {
+        video_source: Some(Box::new(FrameList::new(
+            frames.into_iter().map(|f| (f.data, f.duration)),
+        ))),
+        ..CallMedia::default()
+    };
+    (media, sent)
+}
+
 /// Waits until `heard` holds `seconds` of audio, then checks its dominant frequency (over
 /// the last half second: the first frames may be the jitter buffer filling).
 async fn assert_heard(heard: &PcmCollector, hz: f32, what: &str) {
@@ -261,22 +275,10 @@ async fn every_device_rings(server: Server) {
 /// A video call: every VP8 frame A sends arrives at B whole, in order.
 async fn video_frames_arrive_intact(server: Server) {
     let (a, b) = contacts_pair(server).await;
-    let ivf = make_vp8_ivf(a.dir.path(), 2);
-    let frames = IvfReader::read_all(&ivf).unwrap();
-    let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
+    let (camera, sent) = camera(&a);
     let seen = FrameCollector::new();
     a.client
-        .start_call(
-            a.account,
-            &b.jid,
-            CallOptions { video: true },
-            CallMedia {
-                video_source: Some(Box::new(FrameList::new(
-                    frames.into_iter().map(|f| (f.data, f.duration)),
-                ))),
-                ..CallMedia::default()
-            },
-        )
+        .start_call(a.account, &b.jid, CallOptions { video: true }, camera)
         .await
         .unwrap();
     let incoming = wait_call(&b, "a video call rings", ringing).await;
@@ -314,20 +316,8 @@ async fn upgrade_to_video_and_mute(server: Server) {
     wait_call(&a, "connected", |i| connected(i).is_some()).await;
     assert_heard(&b_heard, 440.0, "B hears A before the video").await;
 
-    let ivf = make_vp8_ivf(a.dir.path(), 2);
-    let frames = IvfReader::read_all(&ivf).unwrap();
-    let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
-    a.client
-        .add_call_video(
-            id,
-            CallMedia {
-                video_source: Some(Box::new(FrameList::new(
-                    frames.into_iter().map(|f| (f.data, f.duration)),
-                ))),
-                ..CallMedia::default()
-            },
-        )
-        .unwrap();
+    let (camera, sent) = camera(&a);
+    a.client.add_call_video(id, camera).unwrap();
     wait_call(&b, "now a video call", |i| i.id == incoming.id && i.video).await;
     wait_until("every frame", || seen.len() >= sent.len()).await;
     assert_eq!(seen.hashes(), sent);
@@ -381,20 +371,8 @@ async fn callee_upgrades_to_video(server: Server) {
     wait_call(&b, "connected", |i| connected(i).is_some()).await;
     assert_heard(&a_heard, 880.0, "A hears B before the video").await;
 
-    let ivf = make_vp8_ivf(b.dir.path(), 2);
-    let frames = IvfReader::read_all(&ivf).unwrap();
-    let sent: Vec<String> = frames.iter().map(|f| frame_sha256(&f.data)).collect();
-    b.client
-        .add_call_video(
-            incoming.id,
-            CallMedia {
-                video_source: Some(Box::new(FrameList::new(
-                    frames.into_iter().map(|f| (f.data, f.duration)),
-                ))),
-                ..CallMedia::default()
-            },
-        )
-        .unwrap();
+    let (camera, sent) = camera(&b);
+    b.client.add_call_video(incoming.id, camera).unwrap();
     wait_call(&a, "now a video call", |i| i.id == id && i.video).await;
     wait_until("every frame", || seen.len() >= sent.len()).await;
     assert_eq!(seen.hashes(), sent);

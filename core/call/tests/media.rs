@@ -357,29 +357,40 @@ async fn loopback_video_frames_arrive_intact() {
     b.session.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audio_call_upgraded_to_video() {
+/// An audio call turned into a video call by the side that made the first offer
+/// (`by_offerer`) or by the one that answered it: the new offer goes the other way.
+async fn upgrade_to_video(by_offerer: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (source, hashes) = sent_frames(&make_ivf(dir.path()));
     let (mut a, mut b) = pair(loopback(false), loopback(false)).await;
-    let collector = FrameCollector::new();
-    b.session.set_video_sink(Box::new(collector.clone()));
     negotiate(&mut a, &mut b, false).await;
-    b.wait_for("FirstAudio", |e| matches!(e, EngineEvent::FirstAudio))
+    let (sender, receiver) = if by_offerer {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let collector = FrameCollector::new();
+    receiver.session.set_video_sink(Box::new(collector.clone()));
+    receiver
+        .wait_for("FirstAudio", |e| matches!(e, EngineEvent::FirstAudio))
         .await;
 
-    a.session.set_video_source(Box::new(source));
-    let offer = a.session.add_video().await.expect("content-add offer");
+    sender.session.set_video_source(Box::new(source));
+    let offer = sender.session.add_video().await.expect("content-add offer");
     assert!(
         offer.contains("m=video"),
         "no video section in the new offer"
     );
-    let answer = b.session.accept_offer(&offer).await.expect("answer");
-    a.session.set_answer(&answer).await.expect("set answer");
-    expect_frames(&b, &collector, &hashes).await;
+    let answer = receiver.session.accept_offer(&offer).await.expect("answer");
+    sender
+        .session
+        .set_answer(&answer)
+        .await
+        .expect("set answer");
+    expect_frames(receiver, &collector, &hashes).await;
     // Audio carried on across the renegotiation.
-    let before = b.session.stats().audio_frames_decoded;
-    let s = Arc::clone(&b.session);
+    let before = receiver.session.stats().audio_frames_decoded;
+    let s = Arc::clone(&receiver.session);
     wait_until("audio after the upgrade", || {
         s.stats().audio_frames_decoded > before + 10
     })
@@ -389,32 +400,11 @@ async fn audio_call_upgraded_to_video() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audio_call_upgraded_to_video_by_the_answerer() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, hashes) = sent_frames(&make_ivf(dir.path()));
-    let (mut a, mut b) = pair(loopback(false), loopback(false)).await;
-    let collector = FrameCollector::new();
-    a.session.set_video_sink(Box::new(collector.clone()));
-    negotiate(&mut a, &mut b, false).await;
-    a.wait_for("FirstAudio", |e| matches!(e, EngineEvent::FirstAudio))
-        .await;
+async fn audio_call_upgraded_to_video() {
+    upgrade_to_video(true).await;
+}
 
-    b.session.set_video_source(Box::new(source));
-    let offer = b.session.add_video().await.expect("content-add offer");
-    assert!(
-        offer.contains("m=video"),
-        "no video section in the new offer"
-    );
-    let answer = a.session.accept_offer(&offer).await.expect("answer");
-    b.session.set_answer(&answer).await.expect("set answer");
-    expect_frames(&a, &collector, &hashes).await;
-    // Audio carried on across the renegotiation.
-    let before = a.session.stats().audio_frames_decoded;
-    let s = Arc::clone(&a.session);
-    wait_until("audio after the upgrade", || {
-        s.stats().audio_frames_decoded > before + 10
-    })
-    .await;
-    a.session.close().await;
-    b.session.close().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_call_upgraded_to_video_by_the_answerer() {
+    upgrade_to_video(false).await;
 }
