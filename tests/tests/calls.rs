@@ -407,18 +407,25 @@ async fn raw_caller(
     (session, jid, rx)
 }
 
-fn session_initiate(to: &str, sid: &str, fingerprint: &str) -> String {
+/// A Jingle IQ with one audio content whose ICE-UDP transport holds `transport`.
+fn jingle_iq(to: &str, action: &str, sid: &str, content: &str, transport: &str) -> String {
     format!(
         "<iq xmlns='jabber:client' type='set' to='{to}'>\
-         <jingle xmlns='{NS_JINGLE}' action='session-initiate' sid='{sid}'>\
-         <content creator='initiator' name='0'>\
+         <jingle xmlns='{NS_JINGLE}' action='{action}' sid='{sid}'>\
+         <content creator='initiator' name='{content}'>\
          <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>\
          <payload-type id='111' name='opus' clockrate='48000' channels='2'/></description>\
          <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='abcd' pwd='0123456789abcdefghijkl'>\
-         <fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>{fingerprint}</fingerprint>\
-         <candidate component='1' foundation='1' generation='0' id='c1' ip='127.0.0.1' port='9999' priority='2130706431' protocol='udp' type='host'/>\
-         </transport></content></jingle></iq>"
+         {transport}</transport></content></jingle></iq>"
     )
+}
+
+fn session_initiate(to: &str, sid: &str, fingerprint: &str) -> String {
+    let transport = format!(
+        "<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>{fingerprint}</fingerprint>\
+         <candidate component='1' foundation='1' generation='0' id='c1' ip='127.0.0.1' port='9999' priority='2130706431' protocol='udp' type='host'/>"
+    );
+    jingle_iq(to, "session-initiate", sid, "0", &transport)
 }
 
 const FP: &str = "02:1A:CC:54:27:AB:EB:9C:53:3F:3E:4B:65:2E:7D:46:3F:54:42:CD:54:F1:7A:03:A2:7D:F9:B0:7F:46:19:B2";
@@ -616,16 +623,10 @@ async fn omemo_verified_call(server: Server) {
 
 /// A session-accept whose fingerprint for content `content` comes sealed in `encrypted`.
 fn sealed_session_accept(to: &str, sid: &str, content: &str, encrypted: &str) -> String {
-    format!(
-        "<iq xmlns='jabber:client' type='set' to='{to}'>\
-         <jingle xmlns='{NS_JINGLE}' action='session-accept' sid='{sid}'>\
-         <content creator='initiator' name='{content}'>\
-         <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>\
-         <payload-type id='111' name='opus' clockrate='48000' channels='2'/></description>\
-         <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='abcd' pwd='0123456789abcdefghijkl'>\
-         <fingerprint xmlns='{NS_DTLS_VERIFY}' hash='sha-256' setup='active'>{encrypted}</fingerprint>\
-         </transport></content></jingle></iq>"
-    )
+    let transport = format!(
+        "<fingerprint xmlns='{NS_DTLS_VERIFY}' hash='sha-256' setup='active'>{encrypted}</fingerprint>"
+    );
+    jingle_iq(to, "session-accept", sid, content, &transport)
 }
 
 /// A peer that names an OMEMO device it has no bundle for gets our fingerprint in the
