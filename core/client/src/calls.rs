@@ -677,7 +677,9 @@ impl CallTask {
         if sealed.is_empty() {
             return Ok(());
         }
-        let mut device = self.verified_by;
+        // The caller encrypted its own for the device that proceeded: the answer must come
+        // from that one.
+        let mut device = self.verified_by.or(self.peer_device);
         let mut trust = DeviceTrust::Undecided;
         for s in &sealed {
             let opened = crate::omemo::open_sealed(

@@ -593,12 +593,13 @@ pub(crate) async fn seal_for_device(
         device_id: device,
         version: Version::Omemo03,
     };
-    if distrusted(inner, account, &target).map_err(|e| format!("{e:?}"))? {
+    // The reasons stay generic: they are logged, and what a server said may name people.
+    if distrusted(inner, account, &target).map_err(|_| "the OMEMO store failed")? {
         return Err("the device is distrusted".into());
     }
     ensure_session(inner, account, session, &own, device_id, &target, false)
         .await
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|_| "no session could be built with the device")?;
     let payload = Zeroizing::new(text.as_bytes().to_vec());
     let address = DeviceAddress::new(peer.as_str(), device);
     let mut failure = None;

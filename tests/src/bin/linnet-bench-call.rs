@@ -259,6 +259,7 @@ struct CallTimes {
     callee_first_frame: Option<f64>,
     caller_first_frame: Option<f64>,
     relayed: bool,
+    verified: bool,
 }
 
 fn since(t0: Instant, t: Option<Instant>) -> Option<f64> {
@@ -360,6 +361,9 @@ async fn first_audio(a: &Side, b: &Side, ring: Duration) -> Result<CallTimes, St
         })
         .await?;
     let relayed = matches!(on_a.state, CallState::Connected { relayed: true, .. });
+    // Whether the DTLS fingerprints went through OMEMO (a first call may have fetched a
+    // bundle for it on the way).
+    let verified = on_a.verified_by.is_some();
     let times = CallTimes {
         callee_audio: since(t0, b_heard.first_signal()).unwrap_or_default(),
         caller_audio: since(t0, a_heard.first_signal()).unwrap_or_default(),
@@ -368,6 +372,7 @@ async fn first_audio(a: &Side, b: &Side, ring: Duration) -> Result<CallTimes, St
         callee_first_frame: since(t0, b_heard.first_frame()),
         caller_first_frame: since(t0, a_heard.first_frame()),
         relayed,
+        verified,
     };
     hang_up(a, b, a_id, b_id).await?;
     Ok(times)
@@ -574,6 +579,8 @@ async fn case(
                 || t.caller_first_frame < Some(t.caller_audio)
         })
         .count();
+    let verified = all.iter().filter(|t| t.verified).count();
+    println!("  (DTLS fingerprints vouched for by OMEMO in {verified} of {runs} calls)");
     if silent_first > 0 {
         println!("  ({silent_first} of {runs} calls decoded frames without the tone first)");
     }
