@@ -1115,10 +1115,7 @@ impl CallTask {
                 if let Err(why) = self.unseal(&mut req, &session) {
                     return self.fail_unsealed(&req, &session, why, tx);
                 }
-                let desc = JingleDescription {
-                    contents: req.jingle.contents.clone(),
-                    group: req.jingle.group.clone(),
-                };
+                let desc = described(&req);
                 let offer = match sdp::jingle_to_sdp(&desc, SdpType::Offer, Role::Responder) {
                     Ok(o) => o,
                     Err(e) => {
@@ -1171,10 +1168,7 @@ impl CallTask {
                 if let Err(why) = self.unseal(&mut req, &session) {
                     return self.fail_unsealed(&req, &session, why, tx);
                 }
-                let desc = JingleDescription {
-                    contents: req.jingle.contents.clone(),
-                    group: req.jingle.group.clone(),
-                };
+                let desc = described(&req);
                 let answer = match sdp::jingle_to_sdp(&desc, SdpType::Answer, Role::Initiator) {
                     Ok(a) => a,
                     Err(e) => {
@@ -1452,6 +1446,14 @@ impl CallTask {
 
 /// The candidates of a session-initiate, session-accept or transport-info; ones we cannot
 /// use (not UDP, malformed) are left out.
+/// The session as a Jingle request describes it (contents and BUNDLE group).
+fn described(req: &JingleRequest) -> JingleDescription {
+    JingleDescription {
+        contents: req.jingle.contents.clone(),
+        group: req.jingle.group.clone(),
+    }
+}
+
 fn candidates_of(desc: &JingleDescription) -> Vec<Candidate> {
     let mut out = Vec::new();
     for content in &desc.contents {
